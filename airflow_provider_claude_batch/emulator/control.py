@@ -1,0 +1,54 @@
+"""A small client for the emulator's `/_emulator/*` routes (stdlib only, so any test can use it)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, cast
+
+
+class EmulatorControl:
+    """Move the clock, choose outcomes, inject faults and read counters of a running emulator."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def _call(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/{route}", data=data, method=method,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def state(self, *, custom_ids: bool = True) -> dict[str, Any]:
+        """Counters and every batch made so far (with their custom_ids), for "no duplicate" proofs."""
+        return cast(dict[str, Any], self._call("GET", f"state?custom_ids={str(custom_ids).lower()}"))
+
+    def advance(self, seconds: float) -> float:
+        return float(self._call("POST", "clock", {"advance_seconds": seconds})["epoch"])
+
+    def now(self) -> float:
+        return float(self._call("POST", "clock", {})["epoch"])
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """processing_seconds, cancel_seconds, api_key, workspace_id, max_requests, max_body_bytes."""
+        return cast(dict[str, Any], self._call("POST", "config", settings))
+
+    def set_outcomes(self, *rules: Mapping[str, Any], replace: bool = True) -> None:
+        """Rules like {"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error", "times": 2}."""
+        self._call("POST", "outcomes", {"rules": list(rules), "replace": replace})
+
+    def inject(self, *faults: Mapping[str, Any]) -> None:
+        """Faults like {"endpoint": "retrieve", "status": 529, "count": 3} or
+        {"endpoint": "create", "kind": "lost_response"}; see `emulator.faults.Fault`."""
+        self._call("POST", "faults", {"faults": list(faults)})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def reset(self) -> None:
+        """Forget every batch, rule, fault and counter (the clock keeps its offset)."""
+        self._call("POST", "reset", {})

@@ -1,0 +1,110 @@
+"""Faults a test can inject per endpoint: error statuses, lost responses, cut streams, slow answers.
+
+A fault is served either a number of times (`count`) or throughout a window of emulator-clock
+time (`for_seconds`), which is how a test stages a two-hour outage without waiting two hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
+FaultKind = Literal["status", "lost_response", "cut_stream", "delay"]
+ERROR_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass(slots=True)
+class Fault:
+    """One injected misbehaviour.
+
+    - `status`: answer `status` with the API's error envelope (429s carry `retry_after`, unless
+      `error_code` is `enforced_spend_limit_reached`, which the real API sends without one).
+    - `lost_response`: do the work (a create really makes the batch), then lose the answer:
+      `mode="reset"` drops the connection half-way through the body, `mode="timeout"` answers only
+      after `delay_seconds`, long after the client gave up.
+    - `cut_stream`: a results download that breaks after `after_lines` lines.
+    - `delay`: answer normally after `delay_seconds`.
+    """
+
+    endpoint: str
+    kind: FaultKind = "status"
+    status: int = 529
+    retry_after: float | None = None
+    error_code: str | None = None
+    mode: Literal["reset", "timeout"] = "reset"
+    delay_seconds: float = 0.0
+    after_lines: int = 0
+    count: int | None = 1
+    until: float | None = None
+
+    @property
+    def error_type(self) -> str:
+        return ERROR_TYPE_BY_STATUS.get(self.status, "api_error")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], now: float) -> Fault:
+        data = dict(raw)
+        for_seconds = data.pop("for_seconds", None)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {sorted(unknown)}")
+        fault = cls(**data)
+        if fault.endpoint != "*" and fault.endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {ENDPOINTS} or '*', not {fault.endpoint!r}")
+        if fault.kind not in ("status", "lost_response", "cut_stream", "delay"):
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
+        if fault.kind == "cut_stream" and fault.endpoint != "results":
+            raise ValueError("cut_stream applies to the results endpoint only")
+        if for_seconds is not None:
+            fault.until = now + float(for_seconds)
+            fault.count = None
+        if fault.status == 429 and fault.retry_after is None and fault.error_code is None:
+            fault.retry_after = 1.0
+        return fault
+
+
+class FaultPlan:
+    """Faults waiting to be served, oldest first."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self.served: dict[str, int] = {}
+
+    def add(self, fault: Fault) -> None:
+        self._faults.append(fault)
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [{"endpoint": f.endpoint, "kind": f.kind, "status": f.status, "count": f.count} for f in self._faults]
+
+    def take(self, endpoint: str, now: float) -> Fault | None:
+        """The fault to apply to this call, if any; count-limited faults are used up as they are served."""
+        self._faults = [f for f in self._faults if f.until is None or f.until > now]
+        for fault in self._faults:
+            if fault.endpoint not in (endpoint, "*"):
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+            self.served[endpoint] = self.served.get(endpoint, 0) + 1
+            return fault
+        return None

@@ -1,0 +1,392 @@
+"""The emulator's batches and their lifecycle, computed from the (movable) clock.
+
+No HTTP here: the app turns these results and `ApiError`s into responses. A batch's state is a
+pure function of its creation time, processing time, cancel time and the clock, so jumping the
+clock forward 24 h or 29 days gives exactly what waiting would have given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
+from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
+
+DAY = 86_400.0
+EXPIRY_SECONDS = 1 * DAY
+ARCHIVE_SECONDS = 29 * DAY
+CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_FINAL_CODES = {"succeeded": 0, "errored": 1, "canceled": 2, "expired": 3}
+_FINAL_NAMES = tuple(_FINAL_CODES)
+
+
+class ApiError(Exception):
+    """An API error as the real service reports it: HTTP status plus `error.type` and message."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass
+class EmulatorConfig:
+    """Knobs a test or the CLI may change at any time; they apply to batches created afterwards."""
+
+    processing_seconds: float = 1.0
+    cancel_seconds: float = 0.0
+    api_key: str | None = "emulator-key"
+    workspace_id: str = "wrkspc_emulator"
+    max_requests: int = 100_000
+    max_body_bytes: int = 256_000_000
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if name not in self.__dataclass_fields__:
+                raise ValueError(f"unknown emulator setting {name!r}")
+            setattr(self, name, value)
+
+
+@dataclass(eq=False)
+class Batch:
+    id: str
+    seq: int
+    created_at: float
+    processing_seconds: float
+    cancel_seconds: float
+    records: list[RequestRecord]
+    cancel_initiated_at: float | None = None
+    cancel_calls: int = 0
+    deleted: bool = False
+    _final: bytearray | None = field(default=None, repr=False)
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + EXPIRY_SECONDS
+
+    @property
+    def archived_after(self) -> float:
+        return self.created_at + ARCHIVE_SECONDS
+
+    def ends_at(self) -> float:
+        end = min(self.created_at + self.processing_seconds, self.expires_at)
+        if self.cancel_initiated_at is not None:
+            end = min(end, self.cancel_initiated_at + self.cancel_seconds)
+        return end
+
+    def completion_time(self, rank: int) -> float:
+        """Requests finish one after another over the processing time (what a cancel interrupts)."""
+        return self.created_at + self.processing_seconds * (rank + 1) / len(self.records)
+
+    def final_codes(self) -> bytearray:
+        """Each request's final result type, fixed once the batch has ended."""
+        if self._final is None:
+            codes = bytearray(len(self.records))
+            cut = self.cancel_initiated_at
+            for rank, record in enumerate(self.records):
+                done_at = self.completion_time(rank)
+                if cut is not None and done_at > cut:
+                    codes[rank] = _FINAL_CODES["canceled"]
+                elif done_at > self.expires_at:
+                    codes[rank] = _FINAL_CODES["expired"]
+                else:
+                    codes[rank] = _FINAL_CODES[record.outcome]
+            self._final = codes
+        return self._final
+
+
+class BatchStore:
+    """All batches of one emulated workspace, plus the counters tests inspect."""
+
+    def __init__(self, config: EmulatorConfig | None = None, clock: EmulatorClock | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock = clock or EmulatorClock()
+        self.planner = OutcomePlanner()
+        self._batches: dict[str, Batch] = {}
+        self._seq = itertools.count(1)
+        self.calls: dict[str, int] = {}
+        self.responses: dict[str, int] = {}
+
+    # ---- create -------------------------------------------------------------------------------
+    def create(self, body: bytes | bytearray | memoryview, api_version: str) -> Batch:
+        items = _decode_requests(body, self.config.max_requests)
+        seen: dict[str, int] = {}
+        records: list[RequestRecord] = []
+        for index, raw in enumerate(items):
+            custom_id, params = _decode_item(raw, index)
+            if custom_id in seen:
+                raise ApiError(
+                    400, "invalid_request_error",
+                    f"requests.{index}.custom_id: duplicate custom_id {custom_id!r} "
+                    f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
+                )
+            seen[custom_id] = index
+            records.append(self.planner.plan(custom_id, params, api_version))
+        batch = Batch(
+            id=_new_batch_id(), seq=next(self._seq), created_at=self.clock.now(),
+            processing_seconds=max(0.0, float(self.config.processing_seconds)),
+            cancel_seconds=max(0.0, float(self.config.cancel_seconds)), records=records,
+        )
+        self._batches[batch.id] = batch
+        return batch
+
+    # ---- read ---------------------------------------------------------------------------------
+    def get(self, batch_id: str) -> Batch:
+        batch = self._batches.get(batch_id)
+        if batch is None or batch.deleted:
+            raise ApiError(404, "not_found_error", f"No message batch found with id {batch_id!r}")
+        return batch
+
+    def is_ended(self, batch: Batch) -> bool:
+        return self.clock.now() >= batch.ends_at()
+
+    def describe(self, batch: Batch, base_url: str) -> dict[str, Any]:
+        """The MessageBatch object exactly as the API returns it."""
+        now = self.clock.now()
+        ended = now >= batch.ends_at()
+        counts = dict.fromkeys(("processing", *_FINAL_NAMES), 0)
+        if ended:
+            for code in batch.final_codes():
+                counts[_FINAL_NAMES[code]] += 1
+        else:
+            counts["processing"] = len(batch.records)
+        if ended:
+            status = "ended"
+        elif batch.cancel_initiated_at is not None:
+            status = "canceling"
+        else:
+            status = "in_progress"
+        cancel_at = batch.cancel_initiated_at
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "ended_at": rfc3339(batch.ends_at()) if ended else None,
+            "created_at": rfc3339(batch.created_at),
+            "expires_at": rfc3339(batch.expires_at),
+            "archived_at": rfc3339(batch.archived_after) if now >= batch.archived_after else None,
+            "cancel_initiated_at": rfc3339(cancel_at) if cancel_at is not None else None,
+            "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
+        }
+
+    def page(self, *, limit: int = 20, after_id: str | None = None, before_id: str | None = None) -> dict[str, Any]:
+        """One page of the newest-first listing, with the API's cursor semantics."""
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
+        if after_id and before_id:
+            raise ApiError(400, "invalid_request_error", "Only one of after_id and before_id may be given")
+        ordered = sorted((b for b in self._batches.values() if not b.deleted), key=lambda b: -b.seq)
+        if after_id:
+            start = self._cursor(ordered, after_id) + 1
+            chosen = ordered[start : start + limit]
+            has_more = start + limit < len(ordered)
+        elif before_id:
+            stop = self._cursor(ordered, before_id)
+            chosen = ordered[max(0, stop - limit) : stop]
+            has_more = stop - limit > 0
+        else:
+            chosen = ordered[:limit]
+            has_more = limit < len(ordered)
+        return {
+            "chosen": chosen,
+            "has_more": has_more,
+            "first_id": chosen[0].id if chosen else None,
+            "last_id": chosen[-1].id if chosen else None,
+        }
+
+    @staticmethod
+    def _cursor(ordered: list[Batch], batch_id: str) -> int:
+        for position, batch in enumerate(ordered):
+            if batch.id == batch_id:
+                return position
+        raise ApiError(400, "invalid_request_error", f"Unknown pagination cursor {batch_id!r}")
+
+    # ---- change -------------------------------------------------------------------------------
+    def cancel(self, batch_id: str) -> Batch:
+        batch = self.get(batch_id)
+        batch.cancel_calls += 1
+        if self.is_ended(batch):
+            raise ApiError(
+                400, "invalid_request_error",
+                f"Message batch {batch_id} has already ended and can no longer be canceled",
+            )
+        if batch.cancel_initiated_at is None:
+            batch.cancel_initiated_at = self.clock.now()
+        return batch
+
+    def delete(self, batch_id: str) -> None:
+        batch = self.get(batch_id)
+        if not self.is_ended(batch):
+            raise ApiError(
+                400, "invalid_request_error",
+                f"Message batch {batch_id} is still processing; cancel it and wait until it has ended",
+            )
+        batch.deleted = True
+        batch.records = []
+
+    def reset(self) -> None:
+        self._batches.clear()
+        self.calls.clear()
+        self.responses.clear()
+        self.planner = OutcomePlanner()
+
+    # ---- results ------------------------------------------------------------------------------
+    def results_lines(self, batch_id: str) -> Iterator[bytes]:
+        """Each result as one JSONL line, in an order unrelated to the request order."""
+        batch = self.get(batch_id)
+        if not self.is_ended(batch):
+            raise ApiError(400, "invalid_request_error", f"Message batch {batch_id} has not ended yet")
+        if self.clock.now() >= batch.archived_after:
+            raise ApiError(
+                404, "not_found_error",
+                f"The results of message batch {batch_id} were archived on {rfc3339(batch.archived_after)} "
+                "(29 days after creation) and are no longer available",
+            )
+        return _result_lines(batch)
+
+    # ---- inspection ---------------------------------------------------------------------------
+    def inspect(self, *, with_custom_ids: bool) -> dict[str, Any]:
+        batches = []
+        for batch in sorted(self._batches.values(), key=lambda b: b.seq):
+            entry: dict[str, Any] = {
+                "id": batch.id,
+                "created_at": rfc3339(batch.created_at),
+                "request_count": len(batch.records),
+                "processing_status": "deleted" if batch.deleted else
+                ("ended" if self.is_ended(batch) else
+                 ("canceling" if batch.cancel_initiated_at is not None else "in_progress")),
+                "canceled": batch.cancel_initiated_at is not None,
+                "cancel_calls": batch.cancel_calls,
+                "deleted": batch.deleted,
+            }
+            if with_custom_ids:
+                entry["custom_ids"] = [r.custom_id for r in batch.records]
+            batches.append(entry)
+        return {
+            "now": rfc3339(self.clock.now()),
+            "batches_created": len(self._batches),
+            "calls": dict(self.calls),
+            "responses": dict(self.responses),
+            "batches": batches,
+        }
+
+
+def _new_batch_id() -> str:
+    return "msgbatch_emu_" + secrets.token_hex(12)
+
+
+_items_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class _Body(msgspec.Struct):
+    requests: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Item(msgspec.Struct):
+    custom_id: object = None
+    params: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_body_decoder = msgspec.json.Decoder(_Body)
+_item_decoder = msgspec.json.Decoder(_Item)
+
+
+def _decode_requests(body: bytes | bytearray | memoryview, max_requests: int) -> list[msgspec.Raw]:
+    try:
+        parsed = _body_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_request_error", f"The request body is not valid JSON: {exc}") from None
+    if parsed.requests is msgspec.UNSET:
+        raise ApiError(400, "invalid_request_error", "requests: Field required")
+    try:
+        items = _items_decoder.decode(parsed.requests)
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_request_error", "requests: Input should be a valid list") from None
+    if not items:
+        raise ApiError(400, "invalid_request_error", "requests: List should have at least 1 item")
+    if len(items) > max_requests:
+        raise ApiError(
+            400, "invalid_request_error",
+            f"requests: List should have at most {max_requests} items, not {len(items)}",
+        )
+    return items
+
+
+def _decode_item(raw: msgspec.Raw, index: int) -> tuple[str, bytes]:
+    try:
+        item = _item_decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_request_error", f"requests.{index}: Input should be an object") from None
+    if not isinstance(item.custom_id, str):
+        raise ApiError(400, "invalid_request_error", f"requests.{index}.custom_id: Field required (a string)")
+    if not CUSTOM_ID_PATTERN.fullmatch(item.custom_id):
+        raise ApiError(
+            400, "invalid_request_error",
+            f"requests.{index}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'",
+        )
+    if item.params is msgspec.UNSET or not bytes(item.params).lstrip().startswith(b"{"):
+        raise ApiError(400, "invalid_request_error", f"requests.{index}.params: Input should be an object")
+    return item.custom_id, bytes(item.params)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _result_lines(batch: Batch) -> Iterator[bytes]:
+    codes = batch.final_codes()
+    order = sorted(range(len(batch.records)), key=lambda i: batch.records[i].digest)
+    for index in order:
+        record = batch.records[index]
+        yield _encoder.encode({"custom_id": record.custom_id, "result": _result(record, codes[index])}) + b"\n"
+
+
+def _result(record: RequestRecord, code: int) -> dict[str, Any]:
+    kind = _FINAL_NAMES[code]
+    if kind == "errored":
+        return {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {"type": record.error_type, "message": record.error_message},
+                "request_id": None,
+            },
+        }
+    if kind != "succeeded":
+        return {"type": kind}
+    cache_written = record.cache_write_5m + record.cache_write_1h
+    return {
+        "type": "succeeded",
+        "message": {
+            "id": f"msg_emu_{record.digest:016x}",
+            "type": "message",
+            "role": "assistant",
+            "model": record.model,
+            "content": [{"type": "text", "text": record.text, "citations": None}],
+            "stop_reason": record.stop_reason,
+            "stop_sequence": None,
+            "stop_details": None,
+            "container": None,
+            "usage": {
+                "input_tokens": record.input_tokens,
+                "output_tokens": record.output_tokens,
+                "cache_creation_input_tokens": cache_written,
+                "cache_read_input_tokens": record.cache_read,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": record.cache_write_5m,
+                    "ephemeral_1h_input_tokens": record.cache_write_1h,
+                },
+                "server_tool_use": None,
+                "service_tier": "batch",
+                "inference_geo": None,
+            },
+        },
+    }

@@ -1,0 +1,87 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point `apache_airflow_provider`).
+
+The connection form is declared here (`conn-fields`), so the UI builds it without importing the
+hook, and so without importing the SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_claude_batch import __version__
+
+PACKAGE = "airflow_provider_claude_batch"
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"password": "API Key", "host": "Base URL"},
+    "placeholders": {
+        "password": "sk-ant-...",
+        "host": "https://api.anthropic.com (leave empty), or http://127.0.0.1:8765 for the emulator",
+    },
+}
+
+CONN_FIELDS: dict[str, Any] = {
+    "workspace_id": {
+        "label": "Workspace ID",
+        "schema": {"type": ["string", "null"]},
+        "description": "wrkspc_... Only needed when the key can act in more than one workspace. "
+                       "Create, poll and results must use the same workspace.",
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "schema": {"type": ["number", "null"], "minimum": 1, "default": 120},
+        "description": "Per-request timeout. Waiting for a batch is done by polling, so this only "
+                       "bounds one API call (a 256 MB create upload needs a generous value).",
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 2},
+        "description": "SDK retries for reads (retrieve, list, results). Create is never retried "
+                       "blindly: a lost answer is reconciled by looking the batch up instead.",
+    },
+    "beta_headers": {
+        "label": "Beta headers",
+        "schema": {"type": ["string", "null"]},
+        "description": "Comma-separated anthropic-beta values, e.g. output-300k-2026-03-24.",
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "HTTP(S) proxy for API calls, e.g. http://proxy.internal:3128.",
+    },
+    "api_version": {
+        "label": "API version",
+        "schema": {"type": ["string", "null"], "enum": [None, "2023-06-01", "2026-10-21"]},
+        "description": "Pin the anthropic-version header; empty uses the SDK's default.",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-claude-batch",
+        "name": "Claude Message Batches",
+        "description": "Submit, wait for and land Claude Message Batches: half-price, asynchronous "
+                       "Claude requests, made safe for retries, clears and backfills.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Claude Message Batches",
+                "external-doc-url": "https://platform.claude.com/docs/en/build-with-claude/batch-processing",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.hooks.claude_batch"]}
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": f"{PACKAGE}.hooks.claude_batch.ClaudeBatchHook",
+                "hook-name": "Claude Message Batches",
+                "connection-type": "claude_batch",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+    }

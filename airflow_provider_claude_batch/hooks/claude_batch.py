@@ -1,0 +1,245 @@
+"""`ClaudeBatchHook`: an Airflow connection turned into the official SDK's clients.
+
+The SDK is imported only when a client is built, never when this module is imported, so DAG files
+that use our operators parse fast. Workers get the sync client; triggers get the async client
+(created once per trigger run and closed by its owner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings
+
+if TYPE_CHECKING:
+    import httpx2
+    from anthropic import Anthropic, AsyncAnthropic
+    from anthropic.pagination import SyncPage
+    from anthropic.types.messages import DeletedMessageBatch, MessageBatch
+
+    from airflow_provider_claude_batch.hooks.client_settings import ConnectionLike
+
+BATCHES_PATH = "/v1/messages/batches"
+RESULTS_CHUNK_BYTES = 1024 * 1024
+
+
+class BatchNotEndedError(RuntimeError):
+    """Results were asked for before the batch ended: the API has none yet."""
+
+
+def build_client(settings: ClientSettings) -> Anthropic:
+    """The SDK's sync client for these settings (imports the SDK)."""
+    import anthropic
+
+    return anthropic.Anthropic(**_client_kwargs(settings, anthropic.DefaultHttpxClient))
+
+
+def build_async_client(settings: ClientSettings) -> AsyncAnthropic:
+    """The SDK's async client for these settings (imports the SDK)."""
+    import anthropic
+
+    return anthropic.AsyncAnthropic(**_client_kwargs(settings, anthropic.DefaultAsyncHttpxClient))
+
+
+def _client_kwargs(settings: ClientSettings, http_client_class: Any) -> dict[str, Any]:
+    import anthropic
+
+    kwargs: dict[str, Any] = {
+        "api_key": settings.api_key.reveal() if settings.api_key else None,
+        "base_url": settings.base_url,
+        "timeout": anthropic.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
+        "max_retries": settings.max_retries,
+        "default_headers": settings.default_headers or None,
+    }
+    if settings.proxy:
+        kwargs["http_client"] = http_client_class(proxy=settings.proxy)
+    return kwargs
+
+
+class ClaudeBatchHook(BaseHook):
+    """Talk to the Message Batches API through a `claude_batch` (or `anthropic`) connection.
+
+    Create is never retried blindly: the API has no idempotency key, so a retried create whose
+    first answer was lost would make (and bill) a second batch. Reads are retried by the SDK.
+    """
+
+    conn_name_attr = "claude_batch_conn_id"
+    default_conn_name = "claude_batch_default"
+    conn_type = CONN_TYPE
+    hook_name = "Claude Message Batches"
+
+    def __init__(self, claude_batch_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.claude_batch_conn_id = claude_batch_conn_id
+        self._async_client: AsyncAnthropic | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(claude_batch_conn_id={self.claude_batch_conn_id!r})"
+
+    @staticmethod
+    def get_ui_field_behaviour() -> dict[str, Any]:
+        """For Airflow versions that read the form from the hook rather than the provider info."""
+        from airflow_provider_claude_batch.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+        }
+
+    # ---- clients ------------------------------------------------------------------------------
+    @cached_property
+    def settings(self) -> ClientSettings:
+        conn: ConnectionLike = self.get_connection(self.claude_batch_conn_id)
+        settings = ClientSettings.from_connection(conn)
+        self.log.info(
+            "Claude Batches API at %s (connection %r%s)", settings.base_url or "https://api.anthropic.com",
+            self.claude_batch_conn_id, f", workspace {settings.workspace_id}" if settings.workspace_id else "",
+        )
+        return settings
+
+    async def asettings(self) -> ClientSettings:
+        """The settings, read without blocking the triggerer's event loop."""
+        if "settings" not in self.__dict__:
+            conn: ConnectionLike = await self.aget_connection(self.claude_batch_conn_id)
+            self.__dict__["settings"] = ClientSettings.from_connection(conn)
+        return self.settings
+
+    def get_conn(self) -> Anthropic:
+        return self.client
+
+    @cached_property
+    def client(self) -> Anthropic:
+        """The sync SDK client, built once per hook."""
+        return build_client(self.settings)
+
+    async def get_async_conn(self) -> AsyncAnthropic:
+        """The async SDK client for triggers, built once per hook; close it with `aclose()`."""
+        if self._async_client is None:
+            self._async_client = build_async_client(await self.asettings())
+        return self._async_client
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            client, self._async_client = self._async_client, None
+            await client.close()
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.__dict__.pop("client").close()
+
+    # ---- batches ------------------------------------------------------------------------------
+    def create_batch(self, body: bytes | Sequence[Mapping[str, Any]]) -> MessageBatch:
+        """Create one batch from a pre-serialized body (`{"requests": [...]}`) or a list of requests.
+
+        Sent exactly once (no SDK retries): a caller that gets a network error must look for the
+        batch before trying again.
+        """
+        from anthropic.types.messages import MessageBatch
+
+        if not isinstance(body, bytes | bytearray | memoryview):
+            import msgspec
+
+            body = msgspec.json.encode({"requests": list(body)})
+        return self.client.with_options(max_retries=0).post(
+            BATCHES_PATH, cast_to=MessageBatch, content=body,
+            options={"headers": {"content-type": "application/json"}},
+        )
+
+    def retrieve_batch(self, batch_id: str) -> MessageBatch:
+        return self.client.messages.batches.retrieve(batch_id)
+
+    def list_batches(self, *, limit: int = 20, after_id: str | None = None,
+                     before_id: str | None = None) -> SyncPage[MessageBatch]:
+        """One page, newest first; the page's `iter_pages()`/iteration follows the cursor."""
+        from anthropic import omit
+
+        return self.client.messages.batches.list(
+            limit=limit, after_id=after_id or omit, before_id=before_id or omit,
+        )
+
+    def iter_batches(self, *, page_size: int = 100) -> Iterator[MessageBatch]:
+        """Every batch of the workspace, newest first, fetched page by page as you iterate."""
+        yield from self.list_batches(limit=page_size)
+
+    def cancel_batch(self, batch_id: str) -> MessageBatch:
+        return self.client.messages.batches.cancel(batch_id)
+
+    def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
+        return self.client.messages.batches.delete(batch_id)
+
+    async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
+        client = await self.get_async_conn()
+        return await client.messages.batches.retrieve(batch_id)
+
+    # ---- results ------------------------------------------------------------------------------
+    @contextmanager
+    def open_results(self, batch: str | MessageBatch) -> Iterator[httpx2.Response]:
+        """The raw HTTP response of a batch's results, unread: stream it with `iter_bytes()`.
+
+        Results are never parsed into one SDK object per line here; landing code copies bytes.
+        """
+        import httpx2
+
+        if isinstance(batch, str):
+            batch = self.retrieve_batch(batch)
+        if batch.processing_status != "ended" or not batch.results_url:
+            raise BatchNotEndedError(
+                f"Batch {batch.id} is {batch.processing_status}; results exist only once it has ended"
+            )
+        response = self.client.get(
+            batch.results_url, cast_to=httpx2.Response, stream=True,
+            options={"headers": {"Accept": "application/binary"}},
+        )
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def iter_result_chunks(self, batch: str | MessageBatch,
+                           chunk_size: int = RESULTS_CHUNK_BYTES) -> Iterator[bytes]:
+        """The results file exactly as served, in chunks (for lossless copies)."""
+        with self.open_results(batch) as response:
+            yield from response.iter_bytes(chunk_size)
+
+    def iter_result_lines(self, batch: str | MessageBatch) -> Iterator[bytes]:
+        """One raw JSON line per request (no trailing newline), in the order the API sent them."""
+        pending = b""
+        for chunk in self.iter_result_chunks(batch):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            yield from (line for line in lines if line)
+        if pending.strip():
+            yield pending
+
+    # ---- connection test ------------------------------------------------------------------------
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap call (list one batch) that tells a wrong key from an unreachable URL."""
+        import anthropic
+
+        try:
+            settings = self.settings
+            if settings.api_key is None:
+                return False, "No API key: put the Claude API key in the connection's password field."
+            page = self.list_batches(limit=1)
+        except anthropic.AuthenticationError as exc:
+            return False, f"Authentication failed (401, request {exc.request_id}): the API key was rejected."
+        except anthropic.PermissionDeniedError as exc:
+            return False, (f"Permission denied (403, request {exc.request_id}): the key cannot use the "
+                           "Message Batches API in this workspace; check the workspace ID.")
+        except anthropic.APIConnectionError as exc:
+            return False, f"Cannot reach {self.settings.base_url or 'https://api.anthropic.com'}: {exc}"
+        except anthropic.APIStatusError as exc:
+            return False, f"The API answered {exc.status_code} ({exc.type}): {exc.api_message}"
+        except ValueError as exc:
+            return False, str(exc)
+        newest = page.data[0].id if page.data else "none yet"
+        return True, f"Connection OK: Message Batches API reachable (newest batch: {newest})."
+
+
+__all__ = ["BatchNotEndedError", "ClaudeBatchHook", "build_async_client", "build_client"]
