@@ -226,7 +226,7 @@ class ClaudeBatchHook(BaseHook):
             settings = self.settings
             if settings.api_key is None:
                 return False, "No API key: put the Claude API key in the connection's password field."
-            page = self.list_batches(limit=1)
+            page = self.client.with_options(max_retries=0).messages.batches.list(limit=1)
         except anthropic.AuthenticationError as exc:
             return False, f"Authentication failed (401, request {exc.request_id}): the API key was rejected."
         except anthropic.PermissionDeniedError as exc:

@@ -1,0 +1,72 @@
+"""Shared fixtures: an isolated Airflow home, one emulator per session (reset per test), metrics."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Airflow reads its home and config at import time: isolate it before anything imports airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="claude-batch-tests-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.pop("ANTHROPIC_API_KEY", None)
+os.environ.pop("ANTHROPIC_BASE_URL", None)
+
+from airflow_provider_claude_batch.emulator import EmulatorConfig, EmulatorControl, EmulatorServer  # noqa: E402
+
+_METRICS: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def record_metric() -> object:
+    """Tests report measured figures here; they are printed at the end of the run, not asserted on time."""
+
+    def record(name: str, value: str) -> None:
+        _METRICS.append((name, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _METRICS:
+        terminalreporter.section("measured figures")
+        for name, value in _METRICS:
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session's emulator, with no batches, rules or faults, and default settings."""
+    control = emulator_server.control
+    control.reset()
+    defaults = EmulatorConfig()
+    control.configure(**{k: v for k, v in vars(defaults).items()})
+    yield emulator_server
+    control.clear_faults()
+
+
+@pytest.fixture
+def control(emulator: EmulatorServer) -> EmulatorControl:
+    return emulator.control
+
+
+@pytest.fixture
+def claude_conn(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A `claude_batch_default` connection (from the environment) pointing at the emulator."""
+    import json
+
+    conn = {"conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key,
+            "extra": {"timeout": 10, "max_retries": 2}}
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(conn))
+    return "claude_batch_default"
