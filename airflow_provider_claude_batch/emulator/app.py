@@ -160,7 +160,7 @@ class Emulator:
             body = await self._read_body(request)
             batch = self.store.create(body, request.headers["anthropic-version"])
             del body
-            return _json(self.store.describe(batch, self._base_url(request)))
+            return _json(self.store.describe(batch, self._base_url(request), just_created=True))
         return await self._serve(request, "create", handle)
 
     async def _read_body(self, request: Request) -> bytearray:

@@ -148,10 +148,10 @@ class BatchStore:
     def is_ended(self, batch: Batch) -> bool:
         return self.clock.now() >= batch.ends_at()
 
-    def describe(self, batch: Batch, base_url: str) -> dict[str, Any]:
-        """The MessageBatch object exactly as the API returns it."""
+    def describe(self, batch: Batch, base_url: str, *, just_created: bool = False) -> dict[str, Any]:
+        """The MessageBatch object exactly as the API returns it (in_progress in a create's answer)."""
         now = self.clock.now()
-        ended = now >= batch.ends_at()
+        ended = now >= batch.ends_at() and not just_created
         counts = dict.fromkeys(("processing", *_FINAL_NAMES), 0)
         if ended:
             for code in batch.final_codes():
