@@ -7,20 +7,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from airflow_provider_claude_batch.emulator.clock import rfc3339
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+    from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
 _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024

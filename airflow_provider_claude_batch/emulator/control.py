@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class EmulatorControl:
@@ -25,7 +27,7 @@ class EmulatorControl:
 
     def state(self, *, custom_ids: bool = True) -> dict[str, Any]:
         """Counters and every batch made so far (with their custom_ids), for "no duplicate" proofs."""
-        return cast(dict[str, Any], self._call("GET", f"state?custom_ids={str(custom_ids).lower()}"))
+        return cast("dict[str, Any]", self._call("GET", f"state?custom_ids={str(custom_ids).lower()}"))
 
     def advance(self, seconds: float) -> float:
         return float(self._call("POST", "clock", {"advance_seconds": seconds})["epoch"])
@@ -35,7 +37,7 @@ class EmulatorControl:
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """processing_seconds, cancel_seconds, api_key, workspace_id, max_requests, max_body_bytes."""
-        return cast(dict[str, Any], self._call("POST", "config", settings))
+        return cast("dict[str, Any]", self._call("POST", "config", settings))
 
     def set_outcomes(self, *rules: Mapping[str, Any], replace: bool = True) -> None:
         """Rules like {"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error", "times": 2}."""

@@ -6,9 +6,11 @@ time (`for_seconds`), which is how a test stages a two-hour outage without waiti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
 FaultKind = Literal["status", "lost_response", "cut_stream", "delay"]

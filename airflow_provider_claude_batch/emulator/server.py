@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from airflow_provider_claude_batch.emulator.app import Emulator
 from airflow_provider_claude_batch.emulator.control import EmulatorControl
 from airflow_provider_claude_batch.emulator.store import BatchStore, EmulatorConfig
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 
 def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:

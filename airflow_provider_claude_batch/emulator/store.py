@@ -10,14 +10,16 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
 from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DAY = 86_400.0
 EXPIRY_SECONDS = 1 * DAY

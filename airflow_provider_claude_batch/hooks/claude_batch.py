@@ -7,7 +7,6 @@ that use our operators parse fast. Workers get the sync client; triggers get the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,8 @@ from airflow.sdk import BaseHook
 from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
     import httpx2
     from anthropic import Anthropic, AsyncAnthropic
     from anthropic.pagination import SyncPage

@@ -118,9 +118,9 @@ def test_clock_jumps_expire_a_batch_and_archive_its_results(client: anthropic.An
 
 
 def test_a_wrong_key_gets_401(emulator: EmulatorServer) -> None:
-    with anthropic.Anthropic(base_url=emulator.url, api_key="sk-wrong", max_retries=0) as wrong:
-        with pytest.raises(anthropic.AuthenticationError) as caught:
-            wrong.messages.batches.list()
+    with (anthropic.Anthropic(base_url=emulator.url, api_key="sk-wrong", max_retries=0) as wrong,
+          pytest.raises(anthropic.AuthenticationError) as caught):
+        wrong.messages.batches.list()
     assert caught.value.status_code == 401
     assert caught.value.type == "authentication_error"
     assert caught.value.request_id is not None
@@ -146,10 +146,10 @@ def test_unknown_ids_and_paths_get_404_envelopes(client: anthropic.Anthropic) ->
 
 
 def test_a_foreign_workspace_header_is_refused(emulator: EmulatorServer) -> None:
-    with anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0,
-                             default_headers={"anthropic-workspace-id": "wrkspc_other"}) as sdk:
-        with pytest.raises(anthropic.PermissionDeniedError):
-            sdk.messages.batches.list()
+    with (anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0,
+                              default_headers={"anthropic-workspace-id": "wrkspc_other"}) as sdk,
+          pytest.raises(anthropic.PermissionDeniedError)):
+        sdk.messages.batches.list()
 
 
 def test_create_validation_errors(client: anthropic.Anthropic, control: EmulatorControl) -> None:
@@ -223,9 +223,9 @@ def test_the_sdks_own_retry_of_a_lost_create_pays_twice(emulator: EmulatorServer
 
 def test_a_create_that_times_out_still_made_the_batch(emulator: EmulatorServer, control: EmulatorControl) -> None:
     control.inject({"endpoint": "create", "kind": "lost_response", "mode": "timeout", "delay_seconds": 1.0})
-    with anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0, timeout=0.3) as sdk:
-        with pytest.raises(anthropic.APITimeoutError):
-            sdk.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
+    with (anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0, timeout=0.3) as sdk,
+          pytest.raises(anthropic.APITimeoutError)):
+        sdk.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
     time.sleep(0.8)
     assert control.state()["batches_created"] == 1
 
@@ -234,10 +234,13 @@ def test_a_results_stream_cut_half_way(client: anthropic.Anthropic, control: Emu
     control.configure(processing_seconds=0)
     batch = client.messages.batches.create(requests=make_requests(40))  # type: ignore[arg-type]
     control.inject({"endpoint": "results", "kind": "cut_stream", "after_lines": 20})
-    seen = []
+    seen: list[str] = []
+
+    def read_all() -> None:
+        seen.extend(result.custom_id for result in client.messages.batches.results(batch.id))
+
     with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)):
-        for result in client.messages.batches.results(batch.id):
-            seen.append(result.custom_id)
+        read_all()
     assert 0 < len(seen) <= 20
     assert len(list(client.messages.batches.results(batch.id))) == 40  # the next download is whole
 

@@ -1,0 +1,119 @@
+"""A 100,000-request batch and its 100,000 result lines, in a separate emulator process whose memory
+we read from /proc: the body is held once, and streaming results does not grow with their number."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from airflow_provider_claude_batch.emulator import EmulatorControl
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
+
+
+class EmulatorProcess:
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_claude_batch.emulator", "--port", str(self.port),
+             "--processing-seconds", "0", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+        self.control = EmulatorControl(self.url)
+        for _ in range(300):
+            try:
+                self.control.state()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("emulator process did not start")
+
+    def _status(self, field: str) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def resident(self) -> int:
+        return self._status("VmRSS")
+
+    def peak(self) -> int:
+        return self._status("VmHWM")
+
+    def reset_peak(self) -> None:
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
+            refs.write("5")
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    emulator = EmulatorProcess()
+    yield emulator
+    emulator.process.terminate()
+    emulator.process.wait(timeout=30)
+
+
+@pytest.fixture
+def hook(emulator_process: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> ClaudeBatchHook:
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps({
+        "conn_type": "claude_batch", "host": emulator_process.url, "password": "emulator-key",
+        "extra": {"timeout": 300}}))
+    return ClaudeBatchHook()
+
+
+def _body(count: int) -> bytes:
+    padding = "x" * 1000
+    return msgspec.json.encode({"requests": [
+        {"custom_id": f"r-{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 64,
+                                           "messages": [{"role": "user", "content": f"{padding} {i}"}]}}
+        for i in range(count)]})
+
+
+def _stream_results(hook: ClaudeBatchHook, batch_id: str) -> tuple[int, int]:
+    lines = size = 0
+    for chunk in hook.iter_result_chunks(batch_id):
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    return lines, size
+
+
+def test_a_full_size_batch_is_held_once_and_its_results_stream_flat(
+        emulator_process: EmulatorProcess, hook: ClaudeBatchHook, record_metric) -> None:  # type: ignore[no-untyped-def]
+    small_body = _body(10_000)
+    small = hook.create_batch(small_body)
+    del small_body
+    body = _body(100_000)
+    emulator_process.reset_peak()
+    before = emulator_process.resident()
+    started = time.perf_counter()
+    big = hook.create_batch(body)
+    create_seconds = time.perf_counter() - started
+    create_growth = emulator_process.peak() - before
+    assert big.request_counts.processing == 100_000
+    assert create_growth < 1.8 * len(body), "the emulator held more than one copy of the body"
+
+    growth = {}
+    for batch, count in ((small, 10_000), (big, 100_000)):
+        emulator_process.reset_peak()
+        before = emulator_process.resident()
+        lines, size = _stream_results(hook, batch.id)
+        growth[count] = emulator_process.peak() - before
+        assert lines == count
+    assert growth[100_000] < 32 * 2**20
+    assert abs(growth[100_000] - growth[10_000]) < 16 * 2**20
+    record_metric("emulator, 100k-request create", f"{len(body) / 1e6:.0f} MB body in {create_seconds:.1f} s, "
+                  f"peak RSS growth {create_growth / 1e6:.0f} MB")
+    record_metric("emulator, streaming results", f"peak RSS growth {growth[10_000] / 1e6:.1f} MB for 10k lines, "
+                  f"{growth[100_000] / 1e6:.1f} MB for 100k lines ({size / 1e6:.0f} MB)")
+    assert emulator_process.control.state(custom_ids=False)["batches_created"] == 2

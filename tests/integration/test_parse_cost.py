@@ -1,0 +1,58 @@
+"""DAG files are parsed constantly: importing our public modules must not pull in the SDK."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import statistics
+import subprocess
+import sys
+
+import airflow_provider_claude_batch as package
+
+_PROBE = """
+import importlib, json, sys, time
+modules = json.loads(sys.argv[1])
+started = time.perf_counter()
+import airflow.sdk
+sdk_done = time.perf_counter()
+before = set(sys.modules)
+for name in modules:
+    importlib.import_module(name)
+done = time.perf_counter()
+print(json.dumps({
+    "sdk_seconds": sdk_done - started,
+    "added_seconds": done - sdk_done,
+    "added_modules": sorted(set(sys.modules) - before),
+    "anthropic_loaded": [m for m in sys.modules if m == "anthropic" or m.startswith("anthropic.")],
+}))
+"""
+
+
+def _public_modules(*, include_emulator: bool) -> list[str]:
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+    return [n for n in names if include_emulator or ".emulator" not in n]
+
+
+def _probe(modules: list[str]) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(modules)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_no_public_module_imports_the_sdk_and_the_added_import_time_is_measured(record_metric) -> None:  # type: ignore[no-untyped-def]
+    modules = _public_modules(include_emulator=False)
+    assert "airflow_provider_claude_batch.hooks.claude_batch" in modules
+    runs = [_probe(modules) for _ in range(5)]
+    for run in runs:
+        assert run["anthropic_loaded"] == []
+    added = statistics.median(float(r["added_seconds"]) for r in runs)  # type: ignore[arg-type]
+    sdk = statistics.median(float(r["sdk_seconds"]) for r in runs)  # type: ignore[arg-type]
+    record_metric("parse cost: import of every public module over `import airflow.sdk`",
+                  f"{added * 1000:.1f} ms median of 5 (airflow.sdk itself: {sdk * 1000:.0f} ms); "
+                  f"{len(runs[0]['added_modules'])} modules added")  # type: ignore[arg-type]
+
+
+def test_the_emulator_does_not_import_the_sdk_either() -> None:
+    run = _probe(_public_modules(include_emulator=True))
+    assert run["anthropic_loaded"] == []

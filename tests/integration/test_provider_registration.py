@@ -1,0 +1,53 @@
+"""Airflow discovers the provider, its hook and the connection form, without importing the SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from airflow_provider_claude_batch.get_provider_info import get_provider_info
+
+
+def test_the_entry_point_returns_valid_provider_info() -> None:
+    ours = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_claude")]
+    (entry,) = ours
+    info = entry.load()()
+    assert info == get_provider_info()
+    schema = json.loads((resources.files("airflow") / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+
+
+@pytest.mark.filterwarnings("ignore:ProvidersManager.hooks is deprecated")
+def test_providers_manager_sees_the_hook_and_the_form() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-provider-claude-batch" in manager.providers
+    hook = manager.hooks["claude_batch"]
+    assert hook is not None
+    assert hook.hook_class_name == "airflow_provider_claude_batch.hooks.claude_batch.ClaudeBatchHook"
+    assert hook.connection_id_attribute_name == "claude_batch_conn_id"
+    widgets = manager.connection_form_widgets
+    for field in ("workspace_id", "timeout", "max_retries", "beta_headers", "proxy"):
+        assert f"extra__claude_batch__{field}" in widgets, field
+    behaviour = manager.field_behaviours["claude_batch"]
+    assert behaviour["relabeling"] == {"password": "API Key", "host": "Base URL"}
+
+
+def test_airflow_providers_list_shows_it(tmp_path: Path) -> None:
+    airflow = Path(sys.executable).with_name("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    listed = subprocess.run([str(airflow), "providers", "list"], capture_output=True, text=True, env=env,
+                            timeout=300, check=True)
+    assert "airflow-provider-claude-batch" in listed.stdout
+    hooks = subprocess.run([str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env,
+                           timeout=300, check=True)
+    assert "claude_batch" in hooks.stdout and "ClaudeBatchHook" in hooks.stdout
