@@ -75,6 +75,35 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.hooks.claude_batch"]}
         ],
+        "operators": [
+            {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.operators.claude_batch"]}
+        ],
+        "sensors": [
+            {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.sensors.claude_batch"]}
+        ],
+        "triggers": [
+            {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.triggers.claude_batch"]}
+        ],
+        "extra-links": [f"{PACKAGE}.links.ClaudeConsoleBatchLink"],
+        "config": {
+            "claude_batch": {
+                "description": "Settings of the Claude Message Batches provider.",
+                "options": {
+                    "state_path": {
+                        "description": "Where submission records are kept (object storage every worker "
+                                       "shares, e.g. s3://bucket/claude-batch-state). They make retries, "
+                                       "clears and backfill re-runs re-attach instead of paying twice.",
+                        "version_added": "0.1.0", "type": "string", "example": "s3://bucket/claude-batch-state",
+                        "default": None,
+                    },
+                    "console_batch_url": {
+                        "description": "URL template of one batch in the Claude Console ({batch_id}).",
+                        "version_added": "0.1.0", "type": "string", "example": None,
+                        "default": "https://platform.claude.com/workspaces/default/batches/{batch_id}",
+                    },
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": f"{PACKAGE}.hooks.claude_batch.ClaudeBatchHook",

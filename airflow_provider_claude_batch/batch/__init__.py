@@ -1,0 +1,1 @@
+"""Pure batch logic: no Airflow, no network. Functions take bytes or objects and return decisions."""

@@ -1,0 +1,119 @@
+"""The durable submission record: which batches were created for which task instance and input.
+
+It is what makes a retry, a clear or a backfill re-run re-attach instead of paying twice. The
+record is written before each create (the intent) and after it (the batch ID), so a worker that
+dies in between leaves enough behind for the next try to find the batch it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from airflow_provider_claude_batch.batch.requests import BatchPlan
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """The task instance a submission belongs to; stable across retries, clears and backfill re-runs."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+
+    def relative_path(self) -> str:
+        task = self.task_id if self.map_index < 0 else f"{self.task_id}.{self.map_index}"
+        return "/".join(urllib.parse.quote(part, safe="") for part in (self.dag_id, self.run_id, task))
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One batch of the submission. `intent_at` set without `batch_id`: a create was sent, outcome unknown."""
+
+    index: int
+    request_count: int
+    body_bytes: int
+    first_custom_id: str
+    last_custom_id: str
+    intent_at: float | None = None
+    batch_id: str | None = None
+    adopted: bool = False
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    key: TaskKey
+    fingerprint: str
+    parts: tuple[PartRecord, ...]
+    created_at: float
+    updated_at: float
+    try_number: int = 0
+    version: int = RECORD_VERSION
+
+    @classmethod
+    def new(cls, key: TaskKey, fingerprint: str, plans: Sequence[BatchPlan], custom_ids: Sequence[str],
+            now: float | None = None, try_number: int = 0) -> SubmissionRecord:
+        now = time.time() if now is None else now
+        parts = tuple(
+            PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1])
+            for p in plans
+        )
+        return cls(key, fingerprint, parts, now, now, try_number)
+
+    @property
+    def batch_ids(self) -> list[str]:
+        return [p.batch_id for p in self.parts if p.batch_id]
+
+    @property
+    def complete(self) -> bool:
+        return all(p.batch_id for p in self.parts)
+
+    def _with_part(self, part: PartRecord) -> SubmissionRecord:
+        parts = tuple(part if p.index == part.index else p for p in self.parts)
+        return dataclasses.replace(self, parts=parts, updated_at=time.time())
+
+    def with_intent(self, index: int, at: float) -> SubmissionRecord:
+        return self._with_part(dataclasses.replace(self.parts[index], intent_at=at))
+
+    def with_batch(self, index: int, batch_id: str, created_at: float, *, adopted: bool = False) -> SubmissionRecord:
+        part = dataclasses.replace(self.parts[index], batch_id=batch_id, adopted=adopted, created_at=created_at)
+        return self._with_part(part)
+
+    def to_json(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(dataclasses.asdict(self)), indent=2)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SubmissionRecord:
+        raw: dict[str, Any] = msgspec.json.decode(data)
+        if raw.get("version") != RECORD_VERSION:
+            raise ValueError(f"unsupported submission record version {raw.get('version')!r}")
+        return cls(
+            key=TaskKey(**raw["key"]),
+            fingerprint=raw["fingerprint"],
+            parts=tuple(PartRecord(**p) for p in raw["parts"]),
+            created_at=raw["created_at"],
+            updated_at=raw["updated_at"],
+            try_number=raw.get("try_number", 0),
+        )
+
+
+def matches_part(part: PartRecord, *, request_total: int, created_at: float, since: float,
+                 claimed: Iterable[str], batch_id: str) -> bool:
+    """Could this listed batch be the one a lost create made for `part`?
+
+    The API has no labels, so a batch is recognised by its request count and by having been
+    created after we sent the create (minus a clock-skew margin), and not already claimed.
+    """
+    return request_total == part.request_count and created_at >= since and batch_id not in set(claimed)

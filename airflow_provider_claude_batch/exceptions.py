@@ -1,0 +1,66 @@
+"""Two families of errors, so the message (and the on-call engineer) knows whether money is at stake.
+
+- `BatchInputError`: raised before any API call. Nothing was submitted or spent; fix the input.
+- `BatchInFlightError`: raised after submission. Batches exist and may be billed; the message names
+  them, and nothing here cancels them unless the user asked for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+class ClaudeBatchError(AirflowException):
+    """Base of every error this provider raises on purpose."""
+
+
+class BatchInputError(ClaudeBatchError, AirflowFailException):
+    """The input is wrong; nothing was sent. Not retried: a retry would fail the same way."""
+
+
+class InvalidRequestsError(BatchInputError):
+    """Some requests are malformed; the message counts them and names the first offenders."""
+
+    def __init__(self, problems: Sequence[str], bad_count: int, total: int) -> None:
+        shown = "\n".join(f"  - {p}" for p in problems)
+        more = f"\n  ... and {bad_count - len(problems)} more" if bad_count > len(problems) else ""
+        super().__init__(
+            f"{bad_count} of {total} requests are invalid; nothing was submitted. First offenders:\n"
+            f"{shown}{more}"
+        )
+        self.problems = list(problems)
+        self.bad_count = bad_count
+        self.total = total
+
+
+class BatchInFlightError(ClaudeBatchError):
+    """Something went wrong after batches were submitted; `batch_ids` says which ones exist."""
+
+    def __init__(self, message: str, batch_ids: Sequence[str] = ()) -> None:
+        suffix = f" Batches: {', '.join(batch_ids)}." if batch_ids else ""
+        super().__init__(message + suffix)
+        self.batch_ids = list(batch_ids)
+
+
+class BatchCanceledError(BatchInFlightError, AirflowFailException):
+    """A batch ended canceled (by a user, outside Airflow, or on our deadline): never a silent success.
+
+    Not retried (a canceled batch stays canceled); a sensor with soft_fail skips instead.
+    """
+
+
+class BatchWaitTimeoutError(BatchInFlightError, AirflowSensorTimeout):
+    """The wall-clock deadline passed before every batch ended (a sensor with soft_fail skips)."""
+
+
+class BatchApiError(BatchInFlightError):
+    """The API stayed unavailable for longer than the polling error budget. Retrying re-attaches."""
+
+
+class BatchApiRefusedError(BatchApiError, AirflowFailException):
+    """The API refused to report on a batch (auth, permission, not found): waiting will not help."""

@@ -1,0 +1,349 @@
+"""`ClaudeBatchSubmitOperator`: validate, split and submit requests as Message Batches, exactly once.
+
+Returns the list of batch IDs (XCom `return_value`) and pushes the first as `batch_id`. With
+`wait_for_completion=True` it also waits, deferred (the same trigger as `ClaudeBatchSensor`) or
+in the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_provider_claude_batch.batch.polling import (
+    BATCH_LIFETIME,
+    DEADLINE_MARGIN,
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+)
+from airflow_provider_claude_batch.batch.requests import (
+    API_MAX_BODY_BYTES,
+    API_MAX_REQUESTS,
+    RequestDefaults,
+    plan_batches,
+    prepare_requests,
+)
+from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from airflow_provider_claude_batch.batch.ledger import SubmissionRecord, TaskKey
+    from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.batch.waiting import WaitTracker
+    from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger
+
+
+def default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def default_state_path() -> str:
+    """Where submission records live unless `state_path` says otherwise.
+
+    Set `[claude_batch] state_path` to storage every worker shares (s3://..., gs://...); the local
+    default under AIRFLOW_HOME only protects single-machine setups such as the demo.
+    """
+    configured = conf.get("claude_batch", "state_path", fallback=None)
+    if configured:
+        return str(configured)
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return "file://" + os.path.join(os.path.abspath(home), "claude_batch", "submissions")
+
+
+def task_key(context: Context) -> TaskKey:
+    from airflow_provider_claude_batch.batch.ledger import TaskKey
+
+    ti = context["ti"]
+    map_index = ti.map_index if ti.map_index is not None else -1
+    return TaskKey(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=map_index)
+
+
+def resolve_runtime_value(value: Any, context: Context) -> Any:
+    """Resolve an XComArg (or any resolvable reference) without Jinja-rendering what it holds."""
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    return value.resolve(context) if isinstance(value, ResolveMixin) else value
+
+
+def link_upstream(operator: BaseOperator, *values: Any) -> None:
+    """Make XComArgs given to non-templated arguments set their upstream dependency, as templated ones do."""
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    for value in values:
+        if value is not None:
+            XComArg.apply_upstream_relationship(operator, value)
+
+
+class ClaudeBatchWaitMixin:
+    """Waiting shared by the submit operator and the sensor: deadline, trigger, in-task loop, outcome."""
+
+    claude_batch_conn_id: str
+    poll_interval: float
+    max_poll_interval: float
+    polling_error_budget: float
+    cancel_on_kill: bool
+    wait_timeout: timedelta | None
+
+    def _deadline(self, created_at: Iterable[float | None]) -> float:
+        known = [c for c in created_at if c is not None]
+        deadline = (max(known) if known else time.time()) + BATCH_LIFETIME + DEADLINE_MARGIN
+        if self.wait_timeout is not None:
+            deadline = min(deadline, time.time() + self.wait_timeout.total_seconds())
+        return deadline
+
+    def _trigger(self, batch_ids: Sequence[str], deadline: float) -> Any:
+        from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
+
+        return ClaudeBatchTrigger(
+            batch_ids, self.claude_batch_conn_id, deadline=deadline, poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval, error_budget=self.polling_error_budget,
+            cancel_on_kill=self.cancel_on_kill,
+        )
+
+    def _tracker(self, batch_ids: Sequence[str], deadline: float) -> WaitTracker:
+        return self._trigger(batch_ids, deadline).tracker()  # type: ignore[no-any-return]
+
+    def _finish_wait(self, event: Any) -> list[str]:
+        """Validate the trigger's event (never trust a missing or odd one) and act on it."""
+        from airflow_provider_claude_batch.batch.events import WaitOutcome
+        from airflow_provider_claude_batch.exceptions import BatchApiError
+        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+
+        try:
+            outcome = WaitOutcome.from_payload(event)
+        except ValueError as exc:
+            raise BatchApiError(f"Waiting ended without a usable answer ({exc}); a retry re-attaches.") from exc
+        if outcome.status == "timeout" and self.cancel_on_kill:
+            self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
+        raise_unless_ended_cleanly(outcome)
+        return outcome.batch_ids
+
+    def _cancel_unfinished(self, batch_ids: Sequence[str], *, reason: str) -> None:
+        hook = ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
+        for batch_id in batch_ids:
+            try:
+                batch = hook.retrieve_batch(batch_id)
+                if batch.processing_status == "in_progress":
+                    hook.cancel_batch(batch_id)
+                    hook.log.warning("Canceled batch %s because %s (cancel_on_kill=True)", batch_id, reason)
+            except Exception as exc:
+                hook.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+
+    def _cancel_if_user_failed_the_task(self, batch_ids: Sequence[str], context: Context | None) -> None:
+        """on_kill runs on any SIGTERM (a clear, mark success, a worker shutdown): only "marked failed"
+        is a request to stop spending."""
+        if not self.cancel_on_kill or not batch_ids or context is None:
+            return
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        ti = context["ti"]
+        try:
+            states = RuntimeTaskInstance.get_task_states(dag_id=ti.dag_id, map_index=ti.map_index,
+                                                         task_ids=[ti.task_id], run_ids=[ti.run_id])
+        except Exception:
+            return
+        key = ti.task_id if (ti.map_index is None or ti.map_index < 0) else f"{ti.task_id}_{ti.map_index}"
+        state = states.get(ti.run_id, {}).get(key)
+        if str(getattr(state, "value", state)) == "failed":
+            self._cancel_unfinished(batch_ids, reason="the task was marked failed")
+
+
+class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
+    """Submit requests as Message Batches (split as needed) and return their IDs.
+
+    Input, exactly one of:
+    - ``requests``: a list of ``{"custom_id", "params"}`` (or an XComArg giving one);
+    - ``requests_path``: a JSONL file of such requests on any object storage;
+    - ``rows`` / ``rows_path`` (JSONL or CSV) with ``params_template`` (strings with ``{column}``
+      placeholders) or ``build_params(row) -> params``; ``custom_id_column`` names the ID column.
+
+    ``model``, ``max_tokens`` and ``system`` fill params that a request leaves out. Every request
+    is validated before any API call. The submission is recorded under ``state_path``, so a retry,
+    a clear or a backfill re-run of the same task instance with the same input re-attaches to the
+    batches already created; ``force_resubmit=True`` submits anew.
+    """
+
+    template_fields: Sequence[str] = ("requests_path", "rows_path", "state_path", "model", "system")
+    operator_extra_links = CONSOLE_LINKS
+    ui_color = "#e8dccd"
+
+    def __init__(
+        self, *,
+        requests: Iterable[Mapping[str, Any]] | Any | None = None,
+        requests_path: str | ObjectStoragePath | None = None,
+        rows: Iterable[Mapping[str, Any]] | Any | None = None,
+        rows_path: str | ObjectStoragePath | None = None,
+        rows_format: str | None = None,
+        custom_id_column: str = "custom_id",
+        params_template: Mapping[str, Any] | None = None,
+        build_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        system: str | list[Any] | None = None,
+        max_requests_per_batch: int = API_MAX_REQUESTS,
+        max_batch_bytes: int = API_MAX_BODY_BYTES,
+        claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
+        storage_conn_id: str | None = None,
+        state_path: str | ObjectStoragePath | None = None,
+        force_resubmit: bool = False,
+        max_queued_requests: int | None = None,
+        queue_check_interval: float = 60.0,
+        wait_for_completion: bool = False,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        polling_error_budget: float = DEFAULT_ERROR_BUDGET,
+        wait_timeout: timedelta | None = None,
+        cancel_on_kill: bool = True,
+        create_policy: CreatePolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.requests = requests
+        self.requests_path = requests_path
+        self.rows = rows
+        self.rows_path = rows_path
+        self.rows_format = rows_format
+        self.custom_id_column = custom_id_column
+        self.params_template = params_template
+        self.build_params = build_params
+        self.model = model
+        self.max_tokens = max_tokens
+        self.system = system
+        self.max_requests_per_batch = max_requests_per_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.claude_batch_conn_id = claude_batch_conn_id
+        self.storage_conn_id = storage_conn_id
+        self.state_path = state_path
+        self.force_resubmit = force_resubmit
+        self.max_queued_requests = max_queued_requests
+        self.queue_check_interval = queue_check_interval
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.polling_error_budget = polling_error_budget
+        self.wait_timeout = wait_timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.create_policy = create_policy
+        self._batch_ids: list[str] = []
+        self._context: Context | None = None
+        link_upstream(self, requests, rows)
+
+    # ---- input ------------------------------------------------------------------------------------
+    def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
+        """Read, validate, serialize and split the input; raises before any API call if it is bad."""
+        from airflow_provider_claude_batch.inputs import request_entries
+
+        entries = request_entries(
+            requests=resolve_runtime_value(self.requests, context), requests_path=self.requests_path,
+            rows=resolve_runtime_value(self.rows, context), rows_path=self.rows_path, rows_format=self.rows_format,
+            custom_id_column=self.custom_id_column, params_template=self.params_template,
+            build_params=self.build_params, storage_conn_id=self.storage_conn_id,
+        )
+        defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
+        prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
+        if bad:
+            raise InvalidRequestsError([str(p) for p in problems], bad, len(prepared) + bad)
+        if not len(prepared):
+            raise BatchInputError("The input has no requests; nothing was submitted.")
+        plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
+        if self.max_queued_requests is not None:
+            largest = max(p.request_count for p in plans)
+            if largest > self.max_queued_requests:
+                raise BatchInputError(
+                    f"A batch of {largest} requests can never fit max_queued_requests={self.max_queued_requests}; "
+                    "lower max_requests_per_batch.")
+        self.log.info("%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
+                      len(prepared), len(prepared.buffer) / 1e6, len(plans), prepared.fingerprint[:16])
+        return prepared, plans
+
+    def ledger(self) -> SubmissionLedger:
+        from airflow_provider_claude_batch.storage import as_path
+        from airflow_provider_claude_batch.submission import SubmissionLedger
+
+        root = self.state_path or default_state_path()
+        return SubmissionLedger(as_path(root, self.storage_conn_id))
+
+    # ---- execution --------------------------------------------------------------------------------
+    def execute(self, context: Context) -> list[str] | None:
+        from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
+
+        self._context = context
+        prepared, plans = self.prepare(context)
+        hook = ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
+        submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
+        record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
+                                       try_number=context["ti"].try_number)
+        for part in record.parts:
+            if part.batch_id is None and self.max_queued_requests is not None:
+                self._wait_for_queue_room(hook, part.request_count)
+            record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
+            self._publish(context, record)
+        del prepared
+        if not self.wait_for_completion:
+            return record.batch_ids
+        return self._wait(context, record)
+
+    def execute_after_queue_wait(self, context: Context, event: Any = None) -> list[str] | None:
+        """Resumed when the queue has room: carry on where the submission record says we are."""
+        if not isinstance(event, Mapping) or event.get("status") != "fits":
+            message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
+            from airflow_provider_claude_batch.exceptions import ClaudeBatchError
+
+            raise ClaudeBatchError(f"Waiting for room in the batch queue failed: {message}")
+        return self.execute(context)
+
+    def execute_complete(self, context: Context, event: Any = None) -> list[str]:
+        batch_ids = self._finish_wait(event)
+        context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
+        return batch_ids
+
+    def _publish(self, context: Context, record: SubmissionRecord) -> None:
+        self._batch_ids = record.batch_ids
+        if record.batch_ids:
+            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=record.batch_ids)
+            context["ti"].xcom_push(key="batch_id", value=record.batch_ids[0])
+
+    def _wait_for_queue_room(self, hook: ClaudeBatchHook, needed: int) -> None:
+        from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
+
+        now = time.time()
+        queued = 0
+        for batch in hook.iter_batches(page_size=100):
+            if listing_can_stop(batch.created_at.timestamp(), now):
+                break
+            queued += still_queued(batch.processing_status, batch.request_counts.processing)
+        assert self.max_queued_requests is not None
+        if fits(queued, needed, self.max_queued_requests):
+            return
+        self.log.info("%d requests already queued; %d more would exceed max_queued_requests=%d: waiting deferred",
+                      queued, needed, self.max_queued_requests)
+        from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
+
+        self.defer(trigger=ClaudeBatchQueueTrigger(needed, self.max_queued_requests, self.claude_batch_conn_id,
+                                                   poll_interval=self.queue_check_interval),
+                   method_name="execute_after_queue_wait")
+
+    def _wait(self, context: Context, record: SubmissionRecord) -> list[str]:
+        deadline = self._deadline(p.created_at for p in record.parts)
+        if self.deferrable:
+            self.defer(trigger=self._trigger(record.batch_ids, deadline), method_name="execute_complete")
+        from airflow_provider_claude_batch.waiter import wait_in_task
+
+        outcome = wait_in_task(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id),
+                               self._tracker(record.batch_ids, deadline))
+        return self._finish_wait(outcome.to_payload())
+
+    def on_kill(self) -> None:
+        self._cancel_if_user_failed_the_task(self._batch_ids, self._context)

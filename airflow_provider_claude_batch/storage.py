@@ -1,0 +1,58 @@
+"""Small object-storage helpers on Airflow's ObjectStoragePath: read if present, write atomically.
+
+A reader must never see half a file. On local storage that means writing a hidden temporary next
+to the target and renaming it over; object stores (S3, GCS, Azure) publish an object only when
+its upload completes, so a direct write is already all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+
+def as_path(location: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(location, ObjectStoragePath):
+        return location
+    text = os.fspath(location)
+    if "://" not in text:
+        text = "file://" + os.path.abspath(text)
+    return ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
+
+
+def is_local(path: ObjectStoragePath) -> bool:
+    return path.protocol in ("file", "local", "")
+
+
+def read_bytes_if_exists(path: ObjectStoragePath) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomically(path: ObjectStoragePath, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old content or the new, never a part."""
+    if is_local(path):
+        target = path.path
+        directory = os.path.dirname(target)
+        os.makedirs(directory, exist_ok=True)
+        temporary = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)

@@ -1,0 +1,196 @@
+"""`ClaudeBatchTrigger`: wait in the triggerer, without a worker slot, until every batch has ended.
+
+It serializes only IDs, the conn id, a wall-clock deadline and polling settings (never a key),
+uses the SDK's async client (built once per run, closed on exit) and rides out API outages for a
+time budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user
+marked the deferred task failed, and only with `cancel_on_kill`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.batch.events import WaitOutcome, snapshot
+from airflow_provider_claude_batch.batch.polling import (
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    classify_status,
+)
+from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
+from airflow_provider_claude_batch.batch.waiting import WaitTracker
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from anthropic import AsyncAnthropic
+
+
+class ClaudeBatchTrigger(BaseTrigger):
+    """Poll one or many batches until all have ended, the deadline passes, or the API fails for good."""
+
+    def __init__(self, batch_ids: Sequence[str], conn_id: str = ClaudeBatchHook.default_conn_name, *,
+                 deadline: float, poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL, error_budget: float = DEFAULT_ERROR_BUDGET,
+                 cancel_on_kill: bool = False, started_at: float | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.batch_ids = list(batch_ids)
+        self.conn_id = conn_id
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.error_budget = float(error_budget)
+        self.cancel_on_kill = cancel_on_kill
+        self.started_at = time.time() if started_at is None else float(started_at)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "batch_ids": self.batch_ids, "conn_id": self.conn_id, "deadline": self.deadline,
+            "poll_interval": self.poll_interval, "max_poll_interval": self.max_poll_interval,
+            "error_budget": self.error_budget, "cancel_on_kill": self.cancel_on_kill,
+            "started_at": self.started_at,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
+        try:
+            outcome = await self._wait(hook)
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(outcome.to_payload())
+
+    def tracker(self) -> WaitTracker:
+        return WaitTracker(self.batch_ids, self.deadline, self.poll_interval, self.max_poll_interval,
+                           self.error_budget, self.started_at)
+
+    async def _wait(self, hook: ClaudeBatchHook) -> WaitOutcome:
+        import anthropic
+
+        tracker = self.tracker()
+        try:
+            client: AsyncAnthropic = (await hook.get_async_conn()).with_options(max_retries=0)
+        except Exception as exc:  # a broken connection definition must end the wait with a reason
+            message = f"Cannot build a client from connection {self.conn_id!r}: {exc}"
+            return WaitOutcome("error", self.batch_ids, {}, message, "refused")
+        while True:
+            now = time.time()
+            decision = tracker.before_poll(now)
+            if decision is None:
+                try:
+                    batches = await asyncio.gather(*(client.messages.batches.retrieve(b) for b in tracker.pending()))
+                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                    described = describe_api_error(exc)
+                    decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
+                                                   described, now)
+                    if decision.action == "sleep":
+                        self.log.warning("Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep "
+                                         "running.", described, tracker.failures, decision.delay)
+                else:
+                    decision = tracker.after_success([snapshot(b) for b in batches], now)
+                    self.log.info("%s", tracker.progress(now))
+            if decision.outcome is not None:
+                return decision.outcome
+            await asyncio.sleep(decision.delay)
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+ calls this when a user clears, marks failed or marks success the deferred task.
+
+        Only "marked failed" is a request to stop spending: a clear must re-attach (cancelling then
+        would make the next try pay again) and "marked success" keeps the work.
+        """
+        if not self.cancel_on_kill:
+            return
+        state = await _current_task_state(self)
+        if state != "failed":
+            self.log.info("Task is now %r, not failed: leaving batches %s running", state, self.batch_ids)
+            return
+        hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
+        try:
+            client = await hook.get_async_conn()
+            for batch_id in self.batch_ids:
+                try:
+                    await client.messages.batches.cancel(batch_id)
+                    self.log.warning("Task marked failed: canceled batch %s", batch_id)
+                except Exception as exc:
+                    self.log.warning("Could not cancel batch %s: %s", batch_id, describe_api_error(exc))
+        finally:
+            await hook.aclose()
+
+
+async def _current_task_state(trigger: BaseTrigger) -> str | None:
+    """The deferred task instance's state now, as the API server sees it (None if unknown)."""
+    ti = trigger.task_instance
+    if ti is None:
+        return None
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
+
+        states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+            dag_id=ti.dag_id, map_index=ti.map_index, task_ids=[ti.task_id], run_ids=[ti.run_id])
+    except Exception as exc:
+        trigger.log.warning("Could not read the task's state (%s); not cancelling anything", exc)
+        return None
+    key = ti.task_id if (ti.map_index is None or ti.map_index < 0) else f"{ti.task_id}_{ti.map_index}"
+    state = states.get(ti.run_id, {}).get(key)
+    return str(state.value if hasattr(state, "value") else state) if state is not None else None
+
+
+class ClaudeBatchQueueTrigger(BaseTrigger):
+    """Wait until the workspace's queued requests leave room for `needed` more (the queue guard)."""
+
+    def __init__(self, needed: int, max_queued: int, conn_id: str = ClaudeBatchHook.default_conn_name, *,
+                 poll_interval: float = 60.0) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.needed = int(needed)
+        self.max_queued = int(max_queued)
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "needed": self.needed, "max_queued": self.max_queued, "conn_id": self.conn_id,
+            "poll_interval": self.poll_interval,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import anthropic
+
+        hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
+        payload: dict[str, Any]
+        try:
+            client = (await hook.get_async_conn()).with_options(max_retries=0)
+            while True:
+                try:
+                    queued = await queued_requests_async(client)
+                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                    if classify_status(getattr(exc, "status_code", None)) == "fatal":
+                        payload = {"status": "error", "message": f"Cannot list batches: {describe_api_error(exc)}"}
+                        break
+                    self.log.warning("Listing batches failed (%s); trying again", describe_api_error(exc))
+                else:
+                    if fits(queued, self.needed, self.max_queued):
+                        payload = {"status": "fits", "queued": queued}
+                        break
+                    self.log.info("%d requests queued in the workspace; %d more would exceed max_queued_requests=%d; "
+                                  "waiting", queued, self.needed, self.max_queued)
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(payload)
+
+
+async def queued_requests_async(client: AsyncAnthropic) -> int:
+    now = time.time()
+    total = 0
+    async for batch in client.messages.batches.list(limit=100):
+        if listing_can_stop(batch.created_at.timestamp(), now):
+            break
+        total += still_queued(batch.processing_status, batch.request_counts.processing)
+    return total
