@@ -70,14 +70,14 @@ class Submitter:
         self.sleep = sleep
 
     def open_record(self, key: TaskKey, prepared: PreparedRequests, plans: list[BatchPlan], *,
-                    force_resubmit: bool, try_number: int) -> SubmissionRecord:
+                    force_resubmit: bool, attempt_id: str) -> SubmissionRecord:
         """The record to continue: the existing one for the same input, or a new one.
 
-        `force_resubmit` starts anew once per try: resuming the same try (after a queue wait)
-        continues the record that try started.
+        `force_resubmit` starts anew once per task attempt (`attempt_id`, the task instance's id,
+        new on every try and clear): an attempt resumed after a queue wait continues its record.
         """
         existing = self.ledger.load(key)
-        forced = force_resubmit and (existing is None or existing.try_number != try_number)
+        forced = force_resubmit and (existing is None or existing.attempt_id != attempt_id)
         if existing is not None and existing.fingerprint == prepared.fingerprint and not forced:
             done = existing.batch_ids
             log.info("Re-attaching to the submission recorded for this task instance (%d of %d batches created: %s)",
@@ -87,7 +87,7 @@ class Submitter:
             why = "force_resubmit=True" if forced else "the input changed since the last submission"
             log.warning("Submitting anew because %s; the earlier batches %s are left as they are (not canceled)",
                         why, ", ".join(existing.batch_ids))
-        record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, try_number=try_number)
+        record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
         self.ledger.save(record)
         return record
 

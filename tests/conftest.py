@@ -14,6 +14,7 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="claude-batch-tests-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ.pop("ANTHROPIC_API_KEY", None)
 os.environ.pop("ANTHROPIC_BASE_URL", None)
 
@@ -70,3 +71,16 @@ def claude_conn(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> st
             "extra": {"timeout": 10, "max_retries": 2}}
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(conn))
     return "claude_batch_default"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB in the session's Airflow home, and its dags folder."""
+    import subprocess
+    import sys
+
+    dags = _AIRFLOW_HOME / "dags"
+    dags.mkdir(exist_ok=True)
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    return dags

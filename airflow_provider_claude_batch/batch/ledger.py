@@ -59,18 +59,18 @@ class SubmissionRecord:
     parts: tuple[PartRecord, ...]
     created_at: float
     updated_at: float
-    try_number: int = 0
+    attempt_id: str = ""
     version: int = RECORD_VERSION
 
     @classmethod
     def new(cls, key: TaskKey, fingerprint: str, plans: Sequence[BatchPlan], custom_ids: Sequence[str],
-            now: float | None = None, try_number: int = 0) -> SubmissionRecord:
+            now: float | None = None, attempt_id: str = "") -> SubmissionRecord:
         now = time.time() if now is None else now
         parts = tuple(
             PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1])
             for p in plans
         )
-        return cls(key, fingerprint, parts, now, now, try_number)
+        return cls(key, fingerprint, parts, now, now, attempt_id)
 
     @property
     def batch_ids(self) -> list[str]:
@@ -105,7 +105,7 @@ class SubmissionRecord:
             parts=tuple(PartRecord(**p) for p in raw["parts"]),
             created_at=raw["created_at"],
             updated_at=raw["updated_at"],
-            try_number=raw.get("try_number", 0),
+            attempt_id=raw.get("attempt_id", ""),
         )
 
 

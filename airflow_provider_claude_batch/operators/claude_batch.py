@@ -284,7 +284,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         hook = ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
         submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
-                                       try_number=context["ti"].try_number)
+                                       attempt_id=str(context["ti"].id))
         for part in record.parts:
             if part.batch_id is None and self.max_queued_requests is not None:
                 self._wait_for_queue_room(hook, part.request_count)
