@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_provider_claude_batch.batch.polling import DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -89,7 +90,14 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
         tracker = self._tracker(ids, time.time() + 365 * 86400)
         decision = poll_once(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), tracker, time.time())
         if decision.outcome is not None:
-            self._finish_wait(decision.outcome.to_payload())
+            # Raised here rather than from a resumed method, so soft_fail is applied by hand, as
+            # Airflow applies it on resume.
+            try:
+                self._finish_wait(decision.outcome.to_payload())
+            except AirflowException as exc:
+                if self.soft_fail:
+                    raise AirflowSkipException(f"Skipping (soft_fail): {exc}") from exc
+                raise
             return None
         created = [_epoch(s.created_at) for s in tracker.latest.values()]
         self.defer(trigger=self._trigger(ids, self._deadline(created)), method_name="execute_complete",

@@ -165,3 +165,150 @@ def monkeypatch_conn_timeout(control: EmulatorControl, seconds: float) -> str:
 
     return json.dumps({"conn_type": "claude_batch", "host": control.base_url, "password": "emulator-key",
                        "extra": {"timeout": seconds, "max_retries": 2}})
+
+
+# ---- 4-6. waiting, outages, cancellation ------------------------------------------------------------
+def _sensor(extra: str = "") -> str:
+    return f'wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, poke_interval=0.2{extra})'
+
+
+def test_wait_for_completion_in_the_same_task_deferred_and_in_worker(dags: Path, control: EmulatorControl,
+                                                                     tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.5)
+    for deferrable in (True, False):
+        dag = write_dag(dags, f"one_task_wait_{deferrable}", _submit(
+            _requests(2), tmp_path, f", wait_for_completion=True, deferrable={deferrable}, poll_interval=0.2"))
+        result = run_dag(dag)
+        assert result.task_state("submit") == "success"
+        assert result.xcom("submit") == [control.state()["batches"][-1]["id"]]
+
+
+def test_an_outage_while_waiting_is_ridden_out_and_cancels_nothing(dags: Path, control: EmulatorControl,
+                                                                   tmp_path: Path) -> None:
+    control.configure(processing_seconds=1.0)
+    control.inject({"endpoint": "retrieve", "status": 529, "count": 3},
+                   {"endpoint": "retrieve", "status": 429, "retry_after": 0.2, "count": 2},
+                   {"endpoint": "retrieve", "status": 500, "count": 2})
+    dag = write_dag(dags, "outage", _submit(_requests(2), tmp_path) + "\n" + _sensor(", deferrable=True"))
+    result = run_dag(dag)
+    assert result.task_state("wait") == "success"
+    state = control.state()
+    assert state["faults_served"]["retrieve"] == 7
+    assert "cancel" not in state["calls"]
+    assert state["batches_created"] == 1
+
+
+def test_an_outage_longer_than_the_budget_fails_without_cancelling(dags: Path, control: EmulatorControl,
+                                                                   tmp_path: Path,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    control.configure(processing_seconds=3600)
+    control.inject({"endpoint": "retrieve", "status": 503, "retry_after": 0.2, "for_seconds": 600})
+    dag = write_dag(dags, "long_outage", _submit(_requests(2), tmp_path) + "\n"
+                    + _sensor(", deferrable=True, polling_error_budget=1.0, cancel_on_kill=True"))
+    result = run_dag(dag)
+    assert result.task_state("wait") == "failed"
+    assert "kept failing" in capfd.readouterr().out
+    state = control.state()
+    assert "cancel" not in state["calls"]
+    assert state["batches"][0]["processing_status"] == "in_progress"
+
+
+def test_auth_and_not_found_errors_fail_fast(dags: Path, control: EmulatorControl, tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    dag = write_dag(dags, "unknown_batch", """
+        wait = ClaudeBatchSensor(task_id="wait", batch_ids="msgbatch_does_not_exist", deferrable=True,
+                                 poke_interval=0.2, retries=3, retry_delay=timedelta(0))
+    """)
+    result = run_dag(dag)
+    assert result.task_state("wait") == "failed"
+    assert "404 not_found_error" in capfd.readouterr().out
+    assert control.state()["calls"]["retrieve"] == 1
+
+
+def test_the_deadline_cancels_only_with_cancel_on_kill(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=3600)
+    for cancel in (False, True):
+        dag = write_dag(dags, f"deadline_{cancel}", _submit(_requests(1, f"c{int(cancel)}-"), tmp_path, (
+            f", wait_for_completion=True, deferrable=True, poll_interval=0.2, wait_timeout=timedelta(seconds=1), "
+            f"cancel_on_kill={cancel}")))
+        assert run_dag(dag).task_state("submit") == "failed"
+    batches = control.state()["batches"]
+    assert [b["canceled"] for b in batches] == [False, True]
+
+
+def test_a_batch_canceled_outside_airflow_fails_the_sensor_or_skips_it(dags: Path, control: EmulatorControl,
+                                                                       tmp_path: Path,
+                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    import anthropic
+
+    control.configure(processing_seconds=3600)
+    with anthropic.Anthropic(base_url=control.base_url, api_key="emulator-key") as sdk:
+        batch = sdk.messages.batches.create(requests=[  # type: ignore[list-item]
+            {"custom_id": "x", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5,
+                                          "messages": [{"role": "user", "content": "x"}]}}])
+        sdk.messages.batches.cancel(batch.id)
+    for mode in ("deferrable=True", "mode='poke'", "mode='reschedule'"):
+        dag = write_dag(dags, f"canceled_{mode.split('=')[0]}", f"""
+            hard = ClaudeBatchSensor(task_id="hard", batch_ids={batch.id!r}, poke_interval=0.2, {mode})
+            soft = ClaudeBatchSensor(task_id="soft", batch_ids=[{batch.id!r}], poke_interval=0.2, soft_fail=True, {mode})
+        """)
+        result = run_dag(dag)
+        assert result.task_state("hard") == "failed", mode
+        assert result.task_state("soft") == "skipped", mode
+    assert "Canceled before it finished" in capfd.readouterr().out
+
+
+def test_sensor_timeout_fails_or_skips_with_soft_fail(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=3600)
+    import anthropic
+
+    with anthropic.Anthropic(base_url=control.base_url, api_key="emulator-key") as sdk:
+        batch = sdk.messages.batches.create(requests=[  # type: ignore[list-item]
+            {"custom_id": "x", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5,
+                                          "messages": [{"role": "user", "content": "x"}]}}])
+    for mode in ("deferrable=True", "mode='poke'"):
+        dag = write_dag(dags, f"timeout_{mode.split('=')[0]}", f"""
+            hard = ClaudeBatchSensor(task_id="hard", batch_ids={batch.id!r}, poke_interval=0.2, timeout=1, {mode})
+            soft = ClaudeBatchSensor(task_id="soft", batch_ids={batch.id!r}, poke_interval=0.2, timeout=1,
+                                     soft_fail=True, {mode})
+        """)
+        result = run_dag(dag)
+        assert result.task_state("hard") == "failed", mode
+        assert result.task_state("soft") == "skipped", mode
+    assert control.state()["batches"][0]["cancel_calls"] == 0
+
+
+# ---- 8. queue guard -------------------------------------------------------------------------------------
+def test_the_queue_guard_waits_for_room_instead_of_being_refused(dags: Path, control: EmulatorControl,
+                                                                 tmp_path: Path) -> None:
+    import anthropic
+
+    control.configure(processing_seconds=1.5)
+    with anthropic.Anthropic(base_url=control.base_url, api_key="emulator-key") as sdk:
+        sdk.messages.batches.create(requests=[  # type: ignore[misc]
+            {"custom_id": f"q{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5,
+                                              "messages": [{"role": "user", "content": "x"}]}} for i in range(4)])
+    dag = write_dag(dags, "queue_guard", _submit(_requests(3), tmp_path,
+                                                 ", max_queued_requests=5, queue_check_interval=0.2"))
+    result = run_dag(dag)
+    assert result.task_state("submit") == "success"
+    first, second = control.state()["batches"]
+    assert pendulum.parse(second["created_at"]) >= pendulum.parse(first["created_at"]).add(seconds=1.5)
+
+
+def test_a_batch_larger_than_the_queue_cap_is_refused_up_front(dags: Path, control: EmulatorControl,
+                                                               tmp_path: Path) -> None:
+    dag = write_dag(dags, "queue_too_small", _submit(_requests(3), tmp_path, ", max_queued_requests=2"))
+    assert run_dag(dag).task_state("submit") == "failed"
+    assert control.state()["calls"] == {}
+
+
+# ---- 9. console links -----------------------------------------------------------------------------------
+def test_each_batch_gets_a_console_link(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    dag = write_dag(dags, "links", _submit(_requests(3), tmp_path, ", max_requests_per_batch=1"))
+    result = run_dag(dag)
+    ids = result.xcom("submit")
+    assert len(ids) == 3
+    for index, batch_id in enumerate(ids):
+        assert result.xcom("submit", f"_link_claude_console_batch_{index}").endswith(f"/batches/{batch_id}")
+    assert result.xcom("submit", "_link_claude_console_batch_3") == ""
