@@ -1,0 +1,118 @@
+"""ClaudeBatchTrigger on its own: serialization, the async client's lifecycle, progress, on_kill."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anthropic
+import pytest
+
+from airflow_provider_claude_batch.emulator import EmulatorControl, EmulatorServer
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.triggers import claude_batch as trigger_module
+from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger, ClaudeBatchTrigger
+from tests.helpers import make_requests
+
+
+def _trigger(batch_ids: list[str], **overrides: Any) -> ClaudeBatchTrigger:
+    settings: dict[str, Any] = {"deadline": time.time() + 60, "poll_interval": 0.1, "max_poll_interval": 0.5}
+    settings.update(overrides)
+    return ClaudeBatchTrigger(batch_ids, "claude_batch_default", **settings)
+
+
+async def _events(trigger: Any) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_it_serializes_ids_and_settings_but_never_the_key(claude_conn: str, emulator: EmulatorServer) -> None:
+    trigger = _trigger(["msgbatch_a", "msgbatch_b"], cancel_on_kill=True)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_claude_batch.triggers.claude_batch.ClaudeBatchTrigger"
+    assert set(kwargs) == {"batch_ids", "conn_id", "deadline", "poll_interval", "max_poll_interval",
+                           "error_budget", "cancel_on_kill", "started_at"}
+    assert emulator.api_key not in repr(kwargs)
+    assert ClaudeBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+async def test_it_waits_with_one_async_client_logs_progress_and_closes_it(
+        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    control.configure(processing_seconds=0.4)
+    hook = ClaudeBatchHook()
+    ids = [hook.create_batch(make_requests(2, f"p{i}")).id for i in range(2)]
+    built: list[anthropic.AsyncAnthropic] = []
+    real_build = trigger_module.ClaudeBatchHook.get_async_conn
+
+    async def counting_build(self: ClaudeBatchHook) -> anthropic.AsyncAnthropic:
+        client = await real_build(self)
+        if client not in built:
+            built.append(client)
+        return client
+
+    def no_sync_client(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the trigger must not use the sync client (in a thread or otherwise)")
+
+    monkeypatch.setattr(trigger_module.ClaudeBatchHook, "get_async_conn", counting_build)
+    monkeypatch.setattr("airflow_provider_claude_batch.hooks.claude_batch.build_client", no_sync_client)
+    caplog.set_level(logging.INFO)
+    (event,) = await _events(_trigger(ids))
+    assert event["status"] == "ended" and event["batch_ids"] == ids
+    assert {b["processing_status"] for b in event["batches"].values()} == {"ended"}
+    assert len(built) == 1 and built[0].is_closed()
+    logged = caplog.text + capfd.readouterr().out
+    assert "2 batch(es): 2 in_progress; 4 requests (processing 4); 0% done" in logged
+    assert "2 batch(es): 2 ended; 4 requests (succeeded 4); 100% done" in logged
+
+
+async def test_it_rides_out_errors_and_reports_a_spent_budget(claude_conn: str, control: EmulatorControl) -> None:
+    control.configure(processing_seconds=3600)
+    batch_id = ClaudeBatchHook().create_batch(make_requests(1)).id
+    control.inject({"endpoint": "retrieve", "status": 529, "retry_after": 0.1, "for_seconds": 3600})
+    (event,) = await _events(_trigger([batch_id], error_budget=0.5))
+    assert event["status"] == "error" and event["error_kind"] == "unavailable"
+    assert control.state()["responses"]["retrieve 529"] >= 3
+    assert "cancel" not in control.state()["calls"]
+
+
+async def test_a_broken_connection_ends_the_wait_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", '{"conn_type": "claude_batch", "extra": {"timeout": "x"}}')
+    (event,) = await _events(_trigger(["msgbatch_a"]))
+    assert event["status"] == "error" and "timeout must be a number" in event["message"]
+
+
+class _FakeTI:
+    dag_id, task_id, run_id, map_index = "d", "t", "r", -1
+
+
+@pytest.mark.parametrize(("state", "cancel_on_kill", "canceled"), [
+    ("failed", True, True),          # the user marked the deferred task failed: stop spending
+    (None, True, False),             # cleared: the next try re-attaches, so keep the batch
+    ("success", True, False),        # marked success: keep the work
+    ("deferred", True, False),       # moved to another triggerer: nothing happened to the task
+    ("failed", False, False),        # cancel_on_kill off
+])
+async def test_on_kill_cancels_only_when_the_user_marked_the_task_failed(
+        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
+        state: str | None, cancel_on_kill: bool, canceled: bool) -> None:
+    control.configure(processing_seconds=3600)
+    batch_id = ClaudeBatchHook().create_batch(make_requests(1)).id
+
+    async def current_state(trigger: Any) -> str | None:
+        return state
+
+    monkeypatch.setattr(trigger_module, "_current_task_state", current_state)
+    trigger = _trigger([batch_id], cancel_on_kill=cancel_on_kill)
+    trigger.task_instance = _FakeTI()  # type: ignore[assignment]
+    await trigger.on_kill()
+    assert control.state()["batches"][0]["canceled"] is canceled
+
+
+async def test_the_queue_trigger_fires_once_there_is_room(claude_conn: str, control: EmulatorControl) -> None:
+    control.configure(processing_seconds=0.5)
+    ClaudeBatchHook().create_batch(make_requests(4))
+    started = time.monotonic()
+    (event,) = await _events(ClaudeBatchQueueTrigger(needed=3, max_queued=5, poll_interval=0.1))
+    assert event == {"status": "fits", "queued": 0}
+    assert time.monotonic() - started >= 0.3
