@@ -19,6 +19,7 @@ def _prepare_airflow() -> None:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags_examples")
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+    os.environ["AIRFLOW__CLAUDE_BATCH__STATE_PATH"] = "file://" + str(DEMO_HOME / "state")
     airflow = Path(sys.executable).with_name("airflow")
     print(f"Airflow home: {os.environ['AIRFLOW_HOME']} (SQLite); migrating the metadata database...", flush=True)
     subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -45,6 +46,7 @@ def main() -> int:
               "one cent). Batches usually end within minutes but may take up to 24 h.", flush=True)
         _connection(os.environ.get("ANTHROPIC_BASE_URL"), real_key)
     else:
+        os.environ.setdefault("CLAUDE_BATCH_DEMO_POLL_SECONDS", "0.5")
         emulator = EmulatorServer().start()
         print(f"No ANTHROPIC_API_KEY: using the local emulator at {emulator.url} (nothing is billed).", flush=True)
         _connection(emulator.url, emulator.api_key)

@@ -312,3 +312,65 @@ def test_each_batch_gets_a_console_link(dags: Path, control: EmulatorControl, tm
     for index, batch_id in enumerate(ids):
         assert result.xcom("submit", f"_link_claude_console_batch_{index}").endswith(f"/batches/{batch_id}")
     assert result.xcom("submit", "_link_claude_console_batch_3") == ""
+
+
+# ---- input forms ------------------------------------------------------------------------------------
+def test_requests_from_an_upstream_task_a_jsonl_file_and_rows_with_a_callable(
+        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(
+        '{"custom_id": "f' + str(i) + '", "params": {"messages": [{"role": "user", "content": "{{ not jinja }}"}]}}\n'
+        for i in range(3)))
+    dag = write_dag(dags, "input_forms", f"""
+        from airflow.sdk import task
+
+        @task
+        def make_requests():
+            return [{{"custom_id": f"x{{i}}", "params": {{"messages": [{{"role": "user", "content": "hi"}}]}}}}
+                    for i in range(2)]
+
+        def to_params(row):
+            return {{"messages": [{{"role": "user", "content": row["question"].upper()}}]}}
+
+        from_xcom = ClaudeBatchSubmitOperator(task_id="from_xcom", requests=make_requests(), model="claude-sonnet-5-5",
+                                              max_tokens=8, state_path={str(tmp_path)!r})
+        from_file = ClaudeBatchSubmitOperator(task_id="from_file", requests_path="file://{path}",
+                                              model="claude-sonnet-5-5", max_tokens=8, state_path={str(tmp_path)!r})
+        from_rows = ClaudeBatchSubmitOperator(task_id="from_rows", rows=[{{"key": "k1", "question": "why?"}}],
+                                              custom_id_column="key", build_params=to_params,
+                                              model="claude-sonnet-5-5", max_tokens=8, state_path={str(tmp_path)!r})
+    """)
+    result = run_dag(dag)
+    assert result.state == "success"
+    ids = sorted(tuple(b["custom_ids"]) for b in control.state()["batches"])
+    assert ids == [("f0", "f1", "f2"), ("k1",), ("x0", "x1")]
+
+
+def test_worker_side_on_kill_cancels_only_a_task_marked_failed(claude_conn: str, control: EmulatorControl,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchSubmitOperator
+
+    control.configure(processing_seconds=3600)
+
+    class FakeTI:
+        dag_id, task_id, run_id, map_index = "d", "submit", "r", -1
+
+    for state, cancel_on_kill, expect_cancel in (("running", True, False), ("success", True, False),
+                                                 ("failed", False, False), ("failed", True, True)):
+        batch_id = ClaudeBatchHook().create_batch(make_requests_literal()).id
+        monkeypatch.setattr(RuntimeTaskInstance, "get_task_states",
+                            staticmethod(lambda **kwargs: {"r": {"submit": state}}))  # noqa: B023
+        operator = ClaudeBatchSubmitOperator(task_id="submit", requests=[], cancel_on_kill=cancel_on_kill)
+        operator._batch_ids = [batch_id]
+        operator._context = {"ti": FakeTI()}  # type: ignore[typeddict-item]
+        operator.on_kill()
+        canceled = {b["id"]: b["canceled"] for b in control.state()["batches"]}
+        assert canceled[batch_id] is expect_cancel, (state, cancel_on_kill)
+
+
+def make_requests_literal() -> list[dict[str, object]]:
+    return [{"custom_id": "k", "params": {"model": "claude-sonnet-5-5", "max_tokens": 5,
+                                          "messages": [{"role": "user", "content": "x"}]}}]

@@ -69,7 +69,7 @@ def test_full_messages_params_pass_through_untouched() -> None:
     ("text", "expected an object"),
 ])
 def test_each_kind_of_bad_request_is_named(request_: object, reason: str) -> None:
-    prepared, problems, bad = prepare_requests(_numbered([request_]))
+    _prepared, problems, bad = prepare_requests(_numbered([request_]))
     assert bad == 1
     assert reason in problems[0].reason
     assert problems[0].line == 1
@@ -84,7 +84,7 @@ def test_problems_are_counted_in_full_but_only_the_first_few_are_kept() -> None:
 
 
 def test_duplicates_across_the_whole_input_name_both_lines() -> None:
-    requests = make_requests(3) + [{"custom_id": "req-1", "params": message_params()}]
+    requests = [*make_requests(3), {"custom_id": "req-1", "params": message_params()}]
     _, problems, _ = prepare_requests(_numbered(requests))
     assert str(problems[0]) == "line 4 (custom_id 'req-1'): duplicate custom_id (first seen on line 2)"
 
