@@ -97,7 +97,9 @@ class Submitter:
         if part.batch_id:
             return record
         if part.intent_at is not None:
-            found = self._find_created(part, record)
+            # A create was sent and its outcome never recorded. Give it the same time to show up in
+            # the listing as a lost answer gets, counted from when it was sent.
+            found = self._find_created(part, record, part.intent_at + self.policy.reconcile_seconds)
             if found is not None:
                 log.warning("Adopting batch %s, created for part %d by an earlier attempt whose answer was lost",
                             found.id, part.index)
@@ -110,7 +112,7 @@ class Submitter:
             except Exception as exc:
                 outcome_unknown, wait = self._classify_create_error(exc, record)
                 if outcome_unknown:
-                    found = self._find_created(part, record, patient=True)
+                    found = self._find_created(part, record, time.time() + self.policy.reconcile_seconds)
                     if found is not None:
                         log.warning("The create answer for part %d was lost (%s); adopting batch %s it made",
                                     part.index, _short(exc), found.id)
@@ -155,20 +157,18 @@ class Submitter:
         wait = retry_after(exc) or self.policy.backoff_seconds
         return exc.status_code >= 500 and exc.status_code != 529, wait
 
-    def _find_created(self, part: PartRecord, record: SubmissionRecord, *,
-                      patient: bool = False) -> MessageBatch | None:
-        """The batch an earlier create made for `part`, if the API lists one (waiting a while if `patient`)."""
+    def _find_created(self, part: PartRecord, record: SubmissionRecord, look_until: float) -> MessageBatch | None:
+        """The batch an earlier create made for `part`, if the API lists one by `look_until` (epoch)."""
         assert part.intent_at is not None
         since = part.intent_at - self.policy.clock_skew_seconds
         claimed = set(record.batch_ids)
-        deadline = time.monotonic() + (self.policy.reconcile_seconds if patient else 0.0)
         while True:
             try:
                 found = self._list_created_since(part, since, claimed)
             except Exception as exc:
                 log.warning("Could not list batches to look for part %d (%s)", part.index, _short(exc))
                 found = None
-            if found is not None or time.monotonic() >= deadline:
+            if found is not None or time.time() >= look_until:
                 return found
             self.sleep(self.policy.reconcile_poll_seconds)
 
