@@ -10,16 +10,21 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from airflow_provider_claude_batch.defaults import (
+    BATCH_LIFETIME,
+    DEADLINE_MARGIN,
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+)
+
+__all__ = ["BATCH_LIFETIME", "DEADLINE_MARGIN", "DEFAULT_ERROR_BUDGET", "DEFAULT_MAX_POLL_INTERVAL",
+           "DEFAULT_POLL_INTERVAL", "ErrorBudget", "classify_status", "default_deadline", "next_poll_delay",
+           "progress_line"]
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-# The API holds results until every request is done; most batches end within an hour. Looking
-# more often than this costs rate limit for no news; looking less often delays the pipeline.
-DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
-DEFAULT_ERROR_BUDGET = 3 * 3600.0
-BATCH_LIFETIME = 24 * 3600.0
-DEADLINE_MARGIN = 3600.0
 FATAL_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
 
 ErrorKind = Literal["transient", "fatal"]
@@ -103,3 +108,4 @@ def progress_line(statuses: Mapping[str, str], counts: Mapping[str, Mapping[str,
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(totals.items()) if n)
     return (f"{len(statuses)} batch(es): {states}; {requests} requests ({kinds}); "
             f"{percent:.0f}% done; waiting {elapsed / 60:.1f} min")
+

@@ -17,10 +17,9 @@ from typing import Any
 
 import msgspec
 
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
+
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-API_MAX_REQUESTS = 100_000
-# The API's limit is 256 MB; keep a margin for the proxy in front of it.
-API_MAX_BODY_BYTES = 255_000_000
 BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
 SHOWN_PROBLEMS = 10

@@ -14,22 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
-from airflow_provider_claude_batch.batch.polling import (
+from airflow_provider_claude_batch.defaults import (
+    API_MAX_BODY_BYTES,
+    API_MAX_REQUESTS,
     BATCH_LIFETIME,
     DEADLINE_MARGIN,
+    DEFAULT_CONN_ID,
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
-from airflow_provider_claude_batch.batch.requests import (
-    API_MAX_BODY_BYTES,
-    API_MAX_REQUESTS,
-    RequestDefaults,
-    plan_batches,
-    prepare_requests,
-)
-from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 
 if TYPE_CHECKING:
@@ -40,6 +34,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batch.ledger import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger
 
 
@@ -128,8 +123,13 @@ class ClaudeBatchWaitMixin:
         raise_unless_ended_cleanly(outcome)
         return outcome.batch_ids
 
+    def _hook(self) -> ClaudeBatchHook:
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+        return ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
+
     def _cancel_unfinished(self, batch_ids: Sequence[str], *, reason: str) -> None:
-        hook = ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
+        hook = self._hook()
         for batch_id in batch_ids:
             try:
                 batch = hook.retrieve_batch(batch_id)
@@ -192,7 +192,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         system: str | list[Any] | None = None,
         max_requests_per_batch: int = API_MAX_REQUESTS,
         max_batch_bytes: int = API_MAX_BODY_BYTES,
-        claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
+        claude_batch_conn_id: str = DEFAULT_CONN_ID,
         storage_conn_id: str | None = None,
         state_path: str | ObjectStoragePath | None = None,
         force_resubmit: bool = False,
@@ -243,6 +243,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
     # ---- input ------------------------------------------------------------------------------------
     def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
         """Read, validate, serialize and split the input; raises before any API call if it is bad."""
+        from airflow_provider_claude_batch.batch.requests import RequestDefaults, plan_batches, prepare_requests
+        from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
         from airflow_provider_claude_batch.inputs import request_entries
 
         entries = request_entries(
@@ -281,7 +283,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
 
         self._context = context
         prepared, plans = self.prepare(context)
-        hook = ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id)
+        hook = self._hook()
         submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
@@ -341,8 +343,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
             self.defer(trigger=self._trigger(record.batch_ids, deadline), method_name="execute_complete")
         from airflow_provider_claude_batch.waiter import wait_in_task
 
-        outcome = wait_in_task(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id),
-                               self._tracker(record.batch_ids, deadline))
+        outcome = wait_in_task(self._hook(), self._tracker(record.batch_ids, deadline))
         return self._finish_wait(outcome.to_payload())
 
     def on_kill(self) -> None:

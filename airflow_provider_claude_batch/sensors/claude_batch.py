@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.sensor import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from airflow_provider_claude_batch.batch.polling import DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchWaitMixin, default_deferrable
 
@@ -54,7 +53,7 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
     ui_color = "#e8dccd"
 
     def __init__(self, *, batch_ids: str | Sequence[str] | Any,
-                 claude_batch_conn_id: str = ClaudeBatchHook.default_conn_name,
+                 claude_batch_conn_id: str = DEFAULT_CONN_ID,
                  deferrable: bool | None = None, max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
                  polling_error_budget: float = DEFAULT_ERROR_BUDGET, cancel_on_kill: bool = False,
                  **kwargs: Any) -> None:
@@ -88,7 +87,7 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
         from airflow_provider_claude_batch.waiter import poll_once
 
         tracker = self._tracker(ids, time.time() + 365 * 86400)
-        decision = poll_once(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), tracker, time.time())
+        decision = poll_once(self._hook(), tracker, time.time())
         if decision.outcome is not None:
             # Raised here rather than from a resumed method, so soft_fail is applied by hand, as
             # Airflow applies it on resume.
@@ -110,7 +109,7 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
         ids = self._ids_for(context)
         if self._tracker_state is None or self._tracker_state.batch_ids != ids:
             self._tracker_state = self._tracker(ids, time.time() + 365 * 86400)  # the sensor's timeout rules
-        decision = poll_once(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id),
+        decision = poll_once(self._hook(),
                              self._tracker_state, time.time())
         if decision.outcome is None:
             return False
