@@ -64,3 +64,11 @@ class BatchApiError(BatchInFlightError):
 
 class BatchApiRefusedError(BatchApiError, AirflowFailException):
     """The API refused to report on a batch (auth, permission, not found): waiting will not help."""
+
+
+class ResultsArchivedError(BatchInFlightError, AirflowFailException):
+    """The API no longer holds the results (29 days after creation): a retry cannot help."""
+
+
+class TooManyFailuresError(BatchInFlightError):
+    """More requests failed than `max_failed_fraction` allows; the results were landed first."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
@@ -27,7 +28,6 @@ from airflow_provider_claude_batch.defaults import (
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 
 if TYPE_CHECKING:
-    from datetime import timedelta
 
     from airflow.sdk import Context, ObjectStoragePath
 
@@ -77,6 +77,20 @@ def link_upstream(operator: BaseOperator, *values: Any) -> None:
     for value in values:
         if value is not None:
             XComArg.apply_upstream_relationship(operator, value)
+
+
+def normalize_batch_ids(value: Any) -> list[str]:
+    """A str, a list of str (e.g. the submit task's output), or a comma-separated str."""
+    if isinstance(value, str):
+        ids = [part.strip() for part in value.split(",")]
+    elif isinstance(value, Sequence):
+        ids = [str(part).strip() for part in value]
+    else:
+        raise ValueError(f"batch_ids must be a batch ID or a list of them, not {type(value).__name__}")
+    ids = [i for i in ids if i]
+    if not ids:
+        raise ValueError("batch_ids is empty: nothing to wait for")
+    return list(dict.fromkeys(ids))
 
 
 class ClaudeBatchWaitMixin:
@@ -348,3 +362,100 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
 
     def on_kill(self) -> None:
         self._cancel_if_user_failed_the_task(self._batch_ids, self._context)
+
+
+class ClaudeBatchResultsOperator(BaseOperator):
+    """Land ended batches' results under ``output_path`` and return the manifest (a small dict).
+
+    Files (see the README for their columns): ``raw/<batch_id>.jsonl`` (the results exactly as the
+    API served them), ``results.jsonl`` (one flat row per request), ``failures.jsonl`` (errored,
+    canceled and expired rows), ``results.csv`` / ``results.parquet`` when asked for in ``formats``,
+    and ``_manifest.json``, written last: the commit marker readers can rely on. Results never go
+    through XCom.
+
+    By default the task succeeds and reports failed requests; ``max_failed_fraction`` fails it
+    (after landing) when more than that fraction of requests errored, expired or were canceled.
+    """
+
+    template_fields: Sequence[str] = ("batch_ids", "output_path")
+    operator_extra_links = CONSOLE_LINKS
+    ui_color = "#e8dccd"
+
+    def __init__(self, *, batch_ids: str | Sequence[str] | Any, output_path: str | ObjectStoragePath,
+                 claude_batch_conn_id: str = DEFAULT_CONN_ID, storage_conn_id: str | None = None,
+                 formats: Sequence[str] = ("jsonl",), max_failed_fraction: float | None = None,
+                 price_overrides: Mapping[str, Mapping[str, float]] | None = None,
+                 expiry_warning: timedelta = timedelta(days=3), **kwargs: Any) -> None:
+        if "outlets" not in kwargs:
+            kwargs["outlets"] = [_output_asset(output_path, kwargs.get("task_id", "results"))]
+        super().__init__(**kwargs)
+        self.batch_ids = batch_ids
+        self.output_path = output_path
+        self.claude_batch_conn_id = claude_batch_conn_id
+        self.storage_conn_id = storage_conn_id
+        self.formats = tuple(formats)
+        self.max_failed_fraction = max_failed_fraction
+        self.price_overrides = price_overrides
+        self.expiry_warning = expiry_warning
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
+        from airflow_provider_claude_batch.exceptions import TooManyFailuresError
+        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.storage import as_path
+
+        ids = normalize_batch_ids(self.batch_ids)
+        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        output = as_path(self.output_path, self.storage_conn_id)
+        settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
+                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
+        manifest = land_results(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), ids, output,
+                                settings)
+        self._report(manifest)
+        _emit_asset_event(context, self.outlets, output)
+        fraction = manifest["failed_fraction"]
+        if self.max_failed_fraction is not None and fraction > self.max_failed_fraction:
+            raise TooManyFailuresError(
+                f"{manifest['failed']} of {manifest['requests']} requests failed ({fraction:.1%} > "
+                f"max_failed_fraction {self.max_failed_fraction:.1%}); the results were landed under {output}.", ids)
+        return {k: manifest[k] for k in ("output_path", "requests", "counts", "failed", "failed_fraction",
+                                         "usage_total", "cost")} | {"batch_ids": ids}
+
+    def _report(self, manifest: Mapping[str, Any]) -> None:
+        cost = manifest["cost"]
+        usage = manifest["usage_total"]
+        self.log.info("Landed %d results under %s: %s", manifest["requests"], manifest["output_path"],
+                      ", ".join(f"{n} {k}" for k, n in manifest["counts"].items() if n))
+        self.log.info("Tokens: %d input, %d output, %d cache writes (5m) + %d (1h), %d cache reads",
+                      usage["input_tokens"], usage["output_tokens"], usage["cache_write_5m_tokens"],
+                      usage["cache_write_1h_tokens"], usage["cache_read_tokens"])
+        self.log.info("Cost: $%.4f at batch price; $%.4f at standard price; saved $%.4f (prices as of %s)",
+                      cost["batch_usd"], cost["standard_usd"], cost["savings_usd"], cost["prices_as_of"])
+        if cost["unpriced_models"]:
+            self.log.warning("No price known for %s: their tokens are reported without dollars; pass "
+                             "price_overrides to price them", ", ".join(cost["unpriced_models"]))
+        if manifest["failed"]:
+            self.log.warning("%d of %d requests failed (%s); their rows are in failures.jsonl", manifest["failed"],
+                             manifest["requests"], ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items())
+                             or "canceled/expired")
+
+
+def _output_asset(output_path: Any, task_id: str) -> Any:
+    """A fixed output path is an Asset; a templated one is announced through an AssetAlias at run time."""
+    from airflow.sdk import Asset, AssetAlias
+
+    text = str(output_path)
+    if "{{" in text or "{%" in text:
+        return AssetAlias(name=f"claude_batch_results__{task_id}")
+    uri = text if "://" in text else "file://" + os.path.abspath(text)
+    return Asset(uri=uri.rstrip("/"))
+
+
+def _emit_asset_event(context: Context, outlets: Sequence[Any], output: ObjectStoragePath) -> None:
+    from airflow.sdk import Asset, AssetAlias
+
+    for outlet in outlets:
+        if isinstance(outlet, AssetAlias):
+            uri = str(output) if "://" in str(output) else "file://" + str(output)
+            context["outlet_events"][outlet].add(Asset(uri=uri.rstrip("/")))

@@ -7,7 +7,6 @@ past the deadline fails the task, or skips it with `soft_fail=True`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,26 +15,18 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
-from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchWaitMixin, default_deferrable
+from airflow_provider_claude_batch.operators.claude_batch import (
+    ClaudeBatchWaitMixin,
+    default_deferrable,
+    normalize_batch_ids,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.sdk import Context
 
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
-
-
-def normalize_batch_ids(value: Any) -> list[str]:
-    """A str, a list of str (e.g. the submit task's output), or a comma-separated str."""
-    if isinstance(value, str):
-        ids = [part.strip() for part in value.split(",")]
-    elif isinstance(value, Sequence):
-        ids = [str(part).strip() for part in value]
-    else:
-        raise ValueError(f"batch_ids must be a batch ID or a list of them, not {type(value).__name__}")
-    ids = [i for i in ids if i]
-    if not ids:
-        raise ValueError("batch_ids is empty: nothing to wait for")
-    return list(dict.fromkeys(ids))
 
 
 class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):

@@ -1,0 +1,142 @@
+"""Token usage to dollars, at batch price and at the standard price it saves against.
+
+Prices: Anthropic's pricing page, prompt-caching page and model pages, as compiled on 2026-11-22
+(the project's API_FACTS reference, section 7). Standard $ per million tokens; the Message
+Batches API bills 50% of standard for every kind of token; cache writes cost 1.25x (5 minutes)
+or 2x (1 hour) the input price, cache reads 0.1x (0.05x for Opus 5.5, 0.025x for Fable/Mythos
+5.1). Prices change: pass `prices=` (or `price_overrides` on the operator) to override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+PRICES_AS_OF = "2026-11-22"
+PRICES_SOURCE = "https://platform.claude.com/docs/en/about-claude/pricing"
+BATCH_DISCOUNT = 0.5
+CACHE_WRITE_5M = 1.25
+CACHE_WRITE_1H = 2.0
+CACHE_READ = 0.1
+PER_TOKEN = 1e-6
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """Standard (not batch) $ per million tokens."""
+
+    input: float
+    output: float
+    cache_read_multiplier: float = CACHE_READ
+    # Haiku 5.5 bills a dearer band when the prompt is over 100K tokens.
+    long_prompt_threshold: int | None = None
+    long_prompt_input: float | None = None
+    long_prompt_output: float | None = None
+
+
+_OPUS_4 = ModelPrice(5, 25)
+_FABLE_5 = ModelPrice(10, 50)
+# Longest matching prefix wins, so dated ids (claude-haiku-4-5-20251001) find their family.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-fable-5-2": ModelPrice(8, 40),  # third-party figure, not on an official page yet
+    "claude-opus-5-5": ModelPrice(4, 20, cache_read_multiplier=0.05),
+    "claude-sonnet-5-5": ModelPrice(2, 10),
+    "claude-haiku-5-5": ModelPrice(0.10, 0.50, long_prompt_threshold=100_000, long_prompt_input=0.50,
+                                    long_prompt_output=2.50),
+    "claude-fable-5-1": ModelPrice(10, 50, cache_read_multiplier=0.025),
+    "claude-mythos-5-1": ModelPrice(10, 50, cache_read_multiplier=0.025),
+    "claude-fable-5": _FABLE_5,
+    "claude-mythos-5": _FABLE_5,
+    "claude-opus-5": _OPUS_4,
+    "claude-opus-4-8": _OPUS_4,
+    "claude-opus-4-7": _OPUS_4,
+    "claude-opus-4-6": _OPUS_4,
+    "claude-opus-4-5": _OPUS_4,
+    "claude-sonnet-5": ModelPrice(2, 10),
+    "claude-sonnet-4-6": ModelPrice(3, 15),
+    "claude-sonnet-4-5": ModelPrice(3, 15),
+    "claude-haiku-4-5": ModelPrice(1, 5),
+    "claude-opus-4-1": ModelPrice(15, 75),
+    "claude-opus-4-0": ModelPrice(15, 75),
+    "claude-opus-4-2": ModelPrice(15, 75),
+}
+
+
+@dataclass
+class Usage:
+    """Token counts of one model, summed over requests."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    long_prompt_input_tokens: int = 0
+    long_prompt_output_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Cost:
+    batch_usd: float = 0.0
+    standard_usd: float = 0.0
+    unpriced_models: list[str] = field(default_factory=list)
+
+    @property
+    def savings_usd(self) -> float:
+        return self.standard_usd - self.batch_usd
+
+    def to_dict(self) -> dict[str, object]:
+        return {"batch_usd": round(self.batch_usd, 6), "standard_usd": round(self.standard_usd, 6),
+                "savings_usd": round(self.savings_usd, 6), "unpriced_models": sorted(self.unpriced_models),
+                "prices_as_of": PRICES_AS_OF, "prices_source": PRICES_SOURCE}
+
+
+def price_for(model: str, prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> ModelPrice | None:
+    best = None
+    for prefix in prices:
+        if (model == prefix or model.startswith(prefix + "-")) and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return prices[best] if best is not None else None
+
+
+def standard_cost(usage: Usage, price: ModelPrice) -> float:
+    """What the same tokens cost through the Messages API at standard prices."""
+    base_in = usage.input_tokens * price.input
+    cached = (usage.cache_write_5m_tokens * CACHE_WRITE_5M + usage.cache_write_1h_tokens * CACHE_WRITE_1H
+              + usage.cache_read_tokens * price.cache_read_multiplier) * price.input
+    out = usage.output_tokens * price.output
+    if price.long_prompt_input is not None and price.long_prompt_output is not None:
+        # Requests over the threshold were counted apart; bill their input and output at the long band.
+        base_in += usage.long_prompt_input_tokens * (price.long_prompt_input - price.input)
+        out += usage.long_prompt_output_tokens * (price.long_prompt_output - price.output)
+    return (base_in + cached + out) * PER_TOKEN
+
+
+def cost_of(usage_by_model: Mapping[str, Usage], prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> Cost:
+    """Dollars at batch price and at standard price; models without a price are listed, not guessed."""
+    cost = Cost()
+    for model, usage in usage_by_model.items():
+        price = price_for(model, prices)
+        if price is None:
+            cost.unpriced_models.append(model)
+            continue
+        standard = standard_cost(usage, price)
+        cost.standard_usd += standard
+        cost.batch_usd += standard * BATCH_DISCOUNT
+    return cost
+
+
+def prices_from_overrides(overrides: Mapping[str, Mapping[str, float]] | None) -> dict[str, ModelPrice]:
+    """The default table with user entries, e.g. {"claude-sonnet-5-5": {"input": 2, "output": 10}}."""
+    table = dict(DEFAULT_PRICES)
+    for model, values in (overrides or {}).items():
+        table[model] = ModelPrice(**values)  # type: ignore[arg-type]
+    return table

@@ -1,0 +1,362 @@
+"""Land ended batches' results in object storage: one streaming pass per batch, files that are
+complete or absent, and `_manifest.json` written last as the commit marker.
+
+Everything is first written to a staging area (a hidden folder next to local output, or a local
+temporary folder for remote output), then published file by file: a local rename, or one upload
+per object (object stores publish an object only when its upload completes). A kill at any point
+leaves the previous complete files, or none, and nothing a reader could take for results.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgspec
+
+from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
+from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, Totals, encode_row, fold_line
+from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, ResultsArchivedError
+from airflow_provider_claude_batch.storage import is_local
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from airflow.sdk import ObjectStoragePath
+    from anthropic.types.messages import MessageBatch
+
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+log = logging.getLogger(__name__)
+MANIFEST_NAME = "_manifest.json"
+STAGING_PREFIX = ".claude-batch-staging-"
+RESULTS_RETENTION_SECONDS = 29 * 86400
+FORMATS = ("jsonl", "csv", "parquet")
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LandingSettings:
+    formats: tuple[str, ...] = ("jsonl",)
+    stream_attempts: int = 3
+    expiry_warning_seconds: float = 3 * 86400
+    prices: Mapping[str, ModelPrice] | None = None
+
+
+@dataclass
+class FileInfo:
+    name: str
+    bytes: int = 0
+    sha256: str = ""
+    rows: int | None = None
+
+
+@dataclass
+class _BatchLanded:
+    batch: Any
+    totals: Totals
+    raw: FileInfo
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+class _Sink:
+    """A staging file that counts its bytes and hashes what is written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.rows = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+def check_retention(batch: MessageBatch, warning_seconds: float, now: float) -> None:
+    """Fail at once for archived results (no retry can help); warn when the deadline is near."""
+    created = batch.created_at.timestamp()
+    archived_at = batch.archived_at.timestamp() if batch.archived_at else created + RESULTS_RETENTION_SECONDS
+    if batch.archived_at is not None or now >= archived_at:
+        raise ResultsArchivedError(
+            f"The results of batch {batch.id} (created {_iso(created)}) were archived on {_iso(archived_at)}, "
+            "29 days after creation, and can no longer be downloaded. Land results well before that.",
+            [batch.id])
+    if now >= archived_at - warning_seconds:
+        log.warning("The results of batch %s expire on %s (%.1f days from now): land them now",
+                    batch.id, _iso(archived_at), (archived_at - now) / 86400)
+
+
+def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: ObjectStoragePath,
+                 settings: LandingSettings = LandingSettings(), now: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Land every batch under `output` and return the manifest (also written as `_manifest.json`)."""
+    unknown = set(settings.formats) - set(FORMATS)
+    if unknown:
+        raise BatchInputError(f"Unknown output format(s) {sorted(unknown)}; choose from {FORMATS}.")
+    if "parquet" in settings.formats:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise BatchInputError(
+                "Parquet output needs pyarrow: pip install 'airflow-provider-claude-batch[parquet]'.") from None
+    batches = []
+    for batch_id in batch_ids:
+        batch = hook.retrieve_batch(batch_id)
+        if batch.processing_status != "ended":
+            raise ClaudeBatchError(f"Batch {batch_id} is {batch.processing_status}; wait for it to end first.",
+                                   list(batch_ids))
+        check_retention(batch, settings.expiry_warning_seconds, now())
+        batches.append(batch)
+    staging = _Staging(output)
+    try:
+        landed = [_land_batch(hook, batch, staging, settings) for batch in batches]
+        totals = Totals()
+        for item in landed:
+            totals.add(item.totals)
+        files = [item.raw for item in landed]
+        files += _combine(staging, landed, settings.formats)
+        manifest = _manifest(output, landed, totals, files, settings, now())
+        staging.publish([f.name for f in files], msgspec.json.format(msgspec.json.encode(manifest), indent=2))
+        return manifest
+    finally:
+        staging.cleanup()
+
+
+def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging,
+                settings: LandingSettings) -> _BatchLanded:
+    """One pass over the batch's results stream; a stream that breaks is read again from the start."""
+    counts = batch.request_counts
+    expected = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+    for attempt in range(1, settings.stream_attempts + 1):
+        totals = Totals()
+        raw = _Sink(staging.file(f"raw/{batch.id}.jsonl"))
+        table = _Sink(staging.file(f"parts/{batch.id}.table.jsonl"))
+        failures = _Sink(staging.file(f"parts/{batch.id}.failures.jsonl"))
+        csv_part = _Sink(staging.file(f"parts/{batch.id}.table.csv")) if "csv" in settings.formats else None
+        csv_text = io.StringIO()
+        writer = csv.DictWriter(csv_text, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+        try:
+            for line in _lines(hook, batch, raw):
+                folded = fold_line(line, batch.id, totals)
+                encoded = encode_row(folded.row)
+                table.write(encoded)
+                table.rows += 1
+                if folded.failed:
+                    failures.write(encoded)
+                    failures.rows += 1
+                if csv_part is not None:
+                    writer.writerow(folded.row)
+                    csv_part.write(csv_text.getvalue().encode())
+                    csv_part.rows += 1
+                    csv_text.seek(0)
+                    csv_text.truncate()
+            if totals.requests != expected:
+                raise _IncompleteResults(f"{totals.requests} result lines for {expected} requests")
+        except Exception as exc:
+            if not _is_retryable_stream_error(exc) or attempt == settings.stream_attempts:
+                raise
+            log.warning("Results of batch %s broke off (attempt %d: %s); reading them again from the start",
+                        batch.id, attempt, exc)
+            continue
+        finally:
+            for sink in (raw, table, failures, csv_part):
+                if sink is not None:
+                    sink.close()
+        log.info("Batch %s: %d results streamed (%.1f MB)", batch.id, totals.requests, raw.size / 1e6)
+        info = FileInfo(f"raw/{batch.id}.jsonl", raw.size, raw.hash.hexdigest(), totals.requests)
+        parts = {"table": table.path, "failures": failures.path}
+        if csv_part is not None:
+            parts["csv"] = csv_part.path
+        return _BatchLanded(batch, totals, info, parts)
+    raise AssertionError("unreachable")
+
+
+class _IncompleteResults(Exception):
+    pass
+
+
+def _is_retryable_stream_error(exc: Exception) -> bool:
+    import anthropic
+    import httpx2
+
+    return isinstance(exc, _IncompleteResults | httpx2.TransportError | anthropic.APIConnectionError) or (
+        isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
+
+
+def _lines(hook: ClaudeBatchHook, batch: MessageBatch, raw: _Sink) -> Iterator[bytes]:
+    """Lines of the results stream, while copying every byte to the raw file as served."""
+    pending = b""
+    with hook.open_results(batch) as response:
+        for chunk in response.iter_bytes(1 << 20):
+            raw.write(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield pending
+
+
+def _combine(staging: _Staging, landed: list[_BatchLanded], formats: Sequence[str]) -> list[FileInfo]:
+    """Concatenate the per-batch parts (a local file copy, not another download) into the final files."""
+    files = []
+    header = (",".join(TABLE_COLUMNS) + "\n").encode()
+    outputs = [("results.jsonl", "table", b""), ("failures.jsonl", "failures", b"")]
+    if "csv" in formats:
+        outputs.append(("results.csv", "csv", header))
+    for name, part, head in outputs:
+        if name == "results.jsonl" and "jsonl" not in formats:
+            continue
+        sink = _Sink(staging.file(name))
+        if head:
+            sink.write(head)
+        rows = 0
+        for item in landed:
+            with open(item.parts[part], "rb") as source:
+                while chunk := source.read(1 << 20):
+                    sink.write(chunk)
+            rows += item.totals.failed if part == "failures" else item.totals.requests
+        sink.close()
+        files.append(FileInfo(name, sink.size, sink.hash.hexdigest(), rows))
+    if "parquet" in formats:
+        files.append(_parquet(staging, landed))
+    return files
+
+
+def _parquet(staging: _Staging, landed: list[_BatchLanded]) -> FileInfo:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text_columns = {"custom_id", "batch_id", "result_type", "text", "stop_reason", "model", "message_id",
+                    "service_tier", "error_type", "error_message"}
+    schema = pa.schema([(c, pa.string() if c in text_columns else pa.int64()) for c in TABLE_COLUMNS])
+    path = staging.file("results.parquet")
+    rows = 0
+    decoder = msgspec.json.Decoder()
+    with pq.ParquetWriter(path, schema) as writer:
+        for item in landed:
+            with open(item.parts["table"], "rb") as source:
+                chunk: list[dict[str, Any]] = []
+                for line in source:
+                    chunk.append(decoder.decode(line))
+                    if len(chunk) == 10_000:
+                        writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                        rows += len(chunk)
+                        chunk = []
+                if chunk:
+                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                    rows += len(chunk)
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return FileInfo("results.parquet", os.path.getsize(path), digest.hexdigest(), rows)
+
+
+def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Totals, files: list[FileInfo],
+              settings: LandingSettings, now: float) -> dict[str, Any]:
+    cost = cost_of(totals.usage_by_model, settings.prices) if settings.prices else cost_of(totals.usage_by_model)
+    batches = []
+    for item in landed:
+        batch = item.batch
+        created = batch.created_at.timestamp()
+        batches.append({
+            "id": batch.id, "created_at": _iso(created),
+            "ended_at": _iso(batch.ended_at.timestamp()) if batch.ended_at else None,
+            "results_expire_at": _iso(created + RESULTS_RETENTION_SECONDS),
+            "canceled": batch.cancel_initiated_at is not None,
+            "request_counts": batch.request_counts.to_dict(), "raw_file": item.raw.name,
+        })
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "written_at": _iso(now),
+        "output_path": str(output),
+        "batches": batches,
+        "requests": totals.requests,
+        "counts": totals.counts,
+        "failed": totals.failed,
+        "failed_fraction": round(totals.failed / totals.requests, 6) if totals.requests else 0.0,
+        "error_types": totals.error_types,
+        "usage": {model: {k: v for k, v in vars(u).items() if not k.startswith("long_prompt")}
+                  for model, u in sorted(totals.usage_by_model.items())},
+        "usage_total": totals.usage_total(),
+        "cost": cost.to_dict(),
+        "files": [vars(f) for f in files],
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Staging:
+    """Where files are written before they are published to `output`."""
+
+    def __init__(self, output: ObjectStoragePath) -> None:
+        self.output = output
+        self.local = is_local(output)
+        if self.local:
+            os.makedirs(output.path, exist_ok=True)
+            _sweep_stale_staging(output.path)
+            self.root = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output.path)
+        else:
+            self.root = tempfile.mkdtemp(prefix=STAGING_PREFIX)
+
+    def file(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def publish(self, names: Sequence[str], manifest: bytes) -> None:
+        """Every file first, the manifest last: a reader that sees the manifest sees complete files."""
+        with open(self.file(MANIFEST_NAME), "wb") as handle:
+            handle.write(manifest)
+        for name in [*names, MANIFEST_NAME]:
+            source = os.path.join(self.root, name)
+            if self.local:
+                target = os.path.join(self.output.path, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(source, target)
+            else:
+                _upload(source, self.output / name)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _upload(source: str, target: ObjectStoragePath) -> None:
+    """One object per file; on failure the upload is discarded, so no partial object appears."""
+    handle = target.open("wb")
+    try:
+        with open(source, "rb") as data:
+            shutil.copyfileobj(data, handle, 8 << 20)
+    except BaseException:
+        discard = getattr(handle, "discard", None)
+        if discard is not None:
+            discard()
+            handle.closed = True  # fsspec would otherwise try to flush the discarded buffer
+        raise
+    handle.close()
+
+
+def _sweep_stale_staging(directory: str, older_than: float = 3600.0) -> None:
+    """Staging left by a killed run is hidden, and removed by the next run once it is an hour old."""
+    cutoff = time.time() - older_than
+    for entry in os.scandir(directory):
+        if entry.name.startswith(STAGING_PREFIX) and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
