@@ -225,7 +225,8 @@ class Emulator:
         async def handle(request: Request, fault: Fault | None) -> Response:
             lines = self.store.results_lines(request.path_params["batch_id"])
             cut_after = fault.after_lines if fault is not None and fault.kind == "cut_stream" else None
-            return StreamingResponse(_chunked(lines, cut_after), media_type="application/binary")
+            pause = fault.delay_seconds if fault is not None and fault.kind == "slow_stream" else 0.0
+            return StreamingResponse(_chunked(lines, cut_after, pause), media_type="application/binary")
         return await self._serve(request, "results", handle)
 
     # ---- control routes -------------------------------------------------------------------------
@@ -304,7 +305,7 @@ class Emulator:
         return _error(405, "invalid_request_error", f"Method not allowed: {request.method} {request.url.path}")
 
 
-async def _chunked(lines: Iterator[bytes], cut_after: int | None) -> AsyncIterator[bytes]:
+async def _chunked(lines: Iterator[bytes], cut_after: int | None, pause: float = 0.0) -> AsyncIterator[bytes]:
     """Batch lines into large chunks; yield control between chunks so other calls are served."""
     buffer = bytearray()
     for count, line in enumerate(lines):
@@ -316,6 +317,6 @@ async def _chunked(lines: Iterator[bytes], cut_after: int | None) -> AsyncIterat
         if len(buffer) >= _RESULTS_CHUNK:
             yield bytes(buffer)
             buffer.clear()
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
     if buffer:
         yield bytes(buffer)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
-FaultKind = Literal["status", "lost_response", "cut_stream", "delay"]
+FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay"]
 ERROR_TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -41,6 +41,8 @@ class Fault:
       `mode="reset"` drops the connection half-way through the body, `mode="timeout"` answers only
       after `delay_seconds`, long after the client gave up.
     - `cut_stream`: a results download that breaks after `after_lines` lines.
+    - `slow_stream`: a results download that pauses `delay_seconds` between chunks (256 KB each),
+      so a test can kill the reader while it is mid-stream.
     - `delay`: answer normally after `delay_seconds`.
     """
 
@@ -69,10 +71,10 @@ class Fault:
         fault = cls(**data)
         if fault.endpoint != "*" and fault.endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS} or '*', not {fault.endpoint!r}")
-        if fault.kind not in ("status", "lost_response", "cut_stream", "delay"):
+        if fault.kind not in ("status", "lost_response", "cut_stream", "slow_stream", "delay"):
             raise ValueError(f"unknown fault kind {fault.kind!r}")
-        if fault.kind == "cut_stream" and fault.endpoint != "results":
-            raise ValueError("cut_stream applies to the results endpoint only")
+        if fault.kind in ("cut_stream", "slow_stream") and fault.endpoint != "results":
+            raise ValueError(f"{fault.kind} applies to the results endpoint only")
         if for_seconds is not None:
             fault.until = now + float(for_seconds)
             fault.count = None

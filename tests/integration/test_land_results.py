@@ -57,3 +57,33 @@ def test_three_task_flow_lands_complete_files_and_a_manifest(dags: Path, control
     assert manifest["cost"]["standard_usd"] == pytest.approx(2 * manifest["cost"]["batch_usd"])
     assert result.xcom("land")["counts"] == manifest["counts"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def _objects(s3_server: str, bucket: str) -> dict[str, bytes]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_output_to_an_s3_compatible_server_works_like_local(dags: Path, control: EmulatorControl, tmp_path: Path,
+                                                            s3_server: str, s3_bucket: str) -> None:
+    control.configure(processing_seconds=0.2)
+    dag = write_dag(dags, "land_s3", _flow(tmp_path, Path("unused"),
+                                           extra=", formats=['jsonl', 'csv'], storage_conn_id='aws_default'").replace(
+        "'unused'", repr(f"s3://{s3_bucket}/out/{{{{ ds }}}}/")))
+    result = run_dag(dag)
+    assert result.state == "success"
+    objects = _objects(s3_server, s3_bucket)
+    prefix = f"out/{result.run.logical_date.date().isoformat()}/"
+    manifest = json.loads(objects[prefix + "_manifest.json"])
+    for info in manifest["files"]:
+        body = objects[prefix + info["name"]]
+        assert len(body) == info["bytes"]
+        import hashlib
+
+        assert hashlib.sha256(body).hexdigest() == info["sha256"]
+    assert manifest["requests"] == 6
+    assert set(objects) == {prefix + f["name"] for f in manifest["files"]} | {prefix + "_manifest.json"}
