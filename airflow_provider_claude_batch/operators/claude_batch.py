@@ -397,6 +397,7 @@ class ClaudeBatchResultsOperator(BaseOperator):
         self.max_failed_fraction = max_failed_fraction
         self.price_overrides = price_overrides
         self.expiry_warning = expiry_warning
+        self._landed: tuple[str, list[str]] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
@@ -413,6 +414,7 @@ class ClaudeBatchResultsOperator(BaseOperator):
         manifest = land_results(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), ids, output,
                                 settings)
         self._report(manifest)
+        self._landed = (str(output), ids)
         _emit_asset_event(context, self.outlets, output)
         fraction = manifest["failed_fraction"]
         if self.max_failed_fraction is not None and fraction > self.max_failed_fraction:
@@ -439,6 +441,24 @@ class ClaudeBatchResultsOperator(BaseOperator):
             self.log.warning("%d of %d requests failed (%s); their rows are in failures.jsonl", manifest["failed"],
                              manifest["requests"], ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items())
                              or "canceled/expired")
+
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the batches in, the output location out."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        if self._landed is None:
+            return OperatorLineage()
+        output, batch_ids = self._landed
+        scheme, _, rest = output.partition("://")
+        if not rest:
+            scheme, rest = "file", output
+        bucket, _, key = rest.partition("/")
+        namespace = f"{scheme}://{bucket}" if scheme != "file" else "file"
+        name = key.rstrip("/") if scheme != "file" else "/" + rest.strip("/")
+        return OperatorLineage(inputs=[Dataset(namespace="anthropic://message-batches", name=b) for b in batch_ids],
+                               outputs=[Dataset(namespace=namespace, name=name)])
 
 
 def _output_asset(output_path: Any, task_id: str) -> Any:

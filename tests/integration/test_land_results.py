@@ -87,3 +87,52 @@ def test_output_to_an_s3_compatible_server_works_like_local(dags: Path, control:
         assert hashlib.sha256(body).hexdigest() == info["sha256"]
     assert manifest["requests"] == 6
     assert set(objects) == {prefix + f["name"] for f in manifest["files"]} | {prefix + "_manifest.json"}
+
+
+def test_failures_are_reported_by_default_and_fail_the_task_past_the_threshold(
+        dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    control.configure(processing_seconds=0.2)
+    control.set_outcomes({"match": "r[0-2]", "outcome": "errored", "error_type": "api_error"},
+                         {"match": "r3", "outcome": "expired"})
+    lenient = write_dag(dags, "policy_default", _flow(tmp_path, tmp_path / "a"))
+    assert run_dag(lenient).task_state("land") == "success"
+    assert "4 of 6 requests failed" in capfd.readouterr().out
+    strict = write_dag(dags, "policy_strict", _flow(tmp_path, tmp_path / "b", extra=", max_failed_fraction=0.5"))
+    result = run_dag(strict)
+    assert result.task_state("land") == "failed"
+    out = capfd.readouterr().out
+    assert "4 of 6 requests failed (66.7% > max_failed_fraction 50.0%)" in out
+    assert (tmp_path / "b" / "_manifest.json").exists()  # landed first, then failed
+
+
+def test_the_output_is_an_asset_or_an_alias_when_templated(dags: Path, control: EmulatorControl,
+                                                           tmp_path: Path) -> None:
+    from airflow.sdk import Asset, AssetAlias
+
+    from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator
+
+    fixed = ClaudeBatchResultsOperator(task_id="fixed", batch_ids="b", output_path="s3://bucket/out/")
+    assert fixed.outlets == [Asset(uri="s3://bucket/out")]
+    templated = ClaudeBatchResultsOperator(task_id="daily", batch_ids="b", output_path="s3://bucket/{{ ds }}/")
+    assert templated.outlets == [AssetAlias(name="claude_batch_results__daily")]
+    control.configure(processing_seconds=0.1)
+    dag = write_dag(dags, "asset_alias", _flow(tmp_path, Path("unused")).replace(
+        "'unused'", repr(str(tmp_path / "{{ ds }}"))))
+    result = run_dag(dag)
+    assert result.task_state("land") == "success"
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        uris = [uri for (uri,) in session.query(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)]
+    assert f"file://{tmp_path}/{result.run.logical_date.date().isoformat()}" in uris
+
+
+def test_openlineage_facets_name_the_batches_and_the_output(tmp_path: Path) -> None:
+    from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator
+
+    operator = ClaudeBatchResultsOperator(task_id="land", batch_ids="b", output_path="s3://bucket/out/")
+    operator._landed = ("s3://bucket/out/2026-01-01", ["msgbatch_1"])
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://bucket", "out/2026-01-01")]
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("anthropic://message-batches", "msgbatch_1")]

@@ -1,0 +1,126 @@
+"""Folding result lines into rows and totals, and pricing them: pure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_claude_batch.batch.pricing import (
+    Usage,
+    cost_of,
+    price_for,
+    prices_from_overrides,
+    standard_cost,
+)
+from airflow_provider_claude_batch.batch.results import MalformedResultError, Totals, fold_line
+
+
+def _line(result: dict[str, object], custom_id: str = "c1") -> bytes:
+    return json.dumps({"custom_id": custom_id, "result": result}).encode()
+
+
+SUCCEEDED = {
+    "type": "succeeded",
+    "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-5-5",
+        "content": [{"type": "thinking", "thinking": "..."}, {"type": "text", "text": "Hello"},
+                    {"type": "tool_use", "id": "t", "name": "x", "input": {}}, {"type": "text", "text": "there"}],
+        "stop_reason": "end_turn", "future_field": {"anything": 1},
+        "usage": {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 30,
+                  "cache_read_input_tokens": 200,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+                  "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1},
+                  "service_tier": "batch"},
+    },
+}
+
+
+def test_a_succeeded_line_becomes_a_row_with_every_usage_field() -> None:
+    totals = Totals()
+    folded = fold_line(_line(SUCCEEDED), "msgbatch_1", totals)
+    assert not folded.failed
+    assert folded.row == {
+        "custom_id": "c1", "batch_id": "msgbatch_1", "result_type": "succeeded", "text": "Hello\nthere",
+        "stop_reason": "end_turn", "model": "claude-sonnet-5-5", "message_id": "msg_1",
+        "input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 30, "cache_read_input_tokens": 200,
+        "cache_write_5m_tokens": 10, "cache_write_1h_tokens": 20, "web_search_requests": 2, "web_fetch_requests": 1,
+        "service_tier": "batch", "error_type": None, "error_message": None,
+    }
+    usage = totals.usage_by_model["claude-sonnet-5-5"]
+    assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens, usage.cache_read_tokens) == (1, 100, 50, 10, 20, 200)
+
+
+def test_errored_lines_read_the_nested_error_type_and_the_flat_one_too() -> None:
+    totals = Totals()
+    nested = {"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"},
+                                           "request_id": None}}
+    flat = {"type": "errored", "error": {"type": "invalid_request_error", "message": "bad"}}
+    first = fold_line(_line(nested, "a"), "b", totals)
+    second = fold_line(_line(flat, "b"), "b", totals)
+    assert (first.row["error_type"], first.row["error_message"]) == ("overloaded_error", "busy")
+    assert (second.row["error_type"], second.row["error_message"]) == ("invalid_request_error", "bad")
+    assert first.failed and second.failed
+    assert totals.error_types == {"overloaded_error": 1, "invalid_request_error": 1}
+
+
+def test_canceled_and_expired_count_as_failed() -> None:
+    totals = Totals()
+    for kind in ("canceled", "expired"):
+        assert fold_line(_line({"type": kind}, kind), "b", totals).failed
+    fold_line(_line(SUCCEEDED), "b", totals)
+    assert totals.counts == {"succeeded": 1, "errored": 0, "canceled": 1, "expired": 1}
+    assert totals.failed == 2 and totals.requests == 3
+
+
+def test_a_cache_write_without_its_split_counts_at_the_5_minute_rate() -> None:
+    line = json.loads(json.dumps(SUCCEEDED))
+    del line["message"]["usage"]["cache_creation"]
+    totals = Totals()
+    row = fold_line(_line(line), "b", totals).row
+    assert (row["cache_write_5m_tokens"], row["cache_write_1h_tokens"]) == (30, 0)
+
+
+def test_a_line_that_is_not_the_api_shape_stops_landing() -> None:
+    with pytest.raises(MalformedResultError, match="msgbatch_9"):
+        fold_line(b'{"custom_id": "x"}', "msgbatch_9", Totals())
+
+
+def test_batch_cost_is_half_the_standard_cost_with_cache_multipliers() -> None:
+    usage = Usage(requests=1, input_tokens=1_000_000, output_tokens=1_000_000, cache_write_5m_tokens=1_000_000,
+                  cache_write_1h_tokens=1_000_000, cache_read_tokens=1_000_000)
+    price = price_for("claude-sonnet-4-5")
+    assert price is not None
+    # $3 in + $15 out + 1.25 x 3 + 2 x 3 + 0.1 x 3 = 28.05 standard
+    assert standard_cost(usage, price) == pytest.approx(28.05)
+    cost = cost_of({"claude-sonnet-4-5": usage})
+    assert cost.batch_usd == pytest.approx(14.025)
+    assert cost.savings_usd == pytest.approx(14.025)
+
+
+def test_special_cache_read_rates_and_long_prompt_bands() -> None:
+    opus = price_for("claude-opus-5-5")
+    assert opus is not None and opus.cache_read_multiplier == 0.05
+    haiku = price_for("claude-haiku-5-5")
+    assert haiku is not None
+    short = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    long = Usage(input_tokens=1_000_000, output_tokens=1_000_000, long_prompt_input_tokens=1_000_000,
+                 long_prompt_output_tokens=1_000_000)
+    assert standard_cost(short, haiku) == pytest.approx(0.60)
+    assert standard_cost(long, haiku) == pytest.approx(3.00)
+
+
+def test_dated_model_ids_find_their_family_and_unknown_models_are_listed_not_guessed() -> None:
+    assert price_for("claude-haiku-4-5-20251001") == price_for("claude-haiku-4-5")
+    assert price_for("claude-opus-5-5") != price_for("claude-opus-5")  # the longest prefix wins
+    cost = cost_of({"claude-unknown-9": Usage(input_tokens=10), "claude-haiku-4-5": Usage(input_tokens=1_000_000)})
+    assert cost.unpriced_models == ["claude-unknown-9"]
+    assert cost.batch_usd == pytest.approx(0.5)
+
+
+def test_price_overrides_replace_or_add_models() -> None:
+    table = prices_from_overrides({"claude-sonnet-5-5": {"input": 1, "output": 2}, "my-model": {"input": 4,
+                                                                                               "output": 8}})
+    cost = cost_of({"my-model": Usage(input_tokens=1_000_000)}, table)
+    assert cost.standard_usd == pytest.approx(4) and cost.batch_usd == pytest.approx(2)
