@@ -341,7 +341,8 @@ class _Staging:
 
 def _upload(source: str, target: ObjectStoragePath) -> None:
     """One object per file; on failure the upload is discarded, so no partial object appears."""
-    handle = target.open("wb")
+    # The filesystem's own file object, not ObjectStoragePath's wrapper: discarding must reach it.
+    handle = target.fs.open(target.path, mode="wb")
     try:
         with open(source, "rb") as data:
             shutil.copyfileobj(data, handle, 8 << 20)

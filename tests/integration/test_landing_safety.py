@@ -112,6 +112,42 @@ def test_an_exception_mid_stream_leaves_nothing_behind(claude_conn: str, control
     assert list(out.iterdir()) == []  # no final file and no staging left
 
 
+def test_an_exception_mid_stream_leaves_nothing_on_s3(claude_conn: str, control: EmulatorControl,
+                                                      s3_server: str, s3_bucket: str) -> None:
+    from tests.integration.test_land_results import _objects
+
+    batch_id = _ended_batch(control, 500)
+    control.inject({"endpoint": "results", "kind": "cut_stream", "after_lines": 200, "count": 3})
+    with pytest.raises(Exception, match=r"."):
+        land_results(ClaudeBatchHook(), [batch_id], as_path(f"s3://aws_default@{s3_bucket}/out/"))
+    assert _objects(s3_server, s3_bucket) == {}
+
+
+def test_a_failed_upload_publishes_no_partial_object_and_no_manifest(
+        claude_conn: str, control: EmulatorControl, s3_server: str, s3_bucket: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from tests.integration.test_land_results import _objects
+
+    batch_id = _ended_batch(control, 500)
+    real_copy = shutil.copyfileobj
+    copies: list[int] = []
+
+    def copy_then_break(source, target, length=0):  # type: ignore[no-untyped-def]
+        copies.append(1)
+        if len(copies) == 2:  # the second file's upload dies half-way
+            target.write(source.read(1000))
+            raise ConnectionResetError("upload interrupted")
+        return real_copy(source, target, length)
+
+    monkeypatch.setattr("airflow_provider_claude_batch.landing.shutil.copyfileobj", copy_then_break)
+    with pytest.raises(ConnectionResetError):
+        land_results(ClaudeBatchHook(), [batch_id], as_path(f"s3://aws_default@{s3_bucket}/out/"))
+    objects = _objects(s3_server, s3_bucket)
+    assert list(objects) == [f"out/raw/{batch_id}.jsonl"]  # the first file, whole; nothing partial; no manifest
+
+
 def test_a_stream_that_breaks_once_is_read_again_without_duplicate_rows(claude_conn: str, control: EmulatorControl,
                                                                         tmp_path: Path) -> None:
     batch_id = _ended_batch(control, 500)
