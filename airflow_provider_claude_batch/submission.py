@@ -36,11 +36,20 @@ RECORD_NAME = "submission.json"
 class SubmissionLedger:
     """Submission records under one root on object storage, one file per task instance."""
 
-    def __init__(self, root: ObjectStoragePath) -> None:
+    def __init__(self, root: ObjectStoragePath, record_name: str = RECORD_NAME) -> None:
         self.root = root
+        self.record_name = record_name
+
+    def folder(self, key: TaskKey) -> ObjectStoragePath:
+        return self.root / key.relative_path()
 
     def path(self, key: TaskKey) -> ObjectStoragePath:
-        return self.root / key.relative_path() / RECORD_NAME
+        return self.folder(key) / self.record_name
+
+    def for_round(self, round_number: int) -> SubmissionLedger:
+        """The ledger of a follow-up round: its own record next to the first one."""
+        name = RECORD_NAME if round_number == 0 else f"submission-round-{round_number}.json"
+        return SubmissionLedger(self.root, name)
 
     def load(self, key: TaskKey) -> SubmissionRecord | None:
         data = read_bytes_if_exists(self.path(key))

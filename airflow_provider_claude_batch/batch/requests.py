@@ -106,6 +106,18 @@ class PreparedRequests:
     def body(self, first: int, stop: int) -> bytes:
         return b"".join(self.iter_body(first, stop))
 
+    def subset(self, custom_ids: Iterable[str]) -> PreparedRequests:
+        """Only these requests (in input order), serialized exactly as before: a follow-up round."""
+        wanted = set(custom_ids)
+        chosen = PreparedRequests()
+        for index, custom_id in enumerate(self.custom_ids):
+            if custom_id in wanted:
+                chosen._append(custom_id, bytes(self.buffer[self.starts[index] : self.ends[index]]))
+        missing = wanted - set(chosen.custom_ids)
+        if missing:
+            raise KeyError(f"not in the input: {sorted(missing)[:5]}")
+        return chosen
+
 
 @dataclass(frozen=True)
 class BatchPlan:

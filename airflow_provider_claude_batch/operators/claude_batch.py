@@ -401,7 +401,6 @@ class ClaudeBatchResultsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.exceptions import TooManyFailuresError
         from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
         from airflow_provider_claude_batch.landing import LandingSettings, land_results
         from airflow_provider_claude_batch.storage import as_path
@@ -413,52 +412,214 @@ class ClaudeBatchResultsOperator(BaseOperator):
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
         manifest = land_results(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), ids, output,
                                 settings)
-        self._report(manifest)
         self._landed = (str(output), ids)
-        _emit_asset_event(context, self.outlets, output)
-        fraction = manifest["failed_fraction"]
-        if self.max_failed_fraction is not None and fraction > self.max_failed_fraction:
-            raise TooManyFailuresError(
-                f"{manifest['failed']} of {manifest['requests']} requests failed ({fraction:.1%} > "
-                f"max_failed_fraction {self.max_failed_fraction:.1%}); the results were landed under {output}.", ids)
-        return {k: manifest[k] for k in ("output_path", "requests", "counts", "failed", "failed_fraction",
-                                         "usage_total", "cost")} | {"batch_ids": ids}
-
-    def _report(self, manifest: Mapping[str, Any]) -> None:
-        cost = manifest["cost"]
-        usage = manifest["usage_total"]
-        self.log.info("Landed %d results under %s: %s", manifest["requests"], manifest["output_path"],
-                      ", ".join(f"{n} {k}" for k, n in manifest["counts"].items() if n))
-        self.log.info("Tokens: %d input, %d output, %d cache writes (5m) + %d (1h), %d cache reads",
-                      usage["input_tokens"], usage["output_tokens"], usage["cache_write_5m_tokens"],
-                      usage["cache_write_1h_tokens"], usage["cache_read_tokens"])
-        self.log.info("Cost: $%.4f at batch price; $%.4f at standard price; saved $%.4f (prices as of %s)",
-                      cost["batch_usd"], cost["standard_usd"], cost["savings_usd"], cost["prices_as_of"])
-        if cost["unpriced_models"]:
-            self.log.warning("No price known for %s: their tokens are reported without dollars; pass "
-                             "price_overrides to price them", ", ".join(cost["unpriced_models"]))
-        if manifest["failed"]:
-            self.log.warning("%d of %d requests failed (%s); their rows are in failures.jsonl", manifest["failed"],
-                             manifest["requests"], ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items())
-                             or "canceled/expired")
-
+        return finish_landing(self, context, manifest, output, ids)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the batches in, the output location out."""
-        from airflow.providers.common.compat.openlineage.facet import Dataset
-        from airflow.providers.openlineage.extractors import OperatorLineage
+        return openlineage_facets(self._landed)
 
-        if self._landed is None:
-            return OperatorLineage()
-        output, batch_ids = self._landed
-        scheme, _, rest = output.partition("://")
-        if not rest:
-            scheme, rest = "file", output
-        bucket, _, key = rest.partition("/")
-        namespace = f"{scheme}://{bucket}" if scheme != "file" else "file"
-        name = key.rstrip("/") if scheme != "file" else "/" + rest.strip("/")
-        return OperatorLineage(inputs=[Dataset(namespace="anthropic://message-batches", name=b) for b in batch_ids],
-                               outputs=[Dataset(namespace=namespace, name=name)])
+
+class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
+    """Submit, wait (deferred), land, and resubmit what is worth retrying, all in one task.
+
+    Takes the submit operator's parameters (input, defaults, limits, state, waiting, cancelling)
+    and the results operator's (``output_path``, ``formats``, ``max_failed_fraction``,
+    ``price_overrides``). Requests that errored for the service's reasons (server error,
+    overloaded, rate limited, timed out) or expired go to a follow-up batch with their original
+    custom_ids and params, up to ``max_retry_rounds`` times; invalid ones never do. Each round is
+    landed under ``rounds/round-<n>/`` (raw JSONL kept); the top-level ``results.jsonl`` has exactly
+    one row per input custom_id with its final outcome, ``round`` and ``attempts``, and the manifest
+    lists the rounds, their batches and counts, and the cost across rounds.
+
+    Every round keeps the submit operator's guarantees: a retry or clear during round 2 re-attaches
+    to round 2's batches; landed rounds are not downloaded again.
+    """
+
+    template_fields: Sequence[str] = (*ClaudeBatchSubmitOperator.template_fields, "output_path")
+
+    def __init__(self, *, output_path: str | ObjectStoragePath, formats: Sequence[str] = ("jsonl",),
+                 max_failed_fraction: float | None = None,
+                 price_overrides: Mapping[str, Mapping[str, float]] | None = None, max_retry_rounds: int = 2,
+                 expiry_warning: timedelta = timedelta(days=3), **kwargs: Any) -> None:
+        if "outlets" not in kwargs:
+            kwargs["outlets"] = [_output_asset(output_path, kwargs.get("task_id", "claude_batch"))]
+        super().__init__(**kwargs)
+        if max_retry_rounds < 0:
+            raise ValueError("max_retry_rounds cannot be negative")
+        self.output_path = output_path
+        self.formats = tuple(formats)
+        self.max_failed_fraction = max_failed_fraction
+        self.price_overrides = price_overrides
+        self.max_retry_rounds = max_retry_rounds
+        self.expiry_warning = expiry_warning
+        self._landed: tuple[str, list[str]] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
+        return self._advance(context)
+
+    def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """A round's batches have ended (or the wait failed): carry on from the records."""
+        from airflow_provider_claude_batch.batch.events import WaitOutcome
+        from airflow_provider_claude_batch.exceptions import BatchApiError
+        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+
+        try:
+            outcome = WaitOutcome.from_payload(event)
+        except ValueError as exc:
+            raise BatchApiError(f"Waiting ended without a usable answer ({exc}); a retry re-attaches.") from exc
+        if outcome.status != "ended":
+            if outcome.status == "timeout" and self.cancel_on_kill:
+                self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
+            raise_unless_ended_cleanly(outcome)
+        return self._advance(context)
+
+    def _advance(self, context: Context) -> dict[str, Any]:
+        """Walk the rounds from the first: recorded and landed ones are re-used, the first open one goes on."""
+        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
+        from airflow_provider_claude_batch.batch.requests import plan_batches
+        from airflow_provider_claude_batch.batch.rounds import retry_ids
+        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.multiround import finalize_rounds, read_rows, round_folder
+        from airflow_provider_claude_batch.storage import as_path
+        from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
+
+        self._context = context
+        prepared, plans = self.prepare(context)
+        hook = self._hook()
+        ledger = self.ledger()
+        output = as_path(self.output_path, self.storage_conn_id)
+        settings = LandingSettings(formats=("jsonl",), expiry_warning_seconds=self.expiry_warning.total_seconds(),
+                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
+        manifests: list[dict[str, Any]] = []
+        all_ids: list[str] = []
+        chosen = prepared
+        for number in range(self.max_retry_rounds + 1):
+            if number:
+                plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
+                                     max_body_bytes=self.max_batch_bytes)
+            submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
+            record = submitter.open_record(task_key(context), chosen, plans,
+                                           force_resubmit=self.force_resubmit and number == 0,
+                                           attempt_id=str(context["ti"].id))
+            for part in record.parts:
+                if part.batch_id is None and self.max_queued_requests is not None:
+                    self._wait_for_queue_room(hook, part.request_count)
+                record = submitter.submit_part(record, record.parts[part.index], chosen, plans[part.index])
+            all_ids += [b for b in record.batch_ids if b not in all_ids]
+            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
+            self._batch_ids = record.batch_ids
+            folder = round_folder(output, number)
+            manifest = _landed_manifest(folder, record.batch_ids)
+            if manifest is None:
+                self._wait_round(hook, record)
+                manifest = land_results(hook, record.batch_ids, folder, settings)
+            manifests.append(manifest)
+            again = retry_ids(read_rows(folder / "failures.jsonl"))
+            if not again:
+                break
+            if number == self.max_retry_rounds:
+                self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
+                                 "they are reported as failed", len(again), self.max_retry_rounds)
+                break
+            self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
+                          "expiry); submitting them again as round %d", number, len(again), number + 1)
+            chosen = prepared.subset(again)
+        del prepared, chosen
+        final = finalize_rounds(output, manifests, self.formats, time.time())
+        self._landed = (str(output), all_ids)
+        return finish_landing(self, context, final, output, all_ids)
+
+    def _wait_round(self, hook: ClaudeBatchHook, record: SubmissionRecord) -> None:
+        """Return once every batch of the round has ended; defer (or poll in the worker) until then."""
+        if all(hook.retrieve_batch(b).processing_status == "ended" for b in record.batch_ids):
+            return
+        deadline = self._deadline(p.created_at for p in record.parts)
+        if self.deferrable:
+            self.defer(trigger=self._trigger(record.batch_ids, deadline), method_name="resume")
+        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly, wait_in_task
+
+        outcome = wait_in_task(hook, self._tracker(record.batch_ids, deadline))
+        if outcome.status != "ended":
+            if outcome.status == "timeout" and self.cancel_on_kill:
+                self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
+            raise_unless_ended_cleanly(outcome)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the batches in, the output location out."""
+        return openlineage_facets(self._landed)
+
+
+def _landed_manifest(folder: ObjectStoragePath, batch_ids: list[str]) -> dict[str, Any] | None:
+    """The round's manifest if that round was already landed from exactly these batches."""
+    import msgspec
+
+    from airflow_provider_claude_batch.storage import read_bytes_if_exists
+
+    data = read_bytes_if_exists(folder / "_manifest.json")
+    if data is None:
+        return None
+    manifest: dict[str, Any] = msgspec.json.decode(data)
+    return manifest if [b["id"] for b in manifest.get("batches", [])] == batch_ids else None
+
+
+def finish_landing(operator: Any, context: Context, manifest: Mapping[str, Any], output: ObjectStoragePath,
+                   batch_ids: list[str]) -> dict[str, Any]:
+    """Report, announce the asset, apply the failure policy, and return the manifest's summary for XCom."""
+    from airflow_provider_claude_batch.exceptions import TooManyFailuresError
+
+    report_manifest(operator.log, manifest)
+    _emit_asset_event(context, operator.outlets, output)
+    fraction = manifest["failed_fraction"]
+    if operator.max_failed_fraction is not None and fraction > operator.max_failed_fraction:
+        raise TooManyFailuresError(
+            f"{manifest['failed']} of {manifest['requests']} requests failed ({fraction:.1%} > "
+            f"max_failed_fraction {operator.max_failed_fraction:.1%}); the results were landed under {output}.",
+            batch_ids)
+    summary = {k: manifest[k] for k in ("output_path", "requests", "counts", "failed", "failed_fraction",
+                                        "usage_total", "cost")}
+    if "rounds" in manifest:
+        summary["rounds"] = [{k: r[k] for k in ("round", "batch_ids", "requests", "counts")}
+                             for r in manifest["rounds"]]
+    return summary | {"batch_ids": batch_ids}
+
+
+def report_manifest(log: Any, manifest: Mapping[str, Any]) -> None:
+    """The landing's summary in the task log: counts, tokens, dollars at batch vs standard price."""
+    cost = manifest["cost"]
+    usage = manifest["usage_total"]
+    log.info("Landed %d results under %s: %s", manifest["requests"], manifest["output_path"],
+             ", ".join(f"{n} {k}" for k, n in manifest["counts"].items() if n))
+    log.info("Tokens: %d input, %d output, %d cache writes (5m) + %d (1h), %d cache reads",
+             usage.get("input_tokens", 0), usage.get("output_tokens", 0), usage.get("cache_write_5m_tokens", 0),
+             usage.get("cache_write_1h_tokens", 0), usage.get("cache_read_tokens", 0))
+    log.info("Cost: $%.4f at batch price; $%.4f at standard price; saved $%.4f (prices as of %s)",
+             cost["batch_usd"], cost["standard_usd"], cost["savings_usd"], cost["prices_as_of"])
+    if cost["unpriced_models"]:
+        log.warning("No price known for %s: their tokens are reported without dollars; pass "
+                    "price_overrides to price them", ", ".join(cost["unpriced_models"]))
+    if manifest["failed"]:
+        log.warning("%d of %d requests failed (%s); their rows are in failures.jsonl", manifest["failed"],
+                    manifest["requests"], ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items())
+                    or "canceled/expired")
+
+
+def openlineage_facets(landed: tuple[str, list[str]] | None) -> Any:
+    """OpenLineage (when its provider is installed): the batches in, the output location out."""
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    if landed is None:
+        return OperatorLineage()
+    output, batch_ids = landed
+    scheme, _, rest = output.partition("://")
+    if not rest:
+        scheme, rest = "file", output
+    bucket, _, key = rest.partition("/")
+    namespace = f"{scheme}://{bucket}" if scheme != "file" else "file"
+    name = key.rstrip("/") if scheme != "file" else "/" + rest.strip("/")
+    return OperatorLineage(inputs=[Dataset(namespace="anthropic://message-batches", name=b) for b in batch_ids],
+                           outputs=[Dataset(namespace=namespace, name=name)])
 
 
 def _output_asset(output_path: Any, task_id: str) -> Any:

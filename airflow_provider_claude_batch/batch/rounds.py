@@ -1,0 +1,50 @@
+"""Which failed requests deserve another round, and how rounds fold into one final row per request.
+
+Pure: callers stream rows in and out. A request is resubmitted when its failure was the service's
+(server error, overloaded, rate limited, timed out) or it expired before being processed; an
+invalid request, or one refused for auth, billing or permission, would fail again and is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+RETRYABLE_ERROR_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
+
+
+def worth_retrying(result_type: str, error_type: str | None) -> bool:
+    if result_type == "expired":
+        return True
+    return result_type == "errored" and error_type in RETRYABLE_ERROR_TYPES
+
+
+def retry_ids(failure_rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The custom_ids of a round's failures that are worth another round, in order."""
+    return [row["custom_id"] for row in failure_rows if worth_retrying(row["result_type"], row.get("error_type"))]
+
+
+@dataclass
+class RoundsIndex:
+    """For requests seen again in later rounds: their last round and how many attempts they took.
+
+    Only resubmitted requests are indexed (a small set); everything else was final in round 0.
+    """
+
+    last_round: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    def add_round(self, round_number: int, custom_ids: Iterable[str]) -> None:
+        for custom_id in custom_ids:
+            self.last_round[custom_id] = round_number
+            self.attempts[custom_id] = self.attempts.get(custom_id, 1) + 1
+
+    def final_row(self, round_number: int, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """`row` (from `round_number`) with its round and attempts, or None if a later round superseded it."""
+        custom_id = row["custom_id"]
+        if self.last_round.get(custom_id, 0) != round_number:
+            return None
+        return {**row, "round": round_number, "attempts": self.attempts.get(custom_id, 1)}

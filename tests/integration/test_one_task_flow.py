@@ -1,0 +1,100 @@
+"""The one-task flow with resubmission rounds, through `dag.test()` against the emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.emulator import EmulatorControl
+from tests.dag_runner import run_dag, write_dag
+
+HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
+
+
+@pytest.fixture
+def dags(airflow_db: Path, claude_conn: str) -> Path:
+    return airflow_db
+
+
+def _one_task(tmp_path: Path, out: Path, n: int = 6, extra: str = "") -> str:
+    return HEADER + f"""
+batch = ClaudeBatchOperator(
+    task_id="batch", model="claude-sonnet-5-5", max_tokens=32, state_path={str(tmp_path / 'state')!r},
+    requests=[{{"custom_id": f"r{{i}}", "params": {{"messages": [{{"role": "user", "content": f"item {{i}}"}}]}}}}
+              for i in range({n})],
+    output_path={str(out)!r}, deferrable=True, poll_interval=0.2, create_policy=FAST{extra})
+"""
+
+
+def _rows(path: Path) -> dict[str, dict[str, object]]:
+    return {r["custom_id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_retryable_failures_are_resubmitted_until_they_succeed_and_invalid_ones_are_left(
+        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.3)
+    control.set_outcomes(
+        {"match": "r0", "outcome": "errored", "error_type": "overloaded_error", "times": 2},  # fails twice
+        {"match": "r1", "outcome": "expired", "times": 1},
+        {"match": "r2", "outcome": "errored", "error_type": "api_error", "times": 1},
+        {"match": "r3", "outcome": "errored", "error_type": "invalid_request_error"},  # never resubmitted
+        {"match": "r4", "outcome": "errored", "error_type": "rate_limit_error"},  # fails every round
+    )
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "one_task_rounds", _one_task(tmp_path, out)))
+    assert result.task_state("batch") == "success"
+    batches = control.state()["batches"]
+    assert [sorted(b["custom_ids"]) for b in batches] == [
+        ["r0", "r1", "r2", "r3", "r4", "r5"], ["r0", "r1", "r2", "r4"], ["r0", "r4"]]
+    rows = _rows(out / "results.jsonl")
+    assert sorted(rows) == [f"r{i}" for i in range(6)]  # exactly one row per input custom_id
+    assert {k: (r["result_type"], r["attempts"], r["round"]) for k, r in rows.items()} == {
+        "r0": ("succeeded", 3, 2), "r1": ("succeeded", 2, 1), "r2": ("succeeded", 2, 1),
+        "r3": ("errored", 1, 0), "r4": ("errored", 3, 2), "r5": ("succeeded", 1, 0)}
+    assert rows["r3"]["error_type"] == "invalid_request_error"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [(r["round"], r["requests"], len(r["batch_ids"])) for r in manifest["rounds"]] == [(0, 6, 1), (1, 4, 1),
+                                                                                              (2, 2, 1)]
+    assert manifest["counts"] == {"succeeded": 4, "errored": 2, "canceled": 0, "expired": 0}
+    assert manifest["cost"]["batch_usd"] == pytest.approx(sum(r["cost"]["batch_usd"] for r in manifest["rounds"]))
+    for number, batch in enumerate(batches):  # the raw JSONL of every round is kept
+        assert (out / "rounds" / f"round-{number}" / "raw" / f"{batch['id']}.jsonl").exists()
+    assert set(_rows(out / "failures.jsonl")) == {"r3", "r4"}
+    assert result.xcom("batch")["rounds"][2]["requests"] == 2
+
+
+def test_no_retry_rounds_when_disabled_or_nothing_failed(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.2)
+    control.set_outcomes({"match": "r0", "outcome": "errored", "error_type": "overloaded_error"})
+    run_dag(write_dag(dags, "no_rounds", _one_task(tmp_path, tmp_path / "a", extra=", max_retry_rounds=0")))
+    assert control.state()["batches_created"] == 1
+    assert _rows(tmp_path / "a" / "results.jsonl")["r0"]["result_type"] == "errored"
+
+
+def test_a_retry_in_the_middle_of_round_two_reattaches_to_round_two(
+        dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    control.configure(processing_seconds=0.3)
+    control.set_outcomes({"match": "r0", "outcome": "errored", "error_type": "overloaded_error", "times": 2})
+    real_create = ClaudeBatchHook.create_batch_streamed
+    creates: list[str] = []
+
+    def dies_after_round_two_create(self, chunks, size):  # type: ignore[no-untyped-def]
+        batch = real_create(self, chunks, size)
+        creates.append(batch.id)
+        if len(creates) == 3:
+            raise SystemExit("worker killed right after round 2's create")
+        return batch
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", dies_after_round_two_create)
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "rounds_retry", _one_task(
+        tmp_path, out, extra=", retries=1, retry_delay=timedelta(0)")))
+    assert result.task_state("batch") == "success"
+    state = control.state()
+    assert state["batches_created"] == 3  # round 0, round 1, round 2: none paid twice
+    assert state["calls"]["results"] == 3  # landed rounds were not downloaded again
+    assert _rows(out / "results.jsonl")["r0"]["attempts"] == 3
