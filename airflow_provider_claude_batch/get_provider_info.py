@@ -85,6 +85,9 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.triggers.claude_batch"]}
         ],
         "extra-links": [f"{PACKAGE}.links.ClaudeConsoleBatchLink"],
+        "task-decorators": [
+            {"name": "claude_batch", "class-name": f"{PACKAGE}.decorators.claude_batch.claude_batch_task"}
+        ],
         "config": {
             "claude_batch": {
                 "description": "Settings of the Claude Message Batches provider.",

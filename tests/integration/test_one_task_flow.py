@@ -98,3 +98,52 @@ def test_a_retry_in_the_middle_of_round_two_reattaches_to_round_two(
     assert state["batches_created"] == 3  # round 0, round 1, round 2: none paid twice
     assert state["calls"]["results"] == 3  # landed rounds were not downloaded again
     assert _rows(out / "results.jsonl")["r0"]["attempts"] == 3
+
+
+def test_the_task_decorator_runs_the_one_task_flow_on_what_the_function_returns(
+        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.3)
+    control.set_outcomes({"match": "q1", "outcome": "errored", "error_type": "overloaded_error", "times": 1})
+    out = tmp_path / "out"
+    dag = write_dag(dags, "decorated", f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(out)!r}, model="claude-haiku-5-5", max_tokens=16,
+                           state_path={str(tmp_path / 'state')!r}, deferrable=True, poll_interval=0.2,
+                           create_policy=FAST)
+        def questions(count):
+            return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Q{{i}}?"}}]}}}}
+                    for i in range(count)]
+
+        @task.claude_batch(output_path={str(tmp_path / 'rows_out')!r}, model="claude-haiku-5-5", max_tokens=16,
+                           state_path={str(tmp_path / 'state')!r}, custom_id_column="id",
+                           params_template={{"messages": [{{"role": "user", "content": "Label: {{text}}"}}]}})
+        def rows():
+            return [{{"id": "a", "text": "good"}}, {{"id": "b", "text": "bad"}}]
+
+        questions(3)
+        rows()
+    """)
+    result = run_dag(dag)
+    assert result.task_state("questions") == "success"
+    assert result.task_state("rows") == "success"
+    rows = _rows(out / "results.jsonl")
+    assert {k: (r["result_type"], r["attempts"]) for k, r in rows.items()} == {
+        "q0": ("succeeded", 1), "q1": ("succeeded", 2), "q2": ("succeeded", 1)}
+    assert sorted(_rows(tmp_path / "rows_out" / "results.jsonl")) == ["a", "b"]
+
+
+def test_a_decorated_function_returning_the_wrong_thing_fails_before_any_call(
+        dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    dag = write_dag(dags, "decorated_bad", f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(tmp_path / 'out')!r}, state_path={str(tmp_path / 'state')!r})
+        def oops():
+            return "not a list"
+
+        oops()
+    """)
+    assert run_dag(dag).task_state("oops") == "failed"
+    assert "return a list of requests, not str" in capfd.readouterr().out
+    assert control.state()["calls"] == {}

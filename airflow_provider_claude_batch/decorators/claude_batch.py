@@ -1,0 +1,80 @@
+"""`@task.claude_batch`: the decorated function returns the requests (or rows); the task then runs
+`ClaudeBatchOperator`'s one-task flow on them.
+
+What the function returned is stored next to the submission record (`input.jsonl`), so a deferred
+task resumes on exactly that input rather than calling the function again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+from airflow.sdk.bases.decorator import DecoratedOperator, determine_kwargs, task_decorator_factory
+from airflow.sdk.definitions.context import context_merge
+
+from airflow_provider_claude_batch.exceptions import BatchInputError
+from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk.bases.decorator import TaskDecorator
+
+    from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
+
+INPUT_NAME = "input.jsonl"
+
+
+class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
+    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *ClaudeBatchOperator.template_fields)
+    template_fields_renderers: ClassVar[dict[str, str]] = {**DecoratedOperator.template_fields_renderers}
+    custom_operator_name: str = "@task.claude_batch"
+
+    def __init__(self, *, python_callable: Callable[..., Any], op_args: Collection[Any] | None = None,
+                 op_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
+
+    @property
+    def _rows_mode(self) -> bool:
+        return self.params_template is not None or self.build_params is not None
+
+    def execute(self, context: Context) -> Any:
+        context_merge(context, self.op_kwargs)
+        kwargs = determine_kwargs(self.python_callable, self.op_args, context)
+        returned = self.python_callable(*self.op_args, **kwargs)
+        if isinstance(returned, str | bytes | Mapping) or not isinstance(returned, Collection):
+            raise BatchInputError(
+                f"@task.claude_batch functions return a list of {'rows' if self._rows_mode else 'requests'}, "
+                f"not {type(returned).__name__}; nothing was submitted.")
+        self._store_input(context, returned)
+        return ClaudeBatchOperator.execute(self, context)
+
+    def _input_path(self, context: Context) -> ObjectStoragePath:
+        return self.ledger().folder(task_key(context)) / INPUT_NAME
+
+    def _store_input(self, context: Context, items: Collection[Any]) -> None:
+        from airflow_provider_claude_batch.storage import write_atomically
+
+        encoder = msgspec.json.Encoder()
+        try:
+            data = b"".join(encoder.encode(item) + b"\n" for item in items)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise BatchInputError(f"The function returned something that is not JSON: {exc}") from exc
+        write_atomically(self._input_path(context), data)
+
+    def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
+        path = str(self._input_path(context))
+        self.requests = self.rows = None
+        if self._rows_mode:
+            self.rows_path, self.rows_format, self.requests_path = path, "jsonl", None
+        else:
+            self.requests_path, self.rows_path = path, None
+        return super().prepare(context)
+
+
+def claude_batch_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
+    """Wrap a function returning requests (or rows, with ``params_template``/``build_params``) into
+    a ``ClaudeBatchOperator``; every keyword is that operator's (``output_path`` is required)."""
+    return task_decorator_factory(python_callable=python_callable,
+                                  decorated_operator_class=_ClaudeBatchDecoratedOperator, **kwargs)
