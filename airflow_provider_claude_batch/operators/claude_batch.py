@@ -364,62 +364,6 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         self._cancel_if_user_failed_the_task(self._batch_ids, self._context)
 
 
-class ClaudeBatchResultsOperator(BaseOperator):
-    """Land ended batches' results under ``output_path`` and return the manifest (a small dict).
-
-    Files (see the README for their columns): ``raw/<batch_id>.jsonl`` (the results exactly as the
-    API served them), ``results.jsonl`` (one flat row per request), ``failures.jsonl`` (errored,
-    canceled and expired rows), ``results.csv`` / ``results.parquet`` when asked for in ``formats``,
-    and ``_manifest.json``, written last: the commit marker readers can rely on. Results never go
-    through XCom.
-
-    By default the task succeeds and reports failed requests; ``max_failed_fraction`` fails it
-    (after landing) when more than that fraction of requests errored, expired or were canceled.
-    """
-
-    template_fields: Sequence[str] = ("batch_ids", "output_path")
-    operator_extra_links = CONSOLE_LINKS
-    ui_color = "#e8dccd"
-
-    def __init__(self, *, batch_ids: str | Sequence[str] | Any, output_path: str | ObjectStoragePath,
-                 claude_batch_conn_id: str = DEFAULT_CONN_ID, storage_conn_id: str | None = None,
-                 formats: Sequence[str] = ("jsonl",), max_failed_fraction: float | None = None,
-                 price_overrides: Mapping[str, Mapping[str, float]] | None = None,
-                 expiry_warning: timedelta = timedelta(days=3), **kwargs: Any) -> None:
-        if "outlets" not in kwargs:
-            kwargs["outlets"] = [_output_asset(output_path, kwargs.get("task_id", "results"))]
-        super().__init__(**kwargs)
-        self.batch_ids = batch_ids
-        self.output_path = output_path
-        self.claude_batch_conn_id = claude_batch_conn_id
-        self.storage_conn_id = storage_conn_id
-        self.formats = tuple(formats)
-        self.max_failed_fraction = max_failed_fraction
-        self.price_overrides = price_overrides
-        self.expiry_warning = expiry_warning
-        self._landed: tuple[str, list[str]] | None = None
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-        from airflow_provider_claude_batch.landing import LandingSettings, land_results
-        from airflow_provider_claude_batch.storage import as_path
-
-        ids = normalize_batch_ids(self.batch_ids)
-        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
-        output = as_path(self.output_path, self.storage_conn_id)
-        settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
-                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
-        manifest = land_results(ClaudeBatchHook(claude_batch_conn_id=self.claude_batch_conn_id), ids, output,
-                                settings)
-        self._landed = (str(output), ids)
-        return finish_landing(self, context, manifest, output, ids)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage (when its provider is installed): the batches in, the output location out."""
-        return openlineage_facets(self._landed)
-
-
 class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
     """Submit, wait (deferred), land, and resubmit what is worth retrying, all in one task.
 
@@ -474,11 +418,16 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
             raise_unless_ended_cleanly(outcome)
         return self._advance(context)
 
+    def _first_round(self) -> list[str] | None:
+        """Batches submitted elsewhere that stand for round 0 (the results operator's); None: submit."""
+        return None
+
     def _advance(self, context: Context) -> dict[str, Any]:
         """Walk the rounds from the first: recorded and landed ones are re-used, the first open one goes on."""
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
         from airflow_provider_claude_batch.batch.requests import plan_batches
         from airflow_provider_claude_batch.batch.rounds import retry_ids
+        from airflow_provider_claude_batch.exceptions import BatchInputError
         from airflow_provider_claude_batch.landing import LandingSettings, land_results
         from airflow_provider_claude_batch.multiround import finalize_rounds, read_rows, round_folder
         from airflow_provider_claude_batch.storage import as_path
@@ -494,26 +443,32 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         manifests: list[dict[str, Any]] = []
         all_ids: list[str] = []
         chosen = prepared
+        first_round = self._first_round()
+        created: list[float | None]
         for number in range(self.max_retry_rounds + 1):
             if number:
                 plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
                                      max_body_bytes=self.max_batch_bytes)
-            submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
-            record = submitter.open_record(task_key(context), chosen, plans,
-                                           force_resubmit=self.force_resubmit and number == 0,
-                                           attempt_id=str(context["ti"].id))
-            for part in record.parts:
-                if part.batch_id is None and self.max_queued_requests is not None:
-                    self._wait_for_queue_room(hook, part.request_count)
-                record = submitter.submit_part(record, record.parts[part.index], chosen, plans[part.index])
-            all_ids += [b for b in record.batch_ids if b not in all_ids]
+            if number == 0 and first_round is not None:
+                batch_ids, created = first_round, [None]
+            else:
+                submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
+                record = submitter.open_record(task_key(context), chosen, plans,
+                                               force_resubmit=self.force_resubmit and number == 0,
+                                               attempt_id=str(context["ti"].id))
+                for part in record.parts:
+                    if part.batch_id is None and self.max_queued_requests is not None:
+                        self._wait_for_queue_room(hook, part.request_count)
+                    record = submitter.submit_part(record, record.parts[part.index], chosen, plans[part.index])
+                batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
+            all_ids += [b for b in batch_ids if b not in all_ids]
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
-            self._batch_ids = record.batch_ids
+            self._batch_ids = batch_ids
             folder = round_folder(output, number)
-            manifest = _landed_manifest(folder, record.batch_ids)
+            manifest = _landed_manifest(folder, batch_ids)
             if manifest is None:
-                self._wait_round(hook, record)
-                manifest = land_results(hook, record.batch_ids, folder, settings)
+                self._wait_round(hook, batch_ids, created)
+                manifest = land_results(hook, batch_ids, folder, settings)
             manifests.append(manifest)
             again = retry_ids(read_rows(folder / "failures.jsonl"))
             if not again:
@@ -524,22 +479,26 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                 break
             self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
                           "expiry); submitting them again as round %d", number, len(again), number + 1)
-            chosen = prepared.subset(again)
+            try:
+                chosen = prepared.subset(again)
+            except KeyError as exc:
+                raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
+                                      "give the same input as the submit task.") from None
         del prepared, chosen
         final = finalize_rounds(output, manifests, self.formats, time.time())
         self._landed = (str(output), all_ids)
         return finish_landing(self, context, final, output, all_ids)
 
-    def _wait_round(self, hook: ClaudeBatchHook, record: SubmissionRecord) -> None:
+    def _wait_round(self, hook: ClaudeBatchHook, batch_ids: list[str], created_at: list[float | None]) -> None:
         """Return once every batch of the round has ended; defer (or poll in the worker) until then."""
-        if all(hook.retrieve_batch(b).processing_status == "ended" for b in record.batch_ids):
+        if all(hook.retrieve_batch(b).processing_status == "ended" for b in batch_ids):
             return
-        deadline = self._deadline(p.created_at for p in record.parts)
+        deadline = self._deadline(created_at)
         if self.deferrable:
-            self.defer(trigger=self._trigger(record.batch_ids, deadline), method_name="resume")
+            self.defer(trigger=self._trigger(batch_ids, deadline), method_name="resume")
         from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly, wait_in_task
 
-        outcome = wait_in_task(hook, self._tracker(record.batch_ids, deadline))
+        outcome = wait_in_task(hook, self._tracker(batch_ids, deadline))
         if outcome.status != "ended":
             if outcome.status == "timeout" and self.cancel_on_kill:
                 self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
@@ -548,6 +507,50 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the batches in, the output location out."""
         return openlineage_facets(self._landed)
+
+
+class ClaudeBatchResultsOperator(ClaudeBatchOperator):
+    """Land ended batches' results under ``output_path`` and return the manifest's summary (a small dict).
+
+    Files (see the README for their columns): ``raw/<batch_id>.jsonl`` (the results exactly as the
+    API served them), ``results.jsonl`` (one flat row per request), ``failures.jsonl`` (errored,
+    canceled and expired rows), ``results.csv`` / ``results.parquet`` when asked for in ``formats``,
+    and ``_manifest.json``, written last: the commit marker readers can rely on. Results never go
+    through XCom.
+
+    By default the task succeeds and reports failed requests; ``max_failed_fraction`` fails it
+    (after landing) when more than that fraction of requests errored, expired or were canceled.
+
+    With ``max_retry_rounds`` > 0 and the submit task's input (the same ``requests``/``requests_path``/
+    ``rows``... and defaults), retryable failures are resubmitted as ``ClaudeBatchOperator`` does,
+    deferring while a follow-up batch runs; the layout is then the one-task flow's (``rounds/``).
+    """
+
+    template_fields: Sequence[str] = (*ClaudeBatchOperator.template_fields, "batch_ids")
+
+    def __init__(self, *, batch_ids: str | Sequence[str] | Any, output_path: str | ObjectStoragePath,
+                 max_retry_rounds: int = 0, **kwargs: Any) -> None:
+        super().__init__(output_path=output_path, max_retry_rounds=max_retry_rounds, **kwargs)
+        self.batch_ids = batch_ids
+
+    def _first_round(self) -> list[str] | None:
+        return normalize_batch_ids(self.batch_ids)
+
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
+        if self.max_retry_rounds:
+            return self._advance(context)
+        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
+        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.storage import as_path
+
+        ids = normalize_batch_ids(self.batch_ids)
+        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        output = as_path(self.output_path, self.storage_conn_id)
+        settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
+                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
+        manifest = land_results(self._hook(), ids, output, settings)
+        self._landed = (str(output), ids)
+        return finish_landing(self, context, manifest, output, ids)
 
 
 def _landed_manifest(folder: ObjectStoragePath, batch_ids: list[str]) -> dict[str, Any] | None:

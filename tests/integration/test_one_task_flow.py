@@ -147,3 +147,32 @@ def test_a_decorated_function_returning_the_wrong_thing_fails_before_any_call(
     assert run_dag(dag).task_state("oops") == "failed"
     assert "return a list of requests, not str" in capfd.readouterr().out
     assert control.state()["calls"] == {}
+
+
+def test_the_results_operator_resubmits_in_the_three_task_flow(dags: Path, control: EmulatorControl,
+                                                               tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.3)
+    control.set_outcomes({"match": "r2", "outcome": "errored", "error_type": "overloaded_error", "times": 1},
+                         {"match": "r4", "outcome": "errored", "error_type": "invalid_request_error"})
+    out = tmp_path / "out"
+    requests = ('[{"custom_id": f"r{i}", "params": {"messages": [{"role": "user", "content": f"item {i}"}]}} '
+                "for i in range(5)]")
+    dag = write_dag(dags, "three_task_rounds", f"""
+        from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator
+
+        submit = ClaudeBatchSubmitOperator(task_id="submit", requests={requests}, model="claude-sonnet-5-5",
+                                           max_tokens=16, state_path={str(tmp_path / 'state')!r})
+        wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
+        land = ClaudeBatchResultsOperator(task_id="land", batch_ids=submit.output, output_path={str(out)!r},
+                                          max_retry_rounds=2, requests={requests}, model="claude-sonnet-5-5",
+                                          max_tokens=16, state_path={str(tmp_path / 'state')!r},
+                                          deferrable=True, poll_interval=0.2)
+        submit >> wait >> land
+    """)
+    result = run_dag(dag)
+    assert result.task_state("land") == "success"
+    assert [b["custom_ids"] for b in control.state()["batches"]] == [[f"r{i}" for i in range(5)], ["r2"]]
+    rows = _rows(out / "results.jsonl")
+    assert {k: (r["result_type"], r["attempts"]) for k, r in rows.items()} == {
+        "r0": ("succeeded", 1), "r1": ("succeeded", 1), "r2": ("succeeded", 2), "r3": ("succeeded", 1),
+        "r4": ("errored", 1)}
