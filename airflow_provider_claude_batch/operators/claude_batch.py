@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context, ObjectStoragePath
 
+    from airflow_provider_claude_batch.batch.events import WaitOutcome
     from airflow_provider_claude_batch.batch.ledger import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
@@ -122,18 +123,33 @@ class ClaudeBatchWaitMixin:
     def _tracker(self, batch_ids: Sequence[str], deadline: float) -> WaitTracker:
         return self._trigger(batch_ids, deadline).tracker()  # type: ignore[no-any-return]
 
-    def _finish_wait(self, event: Any) -> list[str]:
-        """Validate the trigger's event (never trust a missing or odd one) and act on it."""
+    @staticmethod
+    def _parse_wait_event(event: Any) -> WaitOutcome:
+        """The trigger's event, validated: a missing or odd one is an error, never a success."""
         from airflow_provider_claude_batch.batch.events import WaitOutcome
         from airflow_provider_claude_batch.exceptions import BatchApiError
-        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
 
         try:
-            outcome = WaitOutcome.from_payload(event)
+            return WaitOutcome.from_payload(event)
         except ValueError as exc:
             raise BatchApiError(f"Waiting ended without a usable answer ({exc}); a retry re-attaches.") from exc
+
+    def _raise_for_unended(self, outcome: WaitOutcome) -> None:
+        """A wait that did not see every batch end: cancel on the deadline if asked to, then raise."""
+        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+
+        if outcome.status == "ended":
+            return
         if outcome.status == "timeout" and self.cancel_on_kill:
             self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
+        raise_unless_ended_cleanly(outcome)
+
+    def _finish_wait(self, event: Any) -> list[str]:
+        """Success only when every batch ended without a cancel."""
+        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+
+        outcome = self._parse_wait_event(event)
+        self._raise_for_unended(outcome)
         raise_unless_ended_cleanly(outcome)
         return outcome.batch_ids
 
@@ -403,19 +419,11 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         return self._advance(context)
 
     def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """A round's batches have ended (or the wait failed): carry on from the records."""
-        from airflow_provider_claude_batch.batch.events import WaitOutcome
-        from airflow_provider_claude_batch.exceptions import BatchApiError
-        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+        """A round's batches have ended (or the wait failed): carry on from the records.
 
-        try:
-            outcome = WaitOutcome.from_payload(event)
-        except ValueError as exc:
-            raise BatchApiError(f"Waiting ended without a usable answer ({exc}); a retry re-attaches.") from exc
-        if outcome.status != "ended":
-            if outcome.status == "timeout" and self.cancel_on_kill:
-                self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
-            raise_unless_ended_cleanly(outcome)
+        A batch canceled outside Airflow is landed with its canceled rows, not retried.
+        """
+        self._raise_for_unended(self._parse_wait_event(event))
         return self._advance(context)
 
     def _first_round(self) -> list[str] | None:
@@ -496,13 +504,9 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         deadline = self._deadline(created_at)
         if self.deferrable:
             self.defer(trigger=self._trigger(batch_ids, deadline), method_name="resume")
-        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly, wait_in_task
+        from airflow_provider_claude_batch.waiter import wait_in_task
 
-        outcome = wait_in_task(hook, self._tracker(batch_ids, deadline))
-        if outcome.status != "ended":
-            if outcome.status == "timeout" and self.cancel_on_kill:
-                self._cancel_unfinished(outcome.batch_ids, reason="the wait deadline passed")
-            raise_unless_ended_cleanly(outcome)
+        self._raise_for_unended(wait_in_task(hook, self._tracker(batch_ids, deadline)))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the batches in, the output location out."""
