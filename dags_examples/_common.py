@@ -1,0 +1,24 @@
+"""Settings shared by the example DAGs: where sample input lives and where results land.
+
+Override with environment variables to point the examples at your own storage, e.g.
+CLAUDE_BATCH_EXAMPLES_OUTPUT=s3://my-bucket/claude-batch (with CLAUDE_BATCH_EXAMPLES_STORAGE_CONN=aws_default).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+OUTPUT_ROOT = os.environ.get(
+    "CLAUDE_BATCH_EXAMPLES_OUTPUT",
+    "file://" + os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "claude_batch_output"),
+).rstrip("/")
+STORAGE_CONN = os.environ.get("CLAUDE_BATCH_EXAMPLES_STORAGE_CONN") or None
+MODEL = os.environ.get("CLAUDE_BATCH_EXAMPLES_MODEL", "claude-haiku-4-5")
+POLL_SECONDS = float(os.environ.get("CLAUDE_BATCH_EXAMPLES_POLL_SECONDS", "60"))
+LABELS = ("positive", "negative", "neutral")
+CLASSIFY_PARAMS = {
+    "system": "You label customer reviews. Answer with exactly one word: positive, negative or neutral.",
+    "messages": [{"role": "user", "content": "Review: {text}"}],
+}

@@ -1,0 +1,61 @@
+"""Scheduled eval run: send the eval cases as one batch, then score the landed answers.
+
+Use it for weekly model or prompt evaluations: `ClaudeBatchOperator` submits, waits deferred,
+lands and resubmits what failed for the service's reasons, all in one task; `score` reads the landed
+table (never XCom) and computes accuracy against the expected labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+from _common import CLASSIFY_PARAMS, DATA, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
+from airflow.sdk import DAG, ObjectStoragePath, task
+
+from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator
+
+with DAG(
+    "claude_batch_eval_run",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    tags=["claude-batch", "example"],
+    doc_md=__doc__,
+) as dag:
+    answers = ClaudeBatchOperator(
+        task_id="answers",
+        rows_path=str(DATA / "eval_cases.jsonl"),
+        custom_id_column="id",
+        params_template=CLASSIFY_PARAMS,
+        model=MODEL,
+        max_tokens=5,
+        output_path=OUTPUT_ROOT + "/eval_run/{{ ds }}/",
+        storage_conn_id=STORAGE_CONN,
+        deferrable=True,
+        poll_interval=POLL_SECONDS,
+        max_retry_rounds=2,
+    )
+
+    @task
+    def score(summary: dict) -> dict:
+        expected = {}
+        with open(DATA / "eval_cases.jsonl") as cases:
+            for line in cases:
+                case = json.loads(line)
+                expected[case["id"]] = case["expected"]
+        results = ObjectStoragePath(summary["output_path"].rstrip("/") + "/results.jsonl")
+        correct = answered = 0
+        with results.open("rb") as rows:
+            for line in rows:
+                row = json.loads(line)
+                if row["result_type"] != "succeeded":
+                    continue
+                answered += 1
+                correct += (row["text"] or "").strip().lower().rstrip(".") == expected[row["custom_id"]]
+        report = {"cases": len(expected), "answered": answered, "correct": correct,
+                  "accuracy": round(correct / len(expected), 4) if expected else 0.0}
+        print(f"Eval score: {report}")
+        return report
+
+    score(answers.output)
