@@ -66,7 +66,7 @@ class PreparedRequests:
         self.starts: array[int] = array("Q")
         self.ends: array[int] = array("Q")
         self.custom_ids: list[str] = []
-        self._hash = hashlib.sha256()
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.custom_ids)
@@ -78,13 +78,17 @@ class PreparedRequests:
         self.buffer += item
         self.ends.append(len(self.buffer))
         self.custom_ids.append(custom_id)
-        self._hash.update(item)
-        self._hash.update(b"\n")
+        self._fingerprint = None
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialized requests in order: the same input always gives the same value."""
-        return self._hash.hexdigest()
+        """sha256 of the serialized requests in order: the same input always gives the same value.
+
+        Hashed once over the whole buffer (one C call), not request by request.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.sha256(self.buffer).hexdigest()
+        return self._fingerprint
 
     def item_size(self, index: int) -> int:
         return self.ends[index] - self.starts[index]

@@ -1,0 +1,114 @@
+"""Figure 2, submit: from a JSONL file of 100,000 requests to a batch ID, wall time and peak RSS.
+
+Each contender runs in its own process (so its peak RSS is its own) against one emulator process:
+- raw POST: the body already serialized on disk, read and POSTed (the floor);
+- plain SDK: JSONL to a list of dicts, then `client.messages.batches.create(requests=...)`;
+- anthropic provider: the same list through `AnthropicHook.create_batch`;
+- ours: `prepare_requests` (validate, serialize once) and `create_batch_streamed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTENDERS = ("raw POST", "plain SDK", "anthropic provider 1.2.0", "ours")
+
+_RUNNER = r'''
+import json, sys, time
+def status(name):
+    for line in open("/proc/self/status"):
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+kind, url, jsonl, body_path = sys.argv[1:5]
+import anthropic, httpx2, msgspec
+from anthropic.types.messages import MessageBatch
+if kind == "anthropic provider 1.2.0":
+    from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+if kind == "ours":
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.batch.requests import iter_jsonl, prepare_requests, plan_batches
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS")
+started = time.perf_counter()
+if kind == "raw POST":
+    with open(body_path, "rb") as f:
+        body = f.read()
+    r = httpx2.post(url + "/v1/messages/batches", content=body, timeout=600,
+                    headers={"x-api-key": "emulator-key", "anthropic-version": "2023-06-01",
+                             "content-type": "application/json"})
+    batch_id = r.json()["id"]
+elif kind == "plain SDK":
+    with open(jsonl, "rb") as f:
+        requests = [json.loads(line) for line in f]
+    client = anthropic.Anthropic(base_url=url, api_key="emulator-key", max_retries=0, timeout=600)
+    batch_id = client.messages.batches.create(requests=requests).id
+elif kind == "anthropic provider 1.2.0":
+    with open(jsonl, "rb") as f:
+        requests = [json.loads(line) for line in f]
+    batch_id = AnthropicHook().create_batch(requests).id
+else:
+    with open(jsonl, "rb") as f:
+        prepared, problems, bad = prepare_requests(iter_jsonl(f))
+    assert not bad, problems
+    (plan,) = plan_batches(prepared)
+    batch_id = ClaudeBatchHook().create_batch_streamed(prepared.iter_body(plan.first, plan.stop), plan.body_bytes).id
+elapsed = time.perf_counter() - started
+print(json.dumps({"seconds": elapsed, "peak_growth": status("VmHWM") - base, "batch_id": batch_id}))
+'''
+
+
+@dataclass
+class SubmitFigure:
+    body_mb: float
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    peak_mb: dict[str, list[float]] = field(default_factory=dict)
+
+
+def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
+    padding = "x" * 1000
+    jsonl = folder / "requests.jsonl"
+    body = folder / "body.json"
+    with open(jsonl, "w") as lines:
+        for i in range(count):
+            lines.write(json.dumps({"custom_id": f"r-{i}", "params": {
+                "model": "claude-sonnet-5-5", "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"{padding} {i}"}]}}) + "\n")
+    with open(jsonl, "rb") as source, open(body, "wb") as target:
+        target.write(b'{"requests":[')
+        for number, line in enumerate(source):
+            target.write((b"," if number else b"") + line.rstrip(b"\n"))
+        target.write(b"]}")
+    return jsonl, body, os.path.getsize(body)
+
+
+def measure(url: str, repeat: int) -> SubmitFigure:
+    env = {**os.environ,
+           "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps({"conn_type": "anthropic", "host": url,
+                                                         "password": "emulator-key",
+                                                         "extra": {"anthropic_client_kwargs": {"timeout": 600}}}),
+           "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({"conn_type": "claude_batch", "host": url,
+                                                            "password": "emulator-key", "extra": {"timeout": 600}})}
+    with tempfile.TemporaryDirectory() as tmp:
+        jsonl, body, size = write_inputs(Path(tmp))
+        figure = SubmitFigure(size / 1e6)
+        for _ in range(repeat):
+            for kind in CONTENDERS:
+                out = subprocess.run([sys.executable, "-c", _RUNNER, kind, url, str(jsonl), str(body)],
+                                     capture_output=True, text=True, env=env, timeout=900)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{kind} failed: {out.stderr[-2000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                figure.seconds.setdefault(kind, []).append(result["seconds"])
+                figure.peak_mb.setdefault(kind, []).append(result["peak_growth"] / 1e6)
+    return figure
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
