@@ -58,9 +58,11 @@ else:
         prepared, problems, bad = prepare_requests(iter_jsonl(f))
     assert not bad, problems
     (plan,) = plan_batches(prepared)
+    prepare_seconds = time.perf_counter() - started
     batch_id = ClaudeBatchHook().create_batch_streamed(prepared.iter_body(plan.first, plan.stop), plan.body_bytes).id
 elapsed = time.perf_counter() - started
-print(json.dumps({"seconds": elapsed, "peak_growth": status("VmHWM") - base, "batch_id": batch_id}))
+print(json.dumps({"seconds": elapsed, "peak_growth": status("VmHWM") - base, "batch_id": batch_id,
+                  "prepare_seconds": locals().get("prepare_seconds")}))
 '''
 
 
@@ -69,6 +71,7 @@ class SubmitFigure:
     body_mb: float
     seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_mb: dict[str, list[float]] = field(default_factory=dict)
+    ours_prepare_seconds: list[float] = field(default_factory=list)
 
 
 def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
@@ -107,6 +110,8 @@ def measure(url: str, repeat: int) -> SubmitFigure:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 figure.seconds.setdefault(kind, []).append(result["seconds"])
                 figure.peak_mb.setdefault(kind, []).append(result["peak_growth"] / 1e6)
+                if result["prepare_seconds"] is not None:
+                    figure.ours_prepare_seconds.append(result["prepare_seconds"])
     return figure
 
 
