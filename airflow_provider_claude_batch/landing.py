@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
+from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
 from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, Totals, encode_row, fold_line
 from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, ResultsArchivedError
@@ -141,8 +142,7 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
 def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging,
                 settings: LandingSettings) -> _BatchLanded:
     """One pass over the batch's results stream; a stream that breaks is read again from the start."""
-    counts = batch.request_counts
-    expected = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+    expected = total_requests(batch.request_counts)
     for attempt in range(1, settings.stream_attempts + 1):
         totals = Totals()
         raw = _Sink(staging.file(f"raw/{batch.id}.jsonl"))

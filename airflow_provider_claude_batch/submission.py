@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.ledger import PartRecord, SubmissionRecord, TaskKey, matches_part
 from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError
 from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
@@ -187,8 +188,7 @@ class Submitter:
             created = batch.created_at.timestamp()
             if created < since:
                 break
-            counts = batch.request_counts
-            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            total = total_requests(batch.request_counts)
             if matches_part(part, request_total=total, created_at=created, since=since, claimed=claimed,
                             batch_id=batch.id):
                 matches.append(batch)

@@ -15,3 +15,22 @@ def message_params(text: str = "Hello", **overrides: object) -> dict[str, object
 
 def make_requests(n: int, prefix: str = "req") -> list[dict[str, object]]:
     return [{"custom_id": f"{prefix}-{i}", "params": message_params(f"item {i}")} for i in range(n)]
+
+
+def die_after_create(monkeypatch: object, on_create: int, why: str) -> list[str]:
+    """Make the worker "die" (SystemExit) right after the `on_create`-th create succeeded, before the
+    batch ID is recorded. Returns the IDs of every batch created, in order."""
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    real_create = ClaudeBatchHook.create_batch_streamed
+    made: list[str] = []
+
+    def create(self, chunks, size):  # type: ignore[no-untyped-def]
+        batch = real_create(self, chunks, size)
+        made.append(batch.id)
+        if len(made) == on_create:
+            raise SystemExit(why)
+        return batch
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", create)  # type: ignore[attr-defined]
+    return made

@@ -76,6 +76,12 @@ class WaitOutcome:
         return cls(status, batch_ids, batches, str(event.get("message") or ""), error_kind)
 
 
+def total_requests(request_counts: Any) -> int:
+    """All requests of a batch, whatever their state (the SDK's MessageBatchRequestCounts, duck-typed)."""
+    counts = request_counts
+    return int(counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired)
+
+
 def snapshot(batch: Any) -> BatchSnapshot:
     """A BatchSnapshot from the SDK's MessageBatch (duck-typed, so this module needs no SDK import)."""
 

@@ -141,16 +141,12 @@ class ClaudeBatchHook(BaseHook):
         Sent exactly once (no SDK retries): a caller that gets a network error must look for the
         batch before trying again.
         """
-        from anthropic.types.messages import MessageBatch
-
         if not isinstance(body, bytes | bytearray | memoryview):
             import msgspec
 
             body = msgspec.json.encode({"requests": list(body)})
-        return self.client.with_options(max_retries=0).post(
-            BATCHES_PATH, cast_to=MessageBatch, content=body,
-            options={"headers": {"content-type": "application/json"}},
-        )
+        data = bytes(body)
+        return self.create_batch_streamed([data], len(data))
 
     def create_batch_streamed(self, chunks: Iterable[bytes], content_length: int) -> MessageBatch:
         """Create one batch from a body sent in chunks (no copy of a 256 MB body is ever joined).

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger
+    from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
 
 
 def default_deferrable() -> bool:
@@ -174,17 +174,13 @@ class ClaudeBatchWaitMixin:
         is a request to stop spending."""
         if not self.cancel_on_kill or not batch_ids or context is None:
             return
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from airflow_provider_claude_batch.task_state import current_task_state
 
-        ti = context["ti"]
         try:
-            states = RuntimeTaskInstance.get_task_states(dag_id=ti.dag_id, map_index=ti.map_index,
-                                                         task_ids=[ti.task_id], run_ids=[ti.run_id])
+            state = current_task_state(context["ti"])
         except Exception:
             return
-        key = ti.task_id if (ti.map_index is None or ti.map_index < 0) else f"{ti.task_id}_{ti.map_index}"
-        state = states.get(ti.run_id, {}).get(key)
-        if str(getattr(state, "value", state)) == "failed":
+        if state == "failed":
             self._cancel_unfinished(batch_ids, reason="the task was marked failed")
 
 
@@ -317,11 +313,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
-        for part in record.parts:
-            if part.batch_id is None and self.max_queued_requests is not None:
-                self._wait_for_queue_room(hook, part.request_count)
-            record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
-            self._publish(context, record)
+        record = self._submit_parts(hook, submitter, record, prepared, plans,
+                                    on_part=lambda done: self._publish(context, done))
         del prepared
         if not self.wait_for_completion:
             return record.batch_ids
@@ -341,8 +334,21 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
         return batch_ids
 
+    def _submit_parts(self, hook: ClaudeBatchHook, submitter: Submitter, record: SubmissionRecord,
+                      prepared: PreparedRequests, plans: list[BatchPlan],
+                      on_part: Callable[[SubmissionRecord], None] | None = None) -> SubmissionRecord:
+        """Give every planned batch its batch, part by part, waiting for queue room first if guarded."""
+        for part in record.parts:
+            if part.batch_id is None and self.max_queued_requests is not None:
+                self._wait_for_queue_room(hook, part.request_count)
+            record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
+            self._batch_ids = record.batch_ids
+            if on_part is not None:
+                on_part(record)
+        return record
+
     def _publish(self, context: Context, record: SubmissionRecord) -> None:
-        self._batch_ids = record.batch_ids
+        """Batch IDs to XCom as soon as each exists (the Console links and downstream read them)."""
         if record.batch_ids:
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=record.batch_ids)
             context["ti"].xcom_push(key="batch_id", value=record.batch_ids[0])
@@ -464,10 +470,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                 record = submitter.open_record(task_key(context), chosen, plans,
                                                force_resubmit=self.force_resubmit and number == 0,
                                                attempt_id=str(context["ti"].id))
-                for part in record.parts:
-                    if part.batch_id is None and self.max_queued_requests is not None:
-                        self._wait_for_queue_room(hook, part.request_count)
-                    record = submitter.submit_part(record, record.parts[part.index], chosen, plans[part.index])
+                record = self._submit_parts(hook, submitter, record, chosen, plans)
                 batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
             all_ids += [b for b in batch_ids if b not in all_ids]
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
@@ -636,8 +639,13 @@ def _output_asset(output_path: Any, task_id: str) -> Any:
     text = str(output_path)
     if "{{" in text or "{%" in text:
         return AssetAlias(name=f"claude_batch_results__{task_id}")
-    uri = text if "://" in text else "file://" + os.path.abspath(text)
-    return Asset(uri=uri.rstrip("/"))
+    return Asset(uri=_asset_uri(text))
+
+
+def _asset_uri(location: str) -> str:
+    """A URI for an output location: object-store URIs as they are, local paths as file:// URIs."""
+    uri = location if "://" in location else "file://" + os.path.abspath(location)
+    return uri.rstrip("/")
 
 
 def _emit_asset_event(context: Context, outlets: Sequence[Any], output: ObjectStoragePath) -> None:
@@ -645,5 +653,4 @@ def _emit_asset_event(context: Context, outlets: Sequence[Any], output: ObjectSt
 
     for outlet in outlets:
         if isinstance(outlet, AssetAlias):
-            uri = str(output) if "://" in str(output) else "file://" + str(output)
-            context["outlet_events"][outlet].add(Asset(uri=uri.rstrip("/")))
+            context["outlet_events"][outlet].add(Asset(uri=_asset_uri(str(output))))

@@ -129,17 +129,14 @@ async def _current_task_state(trigger: BaseTrigger) -> str | None:
     if ti is None:
         return None
     try:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
         from asgiref.sync import sync_to_async
 
-        states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
-            dag_id=ti.dag_id, map_index=ti.map_index, task_ids=[ti.task_id], run_ids=[ti.run_id])
+        from airflow_provider_claude_batch.task_state import current_task_state
+
+        return await sync_to_async(current_task_state)(ti)
     except Exception as exc:
         trigger.log.warning("Could not read the task's state (%s); not cancelling anything", exc)
         return None
-    key = ti.task_id if (ti.map_index is None or ti.map_index < 0) else f"{ti.task_id}_{ti.map_index}"
-    state = states.get(ti.run_id, {}).get(key)
-    return str(state.value if hasattr(state, "value") else state) if state is not None else None
 
 
 class ClaudeBatchQueueTrigger(BaseTrigger):

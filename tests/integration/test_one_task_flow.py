@@ -75,21 +75,11 @@ def test_no_retry_rounds_when_disabled_or_nothing_failed(dags: Path, control: Em
 
 def test_a_retry_in_the_middle_of_round_two_reattaches_to_round_two(
         dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from tests.helpers import die_after_create
 
     control.configure(processing_seconds=0.3)
     control.set_outcomes({"match": "r0", "outcome": "errored", "error_type": "overloaded_error", "times": 2})
-    real_create = ClaudeBatchHook.create_batch_streamed
-    creates: list[str] = []
-
-    def dies_after_round_two_create(self, chunks, size):  # type: ignore[no-untyped-def]
-        batch = real_create(self, chunks, size)
-        creates.append(batch.id)
-        if len(creates) == 3:
-            raise SystemExit("worker killed right after round 2's create")
-        return batch
-
-    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", dies_after_round_two_create)
+    die_after_create(monkeypatch, 3, "worker killed right after round 2's create")
     out = tmp_path / "out"
     result = run_dag(write_dag(dags, "rounds_retry", _one_task(
         tmp_path, out, extra=", retries=1, retry_delay=timedelta(0)")))

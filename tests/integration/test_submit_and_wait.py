@@ -116,19 +116,9 @@ def test_a_rerun_of_the_same_run_reattaches_and_changed_input_submits_anew(
 
 def test_a_retry_after_the_worker_died_post_create_adopts_the_batch(
         dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from tests.helpers import die_after_create
 
-    real_create = ClaudeBatchHook.create_batch_streamed
-    made: list[str] = []
-
-    def dies_after_create(self, chunks, size):  # type: ignore[no-untyped-def]
-        batch = real_create(self, chunks, size)
-        made.append(batch.id)
-        if len(made) == 1:
-            raise SystemExit("worker killed before the batch ID was recorded")
-        return batch
-
-    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", dies_after_create)
+    made = die_after_create(monkeypatch, 1, "worker killed before the batch ID was recorded")
     dag = write_dag(dags, "retry_adopts", _submit(_requests(2), tmp_path, ", retries=1, retry_delay=timedelta(0)"))
     result = run_dag(dag)
     assert result.task_state("submit") == "success"
