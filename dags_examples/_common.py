@@ -7,6 +7,7 @@ CLAUDE_BATCH_EXAMPLES_OUTPUT=s3://my-bucket/claude-batch (with CLAUDE_BATCH_EXAM
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -17,6 +18,11 @@ OUTPUT_ROOT = os.environ.get(
 STORAGE_CONN = os.environ.get("CLAUDE_BATCH_EXAMPLES_STORAGE_CONN") or None
 MODEL = os.environ.get("CLAUDE_BATCH_EXAMPLES_MODEL", "claude-haiku-4-5")
 POLL_SECONDS = float(os.environ.get("CLAUDE_BATCH_EXAMPLES_POLL_SECONDS", "60"))
+# Retries are safe here: a retried submit re-attaches to the batch its earlier try created.
+DEFAULT_ARGS = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=float(os.environ.get("CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS", "300"))),
+}
 LABELS = ("positive", "negative", "neutral")
 CLASSIFY_PARAMS = {
     "system": "You label customer reviews. Answer with exactly one word: positive, negative or neutral.",

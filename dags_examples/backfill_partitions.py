@@ -8,7 +8,7 @@ date wait, deferred, for room in the organization's batch queue instead of being
 from __future__ import annotations
 
 import pendulum
-from _common import CLASSIFY_PARAMS, DATA, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
+from _common import CLASSIFY_PARAMS, DATA, DEFAULT_ARGS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
 from airflow.sdk import DAG
 
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator
@@ -19,6 +19,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=True,
     max_active_runs=4,
+    default_args=DEFAULT_ARGS,
     tags=["claude-batch", "example"],
     doc_md=__doc__,
 ) as dag:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pendulum
-from _common import CLASSIFY_PARAMS, DATA, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
+from _common import CLASSIFY_PARAMS, DATA, DEFAULT_ARGS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
 from airflow.sdk import DAG, ObjectStoragePath, task
 
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator
@@ -20,6 +20,7 @@ with DAG(
     schedule="@weekly",
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
+    default_args=DEFAULT_ARGS,
     tags=["claude-batch", "example"],
     doc_md=__doc__,
 ) as dag:

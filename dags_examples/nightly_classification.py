@@ -9,7 +9,7 @@ re-runs of a date re-attach to the batch already submitted for it.
 from __future__ import annotations
 
 import pendulum
-from _common import CLASSIFY_PARAMS, DATA, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
+from _common import CLASSIFY_PARAMS, DATA, DEFAULT_ARGS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
 from airflow.sdk import DAG
 
 from airflow_provider_claude_batch.operators.claude_batch import (
@@ -23,6 +23,7 @@ with DAG(
     schedule="@daily",
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
+    default_args=DEFAULT_ARGS,
     tags=["claude-batch", "example"],
     doc_md=__doc__,
 ) as dag:

@@ -1,0 +1,239 @@
+"""A real Airflow deployment on loopback for the end-to-end suite: API server, scheduler, DAG
+processor and triggerer as separate processes (LocalExecutor, SQLite), plus a client for its REST
+API. Components can be killed and restarted one by one, which is what the fault drills need."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, KeyError) as exc:  # a component still starting
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"Timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
+
+
+@dataclass
+class AirflowStack:
+    """One Airflow home and its four long-running components, each in its own process group."""
+
+    home: Path
+    env_overrides: Mapping[str, str]
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def airflow(self) -> str:
+        return str(Path(sys.executable).with_name("airflow"))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "component-logs"
+
+    def env(self) -> dict[str, str]:
+        # The test process's own Airflow settings (unit-test mode, its home) must not leak in.
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+        base.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
+            "AIRFLOW__API__SECRET_KEY": self._secret("api"),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            # A killed triggerer's triggers move to the next one after this many seconds without a heartbeat.
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        })
+        base.update(self.env_overrides)
+        return base
+
+    def _secret(self, name: str) -> str:
+        path = self.home / f".{name}-secret"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+        return path.read_text()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / "db-migrate.log", "wb") as log:
+            subprocess.run([self.airflow, "db", "migrate"], env=self.env(), check=True, stdout=log,
+                           stderr=subprocess.STDOUT, timeout=300)
+
+    def start(self, component: str) -> None:
+        assert component in COMPONENTS, component
+        args = [self.airflow, component]
+        if component == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        log = open(self.logs / f"{component}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.processes[component] = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                                     start_new_session=True, preexec_fn=_terminate_with_parent)
+        log.close()
+
+    def start_all(self) -> None:
+        self.start("api-server")
+        wait_for("the API server", lambda: self.get("/api/v2/monitor/health"), timeout=180)
+        for component in COMPONENTS[1:]:
+            self.start(component)
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send `sig` to the component's whole process group (the component and its children)."""
+        process = self.processes.pop(component)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for component in reversed(list(self.processes)):
+            process = self.processes[component]
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for component in list(self.processes):
+            process = self.processes.pop(component)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of each component's log, for a failure message."""
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()
+            parts.append(f"--- {path.name} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)
+
+    # ---- REST API ----------------------------------------------------------------------------
+    def request(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.base_url + route, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def get(self, route: str) -> Any:
+        return self.request("GET", route)
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 240) -> None:
+        def parsed() -> bool:
+            found = {dag["dag_id"] for dag in self.get("/api/v2/dags?limit=100")["dags"]}
+            return set(dag_ids) <= found
+
+        wait_for(f"the DAG processor to parse {dag_ids}", parsed, timeout)
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, logical_date: str, run_id: str | None = None) -> str:
+        payload: dict[str, Any] = {"logical_date": logical_date}
+        if run_id is not None:
+            payload["dag_run_id"] = run_id
+        return str(self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", payload)["dag_run_id"])
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        listing = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
+        return {ti["task_id"]: ti for ti in listing["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+                         "?deserialize=true&stringify=false")
+        return entry["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+        """The run once it is finished; a failure message carries the task states and component logs."""
+        try:
+            run = wait_for(f"run {dag_id}/{run_id} to finish",
+                           lambda: (r := self.run(dag_id, run_id))["state"] in TERMINAL_RUN_STATES and r,
+                           timeout)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\ntasks: {self._ti_states(dag_id, run_id)}\n{self.tail()}") from exc
+        if run["state"] != "success":
+            raise AssertionError(f"run {dag_id}/{run_id} ended {run['state']}; tasks: "
+                                 f"{self._ti_states(dag_id, run_id)}\n{self.tail()}")
+        return dict(run)
+
+    def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: set[str],
+                            timeout: float = 240) -> dict[str, Any]:
+        return dict(wait_for(f"{dag_id}/{run_id}/{task_id} to be {states}",
+                             lambda: (ti := self.task_instances(dag_id, run_id).get(task_id)) is not None
+                             and ti["state"] in states and ti, timeout, interval=0.5))
+
+    def _ti_states(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        try:
+            return {k: (v["state"], v["try_number"]) for k, v in self.task_instances(dag_id, run_id).items()}
+        except Exception as exc:  # only for a failure message
+            return {"error": repr(exc)}
+
+
+def _terminate_with_parent() -> None:
+    """In the component's process: get SIGTERM when the test process dies, so a killed test run
+    leaves no Airflow behind (Linux only, like the rest of the suite)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def install_dags(dags_folder: Path, examples: Path, extra: list[Path]) -> None:
+    """The example DAGs as a user would deploy them (copied, with their data), plus the drill DAGs."""
+    shutil.copytree(examples, dags_folder, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    for path in extra:
+        shutil.copy(path, dags_folder / path.name)
