@@ -25,7 +25,7 @@ import msgspec
 
 from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
-from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, Totals, encode_row, fold_line
+from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, Totals, encode_rows, fold_line
 from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, ResultsArchivedError
 from airflow_provider_claude_batch.storage import is_local
 
@@ -70,23 +70,30 @@ class _BatchLanded:
 
 
 class _Sink:
-    """A staging file that counts its bytes and hashes what is written."""
+    """A staging file that counts its bytes, and hashes and fsyncs them if it is published as it is.
 
-    def __init__(self, path: str) -> None:
+    Per-batch parts are only read back into the combined files (which are published, hashed and
+    synced), so hashing or syncing the parts themselves would be work nobody reads.
+    """
+
+    def __init__(self, path: str, *, published: bool = True) -> None:
         self.path = path
         self.handle: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
+        self.published = published
         self.hash = hashlib.sha256()
         self.size = 0
         self.rows = 0
 
     def write(self, data: bytes) -> None:
         self.handle.write(data)
-        self.hash.update(data)
+        if self.published:
+            self.hash.update(data)
         self.size += len(data)
 
     def close(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if self.published:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
         self.handle.close()
 
 
@@ -146,24 +153,27 @@ def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging,
     for attempt in range(1, settings.stream_attempts + 1):
         totals = Totals()
         raw = _Sink(staging.file(f"raw/{batch.id}.jsonl"))
-        table = _Sink(staging.file(f"parts/{batch.id}.table.jsonl"))
-        failures = _Sink(staging.file(f"parts/{batch.id}.failures.jsonl"))
-        csv_part = _Sink(staging.file(f"parts/{batch.id}.table.csv")) if "csv" in settings.formats else None
+        table = _Sink(staging.file(f"parts/{batch.id}.table.jsonl"), published=False)
+        failures = _Sink(staging.file(f"parts/{batch.id}.failures.jsonl"), published=False)
+        csv_part = (_Sink(staging.file(f"parts/{batch.id}.table.csv"), published=False)
+                    if "csv" in settings.formats else None)
         csv_text = io.StringIO()
         writer = csv.DictWriter(csv_text, fieldnames=TABLE_COLUMNS, lineterminator="\n")
         try:
-            for line in _lines(hook, batch, raw):
-                folded = fold_line(line, batch.id, totals)
-                encoded = encode_row(folded.row)
-                table.write(encoded)
-                table.rows += 1
-                if folded.failed:
-                    failures.write(encoded)
-                    failures.rows += 1
+            # One write per part and received chunk (about 2,000 results), not one per result.
+            for lines in _line_runs(hook, batch, raw):
+                folded = [fold_line(line, batch.id, totals) for line in lines]
+                rows = [item.row for item in folded]
+                table.write(encode_rows(rows))
+                table.rows += len(rows)
+                failed = [item.row for item in folded if item.failed]
+                if failed:
+                    failures.write(encode_rows(failed))
+                    failures.rows += len(failed)
                 if csv_part is not None:
-                    writer.writerow(folded.row)
+                    writer.writerows(rows)
                     csv_part.write(csv_text.getvalue().encode())
-                    csv_part.rows += 1
+                    csv_part.rows += len(rows)
                     csv_text.seek(0)
                     csv_text.truncate()
             if totals.requests != expected:
@@ -199,17 +209,18 @@ def _is_retryable_stream_error(exc: Exception) -> bool:
         isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
 
 
-def _lines(hook: ClaudeBatchHook, batch: MessageBatch, raw: _Sink) -> Iterator[bytes]:
-    """Lines of the results stream, while copying every byte to the raw file as served."""
+def _line_runs(hook: ClaudeBatchHook, batch: MessageBatch, raw: _Sink) -> Iterator[list[bytes]]:
+    """The non-blank lines of the results stream, a list per received chunk, while copying every
+    byte to the raw file as served."""
     pending = b""
     with hook.open_results(batch) as response:
         for chunk in response.iter_bytes(1 << 20):
             raw.write(chunk)
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
-            yield from (line for line in lines if line.strip())
+            yield [line for line in lines if line.strip()]
     if pending.strip():
-        yield pending
+        yield [pending]
 
 
 def _combine(staging: _Staging, landed: list[_BatchLanded], formats: Sequence[str]) -> list[FileInfo]:

@@ -136,18 +136,26 @@ def fold_line(line: bytes, batch_id: str, totals: Totals) -> FoldedLine:
     result = parsed.result
     kind = result.type
     totals.counts[kind] = totals.counts.get(kind, 0) + 1
-    row: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
-    row.update(custom_id=parsed.custom_id, batch_id=batch_id, result_type=kind)
+    # Each row is one dict literal in TABLE_COLUMNS order: this runs once per result (100,000 per batch).
     if kind == "succeeded" and result.message is not None:
-        _fill_message(row, result.message, totals)
-    elif kind == "errored":
-        error_type, message = _error_of(result.error)
-        row.update(error_type=error_type, error_message=message)
-        totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
+        row = _succeeded_row(parsed.custom_id, batch_id, result.message, totals)
+    else:
+        error_type: str | None = None
+        message: str | None = None
+        if kind == "errored":
+            error_type, message = _error_of(result.error)
+            totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
+        row = {
+            "custom_id": parsed.custom_id, "batch_id": batch_id, "result_type": kind, "text": None,
+            "stop_reason": None, "model": None, "message_id": None, "input_tokens": None, "output_tokens": None,
+            "cache_creation_input_tokens": None, "cache_read_input_tokens": None, "cache_write_5m_tokens": None,
+            "cache_write_1h_tokens": None, "web_search_requests": None, "web_fetch_requests": None,
+            "service_tier": None, "error_type": error_type, "error_message": message,
+        }
     return FoldedLine(parsed.custom_id, kind, row, kind in FAILED_TYPES)
 
 
-def _fill_message(row: dict[str, Any], message: _Message, totals: Totals) -> None:
+def _succeeded_row(custom_id: str, batch_id: str, message: _Message, totals: Totals) -> dict[str, Any]:
     usage = message.usage
     write_5m = write_1h = 0
     if usage.cache_creation is not None:
@@ -158,17 +166,14 @@ def _fill_message(row: dict[str, Any], message: _Message, totals: Totals) -> Non
         write_5m = usage.cache_creation_input_tokens or 0
     read = usage.cache_read_input_tokens or 0
     tools = usage.server_tool_use
-    row.update(
-        text="\n".join(b.text for b in message.content if b.type == "text" and b.text is not None),
-        stop_reason=message.stop_reason, model=message.model, message_id=message.id,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0, cache_read_input_tokens=read,
-        cache_write_5m_tokens=write_5m, cache_write_1h_tokens=write_1h,
-        web_search_requests=(tools.web_search_requests or 0) if tools else 0,
-        web_fetch_requests=(tools.web_fetch_requests or 0) if tools else 0,
-        service_tier=usage.service_tier,
-    )
-    model_usage = totals.usage_by_model.setdefault(message.model, Usage())
+    content = message.content
+    if len(content) == 1:  # the usual reply: one text block, no join needed
+        text = content[0].text if content[0].type == "text" and content[0].text is not None else ""
+    else:
+        text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
+    model_usage = totals.usage_by_model.get(message.model)
+    if model_usage is None:
+        model_usage = totals.usage_by_model[message.model] = Usage()
     model_usage.requests += 1
     model_usage.input_tokens += usage.input_tokens
     model_usage.output_tokens += usage.output_tokens
@@ -178,6 +183,16 @@ def _fill_message(row: dict[str, Any], message: _Message, totals: Totals) -> Non
     if usage.input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
         model_usage.long_prompt_input_tokens += usage.input_tokens
         model_usage.long_prompt_output_tokens += usage.output_tokens
+    return {
+        "custom_id": custom_id, "batch_id": batch_id, "result_type": "succeeded", "text": text,
+        "stop_reason": message.stop_reason, "model": message.model, "message_id": message.id,
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0, "cache_read_input_tokens": read,
+        "cache_write_5m_tokens": write_5m, "cache_write_1h_tokens": write_1h,
+        "web_search_requests": (tools.web_search_requests or 0) if tools else 0,
+        "web_fetch_requests": (tools.web_fetch_requests or 0) if tools else 0,
+        "service_tier": usage.service_tier, "error_type": None, "error_message": None,
+    }
 
 
 def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
@@ -191,3 +206,8 @@ def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
 
 def encode_row(row: dict[str, Any]) -> bytes:
     return _encoder.encode(row) + b"\n"
+
+
+def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+    """Many rows as JSONL in one call: the same bytes as `encode_row` of each, joined."""
+    return _encoder.encode_lines(rows)

@@ -13,7 +13,14 @@ from airflow_provider_claude_batch.batch.pricing import (
     prices_from_overrides,
     standard_cost,
 )
-from airflow_provider_claude_batch.batch.results import MalformedResultError, Totals, fold_line
+from airflow_provider_claude_batch.batch.results import (
+    TABLE_COLUMNS,
+    MalformedResultError,
+    Totals,
+    encode_row,
+    encode_rows,
+    fold_line,
+)
 
 
 def _line(result: dict[str, object], custom_id: str = "c1") -> bytes:
@@ -80,6 +87,14 @@ def test_a_cache_write_without_its_split_counts_at_the_5_minute_rate() -> None:
     totals = Totals()
     row = fold_line(_line(line), "b", totals).row
     assert (row["cache_write_5m_tokens"], row["cache_write_1h_tokens"]) == (30, 0)
+
+
+def test_every_row_has_the_table_columns_in_order_and_encodes_the_same_one_by_one_or_in_bulk() -> None:
+    errored = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x"}}}
+    rows = [fold_line(_line(result, kind), "b", Totals()).row
+            for kind, result in (("s", SUCCEEDED), ("e", errored), ("x", {"type": "expired"}))]
+    assert all(tuple(row) == TABLE_COLUMNS for row in rows)
+    assert encode_rows(rows) == b"".join(encode_row(row) for row in rows)
 
 
 def test_a_line_that_is_not_the_api_shape_stops_landing() -> None:
