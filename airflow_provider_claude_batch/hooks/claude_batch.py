@@ -120,9 +120,16 @@ class ClaudeBatchHook(BaseHook):
         return build_client(self.settings)
 
     async def get_async_conn(self) -> AsyncAnthropic:
-        """The async SDK client for triggers, built once per hook; close it with `aclose()`."""
+        """The async SDK client for triggers, built once per hook; close it with `aclose()`.
+
+        Built in a worker thread: the first build in a triggerer imports the SDK and loads the TLS
+        certificates, seconds of work that would otherwise freeze every trigger in the event loop.
+        """
         if self._async_client is None:
-            self._async_client = build_async_client(await self.asettings())
+            import asyncio
+
+            settings = await self.asettings()
+            self._async_client = await asyncio.to_thread(build_async_client, settings)
         return self._async_client
 
     async def aclose(self) -> None:

@@ -70,14 +70,14 @@ class ClaudeBatchTrigger(BaseTrigger):
                            self.error_budget, self.started_at)
 
     async def _wait(self, hook: ClaudeBatchHook) -> WaitOutcome:
-        import anthropic
-
         tracker = self.tracker()
         try:
             client: AsyncAnthropic = (await hook.get_async_conn()).with_options(max_retries=0)
         except Exception as exc:  # a broken connection definition must end the wait with a reason
             message = f"Cannot build a client from connection {self.conn_id!r}: {exc}"
             return WaitOutcome("error", self.batch_ids, {}, message, "refused")
+        import anthropic  # already loaded by get_async_conn, off the event loop
+
         while True:
             now = time.time()
             decision = tracker.before_poll(now)
@@ -157,12 +157,12 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        import anthropic
-
         hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
         payload: dict[str, Any]
         try:
             client = (await hook.get_async_conn()).with_options(max_retries=0)
+            import anthropic  # already loaded by get_async_conn, off the event loop
+
             while True:
                 try:
                     queued = await queued_requests_async(client)

@@ -116,3 +116,52 @@ async def test_the_queue_trigger_fires_once_there_is_room(claude_conn: str, cont
     (event,) = await _events(ClaudeBatchQueueTrigger(needed=3, max_queued=5, poll_interval=0.1))
     assert event == {"status": "fits", "queued": 0}
     assert time.monotonic() - started >= 0.3
+
+
+_FIRST_RUN_PROBE = """
+import asyncio, json, sys, threading, time
+from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
+
+imported_in = []
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "anthropic":
+            imported_in.append(threading.current_thread().name)
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+assert "anthropic" not in sys.modules
+trigger = ClaudeBatchTrigger([sys.argv[1]], "claude_batch_default", deadline=time.time() + 60, poll_interval=0.1)
+
+
+async def first_event():
+    async for event in trigger.run():
+        return event.payload
+
+
+payload = asyncio.run(first_event())
+print(json.dumps({"imported_in": imported_in, "status": payload["status"],
+                  "loop_thread": threading.current_thread().name}))
+"""
+
+
+def test_the_first_trigger_in_a_triggerer_loads_the_sdk_off_the_event_loop(
+        claude_conn: str, emulator: EmulatorServer) -> None:
+    """A triggerer runs every trigger in one event loop: importing the SDK there (seconds, once per
+    process) would freeze all of them, so the first client is built in a worker thread."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    batch = ClaudeBatchHook().create_batch(make_requests(1))
+    emulator.control.advance(3600)
+    probe = subprocess.run([sys.executable, "-c", _FIRST_RUN_PROBE, batch.id], capture_output=True, text=True,
+                           env=os.environ.copy(), timeout=120, check=True)
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ended"
+    assert report["imported_in"], "the probe did not see the SDK being imported"
+    assert report["loop_thread"] not in report["imported_in"]
