@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_HOME = REPO / ".demo"
+# Everything the demo writes (Airflow home, submission records, results) stays under this folder.
+DEMO_HOME = Path(os.environ.get("CLAUDE_BATCH_DEMO_HOME") or REPO / ".demo")
 DAG_FILE = REPO / "dags_examples" / "nightly_classification.py"
 SAMPLE_ROWS = 60
 
