@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from anthropic import AsyncAnthropic
+    from anthropic.types.messages import MessageBatch
 
 
 class ClaudeBatchTrigger(BaseTrigger):
@@ -72,7 +74,8 @@ class ClaudeBatchTrigger(BaseTrigger):
     async def _wait(self, hook: ClaudeBatchHook) -> WaitOutcome:
         tracker = self.tracker()
         try:
-            client: AsyncAnthropic = (await hook.get_async_conn()).with_options(max_retries=0)
+            async with _slots():  # building a client is Python work too: not every trigger in one turn of the loop
+                client: AsyncAnthropic = (await hook.get_async_conn()).with_options(max_retries=0)
         except Exception as exc:  # a broken connection definition must end the wait with a reason
             message = f"Cannot build a client from connection {self.conn_id!r}: {exc}"
             return WaitOutcome("error", self.batch_ids, {}, message, "refused")
@@ -83,7 +86,7 @@ class ClaudeBatchTrigger(BaseTrigger):
             decision = tracker.before_poll(now)
             if decision is None:
                 try:
-                    batches = await asyncio.gather(*(client.messages.batches.retrieve(b) for b in tracker.pending()))
+                    batches = await asyncio.gather(*(_retrieve(client, b) for b in tracker.pending()))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                     described = describe_api_error(exc)
                     decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
@@ -121,6 +124,36 @@ class ClaudeBatchTrigger(BaseTrigger):
                     self.log.warning("Could not cancel batch %s: %s", batch_id, describe_api_error(exc))
         finally:
             await hook.aclose()
+
+
+# How many polls (and client builds) our triggers start at once, per event loop (one triggerer).
+# Building a request and reading its answer is a few ms of Python: 1,000 triggers whose timers fire
+# together would do all of that in one turn of the loop and block every other trigger for seconds.
+# Waiting for a slot costs nearly nothing, so the turns stay short. A poll gives its slot back when
+# its answer is in, or after SLOW_POLL_SECONDS: a slow or hanging API never holds up the other
+# triggers' polls for longer than that.
+POLL_SLOTS = 32
+SLOW_POLL_SECONDS = 5.0
+_poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _poll_slots.get(loop)
+    if slots is None:
+        slots = _poll_slots[loop] = asyncio.Semaphore(POLL_SLOTS)
+    return slots
+
+
+async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
+    async with _slots():
+        poll = asyncio.ensure_future(client.messages.batches.retrieve(batch_id))
+        try:
+            await asyncio.wait({poll}, timeout=SLOW_POLL_SECONDS)
+        except BaseException:
+            poll.cancel()
+            raise
+    return await poll
 
 
 async def _current_task_state(trigger: BaseTrigger) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -165,3 +167,37 @@ def test_the_first_trigger_in_a_triggerer_loads_the_sdk_off_the_event_loop(
     assert report["status"] == "ended"
     assert report["imported_in"], "the probe did not see the SDK being imported"
     assert report["loop_thread"] not in report["imported_in"]
+
+
+class _SlowBatches:
+    """Counts how many retrieves are in flight at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.in_flight = self.peak = 0
+
+    async def retrieve(self, batch_id: str) -> str:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(self.seconds)
+        self.in_flight -= 1
+        return batch_id
+
+
+async def test_many_triggers_start_their_polls_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trigger_module, "POLL_SLOTS", 3)
+    batches = _SlowBatches(0.01)
+    client: Any = SimpleNamespace(messages=SimpleNamespace(batches=batches))
+    ids = [f"msgbatch_{i}" for i in range(20)]
+    assert await asyncio.gather(*(trigger_module._retrieve(client, b) for b in ids)) == ids
+    assert batches.peak == 3
+
+
+async def test_a_slow_poll_gives_its_slot_back_so_others_are_not_held_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trigger_module, "POLL_SLOTS", 2)
+    monkeypatch.setattr(trigger_module, "SLOW_POLL_SECONDS", 0.05)
+    batches = _SlowBatches(0.5)
+    client: Any = SimpleNamespace(messages=SimpleNamespace(batches=batches))
+    started = time.monotonic()
+    await asyncio.gather(*(trigger_module._retrieve(client, f"msgbatch_{i}") for i in range(6)))
+    assert batches.peak == 6 and time.monotonic() - started < 1.0
