@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench import emulator_alone, parse_cost, submit
+from airflow_provider_claude_batch.triggers.claude_batch import POLL_SLOTS
+from bench import emulator_alone, land, parse_cost, submit, triggerer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
@@ -22,12 +28,14 @@ def main() -> int:
     print("Figure 5: the emulator alone ...", flush=True)
     floor = emulator_alone.measure(max(3, args.repeat // 2))
     print("Figure 2: submit 100,000 requests ...", flush=True)
-    process, url = emulator_alone.start_emulator()
-    try:
+    with _emulator() as (pid, url):
         submitted = submit.measure(url, max(3, args.repeat // 2))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    print("Figure 3: land 100,000 results ...", flush=True)
+    with _emulator() as (pid, url):
+        landed = land.measure(url, pid, max(3, args.repeat // 2))
+    print("Figure 4: 1,000 waiting triggers in one event loop ...", flush=True)
+    with _emulator() as (pid, url):
+        waiting = triggerer.measure(url, pid, max(2, args.repeat // 3))
     ours = costs[0]
     lines = [
         "# Benchmarks",
@@ -73,6 +81,8 @@ def main() -> int:
         "request (the others validate nothing) and serializes each request once into one buffer, streamed as "
         "the body. " + _verdict(submitted),
         "",
+        *_land_section(landed),
+        *_triggerer_section(waiting),
         "## 5. The emulator alone",
         "",
         "The floor under the submit and land figures: a raw POST of a pre-serialized body and a plain streamed "
@@ -85,16 +95,150 @@ def main() -> int:
         f"| results, 100,000 lines, streamed copy to a file | {floor.results_mb:.0f} MB | "
         f"{emulator_alone.summary(floor.copy_seconds)} |",
         "",
-        "## Not measured yet",
-        "",
-        "Figures 3 (land 100,000 results vs common-ai's landing and the SDK's per-line parsing) and 4 (1,000 "
-        "waiting triggers in one event loop) are the next step of the benchmark work; no claim is made for them "
-        "here.",
-        "",
     ]
     OUT.write_text("\n".join(lines))
     print(OUT.read_text())
     return 0
+
+
+@contextmanager
+def _emulator() -> Iterator[tuple[int, str]]:
+    """A fresh emulator process per figure: no figure pays for the batches another one left behind."""
+    process, url = emulator_alone.start_emulator()
+    try:
+        yield process.pid, url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+_WRITES = {
+    "plain copy": "the results JSONL as served",
+    "SDK per-line": "one JSON line per parsed SDK object",
+    "common-ai 1.0.0": "one JSONL row per request, in place; manifest to XCom",
+    "ours": "raw JSONL, flat table, failures, manifest with sha256s; staged, fsynced, published atomically",
+}
+
+
+def _land_section(figure: land.LandFigure) -> list[str]:
+    big, small = land.SIZES[-1], land.SIZES[0]
+    copy, ours = figure.median("plain copy"), figure.median("ours")
+    lines = [
+        "## 3. Land 100,000 results",
+        "",
+        f"From an ended batch to files on local disk, each contender in its own process against the same emulator "
+        f"process, on the same batch ({big:,} results, {figure.results_mb[big]:.0f} MB of JSONL; and one of "
+        f"{small:,}), contenders interleaved. common-ai runs its operator's `execute_complete` on a success event "
+        "(its state record written as its `execute` would have); the SDK per-line contender iterates "
+        "`client.messages.batches.results(id)` and writes each object back as JSON. Peak RSS growth is the "
+        "process's own; emulator CPU is the emulator process's CPU while the contender ran.",
+        "",
+        f"| contender | writes | {big // 1000}k: seconds (min / median) | x plain copy | x ours | CPU s | "
+        f"emulator CPU s | {small // 1000}k: seconds (median) | "
+        f"peak RSS growth MB, {small // 1000}k / {big // 1000}k |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in land.CONTENDERS:
+        median = figure.median(kind)
+        lines.append(
+            f"| {kind} | {_WRITES[kind]} | {figure.low(kind):.2f} / {median:.2f} | {median / copy:.2f} | "
+            f"{median / ours:.2f} | {figure.median(kind, what='cpu_seconds'):.2f} | "
+            f"{figure.median(kind, what='emulator_cpu_seconds'):.2f} | {figure.median(kind, small):.2f} | "
+            f"{figure.median(kind, small, 'peak_mb'):.1f} / {figure.median(kind, big, 'peak_mb'):.1f} |")
+    faster = figure.median("common-ai 1.0.0") / ours
+    to_copy = ours / copy
+    growth = figure.median("ours", big, "peak_mb") - figure.median("ours", small, "peak_mb")
+    copy_emulator = figure.median("plain copy", what="emulator_cpu_seconds")
+    ours_emulator = figure.median("ours", what="emulator_cpu_seconds")
+    lines += [
+        "",
+        "Targets: ours at least 10x faster than common-ai, within 2x of the plain copy, and peak RSS that does not "
+        "depend on the number of results. "
+        f"Against common-ai: {'met' if faster >= 10 else 'missed'} ({faster:.1f}x faster). "
+        f"Against the plain copy: {'met' if to_copy <= 2 else 'missed'} ({to_copy:.2f}x its time). "
+        f"Memory: {'met' if growth < 8 else 'missed'} ({growth:+.1f} MB from {small:,} to {big:,} results; the "
+        "test suite holds it under 8 MB).",
+        "",
+        f"The emulator is not what ours waits for: serving the {big:,} results costs it {copy_emulator:.2f} s of CPU "
+        f"(the plain copy takes {copy:.2f} s, so the copy is bound by the emulator and is the limit of this setup), "
+        f"and it spent {ours_emulator:.2f} s of CPU during ours' {ours:.2f} s, on the other core.",
+    ]
+    if to_copy > 2 or faster < 10:
+        shares = "; ".join(f"{label} {share:.0%}" for label, share in figure.ours_profile.items())
+        lines += [
+            "",
+            f"Where ours' time goes (cProfile of one landing of the {big:,} results in the same run, shares of own "
+            f"time; cProfile inflates the many small Python calls): {shares}. Ours does per result what the copy "
+            "does not (decode the line into typed structs, build the table row, encode it), and per byte it hashes "
+            "the raw and table files for the manifest and syncs them to disk before publishing; a plain copy does "
+            "none of that. Next steps: hash in a worker thread (hashlib releases the GIL on large buffers, so sha256 "
+            "could overlap parsing on a second core), and decode a chunk of lines per msgspec call.",
+        ]
+    return [*lines, ""]
+
+
+def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
+    kinds = triggerer.CONTENDERS
+    runs = len(figure.results[kinds[0]])
+    lines = [
+        "## 4. Triggerer load: 1,000 waiting batches in one event loop",
+        "",
+        f"{figure.triggers:,} in-progress batches, one trigger each, driven the way Airflow's triggerer drives "
+        "them (`async for event in trigger.run()`) in one asyncio event loop, each contender in its own process "
+        f"against the same emulator process, poll interval {figure.poll_seconds:g} s for both. Measured over a "
+        f"{figure.window_seconds:g} s window that starts once every trigger has polled once; a ticker coroutine "
+        f"sleeps {triggerer.TICK_SECONDS * 1000:g} ms at a time and its worst lateness is the longest stall of the "
+        f"loop. {runs} runs per contender, interleaved; median (min or max where it says so).",
+        "",
+        "| contender | poll cycles in the window | CPU s per cycle of 1,000 polls (min / median) | CPU ms per poll | "
+        "RSS per waiting trigger, kB | longest stall, ms (median / max) | full GCs in the window (longest, ms) | "
+        "start-up: s until every trigger polled once / longest stall ms | emulator CPU, share of one core |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        worst = max(r["stall_ms"] for r in figure.results[kind])
+        lines.append(
+            f"| {kind} | {figure.median(kind, 'cycles'):.1f} | {figure.low(kind, 'cpu_per_cycle'):.2f} / "
+            f"{figure.median(kind, 'cpu_per_cycle'):.2f} | "
+            f"{figure.median(kind, 'cpu_per_cycle') / figure.triggers * 1000:.2f} | "
+            f"{figure.median(kind, 'kb_per_trigger'):.0f} | {figure.median(kind, 'stall_ms'):.0f} / {worst:.0f} | "
+            f"{figure.median(kind, 'full_gcs'):.0f} ({figure.median(kind, 'full_gc_ms'):.0f}) | "
+            f"{figure.median(kind, 'startup_seconds'):.1f} / {figure.median(kind, 'startup_stall_ms'):.0f} | "
+            f"{figure.median(kind, 'emulator_cpu_share'):.0%} |")
+    theirs, ours = (figure.median(kind, "cpu_per_cycle") for kind in kinds)
+    stall = figure.median("ours", "stall_ms")
+    memory = figure.median(kinds[0], "kb_per_trigger") / figure.median("ours", "kb_per_trigger")
+    startup = [figure.median(kind, "startup_seconds") for kind in kinds]
+    costs = "; ".join(f"{name} {ms:.2f} ms" for name, ms in figure.poll_ms.items())
+    bare, sync = figure.poll_ms[triggerer.BARE_POLL], figure.poll_ms[triggerer.THEIR_POLL]
+    gc_ms = figure.median("ours", "full_gc_ms")
+    lines += [
+        "",
+        "Targets: ours at least 3x less CPU per poll than the anthropic provider's trigger, and no stall over "
+        f"100 ms. CPU: {'met' if theirs / ours >= 3 else 'missed'} (theirs spends {theirs / ours:.2f}x ours' CPU "
+        f"per cycle). Stall: {'met' if stall <= 100 else 'missed'} (median {stall:.0f} ms). Not targets: ours "
+        f"holds {memory:.0f}x less memory per waiting trigger, and every one of ours had polled once after "
+        f"{startup[1]:.0f} s, theirs after {startup[0]:.0f} s.",
+        "",
+        f"Where the CPU of a poll goes, measured in the same run, one poll at a time: {costs}. Both triggers make "
+        "one HTTP request through the SDK per batch per poll; most of a poll is the SDK and the HTTP stack, and "
+        f"even a bare async GET without the SDK costs {bare / sync:.0%} of theirs, so "
+        + ("no design that sends one request per batch per poll can be 3x cheaper than theirs. "
+           if bare / sync > 1 / 3 else "a leaner request path could close the gap. ")
+        + "What would be: one List call (up to 1,000 batches a page) per connection and event loop, shared by "
+        "every trigger of a triggerer, instead of one retrieve per batch; not done in this round.",
+        "",
+        f"The stalls: the process tracks about {figure.median('ours', 'tracked_objects') / 1000:.0f}k objects "
+        f"(Airflow, the SDK, {figure.triggers:,} clients and the polls in flight), and a full garbage collection "
+        f"walks all of them: the longest took {gc_ms:.0f} ms in ours' median run (the GC column, measured with "
+        "`gc.callbacks` in the same runs), against a longest stall of "
+        f"{stall:.0f} ms. What a trigger controls, ours now does: its polls and client builds start at most "
+        f"{POLL_SLOTS} at a time per event loop (1,000 timers firing together used to run 1,000 requests' worth "
+        "of Python in one turn of the loop), and all its clients share one TLS context instead of loading the CA "
+        "bundle once per trigger.",
+        "",
+    ]
+    return lines
 
 
 def _verdict(figure: submit.SubmitFigure) -> str:
