@@ -30,6 +30,8 @@ from bench.emulator_alone import HEADERS
 
 CONTENDERS = ("anthropic provider 1.2.0", "ours")
 TRIGGERS = 1_000
+# Several poll cycles in the window, and under the emulator's 5 s keep-alive, so that connections
+# are reused between polls as they are against the API.
 POLL_SECONDS = 2.0
 WINDOW_SECONDS = 12.0
 TICK_SECONDS = 0.01
