@@ -156,12 +156,21 @@ class AirflowStack:
 
     # ---- REST API ----------------------------------------------------------------------------
     def request(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
+        """One REST call. A 503 is retried: the API server answers it when SQLite was locked by another
+        component, and the write was rolled back."""
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(self.base_url + route, data=data, method=method,
-                                         headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
-        return json.loads(body) if body else None
+        for attempt in range(1, 11):
+            request = urllib.request.Request(self.base_url + route, data=data, method=method,
+                                             headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    body = response.read()
+                return json.loads(body) if body else None
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or attempt == 10:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def get(self, route: str) -> Any:
         return self.request("GET", route)
