@@ -241,8 +241,6 @@ def _terminate_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def install_dags(dags_folder: Path, examples: Path, extra: list[Path]) -> None:
-    """The example DAGs as a user would deploy them (copied, with their data), plus the drill DAGs."""
+def install_dags(dags_folder: Path, examples: Path) -> None:
+    """The example DAGs as a user would deploy them: copied, with their data."""
     shutil.copytree(examples, dags_folder, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-    for path in extra:
-        shutil.copy(path, dags_folder / path.name)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "claude_batch_nightly_classification"
 EVAL = "claude_batch_eval_run"
 BACKFILL = "claude_batch_backfill_partitions"
-S3_DAG = "claude_batch_e2e_s3"
+S3_DAG = "claude_batch_e2e_nightly_s3"
 REVIEWS = 60
 EVAL_CASES = 30
 PROCESSING_SECONDS = 2.0
@@ -64,15 +64,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     import boto3
 
     home = tmp_path_factory.mktemp("e2e-airflow")
-    install_dags(home / "dags", REPO / "dags_examples", [Path(__file__).parent / "dags" / "claude_batch_drills.py"])
+    bucket = "e2e-" + os.urandom(4).hex()
+    install_dags(home / "dags", REPO / "dags_examples")
     # The backfill example has catchup on, as a UI-backfill DAG should; unpaused here it would also
     # catch up every day since its start date. The drill wants exactly the 7 dates it backfills.
-    backfill_file = home / "dags" / "backfill_partitions.py"
-    source = backfill_file.read_text()
-    assert source.count("catchup=True") == 1
-    backfill_file.write_text(source.replace("catchup=True", "catchup=False"))
+    _deploy_variant(home / "dags" / "backfill_partitions.py", home / "dags" / "backfill_partitions.py",
+                    {"catchup=True": "catchup=False"})
+    # The nightly example once more, unscheduled, landing on the S3-compatible server.
+    _deploy_variant(home / "dags" / "nightly_classification.py", home / "dags" / "e2e_nightly_s3.py", {
+        f'"{NIGHTLY}"': f'"{S3_DAG}"', 'schedule="@daily"': "schedule=None",
+        'OUTPUT_ROOT + "/nightly_classification/{{ ds }}/"': f'"s3://{bucket}/nightly/{{{{ ds }}}}/"',
+        "storage_conn_id=STORAGE_CONN": 'storage_conn_id="aws_default"'})
 
-    bucket = "e2e-" + os.urandom(4).hex()
     boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing",
                  region_name="us-east-1").create_bucket(Bucket=bucket)
     emulator = EmulatorServer(EmulatorConfig(processing_seconds=PROCESSING_SECONDS)).start()
@@ -89,7 +92,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
         "CLAUDE_BATCH_EXAMPLES_OUTPUT": f"file://{output}",
         "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
         "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
-        "E2E_S3_BUCKET": bucket,
     }
     stack = AirflowStack(home, env)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -113,6 +115,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     finally:
         stack.stop_all()
         emulator.stop()
+
+
+def _deploy_variant(source: Path, target: Path, replacements: dict[str, str]) -> None:
+    """Deploy a copy of an example with a few settings changed; each must be found exactly once."""
+    text = source.read_text()
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"{old!r} is not in {source.name} exactly once"
+        text = text.replace(old, new)
+    target.write_text(text)
 
 
 def _ds(run: dict[str, Any]) -> str:
