@@ -11,17 +11,20 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SETTINGS_MODULE = "e2e_sqlite_settings"
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -77,11 +80,18 @@ class AirflowStack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # Five components write one SQLite file: a busy one waits up to a minute for the lock
+            # (sqlite3's default is 5 s). A lock SQLite refuses at once is retried by `request`.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SETTINGS_MODULE}.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SETTINGS_MODULE}.CONNECT_ARGS",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(self.home), os.environ.get("PYTHONPATH")])),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
+            # A 500 then names its database error ("database is locked" is retried by `request`).
+            "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
             "AIRFLOW__API__SECRET_KEY": self._secret("api"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
@@ -104,9 +114,15 @@ class AirflowStack:
     # ---- lifecycle ---------------------------------------------------------------------------
     def migrate(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        (self.home / f"{SETTINGS_MODULE}.py").write_text(
+            f"CONNECT_ARGS = {{'timeout': {SQLITE_BUSY_TIMEOUT_SECONDS}}}\n")
         with open(self.logs / "db-migrate.log", "wb") as log:
             subprocess.run([self.airflow, "db", "migrate"], env=self.env(), check=True, stdout=log,
                            stderr=subprocess.STDOUT, timeout=300)
+        # Write-ahead logging: readers (the API server's GETs, the UI) no longer block the writers
+        # (scheduler, triggerer) or the other way round. The mode stays with the file.
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
+            assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 
     def start(self, component: str) -> None:
         assert component in COMPONENTS, component
@@ -130,6 +146,22 @@ class AirflowStack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         process.wait(timeout=60)
+
+    @contextlib.contextmanager
+    def writers_stopped(self) -> Iterator[None]:
+        """Stop every component but the API server meanwhile (SIGTERM, then start them again), so
+        the API server is SQLite's only writer. For backfill creation: under concurrent writers
+        Airflow 3.3 on SQLite can fail it with "database is locked", and its clean-up after that
+        error deletes the existing runs a reprocessing backfill had taken over (the scheduler
+        working on them then dies). With PostgreSQL or MySQL this is not needed."""
+        stopped = [c for c in COMPONENTS[1:] if c in self.processes]
+        for component in stopped:
+            self.kill(component, signal.SIGTERM)
+        try:
+            yield
+        finally:
+            for component in stopped:
+                self.start(component)
 
     def stop_all(self) -> None:
         for component in reversed(list(self.processes)):
@@ -156,19 +188,22 @@ class AirflowStack:
 
     # ---- REST API ----------------------------------------------------------------------------
     def request(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
-        """One REST call. A 503 is retried: the API server answers it when SQLite was locked by another
-        component, and the write was rolled back."""
+        """One REST call. An answer caused by SQLite being locked is retried (the write was rolled
+        back): a 503 on the routes that map it, a 500 whose database error says so (the server is set
+        to expose it). Any other error carries the server's answer and the components' logs."""
         data = json.dumps(payload).encode() if payload is not None else None
         for attempt in range(1, 11):
             request = urllib.request.Request(self.base_url + route, data=data, method=method,
                                              headers={"content-type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(request, timeout=90) as response:
                     body = response.read()
                 return json.loads(body) if body else None
             except urllib.error.HTTPError as exc:
-                if exc.code != 503 or attempt == 10:
-                    raise
+                answer = exc.read().decode(errors="replace")
+                locked = exc.code == 503 or (exc.code == 500 and "database is locked" in answer)
+                if not locked or attempt == 10:
+                    raise ApiError(f"{method} {route} answered {exc.code}: {answer[:2000]}\n{self.tail(30)}") from exc
                 time.sleep(2)
         raise AssertionError("unreachable")
 
@@ -230,6 +265,10 @@ class AirflowStack:
             return {k: (v["state"], v["try_number"]) for k, v in self.task_instances(dag_id, run_id).items()}
         except Exception as exc:  # only for a failure message
             return {"error": repr(exc)}
+
+
+class ApiError(AssertionError):
+    """The REST API answered an error that is not a transient SQLite lock."""
 
 
 def _terminate_with_parent() -> None:

@@ -278,9 +278,10 @@ def test_backfill_of_seven_dates_lands_seven_partitions_and_rerunning_it_creates
 
 
 def _backfill(stack: AirflowStack, first: str, last: str, *, reprocess: str) -> int:
-    backfill = stack.request("POST", "/api/v2/backfills", {
-        "dag_id": BACKFILL, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
-        "max_active_runs": 4, "reprocess_behavior": reprocess})
+    with stack.writers_stopped():
+        backfill = stack.request("POST", "/api/v2/backfills", {
+            "dag_id": BACKFILL, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
+            "max_active_runs": 4, "reprocess_behavior": reprocess})
     backfill_id = int(backfill["id"])
     wait_for(f"backfill {backfill_id} to complete",
              lambda: stack.get(f"/api/v2/backfills/{backfill_id}")["completed_at"], 600, interval=2)
