@@ -28,8 +28,11 @@ COALESCE_SHARE = 0.2
 MAX_COALESCE_SECONDS = 10.0
 
 
-class ListedBatch(msgspec.Struct):
-    """The fields of a listed MessageBatch that a wait needs; the rest of the object is skipped."""
+class ListedBatch(msgspec.Struct, gc=False):
+    """The fields of a listed MessageBatch that a wait needs; the rest of the object is skipped.
+
+    Untracked by the garbage collector (it holds only strings, ints and datetimes, so it cannot be in
+    a reference cycle): a page of 1,000 adds nothing for a collection to walk."""
 
     id: str
     processing_status: str
@@ -48,7 +51,7 @@ class ListedBatch(msgspec.Struct):
         )
 
 
-class ListPage(msgspec.Struct):
+class ListPage(msgspec.Struct, gc=False):
     data: list[ListedBatch]
     has_more: bool = False
     last_id: str | None = None

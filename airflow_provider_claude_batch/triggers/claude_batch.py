@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
 
+# A progress line when a poll tells something new, else one every 10 minutes: a day-long wait polled
+# every 30 s would otherwise write thousands of identical lines (and 1,000 waiting triggers spend
+# more CPU writing them than polling).
+PROGRESS_EVERY = 600.0
+
+
 class ClaudeBatchTrigger(BaseTrigger):
     """Poll one or many batches until all have ended, the deadline passes, or the API fails for good."""
 
@@ -78,13 +84,15 @@ class ClaudeBatchTrigger(BaseTrigger):
             return WaitOutcome("error", self.batch_ids, {}, message, "refused")
         import anthropic  # already loaded by the client build, off the event loop
 
+        loop = asyncio.get_running_loop()
         delay = self.poll_interval
         while True:
             now = time.time()
+            read_at: float | None = None
             decision = tracker.before_poll(now)
             if decision is None:
                 try:
-                    snapshots = await poller.poll(tracker.pending(), coalesce_patience(delay))
+                    answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                     described = describe_api_error(exc)
                     decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
@@ -93,13 +101,16 @@ class ClaudeBatchTrigger(BaseTrigger):
                         self.log.warning("Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep "
                                          "running.", described, tracker.failures, decision.delay)
                 else:
-                    decision = tracker.after_success(snapshots, now)
-                    if self.log.isEnabledFor(logging.INFO):
+                    read_at = answer.read_at
+                    decision = tracker.after_success(answer.snapshots, now)
+                    if tracker.progress_due(now, PROGRESS_EVERY) and self.log.isEnabledFor(logging.INFO):
                         self.log.info("%s", tracker.progress(now))
             if decision.outcome is not None:
                 return decision.outcome
             delay = decision.delay
-            await asyncio.sleep(delay)
+            # After a success, the next poll is due `delay` after the cycle read the batches (so the
+            # triggers of one cycle stay in step); after an error, `delay` from now (retry-after).
+            await asyncio.sleep(delay if read_at is None else max(0.0, delay - (loop.time() - read_at)))
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user clears, marks failed or marks success the deferred task.

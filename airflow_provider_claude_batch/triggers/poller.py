@@ -77,11 +77,17 @@ async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
     return await poll
 
 
+@dataclass(frozen=True)
+class PollAnswer:
+    snapshots: list[BatchSnapshot]
+    read_at: float  # loop time when the cycle that read them started
+
+
 @dataclass
 class _Request:
     batch_ids: tuple[str, ...]
     start_by: float  # loop time by which a cycle should have started for this request
-    answer: asyncio.Future[list[BatchSnapshot]]
+    answer: asyncio.Future[PollAnswer]
 
 
 @dataclass
@@ -111,11 +117,13 @@ class SharedPoller:
     async def _build(hook: ClaudeBatchHook) -> AsyncAnthropic:
         return (await hook.get_async_conn()).with_options(max_retries=0)
 
-    async def poll(self, batch_ids: Sequence[str], patience: float) -> list[BatchSnapshot]:
+    async def poll(self, batch_ids: Sequence[str], patience: float) -> PollAnswer:
         """Snapshots of these batches, read after this call started, in their order.
 
         Waits up to `patience` seconds for other triggers' polls to join the same cycle (not at all
         when this trigger is the connection's only one). Raises the API error the batches met.
+        A trigger that times its next poll from `read_at` rather than from when its answer arrived
+        (answers are handed out a few per turn of the loop) keeps in step with the others.
         """
         loop = asyncio.get_running_loop()
         request = _Request(tuple(batch_ids), loop.time() + (patience if self.users > 1 else 0.0),
@@ -150,6 +158,7 @@ class SharedPoller:
 
     async def _run_cycle(self, requests: list[_Request]) -> None:
         self.cycles += 1
+        read_at = asyncio.get_running_loop().time()
         wanted = list(dict.fromkeys(b for r in requests for b in r.batch_ids))
         found: dict[str, BatchSnapshot] = {}
         errors: dict[str, BaseException] = {}
@@ -173,7 +182,7 @@ class SharedPoller:
                 if isinstance(answer, BaseException):
                     request.answer.set_exception(answer)
                 else:
-                    request.answer.set_result(answer)
+                    request.answer.set_result(PollAnswer(answer, read_at))
             if count % ANSWERS_PER_TURN == 0:
                 await asyncio.sleep(0)
 
