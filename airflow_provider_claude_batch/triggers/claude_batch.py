@@ -1,9 +1,10 @@
 """`ClaudeBatchTrigger`: wait in the triggerer, without a worker slot, until every batch has ended.
 
 It serializes only IDs, the conn id, a wall-clock deadline and polling settings (never a key),
-uses the SDK's async client (built once per run, closed on exit) and rides out API outages for a
-time budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user
-marked the deferred task failed, and only with `cancel_on_kill`.
+polls through the triggerer's shared poller for its connection (one SDK async client, and one List
+call for many triggers' batches: see `triggers.poller`) and rides out API outages for a time
+budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user marked
+the deferred task failed, and only with `cancel_on_kill`.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ SLOW_POLL_SECONDS = 5.0
 # Answers handed to waiting triggers per turn of the loop: each trigger then runs its own step
 # (tracker, log line, sleep), and 1,000 of them in one turn would stall the loop.
 ANSWERS_PER_TURN = 32
+SNAPSHOTS_PER_TURN = 200
 # After the List endpoint refused a cycle (an error that waiting cannot fix, or a page not shaped like
 # the API's), the poller retrieves each batch for this long before it lists again.
 LISTING_PAUSE_SECONDS = 600.0
@@ -203,6 +204,7 @@ class SharedPoller:
         try:
             while True:
                 response = await client.get(BATCHES_PATH, cast_to=httpx2.Response, options={"params": params})
+                await asyncio.sleep(0)  # reading the response was one turn of the loop, decoding it is another
                 page = decode_page(response.content)
                 del response
                 if not scan.feed(page):
@@ -218,9 +220,11 @@ class SharedPoller:
         except anthropic.APIConnectionError as exc:
             errors.update(dict.fromkeys(scan.missing(), exc))
         created_at = self._created_at
-        for batch_id, batch in scan.found.items():
+        for count, (batch_id, batch) in enumerate(scan.found.items(), 1):
             created_at[batch_id] = batch.created_at.timestamp()
             found[batch_id] = batch.snapshot()
+            if count % SNAPSHOTS_PER_TURN == 0:
+                await asyncio.sleep(0)
 
     def _refuse_listing(self, reason: str) -> None:
         self._listing_paused_until = time.monotonic() + LISTING_PAUSE_SECONDS
