@@ -109,9 +109,31 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _retrieves(url: str) -> int:
+def _calls(url: str) -> dict[str, int]:
     with urllib.request.urlopen(url + "/_emulator/state?custom_ids=false", timeout=30) as response:
-        return int(json.loads(response.read())["calls"].get("retrieve", 0))
+        return dict(json.loads(response.read())["calls"])
+
+
+def _retrieves(url: str) -> int:
+    return _calls(url).get("retrieve", 0)
+
+
+class _Answers:
+    """Batch polls answered to our triggers, whatever the request that answered them (a retrieve, or
+    a List page shared by many triggers): one per batch a trigger's tracker was told about. Theirs make
+    one retrieve per batch per poll, so their count is the emulator's retrieve count."""
+
+    def __init__(self) -> None:
+        from airflow_provider_claude_batch.batch import waiting
+
+        self.count = 0
+        real = waiting.WaitTracker.after_success
+
+        def counting(tracker: Any, snapshots: list[Any], now: float) -> Any:
+            self.count += len(snapshots)
+            return real(tracker, snapshots, now)
+
+        waiting.WaitTracker.after_success = counting  # type: ignore[method-assign]
 
 
 class _GcPauses:
@@ -174,7 +196,12 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
     base_rss = _rss()
     ticker = _Ticker()
     tick_task = asyncio.create_task(ticker.run())
-    polls_before = await asyncio.to_thread(_retrieves, url)
+    answers = _Answers() if kind == "ours" else None
+
+    async def polled() -> int:
+        return answers.count if answers is not None else await asyncio.to_thread(_retrieves, url)
+
+    polls_before = await polled()
 
     async def drive(trigger: Any) -> None:
         async for _ in trigger.run():
@@ -183,19 +210,21 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
     started = time.perf_counter()
     tasks = [asyncio.create_task(drive(t)) for t in triggers]
     # Start-up is over when every trigger has polled once (the count lives in the emulator process).
-    while await asyncio.to_thread(_retrieves, url) - polls_before < len(triggers):  # noqa: ASYNC110
+    while await polled() - polls_before < len(triggers):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     startup_seconds = time.perf_counter() - started
     startup_stall = ticker.worst
     await asyncio.sleep(POLL_SECONDS)  # into the steady state
     ticker.worst = 0.0
     gc_pauses = _GcPauses()
-    polls = await asyncio.to_thread(_retrieves, url)
+    polls = await polled()
+    calls = await asyncio.to_thread(_calls, url)
     cpu, emulator_cpu, wall = time.process_time(), _cpu_of(emulator_pid), time.perf_counter()
     await asyncio.sleep(WINDOW_SECONDS)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     emulator_cpu = _cpu_of(emulator_pid) - emulator_cpu
-    polls = await asyncio.to_thread(_retrieves, url) - polls
+    polls = await polled() - polls
+    calls_after = await asyncio.to_thread(_calls, url)
     stall = ticker.worst
     gc.callbacks.remove(gc_pauses.callback)
     rss = _rss() - base_rss
@@ -208,7 +237,10 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
             "emulator_cpu_share": emulator_cpu / wall, "kb_per_trigger": rss / len(triggers) / 1e3,
             "stall_ms": stall * 1000, "full_gcs": len(gc_pauses.full),
             "full_gc_ms": max(gc_pauses.full, default=0) * 1000, "tracked_objects": objects,
-            "startup_seconds": startup_seconds, "startup_stall_ms": startup_stall * 1000}
+            "startup_seconds": startup_seconds, "startup_stall_ms": startup_stall * 1000,
+            "list_calls_per_cycle": (calls_after.get("list", 0) - calls.get("list", 0)) / cycles if cycles else 0.0,
+            "retrieves_per_cycle": (calls_after.get("retrieve", 0) - calls.get("retrieve", 0)) / cycles
+            if cycles else 0.0}
 
 
 async def _poll_costs(url: str, batch_id: str, calls: int = 300) -> dict[str, float]:

@@ -36,6 +36,8 @@ class WaitTracker:
 
     def __post_init__(self) -> None:
         self._budget = ErrorBudget(self.error_budget)
+        self.changed = False  # whether the last successful poll told anything new
+        self._reported_at: float | None = None
 
     @property
     def failures(self) -> int:
@@ -59,8 +61,12 @@ class WaitTracker:
 
     def after_success(self, snapshots: list[BatchSnapshot], now: float) -> Decision:
         self._budget.record_success()
+        latest = self.latest
+        self.changed = False
         for shot in snapshots:
-            self.latest[shot.id] = shot
+            if latest.get(shot.id) != shot:
+                self.changed = True
+            latest[shot.id] = shot
         if not self.pending():
             return self._finish("ended", "Every batch has ended.")
         return self._sleep(next_poll_delay(self.poll_interval, self.max_poll_interval,
@@ -77,6 +83,13 @@ class WaitTracker:
                 f"The API kept failing for {self.error_budget / 60:.0f} min (last: {described}); the "
                 "batches were left running and a retry of the task re-attaches to them."), "unavailable")
         return self._sleep(self._budget.retry_delay(retry_after, self.poll_interval, self.rng), now)
+
+    def progress_due(self, now: float, every: float) -> bool:
+        """Whether to log progress now: when a poll told something new, else once every `every` seconds."""
+        if self.changed or self._reported_at is None or now - self._reported_at >= every:
+            self._reported_at = now
+            return True
+        return False
 
     def progress(self, now: float) -> str:
         return progress_line({b: s.processing_status for b, s in self.latest.items()},

@@ -2,7 +2,7 @@
 
 The SDK is imported only when a client is built, never when this module is imported, so DAG files
 that use our operators parse fast. Workers get the sync client; triggers get the async client
-(created once per trigger run and closed by its owner).
+(one per connection in a triggerer's event loop, shared by its triggers and closed by the last).
 """
 
 from __future__ import annotations

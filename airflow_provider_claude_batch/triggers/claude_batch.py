@@ -1,22 +1,24 @@
 """`ClaudeBatchTrigger`: wait in the triggerer, without a worker slot, until every batch has ended.
 
 It serializes only IDs, the conn id, a wall-clock deadline and polling settings (never a key),
-uses the SDK's async client (built once per run, closed on exit) and rides out API outages for a
-time budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user
-marked the deferred task failed, and only with `cancel_on_kill`.
+polls through the triggerer's shared poller for its connection (one SDK async client, and one List
+call for many triggers' batches: see `triggers.poller`) and rides out API outages for a time
+budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user marked
+the deferred task failed, and only with `cancel_on_kill`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
-from airflow_provider_claude_batch.batch.events import WaitOutcome, snapshot
+from airflow_provider_claude_batch.batch.events import WaitOutcome
+from airflow_provider_claude_batch.batch.listing import coalesce_patience
 from airflow_provider_claude_batch.batch.polling import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -26,12 +28,18 @@ from airflow_provider_claude_batch.batch.polling import (
 from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
 from airflow_provider_claude_batch.batch.waiting import WaitTracker
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.triggers.poller import SharedPoller, shared_poller
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from anthropic import AsyncAnthropic
-    from anthropic.types.messages import MessageBatch
+
+
+# A progress line when a poll tells something new, else one every 10 minutes: a day-long wait polled
+# every 30 s would otherwise write thousands of identical lines (and 1,000 waiting triggers spend
+# more CPU writing them than polling).
+PROGRESS_EVERY = 600.0
 
 
 class ClaudeBatchTrigger(BaseTrigger):
@@ -60,33 +68,32 @@ class ClaudeBatchTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
-        try:
-            outcome = await self._wait(hook)
-        finally:
-            await hook.aclose()
+        async with shared_poller(self.conn_id, self.batch_ids) as poller:
+            outcome = await self._wait(poller)
         yield TriggerEvent(outcome.to_payload())
 
     def tracker(self) -> WaitTracker:
         return WaitTracker(self.batch_ids, self.deadline, self.poll_interval, self.max_poll_interval,
                            self.error_budget, self.started_at)
 
-    async def _wait(self, hook: ClaudeBatchHook) -> WaitOutcome:
+    async def _wait(self, poller: SharedPoller) -> WaitOutcome:
         tracker = self.tracker()
         try:
-            async with _slots():  # building a client is Python work too: not every trigger in one turn of the loop
-                client: AsyncAnthropic = (await hook.get_async_conn()).with_options(max_retries=0)
+            await poller.client()
         except Exception as exc:  # a broken connection definition must end the wait with a reason
             message = f"Cannot build a client from connection {self.conn_id!r}: {exc}"
             return WaitOutcome("error", self.batch_ids, {}, message, "refused")
-        import anthropic  # already loaded by get_async_conn, off the event loop
+        import anthropic  # already loaded by the client build, off the event loop
 
+        loop = asyncio.get_running_loop()
+        delay = self.poll_interval
         while True:
             now = time.time()
+            read_at: float | None = None
             decision = tracker.before_poll(now)
             if decision is None:
                 try:
-                    batches = await asyncio.gather(*(_retrieve(client, b) for b in tracker.pending()))
+                    answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                     described = describe_api_error(exc)
                     decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
@@ -95,11 +102,16 @@ class ClaudeBatchTrigger(BaseTrigger):
                         self.log.warning("Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep "
                                          "running.", described, tracker.failures, decision.delay)
                 else:
-                    decision = tracker.after_success([snapshot(b) for b in batches], now)
-                    self.log.info("%s", tracker.progress(now))
+                    read_at = answer.read_at
+                    decision = tracker.after_success(answer.snapshots, now)
+                    if tracker.progress_due(now, PROGRESS_EVERY) and self.log.isEnabledFor(logging.INFO):
+                        self.log.info("%s", tracker.progress(now))
             if decision.outcome is not None:
                 return decision.outcome
-            await asyncio.sleep(decision.delay)
+            delay = decision.delay
+            # After a success, the next poll is due `delay` after the cycle read the batches (so the
+            # triggers of one cycle stay in step); after an error, `delay` from now (retry-after).
+            await asyncio.sleep(delay if read_at is None else max(0.0, delay - (loop.time() - read_at)))
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user clears, marks failed or marks success the deferred task.
@@ -124,36 +136,6 @@ class ClaudeBatchTrigger(BaseTrigger):
                     self.log.warning("Could not cancel batch %s: %s", batch_id, describe_api_error(exc))
         finally:
             await hook.aclose()
-
-
-# How many polls (and client builds) our triggers start at once, per event loop (one triggerer).
-# Building a request and reading its answer is a few ms of Python: 1,000 triggers whose timers fire
-# together would do all of that in one turn of the loop and block every other trigger for seconds.
-# Waiting for a slot costs nearly nothing, so the turns stay short. A poll gives its slot back when
-# its answer is in, or after SLOW_POLL_SECONDS: a slow or hanging API never holds up the other
-# triggers' polls for longer than that.
-POLL_SLOTS = 32
-SLOW_POLL_SECONDS = 5.0
-_poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _slots() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    slots = _poll_slots.get(loop)
-    if slots is None:
-        slots = _poll_slots[loop] = asyncio.Semaphore(POLL_SLOTS)
-    return slots
-
-
-async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
-    async with _slots():
-        poll = asyncio.ensure_future(client.messages.batches.retrieve(batch_id))
-        try:
-            await asyncio.wait({poll}, timeout=SLOW_POLL_SECONDS)
-        except BaseException:
-            poll.cancel()
-            raise
-    return await poll
 
 
 async def _current_task_state(trigger: BaseTrigger) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 from airflow_provider_claude_batch.emulator import EmulatorControl, EmulatorServer
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers import claude_batch as trigger_module
+from airflow_provider_claude_batch.triggers import poller as poller_module
 from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger, ClaudeBatchTrigger
 from tests.helpers import make_requests
 
@@ -185,19 +186,19 @@ class _SlowBatches:
 
 
 async def test_many_triggers_start_their_polls_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trigger_module, "POLL_SLOTS", 3)
+    monkeypatch.setattr(poller_module, "POLL_SLOTS", 3)
     batches = _SlowBatches(0.01)
     client: Any = SimpleNamespace(messages=SimpleNamespace(batches=batches))
     ids = [f"msgbatch_{i}" for i in range(20)]
-    assert await asyncio.gather(*(trigger_module._retrieve(client, b) for b in ids)) == ids
+    assert await asyncio.gather(*(poller_module._retrieve(client, b) for b in ids)) == ids
     assert batches.peak == 3
 
 
 async def test_a_slow_poll_gives_its_slot_back_so_others_are_not_held_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trigger_module, "POLL_SLOTS", 2)
-    monkeypatch.setattr(trigger_module, "SLOW_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(poller_module, "POLL_SLOTS", 2)
+    monkeypatch.setattr(poller_module, "SLOW_POLL_SECONDS", 0.05)
     batches = _SlowBatches(0.5)
     client: Any = SimpleNamespace(messages=SimpleNamespace(batches=batches))
     started = time.monotonic()
-    await asyncio.gather(*(trigger_module._retrieve(client, f"msgbatch_{i}") for i in range(6)))
+    await asyncio.gather(*(poller_module._retrieve(client, f"msgbatch_{i}") for i in range(6)))
     assert batches.peak == 6 and time.monotonic() - started < 1.0

@@ -1,0 +1,270 @@
+"""One poller per event loop and connection, shared by every `ClaudeBatchTrigger` waiting there.
+
+A triggerer runs all its triggers in one event loop. Each trigger asks the poller for its pending
+batches; requests that arrive close together share one cycle, and a cycle that wants many batches
+reads them from the List endpoint (up to 1,000 a page) instead of one retrieve per batch. One SDK
+client serves the connection's triggers, built off the event loop by the first and closed by the last.
+
+Every trigger still decides for itself: a cycle hands each trigger its snapshots or the API error
+its batches met, and the trigger's own `WaitTracker` backs off, retries or gives up as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from airflow_provider_claude_batch.api_errors import describe_api_error
+from airflow_provider_claude_batch.batch.events import BatchSnapshot, snapshot
+from airflow_provider_claude_batch.batch.listing import (
+    PAGE_LIMIT,
+    ListingScan,
+    answer_for,
+    decode_page,
+    oldest_known,
+    page_cap,
+    use_listing,
+)
+from airflow_provider_claude_batch.batch.polling import classify_status
+from airflow_provider_claude_batch.hooks.claude_batch import BATCHES_PATH, ClaudeBatchHook
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from anthropic import AsyncAnthropic
+    from anthropic.types.messages import MessageBatch
+
+log = logging.getLogger(__name__)
+
+# How many retrieves the pollers of one event loop start at once (one triggerer). Building a request
+# and reading its answer is a few ms of Python: hundreds started in one turn of the loop would block
+# every other trigger for seconds. A retrieve gives its slot back when its answer is in, or after
+# SLOW_POLL_SECONDS: a slow or hanging API never holds up the other retrieves for longer than that.
+POLL_SLOTS = 32
+SLOW_POLL_SECONDS = 5.0
+# Answers handed to waiting triggers per turn of the loop: each trigger then runs its own step
+# (tracker, log line, sleep), and 1,000 of them in one turn would stall the loop.
+ANSWERS_PER_TURN = 32
+SNAPSHOTS_PER_TURN = 200
+# After the List endpoint refused a cycle (an error that waiting cannot fix, or a page not shaped like
+# the API's), the poller retrieves each batch for this long before it lists again.
+LISTING_PAUSE_SECONDS = 600.0
+
+_poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedPoller]] = weakref.WeakKeyDictionary()
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _poll_slots.get(loop)
+    if slots is None:
+        slots = _poll_slots[loop] = asyncio.Semaphore(POLL_SLOTS)
+    return slots
+
+
+async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
+    async with _slots():
+        poll = asyncio.ensure_future(client.messages.batches.retrieve(batch_id))
+        try:
+            await asyncio.wait({poll}, timeout=SLOW_POLL_SECONDS)
+        except BaseException:
+            poll.cancel()
+            raise
+    return await poll
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    snapshots: list[BatchSnapshot]
+    read_at: float  # loop time when the cycle that read them started
+
+
+@dataclass
+class _Request:
+    batch_ids: tuple[str, ...]
+    start_by: float  # loop time by which a cycle should have started for this request
+    answer: asyncio.Future[PollAnswer]
+
+
+@dataclass
+class SharedPoller:
+    """The poll cycles and the SDK client of one connection in one event loop."""
+
+    conn_id: str
+    users: int = 0
+    _hook: ClaudeBatchHook | None = None
+    _client: asyncio.Future[AsyncAnthropic] | None = None
+    _queue: list[_Request] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
+    _cycle: asyncio.Task[None] | None = None
+    _created_at: dict[str, float] = field(default_factory=dict)
+    _listing_paused_until: float = 0.0
+    cycles: int = 0
+
+    async def client(self) -> AsyncAnthropic:
+        """The shared client; the first caller starts building it in a worker thread, the others wait."""
+        if self._client is None:
+            self._hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
+            self._client = asyncio.ensure_future(self._build(self._hook))
+        # shielded: one trigger cancelled while the client is built must not cancel it for the others
+        return await asyncio.shield(self._client)
+
+    @staticmethod
+    async def _build(hook: ClaudeBatchHook) -> AsyncAnthropic:
+        return (await hook.get_async_conn()).with_options(max_retries=0)
+
+    async def poll(self, batch_ids: Sequence[str], patience: float) -> PollAnswer:
+        """Snapshots of these batches, read after this call started, in their order.
+
+        Waits up to `patience` seconds for other triggers' polls to join the same cycle (not at all
+        when this trigger is the connection's only one). Raises the API error the batches met.
+        A trigger that times its next poll from `read_at` rather than from when its answer arrived
+        (answers are handed out a few per turn of the loop) keeps in step with the others.
+        """
+        loop = asyncio.get_running_loop()
+        request = _Request(tuple(batch_ids), loop.time() + (patience if self.users > 1 else 0.0),
+                           loop.create_future())
+        self._queue.append(request)
+        if self._cycle is None:
+            self._start_by(request.start_by)
+        return await request.answer
+
+    def _start_by(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._start_cycle)
+
+    def _start_cycle(self) -> None:
+        self._timer = None
+        requests = [r for r in self._queue if not r.answer.done()]  # a cancelled trigger's request is dropped
+        self._queue = []
+        if requests:
+            self._cycle = asyncio.ensure_future(self._run_cycle(requests))
+            self._cycle.add_done_callback(self._cycle_done)
+
+    def _cycle_done(self, cycle: asyncio.Task[None]) -> None:
+        self._cycle = None
+        if not cycle.cancelled() and cycle.exception() is not None:
+            log.error("A poll cycle of connection %r failed", self.conn_id, exc_info=cycle.exception())
+        waiting = [r.start_by for r in self._queue if not r.answer.done()]
+        if waiting:
+            self._start_by(min(waiting))
+
+    async def _run_cycle(self, requests: list[_Request]) -> None:
+        self.cycles += 1
+        read_at = asyncio.get_running_loop().time()
+        wanted = list(dict.fromkeys(b for r in requests for b in r.batch_ids))
+        found: dict[str, BatchSnapshot] = {}
+        errors: dict[str, BaseException] = {}
+        try:
+            client = await self.client()
+            if use_listing(len(wanted)) and time.monotonic() >= self._listing_paused_until:
+                await self._list(client, wanted, found, errors)
+            missing = [b for b in wanted if b not in found and b not in errors]
+            polls = await asyncio.gather(*(_retrieve(client, b) for b in missing), return_exceptions=True)
+            for batch_id, batch in zip(missing, polls, strict=True):
+                if isinstance(batch, BaseException):
+                    errors[batch_id] = batch
+                else:
+                    self._created_at[batch_id] = batch.created_at.timestamp()
+                    found[batch_id] = snapshot(batch)
+        except Exception as exc:  # no request may be left waiting forever
+            errors.update(dict.fromkeys((b for b in wanted if b not in found), exc))
+        for count, request in enumerate(requests, 1):
+            if not request.answer.done():
+                answer = answer_for(request.batch_ids, found, errors)
+                if isinstance(answer, BaseException):
+                    request.answer.set_exception(answer)
+                else:
+                    request.answer.set_result(PollAnswer(answer, read_at))
+            if count % ANSWERS_PER_TURN == 0:
+                await asyncio.sleep(0)
+
+    async def _list(self, client: AsyncAnthropic, wanted: list[str], found: dict[str, BatchSnapshot],
+                    errors: dict[str, BaseException]) -> None:
+        """Fill `found` from the listing; a transient error goes to every batch not found yet.
+
+        An error that waiting cannot fix, or a page that is not shaped like the API's, leaves the
+        batches to be retrieved one by one (retrieve is the documented way to poll, so its answer counts).
+        """
+        import anthropic
+        import httpx2
+        import msgspec
+
+        scan = ListingScan(frozenset(wanted), time.time(), page_cap(len(wanted)),
+                           oldest_known(wanted, self._created_at))
+        params: dict[str, object] = {"limit": PAGE_LIMIT}
+        try:
+            while True:
+                response = await client.get(BATCHES_PATH, cast_to=httpx2.Response, options={"params": params})
+                await asyncio.sleep(0)  # reading the response was one turn of the loop, decoding it is another
+                page = decode_page(response.content)
+                del response
+                if not scan.feed(page):
+                    break
+                params = {"limit": PAGE_LIMIT, "after_id": page.last_id}
+        except anthropic.APIStatusError as exc:
+            if classify_status(exc.status_code) == "transient":
+                errors.update(dict.fromkeys(scan.missing(), exc))
+            else:
+                self._refuse_listing(describe_api_error(exc))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._refuse_listing(f"unexpected page shape ({exc})")
+        except anthropic.APIConnectionError as exc:
+            errors.update(dict.fromkeys(scan.missing(), exc))
+        created_at = self._created_at
+        for count, (batch_id, batch) in enumerate(scan.found.items(), 1):
+            created_at[batch_id] = batch.created_at.timestamp()
+            found[batch_id] = batch.snapshot()
+            if count % SNAPSHOTS_PER_TURN == 0:
+                await asyncio.sleep(0)
+
+    def _refuse_listing(self, reason: str) -> None:
+        self._listing_paused_until = time.monotonic() + LISTING_PAUSE_SECONDS
+        log.warning("Listing batches on connection %r failed (%s); retrieving each batch instead for %.0f min",
+                    self.conn_id, reason, LISTING_PAUSE_SECONDS / 60)
+
+    def forget(self, batch_ids: Sequence[str]) -> None:
+        for batch_id in batch_ids:
+            self._created_at.pop(batch_id, None)
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._cycle is not None:
+            self._cycle.cancel()
+            with suppress(BaseException):
+                await self._cycle
+        if self._client is not None and not self._client.done():
+            # still being built in a worker thread: let it finish, so its connection pool is closed too
+            with suppress(BaseException):
+                await self._client
+        if self._hook is not None:
+            await self._hook.aclose()
+
+
+@asynccontextmanager
+async def shared_poller(conn_id: str, batch_ids: Sequence[str]) -> AsyncIterator[SharedPoller]:
+    """The running event loop's poller for `conn_id`; the last trigger to leave closes its client."""
+    pollers = _pollers.setdefault(asyncio.get_running_loop(), {})
+    poller = pollers.get(conn_id)
+    if poller is None:
+        poller = pollers[conn_id] = SharedPoller(conn_id)
+    poller.users += 1
+    try:
+        yield poller
+    finally:
+        poller.users -= 1
+        poller.forget(batch_ids)
+        if poller.users == 0:
+            if pollers.get(conn_id) is poller:
+                del pollers[conn_id]
+            await poller.aclose()
