@@ -126,7 +126,6 @@ class _Tables:
     the failures. Batches are landed one after another, so each file is the batches' rows in order."""
 
     def __init__(self, staging: _Staging, formats: Sequence[str]) -> None:
-        self.formats = formats
         # The JSONL table is also what Parquet is built from, so it is staged for either format.
         self.jsonl = (_Sink(staging.file("results.jsonl"), published="jsonl" in formats)
                       if "jsonl" in formats or "parquet" in formats else None)
