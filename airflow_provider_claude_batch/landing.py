@@ -12,25 +12,30 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import logging
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
+from msgspec.structs import astuple
 
 from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
-from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, Totals, encode_rows, fold_line
+from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, TableRow, Totals, encode_rows, fold_lines
 from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, ResultsArchivedError
 from airflow_provider_claude_batch.storage import is_local
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
+    from types import TracebackType
 
     from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
@@ -43,6 +48,9 @@ STAGING_PREFIX = ".claude-batch-staging-"
 RESULTS_RETENTION_SECONDS = 29 * 86400
 FORMATS = ("jsonl", "csv", "parquet")
 MANIFEST_VERSION = 1
+RECEIVE_CHUNK_BYTES = 1 << 18
+# Chunks received but not yet parsed: a bound on memory (about 1 MB), not a tuning knob.
+RECEIVED_CHUNKS_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -66,14 +74,12 @@ class _BatchLanded:
     batch: Any
     totals: Totals
     raw: FileInfo
-    parts: dict[str, str] = field(default_factory=dict)
 
 
 class _Sink:
-    """A staging file that counts its bytes, and hashes and fsyncs them if it is published as it is.
+    """A staging file that counts its bytes, and hashes and fsyncs them if it is published.
 
-    Per-batch parts are only read back into the combined files (which are published, hashed and
-    synced), so hashing or syncing the parts themselves would be work nobody reads.
+    It is hashed as it is written, so no published file is ever read back to hash it.
     """
 
     def __init__(self, path: str, *, published: bool = True) -> None:
@@ -90,11 +96,81 @@ class _Sink:
             self.hash.update(data)
         self.size += len(data)
 
+    def mark(self) -> _SinkMark:
+        return _SinkMark(self.size, self.rows, self.hash.copy())
+
+    def rollback(self, mark: _SinkMark) -> None:
+        """Forget everything written since `mark`: bytes, rows and hash, as if never written."""
+        self.handle.seek(mark.size)
+        self.handle.truncate()
+        self.size, self.rows, self.hash = mark.size, mark.rows, mark.hash.copy()
+
     def close(self) -> None:
+        if self.handle.closed:
+            return
         if self.published:
             self.handle.flush()
             os.fsync(self.handle.fileno())
         self.handle.close()
+
+
+@dataclass(frozen=True)
+class _SinkMark:
+    size: int
+    rows: int
+    hash: Any
+
+
+class _Tables:
+    """The files every batch adds rows to, written as results are parsed: the table (JSONL, CSV) and
+    the failures. Batches are landed one after another, so each file is the batches' rows in order."""
+
+    def __init__(self, staging: _Staging, formats: Sequence[str]) -> None:
+        # The JSONL table is also what Parquet is built from, so it is staged for either format.
+        self.jsonl = (_Sink(staging.file("results.jsonl"), published="jsonl" in formats)
+                      if "jsonl" in formats or "parquet" in formats else None)
+        self.failures = _Sink(staging.file("failures.jsonl"))
+        self.csv = _Sink(staging.file("results.csv")) if "csv" in formats else None
+        self._csv_text = io.StringIO()
+        self._csv_writer = csv.writer(self._csv_text, lineterminator="\n")
+        if self.csv is not None:
+            self.csv.write((",".join(TABLE_COLUMNS) + "\n").encode())
+
+    @property
+    def sinks(self) -> list[_Sink]:
+        return [sink for sink in (self.jsonl, self.failures, self.csv) if sink is not None]
+
+    def add(self, rows: list[TableRow], failed: list[TableRow]) -> None:
+        """One write per file and block of results (hundreds of rows), not one per result."""
+        if self.jsonl is not None:
+            self.jsonl.write(encode_rows(rows))
+            self.jsonl.rows += len(rows)
+        if failed:
+            self.failures.write(encode_rows(failed))
+            self.failures.rows += len(failed)
+        if self.csv is not None:
+            self._csv_writer.writerows(map(astuple, rows))
+            self.csv.write(self._csv_text.getvalue().encode())
+            self.csv.rows += len(rows)
+            self._csv_text.seek(0)
+            self._csv_text.truncate()
+
+    def mark(self) -> list[_SinkMark]:
+        return [sink.mark() for sink in self.sinks]
+
+    def rollback(self, marks: list[_SinkMark]) -> None:
+        for sink, mark in zip(self.sinks, marks, strict=True):
+            sink.rollback(mark)
+
+    def close(self) -> list[FileInfo]:
+        """Sync and describe the files to publish, in the manifest's order."""
+        files = []
+        for sink, name in ((self.jsonl, "results.jsonl"), (self.failures, "failures.jsonl"), (self.csv, "results.csv")):
+            if sink is not None:
+                sink.close()
+                if sink.published:
+                    files.append(FileInfo(name, sink.size, sink.hash.hexdigest(), sink.rows))
+        return files
 
 
 def check_retention(batch: MessageBatch, warning_seconds: float, now: float) -> None:
@@ -132,50 +208,50 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
         check_retention(batch, settings.expiry_warning_seconds, now())
         batches.append(batch)
     staging = _Staging(output)
+    tables: _Tables | None = None
     try:
-        landed = [_land_batch(hook, batch, staging, settings) for batch in batches]
+        tables = _Tables(staging, settings.formats)
+        landed = [_land_batch(hook, batch, staging, tables, settings) for batch in batches]
         totals = Totals()
         for item in landed:
             totals.add(item.totals)
         files = [item.raw for item in landed]
-        files += _combine(staging, landed, settings.formats)
+        files += tables.close()
+        if "parquet" in settings.formats:
+            files.append(_parquet(staging, landed))
         manifest = _manifest(output, landed, totals, files, settings, now())
         staging.publish([f.name for f in files], msgspec.json.format(msgspec.json.encode(manifest), indent=2))
         return manifest
     finally:
+        if tables is not None:
+            for sink in tables.sinks:
+                sink.handle.close()
         staging.cleanup()
 
 
-def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging,
+def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, tables: _Tables,
                 settings: LandingSettings) -> _BatchLanded:
-    """One pass over the batch's results stream; a stream that breaks is read again from the start."""
+    """One pass over the batch's results stream; a stream that breaks is read again from the start
+    (and the rows this batch had added so far are taken back first)."""
     expected = total_requests(batch.request_counts)
+    start = tables.mark()
     for attempt in range(1, settings.stream_attempts + 1):
         totals = Totals()
         raw = _Sink(staging.file(f"raw/{batch.id}.jsonl"))
-        table = _Sink(staging.file(f"parts/{batch.id}.table.jsonl"), published=False)
-        failures = _Sink(staging.file(f"parts/{batch.id}.failures.jsonl"), published=False)
-        csv_part = (_Sink(staging.file(f"parts/{batch.id}.table.csv"), published=False)
-                    if "csv" in settings.formats else None)
-        csv_text = io.StringIO()
-        writer = csv.DictWriter(csv_text, fieldnames=TABLE_COLUMNS, lineterminator="\n")
         try:
-            # One write per part and received chunk (about 2,000 results), not one per result.
-            for lines in _line_runs(hook, batch, raw):
-                folded = [fold_line(line, batch.id, totals) for line in lines]
-                rows = [item.row for item in folded]
-                table.write(encode_rows(rows))
-                table.rows += len(rows)
-                failed = [item.row for item in folded if item.failed]
-                if failed:
-                    failures.write(encode_rows(failed))
-                    failures.rows += len(failed)
-                if csv_part is not None:
-                    writer.writerows(rows)
-                    csv_part.write(csv_text.getvalue().encode())
-                    csv_part.rows += len(rows)
-                    csv_text.seek(0)
-                    csv_text.truncate()
+            with _Receiver(hook, batch, raw) as chunks:
+                pending = b""
+                for chunk in chunks:
+                    end = chunk.rfind(b"\n") + 1
+                    if not end:
+                        pending += chunk
+                        continue
+                    folded = fold_lines(pending + chunk[:end], batch.id, totals)
+                    pending = chunk[end:]
+                    tables.add(folded.rows, folded.failed)
+                if pending.strip():
+                    folded = fold_lines(pending, batch.id, totals)
+                    tables.add(folded.rows, folded.failed)
             if totals.requests != expected:
                 raise _IncompleteResults(f"{totals.requests} result lines for {expected} requests")
         except Exception as exc:
@@ -183,18 +259,71 @@ def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging,
                 raise
             log.warning("Results of batch %s broke off (attempt %d: %s); reading them again from the start",
                         batch.id, attempt, exc)
+            tables.rollback(start)
             continue
         finally:
-            for sink in (raw, table, failures, csv_part):
-                if sink is not None:
-                    sink.close()
+            raw.close()
         log.info("Batch %s: %d results streamed (%.1f MB)", batch.id, totals.requests, raw.size / 1e6)
         info = FileInfo(f"raw/{batch.id}.jsonl", raw.size, raw.hash.hexdigest(), totals.requests)
-        parts = {"table": table.path, "failures": failures.path}
-        if csv_part is not None:
-            parts["csv"] = csv_part.path
-        return _BatchLanded(batch, totals, info, parts)
+        return _BatchLanded(batch, totals, info)
     raise AssertionError("unreachable")
+
+
+class _Receiver:
+    """The results stream in chunks as received, each written to the raw file first.
+
+    A thread receives, writes and hashes the raw copy (socket reads, file writes and sha256 let go of
+    the GIL) while the caller parses the chunks before: the two overlap on two cores, and the server
+    is not kept waiting while a chunk is parsed. At most RECEIVED_CHUNKS_AHEAD chunks wait, so memory
+    stays flat however many results there are.
+    """
+
+    _END = object()
+
+    def __init__(self, hook: ClaudeBatchHook, batch: MessageBatch, raw: _Sink) -> None:
+        self._hook, self._batch, self._raw = hook, batch, raw
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=RECEIVED_CHUNKS_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name=f"results-{batch.id}", daemon=True)
+
+    def __enter__(self) -> Iterator[bytes]:
+        self._thread.start()
+        return self._chunks()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        # Normally the thread has already finished; after an error here it stops at its next chunk.
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _receive(self) -> None:
+        try:
+            with self._hook.open_results(self._batch) as response:
+                for chunk in response.iter_bytes(RECEIVE_CHUNK_BYTES):
+                    self._raw.write(chunk)
+                    if not self._put(chunk):
+                        return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the parsing side, which raises it (or retries)
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 class _IncompleteResults(Exception):
@@ -209,47 +338,9 @@ def _is_retryable_stream_error(exc: Exception) -> bool:
         isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
 
 
-def _line_runs(hook: ClaudeBatchHook, batch: MessageBatch, raw: _Sink) -> Iterator[list[bytes]]:
-    """The non-blank lines of the results stream, a list per received chunk, while copying every
-    byte to the raw file as served."""
-    pending = b""
-    with hook.open_results(batch) as response:
-        for chunk in response.iter_bytes(1 << 20):
-            raw.write(chunk)
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            yield [line for line in lines if line.strip()]
-    if pending.strip():
-        yield [pending]
-
-
-def _combine(staging: _Staging, landed: list[_BatchLanded], formats: Sequence[str]) -> list[FileInfo]:
-    """Concatenate the per-batch parts (a local file copy, not another download) into the final files."""
-    files = []
-    header = (",".join(TABLE_COLUMNS) + "\n").encode()
-    outputs = [("results.jsonl", "table", b""), ("failures.jsonl", "failures", b"")]
-    if "csv" in formats:
-        outputs.append(("results.csv", "csv", header))
-    for name, part, head in outputs:
-        if name == "results.jsonl" and "jsonl" not in formats:
-            continue
-        sink = _Sink(staging.file(name))
-        if head:
-            sink.write(head)
-        rows = 0
-        for item in landed:
-            with open(item.parts[part], "rb") as source:
-                while chunk := source.read(1 << 20):
-                    sink.write(chunk)
-            rows += item.totals.failed if part == "failures" else item.totals.requests
-        sink.close()
-        files.append(FileInfo(name, sink.size, sink.hash.hexdigest(), rows))
-    if "parquet" in formats:
-        files.append(_parquet(staging, landed))
-    return files
-
-
 def _parquet(staging: _Staging, landed: list[_BatchLanded]) -> FileInfo:
+    """Built from the staged JSONL table (written whether or not JSONL is published); row groups of
+    10,000 rows, restarted at each batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -259,19 +350,18 @@ def _parquet(staging: _Staging, landed: list[_BatchLanded]) -> FileInfo:
     path = staging.file("results.parquet")
     rows = 0
     decoder = msgspec.json.Decoder()
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(path, schema) as writer, open(staging.file("results.jsonl"), "rb") as source:
         for item in landed:
-            with open(item.parts["table"], "rb") as source:
-                chunk: list[dict[str, Any]] = []
-                for line in source:
-                    chunk.append(decoder.decode(line))
-                    if len(chunk) == 10_000:
-                        writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                        rows += len(chunk)
-                        chunk = []
-                if chunk:
+            chunk: list[dict[str, Any]] = []
+            for line in itertools.islice(source, item.totals.requests):
+                chunk.append(decoder.decode(line))
+                if len(chunk) == 10_000:
                     writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
                     rows += len(chunk)
+                    chunk = []
+            if chunk:
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                rows += len(chunk)
     digest = hashlib.sha256()
     with open(path, "rb") as source:
         while block := source.read(1 << 20):

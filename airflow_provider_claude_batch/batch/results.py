@@ -3,6 +3,12 @@
 Each line is decoded into small msgspec structs that read only the fields the table needs (unknown
 fields are passed over, so new API fields never break landing); the raw line itself is kept
 elsewhere, byte for byte.
+
+This runs once per result (100,000 per batch), so it is written for speed: a block of complete lines
+is decoded in one msgspec call, rows are structs (one allocation, encoded like the dict of the same
+columns), and every struct here is left out of the garbage collector (`gc=False`: they hold only
+strings, numbers and each other, so they can never form a cycle). Tracked allocations are what make
+Python's collector run, and in a task process a full collection walks every object Airflow loaded.
 """
 
 from __future__ import annotations
@@ -17,25 +23,46 @@ from airflow_provider_claude_batch.batch.pricing import Usage
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 FAILED_TYPES = ("errored", "canceled", "expired")
 LONG_PROMPT_TOKENS = 100_000
-TABLE_COLUMNS = (
-    "custom_id", "batch_id", "result_type", "text", "stop_reason", "model", "message_id",
-    "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-    "cache_write_5m_tokens", "cache_write_1h_tokens", "web_search_requests", "web_fetch_requests",
-    "service_tier", "error_type", "error_message",
-)
 
 
-class _CacheCreation(msgspec.Struct):
+class TableRow(msgspec.Struct, gc=False):
+    """One row of the flat table. Field order is column order: a row encodes to the same JSON as
+    the dict of its columns."""
+
+    custom_id: str
+    batch_id: str
+    result_type: str
+    text: str | None = None
+    stop_reason: str | None = None
+    model: str | None = None
+    message_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_write_5m_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
+    service_tier: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+TABLE_COLUMNS: tuple[str, ...] = TableRow.__struct_fields__
+
+
+class _CacheCreation(msgspec.Struct, gc=False):
     ephemeral_5m_input_tokens: int | None = None
     ephemeral_1h_input_tokens: int | None = None
 
 
-class _ServerToolUse(msgspec.Struct):
+class _ServerToolUse(msgspec.Struct, gc=False):
     web_search_requests: int | None = None
     web_fetch_requests: int | None = None
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int | None = None
@@ -45,12 +72,12 @@ class _Usage(msgspec.Struct):
     service_tier: str | None = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     type: str = ""
     text: str | None = None
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     id: str = ""
     model: str = ""
     content: list[_Block] = msgspec.field(default_factory=list)
@@ -58,24 +85,24 @@ class _Message(msgspec.Struct):
     usage: _Usage = msgspec.field(default_factory=_Usage)
 
 
-class _ErrorObject(msgspec.Struct):
+class _ErrorObject(msgspec.Struct, gc=False):
     type: str = ""
     message: str = ""
 
 
-class _ErrorEnvelope(msgspec.Struct):
+class _ErrorEnvelope(msgspec.Struct, gc=False):
     type: str = ""
     message: str = ""
     error: _ErrorObject | None = None
 
 
-class _Result(msgspec.Struct):
+class _Result(msgspec.Struct, gc=False):
     type: str
     message: _Message | None = None
     error: _ErrorEnvelope | None = None
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, gc=False):
     custom_id: str
     result: _Result
 
@@ -129,70 +156,103 @@ class Totals:
 
 def fold_line(line: bytes, batch_id: str, totals: Totals) -> FoldedLine:
     """One raw line to its table row, counted into `totals`."""
+    rows: list[TableRow] = []
+    _fold_parsed([_decode_line(line, batch_id)], batch_id, totals, rows, [])
+    row = rows[0]
+    return FoldedLine(row.custom_id, row.result_type, msgspec.structs.asdict(row), row.result_type in FAILED_TYPES)
+
+
+@dataclass
+class FoldedLines:
+    """The rows of a block of lines, in order, and the failed ones among them (the same objects)."""
+
+    rows: list[TableRow]
+    failed: list[TableRow]
+
+
+def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
+    """Complete result lines (newline-separated; the last may lack its newline) to their rows, counted
+    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing."""
+    lines = block.count(b"\n") + (not block.endswith(b"\n"))
     try:
-        parsed = _decoder.decode(line)
+        parsed = _decoder.decode_lines(block)
+    except msgspec.DecodeError:
+        parsed = None
+    # decode_lines is laxer than one decode per line (it passes blank lines, and takes two objects
+    # on one line or one object over two): unless it found exactly one object per line, decode line
+    # by line, which skips blank lines and rejects the rest with the line's own error.
+    if parsed is None or len(parsed) != lines:
+        parsed = [_decode_line(line, batch_id) for line in block.split(b"\n") if line.strip()]
+    folded = FoldedLines([], [])
+    _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
+    return folded
+
+
+def _decode_line(line: bytes, batch_id: str) -> _Line:
+    try:
+        return _decoder.decode(line)
     except msgspec.DecodeError as exc:
         raise MalformedResultError(f"a result line of batch {batch_id} is not valid: {exc}") from None
-    result = parsed.result
-    kind = result.type
-    totals.counts[kind] = totals.counts.get(kind, 0) + 1
-    # Each row is one dict literal in TABLE_COLUMNS order: this runs once per result (100,000 per batch).
-    if kind == "succeeded" and result.message is not None:
-        row = _succeeded_row(parsed.custom_id, batch_id, result.message, totals)
-    else:
+
+
+def _fold_parsed(parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow],
+                 failed: list[TableRow]) -> None:
+    counts = totals.counts
+    usage_by_model = totals.usage_by_model
+    append = rows.append
+    for line in parsed:
+        result = line.result
+        kind = result.type
+        counts[kind] = counts.get(kind, 0) + 1
+        message = result.message
+        if kind == "succeeded" and message is not None:
+            usage = message.usage
+            cache_creation = usage.cache_creation
+            if cache_creation is not None:
+                write_5m = cache_creation.ephemeral_5m_input_tokens or 0
+                write_1h = cache_creation.ephemeral_1h_input_tokens or 0
+            else:
+                # No split reported: count every cache write at the 5-minute rate (an assumption).
+                write_5m = usage.cache_creation_input_tokens or 0
+                write_1h = 0
+            read = usage.cache_read_input_tokens or 0
+            content = message.content
+            if len(content) == 1:  # the usual reply: one text block, no join needed
+                block = content[0]
+                text = block.text if block.type == "text" and block.text is not None else ""
+            else:
+                text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
+            model = message.model
+            model_usage = usage_by_model.get(model)
+            if model_usage is None:
+                model_usage = usage_by_model[model] = Usage()
+            input_tokens = usage.input_tokens
+            output_tokens = usage.output_tokens
+            model_usage.requests += 1
+            model_usage.input_tokens += input_tokens
+            model_usage.output_tokens += output_tokens
+            model_usage.cache_write_5m_tokens += write_5m
+            model_usage.cache_write_1h_tokens += write_1h
+            model_usage.cache_read_tokens += read
+            if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
+                model_usage.long_prompt_input_tokens += input_tokens
+                model_usage.long_prompt_output_tokens += output_tokens
+            tools = usage.server_tool_use
+            append(TableRow(
+                line.custom_id, batch_id, "succeeded", text, message.stop_reason, model, message.id,
+                input_tokens, output_tokens, usage.cache_creation_input_tokens or 0, read, write_5m, write_1h,
+                (tools.web_search_requests or 0) if tools else 0, (tools.web_fetch_requests or 0) if tools else 0,
+                usage.service_tier))
+            continue
         error_type: str | None = None
-        message: str | None = None
+        error_message: str | None = None
         if kind == "errored":
-            error_type, message = _error_of(result.error)
+            error_type, error_message = _error_of(result.error)
             totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
-        row = {
-            "custom_id": parsed.custom_id, "batch_id": batch_id, "result_type": kind, "text": None,
-            "stop_reason": None, "model": None, "message_id": None, "input_tokens": None, "output_tokens": None,
-            "cache_creation_input_tokens": None, "cache_read_input_tokens": None, "cache_write_5m_tokens": None,
-            "cache_write_1h_tokens": None, "web_search_requests": None, "web_fetch_requests": None,
-            "service_tier": None, "error_type": error_type, "error_message": message,
-        }
-    return FoldedLine(parsed.custom_id, kind, row, kind in FAILED_TYPES)
-
-
-def _succeeded_row(custom_id: str, batch_id: str, message: _Message, totals: Totals) -> dict[str, Any]:
-    usage = message.usage
-    write_5m = write_1h = 0
-    if usage.cache_creation is not None:
-        write_5m = usage.cache_creation.ephemeral_5m_input_tokens or 0
-        write_1h = usage.cache_creation.ephemeral_1h_input_tokens or 0
-    else:
-        # No split reported: count every cache write at the 5-minute rate (an assumption).
-        write_5m = usage.cache_creation_input_tokens or 0
-    read = usage.cache_read_input_tokens or 0
-    tools = usage.server_tool_use
-    content = message.content
-    if len(content) == 1:  # the usual reply: one text block, no join needed
-        text = content[0].text if content[0].type == "text" and content[0].text is not None else ""
-    else:
-        text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
-    model_usage = totals.usage_by_model.get(message.model)
-    if model_usage is None:
-        model_usage = totals.usage_by_model[message.model] = Usage()
-    model_usage.requests += 1
-    model_usage.input_tokens += usage.input_tokens
-    model_usage.output_tokens += usage.output_tokens
-    model_usage.cache_write_5m_tokens += write_5m
-    model_usage.cache_write_1h_tokens += write_1h
-    model_usage.cache_read_tokens += read
-    if usage.input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
-        model_usage.long_prompt_input_tokens += usage.input_tokens
-        model_usage.long_prompt_output_tokens += usage.output_tokens
-    return {
-        "custom_id": custom_id, "batch_id": batch_id, "result_type": "succeeded", "text": text,
-        "stop_reason": message.stop_reason, "model": message.model, "message_id": message.id,
-        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0, "cache_read_input_tokens": read,
-        "cache_write_5m_tokens": write_5m, "cache_write_1h_tokens": write_1h,
-        "web_search_requests": (tools.web_search_requests or 0) if tools else 0,
-        "web_fetch_requests": (tools.web_fetch_requests or 0) if tools else 0,
-        "service_tier": usage.service_tier, "error_type": None, "error_message": None,
-    }
+        row = TableRow(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
+        append(row)
+        if kind in FAILED_TYPES:
+            failed.append(row)
 
 
 def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
@@ -204,10 +264,10 @@ def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
     return envelope.type or "unknown", envelope.message
 
 
-def encode_row(row: dict[str, Any]) -> bytes:
+def encode_row(row: dict[str, Any] | TableRow) -> bytes:
     return _encoder.encode(row) + b"\n"
 
 
-def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+def encode_rows(rows: list[dict[str, Any]] | list[TableRow]) -> bytes:
     """Many rows as JSONL in one call: the same bytes as `encode_row` of each, joined."""
     return _encoder.encode_lines(rows)

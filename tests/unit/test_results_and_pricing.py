@@ -20,6 +20,7 @@ from airflow_provider_claude_batch.batch.results import (
     encode_row,
     encode_rows,
     fold_line,
+    fold_lines,
 )
 
 
@@ -100,6 +101,56 @@ def test_every_row_has_the_table_columns_in_order_and_encodes_the_same_one_by_on
 def test_a_line_that_is_not_the_api_shape_stops_landing() -> None:
     with pytest.raises(MalformedResultError, match="msgbatch_9"):
         fold_line(b'{"custom_id": "x"}', "msgbatch_9", Totals())
+
+
+ERRORED = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x \u00e9 \"y\""}}}
+ONE_BLOCK = {"type": "succeeded", "message": {
+    "id": "msg_2", "model": "claude-haiku-4-5", "content": [{"type": "text", "text": "multi\nline \u2603 \\ \"q\""}],
+    "stop_reason": "max_tokens", "usage": {"input_tokens": 120_000, "output_tokens": 3}}}
+MIXED = [
+    _line(SUCCEEDED, "s1"), _line(ERRORED, "e1"), _line({"type": "expired"}, "x1"), _line({"type": "canceled"}, "c1"),
+    _line(ONE_BLOCK, "s2"), _line({"type": "succeeded"}, "s3"), _line({"type": "some_future_type"}, "f1"),
+    _line({"type": "errored", "error": {"type": "invalid_request_error", "message": "bad"}}, "e2"),
+]
+
+
+def _one_by_one(lines: list[bytes]) -> tuple[list[bytes], list[bytes], Totals]:
+    """What landing wrote before blocks: one decode per line, dict rows, each encoded alone."""
+    totals = Totals()
+    folded = [fold_line(line, "b", totals) for line in lines if line.strip()]
+    return ([encode_row(f.row) for f in folded], [encode_row(f.row) for f in folded if f.failed], totals)
+
+
+def test_a_block_of_lines_folds_to_the_same_bytes_and_totals_as_one_line_at_a_time() -> None:
+    rows, failed, expected = _one_by_one(MIXED)
+    totals = Totals()
+    folded = fold_lines(b"\n".join(MIXED) + b"\n", "b", totals)
+    assert encode_rows(folded.rows) == b"".join(rows)
+    assert encode_rows(folded.failed) == b"".join(failed)
+    assert [row.result_type for row in folded.failed] == ["errored", "expired", "canceled", "errored"]
+    assert totals == expected
+    assert totals.usage_by_model["claude-haiku-4-5"].long_prompt_input_tokens == 120_000
+
+
+def test_blank_lines_crlf_and_a_last_line_without_newline_fold_like_before() -> None:
+    block = b"\n" + MIXED[0] + b"\r\n  \n" + MIXED[1] + b"\n\n" + MIXED[2]
+    rows, failed, expected = _one_by_one(block.split(b"\n"))
+    totals = Totals()
+    folded = fold_lines(block, "b", totals)
+    assert encode_rows(folded.rows) == b"".join(rows) and len(folded.rows) == 3
+    assert encode_rows(folded.failed) == b"".join(failed)
+    assert totals == expected
+
+
+@pytest.mark.parametrize("block", [
+    MIXED[0] + b" " + MIXED[1] + b"\n",  # two results on one line
+    MIXED[0].replace(b", ", b",\n", 1) + b"\n",  # one result over two lines
+    MIXED[0] + b"\n" + b'{"custom_id": "x"}\n',  # not the API's shape
+    MIXED[0] + b"\n" + MIXED[1][:-5] + b"\n",  # cut short
+])
+def test_a_block_with_a_line_that_is_not_one_result_stops_landing(block: bytes) -> None:
+    with pytest.raises(MalformedResultError, match="a result line of batch msgbatch_9 is not valid"):
+        fold_lines(block, "msgbatch_9", Totals())
 
 
 def test_batch_cost_is_half_the_standard_cost_with_cache_multipliers() -> None:
