@@ -4,13 +4,25 @@ Requests are encoded straight into one growing buffer laid out as the create bod
 (`{"custom_id":..,"params":..},{...}`), so a batch's body is a contiguous slice of it: splitting
 and sending copy nothing. Every problem is collected with its line number, and the caller raises
 one error that names the first offenders before anything is sent.
+
+A JSONL input takes a road with less Python per line (`_Preparer.add_jsonl`): it is read in
+blocks, the common good request is recognised by a few exact-type checks and encoded straight
+into the buffer, and the buffer is hashed on a second thread while the lines that follow are
+checked (100k requests, 114 MB, on a loaded 2-core machine: about 2.5 s of CPU before, about
+1.8 s). The bytes and the fingerprint are those of the reference road, which still decides and
+names every problem. Most of what is left is msgspec decoding each line and encoding it again,
+which keeping the fingerprint requires (a line is sent as msgspec encodes it, not as written).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import string
+import threading
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +32,16 @@ import msgspec
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_CUSTOM_ID_CHARS = string.ascii_letters + string.digits + "_-"  # `not s.strip(these)`: 3x faster than the pattern
 BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
 SHOWN_PROBLEMS = 10
 _ROLES = ("user", "assistant")
 _REJECTED_IN_BATCHES = {"stream": "streaming is not supported in batches",
                         "speed": "fast mode is not supported in batches"}
+_HASH_BLOCK_BYTES = 1 << 20  # the buffer is hashed in pieces this big (each a copy) as it grows
+_READ_BYTES = 1 << 20  # a JSONL file is read in blocks this big
+_BACKGROUND_HASH_BYTES = 1 << 16  # below this, a thread costs more than the hashing it would overlap
 
 ParamsBuilder = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -138,6 +154,7 @@ class BatchPlan:
 
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDefaults = RequestDefaults(),
@@ -145,35 +162,174 @@ def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDef
     """Validate and serialize `(line number, request)` pairs.
 
     Returns the prepared requests, the first problems found, and how many requests were bad in all.
-    An entry may already be a `Problem` (e.g. a line that was not JSON).
+    An entry may already be a `Problem` (e.g. a line that was not JSON). Entries from `iter_jsonl`
+    take the JSONL road (`_Preparer.add_jsonl`): the same problems, the same bytes, the same fingerprint.
     """
-    prepared = PreparedRequests()
-    problems: list[Problem] = []
-    bad = 0
-    seen: dict[str, int] = {}
-    item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
-    for line, entry in entries:
+    preparer = _Preparer(defaults, max_body_bytes)
+    if isinstance(entries, JsonlEntries):
+        preparer.add_jsonl(entries.line_groups())
+    else:
+        for line, entry in entries:
+            preparer.add(line, entry)
+    return preparer.prepared, preparer.problems, preparer.bad
+
+
+class _Preparer:
+    """One `prepare_requests` call: what is kept, what was wrong, and where each custom_id was first seen."""
+
+    def __init__(self, defaults: RequestDefaults, max_body_bytes: int) -> None:
+        self.defaults = defaults
+        self.prepared = PreparedRequests()
+        self.problems: list[Problem] = []
+        self.bad = 0
+        self.seen: dict[str, int] = {}
+        self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
+
+    def add(self, line: int, entry: object) -> None:
+        """One request on the reference road: `_check_request`, naming each problem."""
         problem = entry if isinstance(entry, Problem) else None
         item = b""
         custom_id = None
         if problem is None:
-            custom_id, item, reason = _check_request(entry, defaults)
-            if reason is None and custom_id is not None and custom_id in seen:
-                reason = f"duplicate custom_id (first seen on line {seen[custom_id]})"
-            if reason is None and len(item) > item_limit:
-                reason = f"request is {len(item)} bytes, over the {item_limit}-byte batch body limit"
+            custom_id, item, reason = _check_request(entry, self.defaults)
+            if reason is None and custom_id is not None and custom_id in self.seen:
+                reason = f"duplicate custom_id (first seen on line {self.seen[custom_id]})"
+            if reason is None and len(item) > self.item_limit:
+                reason = f"request is {len(item)} bytes, over the {self.item_limit}-byte batch body limit"
             if reason is not None:
                 problem = Problem(line, custom_id, reason)
         if problem is not None:
-            bad += 1
-            if len(problems) < SHOWN_PROBLEMS:
-                problems.append(problem)
-            continue
+            self.bad += 1
+            if len(self.problems) < SHOWN_PROBLEMS:
+                self.problems.append(problem)
+            return
         assert custom_id is not None
-        seen[custom_id] = line
-        if not bad:  # once the input is known to be bad, stop building what will never be sent
-            prepared._append(custom_id, item)
-    return prepared, problems, bad
+        self.seen[custom_id] = line
+        if not self.bad:  # once the input is known to be bad, stop building what will never be sent
+            self.prepared._append(custom_id, item)
+
+    def add_jsonl(self, line_groups: Iterable[Iterable[bytes]]) -> None:
+        """JSONL lines, numbered from 1: the reference road's result, with its per-request Python cut down.
+
+        Each line is decoded and its request encoded exactly as the reference road does (msgspec's
+        generic decoder, then `{"custom_id":..,"params":..}` with the defaults added after the
+        request's own keys), so the bytes, and hence the fingerprint that recognises a resubmission,
+        do not change. What changes: the common good request is recognised by a few exact-type
+        checks (stricter than `_check_request`, never looser), is encoded straight into the buffer,
+        and the buffer is hashed on a second thread as it grows. Anything those checks do not accept
+        goes to `add`, which decides and names the problem.
+        """
+        prepared = self.prepared
+        buffer, starts, ends, custom_ids = prepared.buffer, prepared.starts, prepared.ends, prepared.custom_ids
+        seen, item_limit, roles, id_chars = self.seen, self.item_limit, _ROLES, _CUSTOM_ID_CHARS
+        decode, encode = _decoder.decode, _encoder.encode
+        fills = [(name, value) for name in ("model", "max_tokens", "system")
+                 if (value := getattr(self.defaults, name)) is not None]
+        hasher = _BackgroundSha256()
+        number = 0
+        custom_id: Any  # JSON, until the checks below say what it is
+        params: Any
+        messages: Any
+        try:
+            for lines in line_groups:
+                for line in lines:
+                    number += 1
+                    try:
+                        entry = decode(line)
+                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 is the latter
+                        if line.strip():  # a blank line is no request
+                            self.add(number, Problem(number, None, f"not valid JSON: {exc}"))
+                        continue
+                    custom_id = entry.get("custom_id") if type(entry) is dict else None
+                    params = entry.get("params") if type(custom_id) is str else None
+                    if type(params) is not dict or len(entry) != 2 or not 0 < len(custom_id) <= 64 \
+                            or custom_id.strip(id_chars) or "speed" in params \
+                            or params.get("stream", False) is not False:
+                        self.add(number, entry)
+                        continue
+                    for name, value in fills:  # in place, in RequestDefaults.apply's order
+                        if name not in params:
+                            params[name] = value
+                    model, max_tokens, messages = params.get("model"), params.get("max_tokens"), params.get("messages")
+                    good = (type(model) is str and model and type(max_tokens) is int and max_tokens >= 1
+                            and type(messages) is list and messages)
+                    if good:
+                        for message in messages:
+                            if type(message) is not dict or message.get("role") not in roles:
+                                good = False
+                                break
+                            content = message.get("content")
+                            if not content or (type(content) is not str and type(content) is not list):
+                                good = False
+                                break
+                    if not good or self.bad or custom_id in seen:
+                        self.add(number, entry)
+                        continue
+                    try:
+                        # Not encode_into: growing a large bytearray that way made peak memory 1.5x the body
+                        item = encode({"custom_id": custom_id, "params": params})
+                    except (TypeError, msgspec.EncodeError):  # e.g. a default that is not JSON
+                        good = False
+                    if not good or len(item) > item_limit:
+                        self.add(number, entry)
+                        continue
+                    seen[custom_id] = number
+                    if custom_ids:
+                        buffer += b","
+                    starts.append(len(buffer))
+                    buffer += item
+                    ends.append(len(buffer))
+                    custom_ids.append(custom_id)
+                    if len(buffer) - hasher.length >= _HASH_BLOCK_BYTES and not self.bad:
+                        hasher.update(buffer[hasher.length :])  # a copy: the buffer goes on growing
+        finally:
+            hasher.close()
+        if not self.bad:
+            hasher.update(buffer[hasher.length :])
+            prepared._fingerprint = hasher.hexdigest()
+
+
+class _BackgroundSha256:
+    """sha256 fed piece by piece on a second thread (hashlib releases the GIL), so hashing the
+    buffer overlaps the checking and encoding of the lines that follow instead of adding its time
+    after (about 0.4 s per 100 MB on a CPU without SHA instructions). One piece in flight at a time,
+    in order: the digest is that of one sha256 over the whole buffer."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.length = 0
+
+    def update(self, data: bytes | bytearray) -> None:
+        self._wait()
+        self.length += len(data)
+        if len(data) < _BACKGROUND_HASH_BYTES:
+            self._hash.update(data)
+            return
+        self._thread = threading.Thread(target=self._run, args=(data,), name="fingerprint", daemon=True)
+        self._thread.start()
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the piece in flight, so no thread outlives the call that started it."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, data: bytes | bytearray) -> None:
+        try:
+            self._hash.update(data)
+        except BaseException as exc:  # re-raised in the caller's thread by _wait
+            self._error = exc
+
+    def _wait(self) -> None:
+        self.close()
+        if self._error is not None:
+            raise self._error
 
 
 def _check_request(entry: object, defaults: RequestDefaults) -> tuple[str | None, bytes, str | None]:
@@ -230,32 +386,81 @@ def check_params(params: Mapping[str, Any]) -> str | None:
 
 def plan_batches(prepared: PreparedRequests, *, max_requests: int = API_MAX_REQUESTS,
                  max_body_bytes: int = API_MAX_BODY_BYTES) -> list[BatchPlan]:
-    """Split into as few batches as the count and size limits allow, keeping the input order."""
+    """Split into as few batches as the count and size limits allow, keeping the input order.
+
+    Each batch takes as many requests as fit (a bisection over the item end offsets), and always at
+    least one, so a request too large for any batch still lands alone in its own.
+    """
     if not 1 <= max_requests <= API_MAX_REQUESTS:
         raise ValueError(f"max_requests_per_batch must be between 1 and {API_MAX_REQUESTS}")
     plans: list[BatchPlan] = []
     first = 0
     total = len(prepared)
+    items_room = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
     while first < total:
-        stop = first + 1
-        while (stop < total and stop - first < max_requests
-               and prepared.body_size(first, stop + 1) <= max_body_bytes):
-            stop += 1
+        fitting = bisect_right(prepared.ends, prepared.starts[first] + items_room, first)
+        stop = max(first + 1, min(fitting, first + max_requests))
         plans.append(BatchPlan(len(plans), first, stop, prepared.body_size(first, stop)))
         first = stop
     return plans
 
 
-def iter_jsonl(lines: Iterable[bytes]) -> Iterator[tuple[int, object]]:
-    """Number and decode JSONL lines; blank lines are skipped, a bad line becomes a Problem."""
-    decoder = msgspec.json.Decoder()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            yield number, Problem(number, None, f"not valid JSON: {exc}")
+class JsonlEntries:
+    """A JSONL input: a binary file (read in blocks), the file's bytes in blocks split anywhere, or
+    its lines. Iterated: the numbered decoded lines, blank ones skipped, a bad one a Problem. Given to
+    `prepare_requests`: the same requests, checked with less Python per line."""
+
+    def __init__(self, source: Iterable[bytes], *, blocks: bool) -> None:
+        self.source = source
+        self.blocks = blocks
+
+    def line_groups(self) -> Iterable[Iterable[bytes]]:
+        """The lines, in groups (one block's lines at a time, or all the given lines as one group)."""
+        if not self.blocks:
+            return (self.source,)
+        read = getattr(self.source, "read", None)
+        blocks = iter(functools.partial(read, _READ_BYTES), b"") if callable(read) else self.source
+        return _block_lines(blocks)
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        number = 0
+        for lines in self.line_groups():
+            for line in lines:
+                number += 1
+                if line.strip():
+                    yield number, _decode_line(number, line)
+
+
+def iter_jsonl(source: Iterable[bytes]) -> JsonlEntries:
+    """Number and decode JSONL lines (a binary file's, or the given lines); blank lines are skipped, a
+    bad line becomes a Problem."""
+    return JsonlEntries(source, blocks=callable(getattr(source, "read", None)))
+
+
+def iter_jsonl_blocks(blocks: Iterable[bytes]) -> JsonlEntries:
+    """Like `iter_jsonl`, for a file's bytes given in blocks split anywhere (not at line ends)."""
+    return JsonlEntries(blocks, blocks=True)
+
+
+def _block_lines(blocks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Each block's complete lines (without their newlines, as `split` gives them); the last line
+    may end without one."""
+    rest = b""
+    for block in blocks:
+        lines = block.split(b"\n")
+        if rest:
+            lines[0] = rest + lines[0]
+        rest = lines.pop()
+        yield lines
+    if rest:
+        yield [rest]
+
+
+def _decode_line(number: int, line: bytes) -> object:
+    try:
+        return _decoder.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a string is a UnicodeDecodeError
+        return Problem(number, None, f"not valid JSON: {exc}")
 
 
 def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: str,

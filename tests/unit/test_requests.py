@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import random
 
 import pytest
 
+from airflow_provider_claude_batch.batch import requests as requests_module
 from airflow_provider_claude_batch.batch.requests import (
+    BatchPlan,
+    PreparedRequests,
     Problem,
     RequestDefaults,
     iter_jsonl,
+    iter_jsonl_blocks,
     plan_batches,
     prepare_requests,
     rows_to_requests,
@@ -145,3 +152,263 @@ def test_rows_become_requests_through_a_template() -> None:
                                                         "messages": [{"role": "user", "content": "Rate great in {json}"}]}})
     assert isinstance(out[1][1], Problem) and "'id' is missing" in out[1][1].reason
     assert isinstance(out[2][1], Problem) and "KeyError('text')" in out[2][1].reason
+
+
+# ---- the JSONL road: the same checks with less Python per line, the same bytes and fingerprint ----
+
+def _jsonl(requests: list[object]) -> list[bytes]:
+    return [json.dumps(r).encode() + b"\n" for r in requests]
+
+
+Prepared = tuple[PreparedRequests, list[Problem], int]
+
+
+def _both_roads(lines: list[bytes], defaults: RequestDefaults | None = None,
+                **limits: int) -> tuple[Prepared, Prepared]:
+    """The JSONL road and the reference road (the same lines decoded first, then given as entries)."""
+    defaults = defaults or RequestDefaults()
+    return (prepare_requests(iter_jsonl(lines), defaults, **limits),
+            prepare_requests(list(iter_jsonl(lines)), defaults, **limits))
+
+
+def _same(fast: PreparedRequests, reference: PreparedRequests) -> None:
+    assert fast.buffer == reference.buffer
+    assert fast.fingerprint == reference.fingerprint == hashlib.sha256(reference.buffer).hexdigest()
+    assert (list(fast.starts), list(fast.ends), fast.custom_ids) == \
+           (list(reference.starts), list(reference.ends), reference.custom_ids)
+
+
+GOLDEN_LINES = [
+    b'{"custom_id": "spaced", "params": {"model": "claude-sonnet-5-5", "max_tokens": 64, '
+    b'"messages": [{"role": "user", "content": "caf\\u00e9 \\/ \\"q\\" \\t \\u0001 \\ud83d\\ude00"}]}}\n',
+    '{"custom_id":"raw-utf8","params":{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"日本 é"}]}}\n'
+    .encode(),
+    b'  {"params": {"messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}], '
+    b'"max_tokens": 5, "model": "m"}, "custom_id": "params-first"} \r\n',
+    b'\n',
+    b'{"custom_id":"numbers","params":{"model":"m","max_tokens":7,"temperature":0.7,"top_p":1E2,"x":1e-05,'
+    b'"big":12345678901234567890,"neg":-0,"f":-0.0,"messages":[{"role":"user","content":"n"}]}}\n',
+    b'{"custom_id":"dup-keys","params":{"model":"a","max_tokens":3,"model":"b","messages":[{"role":"user",'
+    b'"content":"d","content":"e"}]}}\n',
+    b'{"custom_id":"defaults","params":{"messages":[{"role":"user","content":"fill me"}]}}\n',
+    b'{"custom_id":"stream-false","params":{"model":"m","max_tokens":2,"stream":false,"system":null,'
+    b'"tools":[{"name":"t","input_schema":{"type":"object","properties":{"a":{"type":"string"}}}}],'
+    b'"messages":[{"role":"user","content":"s"}]}}',
+]
+GOLDEN_DEFAULTS = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system=[{"type": "text", "text": "sys"}])
+# What the code before the JSONL road computed for GOLDEN_LINES: a ledger written then must still
+# recognise the same input, or a retried task would submit (and pay for) it again.
+GOLDEN_FINGERPRINT = "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3"
+
+
+def test_a_retry_after_an_upgrade_still_recognises_the_same_input() -> None:
+    """Spacing, key order, escapes, unicode, floats, big ints, duplicate keys and defaults are all
+    encoded as before, so the fingerprint (and the body sent) is unchanged."""
+    (fast, problems, bad), (reference, _, _) = _both_roads(GOLDEN_LINES, GOLDEN_DEFAULTS)
+    assert bad == 0 and not problems
+    _same(fast, reference)
+    assert fast.fingerprint == GOLDEN_FINGERPRINT
+    assert fast.custom_ids == ["spaced", "raw-utf8", "params-first", "numbers", "dup-keys", "defaults", "stream-false"]
+    sent = json.loads(fast.body(0, len(fast)))["requests"]
+    assert sent[0]["params"]["messages"][0]["content"] == "caf\u00e9 / \"q\" \t \x01 \U0001f600"
+    assert sent[2] == {"custom_id": "params-first", "params": {
+        "messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}], "max_tokens": 5, "model": "m",
+        "system": [{"type": "text", "text": "sys"}]}}
+    assert sent[4]["params"]["model"] == "b" and sent[4]["params"]["messages"][0]["content"] == "e"
+
+
+def test_a_jsonl_file_finds_the_same_problems_as_the_same_requests_given_as_dicts() -> None:
+    bad: list[object] = [
+        {"custom_id": "a b", "params": message_params()}, {"custom_id": "x" * 65, "params": message_params()},
+        {"custom_id": "a\n", "params": message_params()}, {"custom_id": 5, "params": message_params()},
+        {"custom_id": "", "params": message_params()}, {"custom_id": "caf\u00e9", "params": message_params()},
+        {"params": message_params()}, {"custom_id": "p1"}, {"custom_id": "p2", "params": [1]},
+        {"custom_id": "p3", "params": message_params(), "extra": 1},
+        {"custom_id": "p4", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}},
+        {"custom_id": "p5", "params": message_params(max_tokens=True)},
+        {"custom_id": "p6", "params": message_params(max_tokens=5.0)},
+        {"custom_id": "p7", "params": message_params(max_tokens=0)},
+        {"custom_id": "p8", "params": message_params(messages=[])},
+        {"custom_id": "p9", "params": message_params(messages=[{"role": "system", "content": "x"}])},
+        {"custom_id": "p10", "params": message_params(messages=[{"role": "user", "content": ""}])},
+        {"custom_id": "p11", "params": message_params(messages=[{"role": "user", "content": []}])},
+        {"custom_id": "p12", "params": message_params(stream=True)},
+        {"custom_id": "p13", "params": message_params(stream=0)},
+        {"custom_id": "p14", "params": message_params(speed="fast")},
+        {"custom_id": "p15", "params": message_params(model=None)},
+        {"custom_id": "p16", "params": message_params(messages=[{"role": "user", "content": {"text": "x"}}])},
+        {"custom_id": "p17", "params": message_params(messages=["hi"])},
+        {"custom_id": "p18", "params": message_params(messages={"role": "user", "content": "x"})},
+        {"custom_id": "req-1", "params": message_params()},  # a duplicate
+        "text", [1], None,
+    ]
+    good = [*make_requests(3), {"custom_id": "s", "params": message_params(stream=False)}]
+    lines = [*_jsonl(good), b"\n", b"{oops\n", *_jsonl(bad), b"   \r\n"]
+
+    (_, fast_problems, fast_bad), (_, problems, bad_count) = _both_roads(lines)
+
+    assert fast_bad == bad_count == len(bad) + 1
+    assert fast_problems == problems
+    assert [p.line for p in problems] == list(range(6, 16))
+    for kept in range(0, len(bad), 10):  # the ones past SHOWN_PROBLEMS are counted, not kept: check them too
+        assert prepare_requests(iter_jsonl(_jsonl(bad[kept:])))[1] == prepare_requests(_numbered(bad[kept:]))[1]
+
+
+def test_a_bad_line_in_the_middle_is_named_by_its_line_number_and_nothing_is_prepared() -> None:
+    lines = _jsonl(make_requests(1000))
+    lines[499] = b'{"custom_id": "req-499", "params": {"model": "m", "max_tokens": "64", "messages": []}}\n'
+    prepared, problems, bad = prepare_requests(iter_jsonl(lines))
+    assert bad == 1
+    assert [str(p) for p in problems] == ["line 500 (custom_id 'req-499'): params.max_tokens is missing or not "
+                                          "an integer (set it per request or with max_tokens=)"]
+    assert len(prepared) == 499  # what was built before the bad line, which the caller never sends
+
+
+def test_duplicate_custom_ids_name_the_line_that_had_it_first() -> None:
+    lines = _jsonl([*make_requests(5), make_requests(3)[2], *make_requests(2, "other"), make_requests(1)[0]])
+    (_, problems, bad), (_, reference_problems, _) = _both_roads(lines)
+    assert bad == 2 and problems == reference_problems
+    assert [str(p) for p in problems] == ["line 6 (custom_id 'req-2'): duplicate custom_id (first seen on line 3)",
+                                          "line 9 (custom_id 'req-0'): duplicate custom_id (first seen on line 1)"]
+
+
+def test_a_line_that_is_not_utf_8_is_a_problem_not_a_crash() -> None:
+    lines = [*_jsonl(make_requests(2)), b'{"custom_id": "x", "params": {"messages": "\xff"}}\n']
+    _, problems, bad = prepare_requests(iter_jsonl(lines))
+    assert bad == 1 and problems[0].line == 3 and "not valid JSON" in problems[0].reason
+    assert list(iter_jsonl(lines))[2] == (3, problems[0])
+
+
+def test_defaults_fill_jsonl_requests_after_their_own_keys() -> None:
+    requests = [{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+                {"custom_id": "b", "params": message_params(model="claude-opus-5-5", max_tokens=7)},
+                {"custom_id": "c", "params": {"messages": [{"role": "user", "content": "y"}], "system": None}}]
+    defaults = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system=[{"type": "text", "text": "s"}])
+    (fast, _, bad), _ = _both_roads(_jsonl(requests), defaults)
+    as_dicts, _, _ = prepare_requests(_numbered(requests), defaults)
+    assert bad == 0
+    _same(fast, as_dicts)
+    assert list(json.loads(fast.body(0, 1))["requests"][0]["params"]) == ["messages", "model", "max_tokens", "system"]
+
+
+@pytest.mark.parametrize("defaults", [RequestDefaults(model=""), RequestDefaults(max_tokens=0),
+                                      RequestDefaults(system=[{"when": object()}])])
+def test_a_default_that_is_itself_bad_is_named_as_the_dicts_would_be(defaults: RequestDefaults) -> None:
+    lines = _jsonl([{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+                    *make_requests(2)])
+    (fast, problems, bad), (reference, reference_problems, reference_bad) = _both_roads(lines, defaults)
+    assert (problems, bad) == (reference_problems, reference_bad) and bad >= 1
+    assert problems[0].line == 1
+    assert fast.buffer == reference.buffer
+
+
+def test_random_inputs_take_either_road_to_the_same_result() -> None:
+    rng = random.Random(20261122)
+    pieces = ["x", "caf\u00e9", "\u65e5\u672c", "\n", '"', "\\", "\u0001", "\U0001f600", " "]
+    variants = [lambda p: p, lambda p: {**p, "temperature": rng.choice([0, 0.5, 1e-7, 2])},
+                lambda p: {k: p[k] for k in reversed(list(p))},
+                lambda p: {**p, "messages": [{"role": "user", "content": [{"type": "text", "text": "t"}]}]},
+                lambda p: {**p, "max_tokens": rng.choice([0, -1, True, 1.5, "8", None, 2**70])},
+                lambda p: {**p, "stream": rng.choice([False, True, None])},
+                lambda p: {k: v for k, v in p.items() if k != rng.choice(["model", "max_tokens", "messages"])}]
+    for _ in range(20):
+        requests: list[object] = []
+        for i in range(rng.randint(1, 60)):
+            text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+            params = rng.choice(variants)(message_params(text))
+            custom_id = rng.choice([f"r-{i}", f"r-{i}", f"r-{i}", f"r-{rng.randint(0, i)}", f"r {i}"])
+            requests.append({"custom_id": custom_id, "params": params})
+        dumps = rng.choice([json.dumps, lambda r: json.dumps(r, ensure_ascii=False, separators=(",", ":"))])
+        lines = [dumps(r).encode() + rng.choice([b"\n", b"\r\n", b" \n"]) for r in requests]
+        defaults = rng.choice([RequestDefaults(), RequestDefaults(model="m", max_tokens=3, system="s")])
+        (fast, problems, bad), (reference, reference_problems, reference_bad) = _both_roads(lines, defaults)
+        assert (problems, bad) == (reference_problems, reference_bad)
+        if not bad:
+            _same(fast, reference)
+
+
+def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(requests_module, "_HASH_BLOCK_BYTES", 500)
+    monkeypatch.setattr(requests_module, "_BACKGROUND_HASH_BYTES", 1)
+    prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(make_requests(200))))
+    assert prepared._fingerprint is not None  # hashed on the way, not when asked
+    assert prepared.fingerprint == hashlib.sha256(prepared.buffer).hexdigest()
+
+
+def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"".join([*_jsonl(make_requests(30)), b"\n", b'  {"custom_id": "w", "params": ' +
+                     json.dumps(message_params("\u00e9\u65e5")).encode() + b"} \r\n",
+                     *_jsonl(make_requests(3, "tail"))])[:-1]
+    monkeypatch.setattr(requests_module, "_READ_BYTES", 7)
+    by_lines, _, _ = prepare_requests(iter_jsonl(data.splitlines(keepends=True)))
+    without_newlines, _, _ = prepare_requests(iter_jsonl(data.splitlines()))
+    as_file, _, _ = prepare_requests(iter_jsonl(io.BytesIO(data)))
+    in_blocks, _, _ = prepare_requests(iter_jsonl_blocks(data[i:i + 100] for i in range(0, len(data), 100)))
+    as_dicts, _, _ = prepare_requests(list(iter_jsonl(io.BytesIO(data))))
+    for prepared in (without_newlines, as_file, in_blocks, as_dicts):
+        _same(prepared, by_lines)
+    assert len(by_lines) == 34 and by_lines.custom_ids[-1] == "tail-2"
+    assert json.loads(by_lines.body(0, len(by_lines)))["requests"][30]["custom_id"] == "w"
+    assert list(iter_jsonl(io.BytesIO(data))) == list(iter_jsonl(data.splitlines(keepends=True)))
+    assert [n for n, _ in iter_jsonl(io.BytesIO(data))] == [*range(1, 31), *range(32, 36)]
+
+
+def test_a_bad_line_in_a_block_boundary_is_still_named_by_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _jsonl(make_requests(50))
+    lines[37] = b'{"custom_id": "req-37", "params": ' + json.dumps(message_params()).encode() + b"\n"
+    monkeypatch.setattr(requests_module, "_READ_BYTES", 64)
+    _, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
+    assert bad == 1 and problems[0].line == 38 and "not valid JSON" in problems[0].reason
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7, 100_000])
+def test_jsonl_splits_at_the_count_limit_like_the_dicts(limit: int) -> None:
+    requests = make_requests(25)
+    (fast, _, _), (reference, _, _) = _both_roads(_jsonl(requests))
+    plans = plan_batches(fast, max_requests=limit)
+    assert plans == plan_batches(reference, max_requests=limit)
+    assert [p.request_count for p in plans] == [min(limit, 25 - first) for first in range(0, 25, limit)]
+
+
+def test_jsonl_splits_at_the_size_limit_to_the_byte() -> None:
+    requests = make_requests(40)
+    (fast, _, _), (reference, _, _) = _both_roads(_jsonl(requests))
+    exactly_three = fast.body_size(0, 3)
+    for max_body_bytes in (exactly_three - 1, exactly_three, exactly_three + 1):
+        plans = plan_batches(fast, max_body_bytes=max_body_bytes)
+        assert plans == plan_batches(reference, max_body_bytes=max_body_bytes) == _plans_one_by_one(
+            fast, 100_000, max_body_bytes)
+        assert all(p.body_bytes <= max_body_bytes for p in plans)
+        assert plans[0].request_count == (3 if max_body_bytes >= exactly_three else 2)
+        assert sum(p.request_count for p in plans) == 40
+
+
+def test_a_request_over_the_size_limit_is_a_problem_on_the_jsonl_road_too() -> None:
+    lines = _jsonl([*make_requests(2), {"custom_id": "big", "params": message_params("x" * 500)}])
+    (fast, problems, bad), (_, reference_problems, _) = _both_roads(lines, max_body_bytes=400)
+    assert bad == 1 and problems == reference_problems and problems[0].line == 3
+    assert "over the 385-byte batch body limit" in problems[0].reason
+    assert fast.custom_ids == ["req-0", "req-1"]
+
+
+def _plans_one_by_one(prepared: PreparedRequests, max_requests: int, max_body_bytes: int) -> list[BatchPlan]:
+    """The split as first written (one request at a time), to hold the bisection to."""
+    plans: list[BatchPlan] = []
+    first = 0
+    while first < len(prepared):
+        stop = first + 1
+        while (stop < len(prepared) and stop - first < max_requests
+               and prepared.body_size(first, stop + 1) <= max_body_bytes):
+            stop += 1
+        plans.append(BatchPlan(len(plans), first, stop, prepared.body_size(first, stop)))
+        first = stop
+    return plans
+
+
+def test_the_bisected_split_matches_the_one_by_one_split_on_uneven_sizes() -> None:
+    rng = random.Random(7)
+    requests = [{"custom_id": f"r-{i}", "params": message_params("x" * rng.randint(0, 300))} for i in range(300)]
+    prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(requests)))
+    for max_requests, max_body_bytes in [(100_000, 2_000), (7, 5_000), (13, 1_000), (1, 10_000), (100_000, 10**8)]:
+        assert plan_batches(prepared, max_requests=max_requests, max_body_bytes=max_body_bytes) == \
+               _plans_one_by_one(prepared, max_requests, max_body_bytes)
