@@ -8,20 +8,18 @@ what error messages name.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.batch.requests import (
     ParamsBuilder,
     iter_jsonl_blocks,
+    read_blocks,
     rows_to_requests,
     template_params_builder,
 )
 from airflow_provider_claude_batch.exceptions import BatchInputError
 from airflow_provider_claude_batch.storage import as_path
-
-READ_BYTES = 1 << 20
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,7 +34,7 @@ def jsonl_blocks(path: ObjectStoragePath) -> Iterator[bytes]:
     """The file's bytes in 1 MB blocks, which `iter_jsonl_blocks` splits into lines."""
     try:
         with path.open("rb") as handle:
-            yield from iter(functools.partial(handle.read, READ_BYTES), b"")
+            yield from read_blocks(handle)
     except FileNotFoundError:
         raise BatchInputError(f"Input file {path} does not exist; nothing was submitted.") from None
 

@@ -40,7 +40,7 @@ _ROLES = ("user", "assistant")
 _REJECTED_IN_BATCHES = {"stream": "streaming is not supported in batches",
                         "speed": "fast mode is not supported in batches"}
 _HASH_BLOCK_BYTES = 1 << 20  # the buffer is hashed in pieces this big (each a copy) as it grows
-_READ_BYTES = 1 << 20  # a JSONL file is read in blocks this big
+READ_BYTES = 1 << 20  # a JSONL file is read in blocks this big
 _BACKGROUND_HASH_BYTES = 1 << 16  # below this, a thread costs more than the hashing it would overlap
 
 ParamsBuilder = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -419,7 +419,7 @@ class JsonlEntries:
         if not self.blocks:
             return (self.source,)
         read = getattr(self.source, "read", None)
-        blocks = iter(functools.partial(read, _READ_BYTES), b"") if callable(read) else self.source
+        blocks = read_blocks(self.source) if callable(read) else self.source
         return _block_lines(blocks)
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
@@ -429,6 +429,11 @@ class JsonlEntries:
                 number += 1
                 if line.strip():
                     yield number, _decode_line(number, line)
+
+
+def read_blocks(handle: Any) -> Iterator[bytes]:
+    """A binary file's bytes in READ_BYTES blocks (split anywhere, not at line ends)."""
+    return iter(functools.partial(handle.read, READ_BYTES), b"")
 
 
 def iter_jsonl(source: Iterable[bytes]) -> JsonlEntries:

@@ -339,7 +339,7 @@ def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypat
     data = b"".join([*_jsonl(make_requests(30)), b"\n", b'  {"custom_id": "w", "params": ' +
                      json.dumps(message_params("\u00e9\u65e5")).encode() + b"} \r\n",
                      *_jsonl(make_requests(3, "tail"))])[:-1]
-    monkeypatch.setattr(requests_module, "_READ_BYTES", 7)
+    monkeypatch.setattr(requests_module, "READ_BYTES", 7)
     by_lines, _, _ = prepare_requests(iter_jsonl(data.splitlines(keepends=True)))
     without_newlines, _, _ = prepare_requests(iter_jsonl(data.splitlines()))
     as_file, _, _ = prepare_requests(iter_jsonl(io.BytesIO(data)))
@@ -356,7 +356,7 @@ def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypat
 def test_a_bad_line_in_a_block_boundary_is_still_named_by_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = _jsonl(make_requests(50))
     lines[37] = b'{"custom_id": "req-37", "params": ' + json.dumps(message_params()).encode() + b"\n"
-    monkeypatch.setattr(requests_module, "_READ_BYTES", 64)
+    monkeypatch.setattr(requests_module, "READ_BYTES", 64)
     _, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
     assert bad == 1 and problems[0].line == 38 and "not valid JSON" in problems[0].reason
 
