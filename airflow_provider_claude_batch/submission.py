@@ -88,7 +88,7 @@ class Submitter:
         """
         existing = self.ledger.load(key)
         forced = force_resubmit and (existing is None or existing.attempt_id != attempt_id)
-        if existing is not None and existing.fingerprint == prepared.fingerprint and not forced:
+        if existing is not None and prepared.recognises(existing.fingerprint) and not forced:
             done = existing.batch_ids
             log.info("Re-attaching to the submission recorded for this task instance (%d of %d batches created: %s)",
                      len(done), len(existing.parts), ", ".join(done) or "none yet")

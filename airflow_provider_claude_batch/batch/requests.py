@@ -1,17 +1,15 @@
 """Build, validate, fingerprint and split batch requests, serializing each request exactly once.
 
-Requests are encoded straight into one growing buffer laid out as the create body's items
-(`{"custom_id":..,"params":..},{...}`), so a batch's body is a contiguous slice of it: splitting
-and sending copy nothing. Every problem is collected with its line number, and the caller raises
-one error that names the first offenders before anything is sent.
+Requests are laid out in one growing buffer as the create body's items (`{"custom_id":..,"params":..},{...}`),
+so a batch's body is a contiguous slice of it: splitting and sending copy nothing. Every problem is
+collected with its line number, and the caller raises one error that names the first offenders
+before anything is sent.
 
-A JSONL input takes a road with less Python per line (`_Preparer.add_jsonl`): it is read in
-blocks, the common good request is recognised by a few exact-type checks and encoded straight
-into the buffer, and the buffer is hashed on a second thread while the lines that follow are
-checked (100k requests, 114 MB, on a loaded 2-core machine: about 2.5 s of CPU before, about
-1.8 s). The bytes and the fingerprint are those of the reference road, which still decides and
-names every problem. Most of what is left is msgspec decoding each line and encoding it again,
-which keeping the fingerprint requires (a line is sent as msgspec encodes it, not as written).
+A request given as a Python object is encoded by msgspec. A JSONL line is kept as written when a
+typed decode accepts it (`as_written`: a block of lines per C call, nothing built per line); other
+lines are decoded, checked, given the defaults and encoded (`_Preparer.add_jsonl`), or named as a
+problem by the reference checks (`_Preparer.add`). The buffer is hashed on a second thread while it
+grows: that sha256 is the fingerprint that recognises a resubmission of the same work.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from airflow_provider_claude_batch.batch import as_written
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -42,6 +41,9 @@ _REJECTED_IN_BATCHES = {"stream": "streaming is not supported in batches",
 _HASH_BLOCK_BYTES = 1 << 20  # the buffer is hashed in pieces this big (each a copy) as it grows
 READ_BYTES = 1 << 20  # a JSONL file is read in blocks this big
 _BACKGROUND_HASH_BYTES = 1 << 16  # below this, a thread costs more than the hashing it would overlap
+# Fingerprints written since JSONL lines are sent as written. One without this prefix was computed
+# over every request as msgspec encodes it (`PreparedRequests.recognises` still knows it).
+FINGERPRINT_PREFIX = "v2:"
 
 ParamsBuilder = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -82,6 +84,7 @@ class PreparedRequests:
         self.starts: array[int] = array("Q")
         self.ends: array[int] = array("Q")
         self.custom_ids: list[str] = []
+        self.as_written = 0  # how many items are JSONL lines as written rather than msgspec's encoding
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -98,13 +101,33 @@ class PreparedRequests:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialized requests in order: the same input always gives the same value.
+        """sha256 of the requests in order, as they are sent: the same input always gives the same value.
 
         Hashed once over the whole buffer (one C call), not request by request.
         """
         if self._fingerprint is None:
-            self._fingerprint = hashlib.sha256(self.buffer).hexdigest()
+            self._fingerprint = FINGERPRINT_PREFIX + hashlib.sha256(self.buffer).hexdigest()
         return self._fingerprint
+
+    def recognises(self, recorded: str) -> bool:
+        """Is `recorded` (a submission record's fingerprint) this input's, in this version's form or the earlier one?
+
+        A record written before JSONL lines were sent as written holds the sha256 of every request
+        as msgspec encodes it. That is recomputed only for such a record, so a task retried across
+        the upgrade re-attaches to its batches instead of paying for them again.
+        """
+        if recorded == self.fingerprint:
+            return True
+        if recorded.startswith(FINGERPRINT_PREFIX):
+            return False
+        if not self.as_written:  # every item is already msgspec's encoding
+            return recorded == hashlib.sha256(self.buffer).hexdigest()
+        legacy = hashlib.sha256()
+        for index in range(len(self)):
+            request = _decoder.decode(memoryview(self.buffer)[self.starts[index] : self.ends[index]])
+            legacy.update((b"," if index else b"") +
+                          _encoder.encode({"custom_id": request["custom_id"], "params": request["params"]}))
+        return recorded == legacy.hexdigest()
 
     def item_size(self, index: int) -> int:
         return self.ends[index] - self.starts[index]
@@ -167,7 +190,7 @@ def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDef
     """
     preparer = _Preparer(defaults, max_body_bytes)
     if isinstance(entries, JsonlEntries):
-        preparer.add_jsonl(entries.line_groups())
+        preparer.add_jsonl(entries)
     else:
         for line, entry in entries:
             preparer.add(line, entry)
@@ -184,6 +207,8 @@ class _Preparer:
         self.bad = 0
         self.seen: dict[str, int] = {}
         self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
+        self.number = 0  # the JSONL line last read
+        self.hasher = _BackgroundSha256()
 
     def add(self, line: int, entry: object) -> None:
         """One request on the reference road: `_check_request`, naming each problem."""
@@ -208,85 +233,140 @@ class _Preparer:
         if not self.bad:  # once the input is known to be bad, stop building what will never be sent
             self.prepared._append(custom_id, item)
 
-    def add_jsonl(self, line_groups: Iterable[Iterable[bytes]]) -> None:
-        """JSONL lines, numbered from 1: the reference road's result, with its per-request Python cut down.
+    def add_jsonl(self, entries: JsonlEntries) -> None:
+        """JSONL lines, numbered from 1: what the reference road would accept and name, with less Python per line.
 
-        Each line is decoded and its request encoded exactly as the reference road does (msgspec's
-        generic decoder, then `{"custom_id":..,"params":..}` with the defaults added after the
-        request's own keys), so the bytes, and hence the fingerprint that recognises a resubmission,
-        do not change. What changes: the common good request is recognised by a few exact-type
-        checks (stricter than `_check_request`, never looser), is encoded straight into the buffer,
-        and the buffer is hashed on a second thread as it grows. Anything those checks do not accept
-        goes to `add`, which decides and names the problem.
+        A block of lines a typed decode accepts whole is appended as written in a few C calls
+        (`_add_block`); any other block goes line by line (`_add_lines`). Either way a line's item is
+        the same bytes (the line as written, or msgspec's encoding when it needs a default filled
+        in), so the fingerprint does not depend on how the file was cut into blocks. The buffer is
+        hashed on a second thread as it grows.
         """
+        one, block = as_written.decoders(self.defaults.system is not None)
+        try:
+            if entries.blocks:
+                for part in entries.parts():
+                    if not self._add_block(part, block):
+                        self._add_lines(part.split(b"\n"), one)
+            else:
+                self._add_lines(entries.source, one)
+        finally:
+            self.hasher.close()
+        if not self.bad:
+            self.hasher.update(self.prepared.buffer[self.hasher.length :])
+            self.prepared._fingerprint = FINGERPRINT_PREFIX + self.hasher.hexdigest()
+
+    def _add_block(self, part: bytes, decoder: msgspec.json.Decoder[list[as_written.Decoded]]) -> bool:
+        """Append a block of complete lines as written if every line passes; False (nothing changed) if not."""
+        if self.bad or len(part) > self.item_limit:
+            return False
+        joined = part.replace(b"\n", b",")
+        try:
+            requests = decoder.decode(b"[" + joined + b"]")
+        except msgspec.DecodeError:  # a blank or bad line, a field to fill in: the per-line road says which
+            return False
+        newlines = as_written.newlines(part)
+        count = len(newlines) + 1
+        custom_ids = as_written.accepted_custom_ids(requests)
+        seen = self.seen
+        if len(custom_ids) != count or not as_written.plain_custom_ids(custom_ids) \
+                or not seen.keys().isdisjoint(custom_ids) or len(set(custom_ids)) != count:
+            return False  # (a line asking to stream or holding two requests, a custom_id seen before)
+        seen.update(zip(custom_ids, range(self.number + 1, self.number + 1 + count), strict=True))
+        self.number += count
         prepared = self.prepared
-        buffer, starts, ends, custom_ids = prepared.buffer, prepared.starts, prepared.ends, prepared.custom_ids
+        buffer = prepared.buffer
+        if prepared.custom_ids:
+            buffer += b","
+        base = len(buffer)
+        buffer += joined
+        prepared.starts.append(base)
+        prepared.starts.extend(map((base + 1).__add__, newlines))
+        prepared.ends.extend(map(base.__add__, newlines))
+        prepared.ends.append(base + len(part))
+        prepared.custom_ids += custom_ids
+        prepared.as_written += count
+        self._hash_some()
+        return True
+
+    def _add_lines(self, lines: Iterable[bytes], decoder: msgspec.json.Decoder[as_written.Decoded]) -> None:
+        """Line by line: as written if the typed decode accepts the line; else decoded, checked, given
+        the defaults and encoded by msgspec as the reference road does; else named by `add`."""
+        prepared = self.prepared
         seen, item_limit, roles, id_chars = self.seen, self.item_limit, _ROLES, _CUSTOM_ID_CHARS
-        decode, encode = _decoder.decode, _encoder.encode
+        decode_typed, decode, encode = decoder.decode, _decoder.decode, _encoder.encode
         fills = [(name, value) for name in ("model", "max_tokens", "system")
                  if (value := getattr(self.defaults, name)) is not None]
-        hasher = _BackgroundSha256()
-        number = 0
         custom_id: Any  # JSON, until the checks below say what it is
         params: Any
         messages: Any
-        try:
-            for lines in line_groups:
-                for line in lines:
-                    number += 1
-                    try:
-                        entry = decode(line)
-                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 is the latter
-                        if line.strip():  # a blank line is no request
-                            self.add(number, Problem(number, None, f"not valid JSON: {exc}"))
-                        continue
-                    custom_id = entry.get("custom_id") if type(entry) is dict else None
-                    params = entry.get("params") if type(custom_id) is str else None
-                    if type(params) is not dict or len(entry) != 2 or not 0 < len(custom_id) <= 64 \
-                            or custom_id.strip(id_chars) or "speed" in params \
-                            or params.get("stream", False) is not False:
-                        self.add(number, entry)
-                        continue
-                    for name, value in fills:  # in place, in RequestDefaults.apply's order
-                        if name not in params:
-                            params[name] = value
-                    model, max_tokens, messages = params.get("model"), params.get("max_tokens"), params.get("messages")
-                    good = (type(model) is str and model and type(max_tokens) is int and max_tokens >= 1
-                            and type(messages) is list and messages)
-                    if good:
-                        for message in messages:
-                            if type(message) is not dict or message.get("role") not in roles:
-                                good = False
-                                break
-                            content = message.get("content")
-                            if not content or (type(content) is not str and type(content) is not list):
-                                good = False
-                                break
-                    if not good or self.bad or custom_id in seen:
-                        self.add(number, entry)
-                        continue
-                    try:
-                        # Not encode_into: growing a large bytearray that way made peak memory 1.5x the body
-                        item = encode({"custom_id": custom_id, "params": params})
-                    except (TypeError, msgspec.EncodeError):  # e.g. a default that is not JSON
+        for line in lines:
+            self.number += 1
+            number = self.number
+            if line[-1:] == b"\n":  # given as lines (a block's are split without their newlines)
+                line = line[:-1]
+            try:
+                typed = decode_typed(line)
+            except msgspec.DecodeError:
+                pass
+            else:
+                custom_id, item = typed.custom_id, line
+                if not (self.bad or typed.params.stream or custom_id.strip(id_chars) or custom_id in seen
+                        or len(item) > item_limit):
+                    prepared.as_written += 1
+                    self._keep(number, custom_id, item)
+                    continue
+            try:
+                entry = decode(line)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 is the latter
+                if line.strip():  # a blank line is no request
+                    self.add(number, Problem(number, None, f"not valid JSON: {exc}"))
+                continue
+            custom_id = entry.get("custom_id") if type(entry) is dict else None
+            params = entry.get("params") if type(custom_id) is str else None
+            if type(params) is not dict or len(entry) != 2 or not 0 < len(custom_id) <= 64 \
+                    or custom_id.strip(id_chars) or "speed" in params \
+                    or params.get("stream", False) is not False:
+                self.add(number, entry)
+                continue
+            for name, value in fills:  # in place, in RequestDefaults.apply's order
+                if name not in params:
+                    params[name] = value
+            model, max_tokens, messages = params.get("model"), params.get("max_tokens"), params.get("messages")
+            good = (type(model) is str and model and type(max_tokens) is int and max_tokens >= 1
+                    and type(messages) is list and messages)
+            if good:
+                for message in messages:
+                    if type(message) is not dict or message.get("role") not in roles:
                         good = False
-                    if not good or len(item) > item_limit:
-                        self.add(number, entry)
-                        continue
-                    seen[custom_id] = number
-                    if custom_ids:
-                        buffer += b","
-                    starts.append(len(buffer))
-                    buffer += item
-                    ends.append(len(buffer))
-                    custom_ids.append(custom_id)
-                    if len(buffer) - hasher.length >= _HASH_BLOCK_BYTES and not self.bad:
-                        hasher.update(buffer[hasher.length :])  # a copy: the buffer goes on growing
-        finally:
-            hasher.close()
-        if not self.bad:
-            hasher.update(buffer[hasher.length :])
-            prepared._fingerprint = hasher.hexdigest()
+                        break
+                    content = message.get("content")
+                    if not content or (type(content) is not str and type(content) is not list):
+                        good = False
+                        break
+            if not good or self.bad or custom_id in seen:
+                self.add(number, entry)
+                continue
+            try:
+                # Not encode_into: growing a large bytearray that way made peak memory 1.5x the body
+                item = encode({"custom_id": custom_id, "params": params})
+            except (TypeError, msgspec.EncodeError):  # e.g. a default that is not JSON
+                good = False
+            if not good or len(item) > item_limit:
+                self.add(number, entry)
+                continue
+            self._keep(number, custom_id, item)
+
+    def _keep(self, number: int, custom_id: str, item: bytes) -> None:
+        self.seen[custom_id] = number
+        self.prepared._append(custom_id, item)
+        self._hash_some()
+
+    def _hash_some(self) -> None:
+        """Hand the buffer's newest megabyte(s) to the hashing thread (a copy: the buffer goes on growing)."""
+        buffer = self.prepared.buffer
+        if len(buffer) - self.hasher.length >= _HASH_BLOCK_BYTES and not self.bad:
+            self.hasher.update(buffer[self.hasher.length :])
 
 
 class _BackgroundSha256:
@@ -418,9 +498,13 @@ class JsonlEntries:
         """The lines, in groups (one block's lines at a time, or all the given lines as one group)."""
         if not self.blocks:
             return (self.source,)
+        return (part.split(b"\n") for part in self.parts())
+
+    def parts(self) -> Iterator[bytes]:
+        """For a file or blocks: the complete lines of each block, as one piece without its last newline."""
         read = getattr(self.source, "read", None)
         blocks = read_blocks(self.source) if callable(read) else self.source
-        return _block_lines(blocks)
+        return _block_parts(blocks)
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
         number = 0
@@ -447,18 +531,19 @@ def iter_jsonl_blocks(blocks: Iterable[bytes]) -> JsonlEntries:
     return JsonlEntries(blocks, blocks=True)
 
 
-def _block_lines(blocks: Iterable[bytes]) -> Iterator[list[bytes]]:
-    """Each block's complete lines (without their newlines, as `split` gives them); the last line
-    may end without one."""
-    rest = b""
+def _block_parts(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """Each block's complete lines, joined by their newlines (the last one's left off); the last line
+    of the input may end without one."""
+    pending: list[bytes] = []  # the start of a line that has not ended yet (one line may span blocks)
     for block in blocks:
-        lines = block.split(b"\n")
-        if rest:
-            lines[0] = rest + lines[0]
-        rest = lines.pop()
-        yield lines
-    if rest:
-        yield [rest]
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            pending.append(block)
+            continue
+        yield b"".join([*pending, block[:cut]]) if pending else block[:cut]
+        pending = [block[cut + 1 :]]
+    if any(pending):
+        yield b"".join(pending)
 
 
 def _decode_line(number: int, line: bytes) -> object:

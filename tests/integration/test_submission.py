@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from pathlib import Path
 
 from airflow_provider_claude_batch.batch.ledger import TaskKey
-from airflow_provider_claude_batch.batch.requests import plan_batches, prepare_requests
+from airflow_provider_claude_batch.batch.requests import iter_jsonl, plan_batches, prepare_requests
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.storage import as_path
@@ -58,3 +61,32 @@ def test_a_500_on_create_looks_before_retrying(claude_conn: str, control: Emulat
     assert state["calls"]["create"] == 2 and state["batches_created"] == 1
     assert state["calls"]["list"] >= 1
     assert record.batch_ids == [state["batches"][0]["id"]]
+
+
+def test_a_record_from_before_lines_were_sent_as_written_is_reattached(claude_conn: str, control: EmulatorControl,
+                                                                       tmp_path: Path) -> None:
+    """A task retried across the upgrade: its record holds the sha256 of every request as msgspec
+    encoded it, the retry reads the same (spaced) JSONL as written, and must not pay again."""
+    source = tmp_path / "requests.jsonl"
+    source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in make_requests(5)))
+    submitter = Submitter(ClaudeBatchHook(), SubmissionLedger(as_path(str(tmp_path / "ledger"))), POLICY)
+    earlier, _, _ = prepare_requests(list(iter_jsonl(source.read_bytes().splitlines())))  # every request re-encoded
+    legacy = hashlib.sha256(earlier.buffer).hexdigest()
+    plans = plan_batches(earlier)
+    record = submitter.open_record(KEY, earlier, plans, force_resubmit=False, attempt_id="a")
+    record = submitter.submit_part(record, record.parts[0], earlier, plans[0])
+    submitter.ledger.save(dataclasses.replace(record, fingerprint=legacy))
+
+    with source.open("rb") as handle:
+        retried, _, _ = prepare_requests(iter_jsonl(handle))
+    assert retried.as_written == 5 and retried.fingerprint != legacy
+    reopened = submitter.open_record(KEY, retried, plan_batches(retried), force_resubmit=False, attempt_id="b")
+    assert reopened.batch_ids == record.batch_ids
+    assert submitter.submit_part(reopened, reopened.parts[0], retried, plan_batches(retried)[0]) == reopened
+    assert control.state()["batches_created"] == 1
+
+    source.write_bytes(source.read_bytes().replace(b'"req-4"', b'"req-5"'))
+    with source.open("rb") as handle:
+        changed, _, _ = prepare_requests(iter_jsonl(handle))
+    assert submitter.open_record(KEY, changed, plan_batches(changed), force_resubmit=False,
+                                 attempt_id="c").batch_ids == []

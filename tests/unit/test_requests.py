@@ -11,6 +11,7 @@ import pytest
 
 from airflow_provider_claude_batch.batch import requests as requests_module
 from airflow_provider_claude_batch.batch.requests import (
+    FINGERPRINT_PREFIX,
     BatchPlan,
     PreparedRequests,
     Problem,
@@ -171,11 +172,25 @@ def _both_roads(lines: list[bytes], defaults: RequestDefaults | None = None,
             prepare_requests(list(iter_jsonl(lines)), defaults, **limits))
 
 
+def _items(prepared: PreparedRequests) -> list[bytes]:
+    return [bytes(prepared.buffer[start:end]) for start, end in zip(prepared.starts, prepared.ends, strict=True)]
+
+
 def _same(fast: PreparedRequests, reference: PreparedRequests) -> None:
-    assert fast.buffer == reference.buffer
-    assert fast.fingerprint == reference.fingerprint == hashlib.sha256(reference.buffer).hexdigest()
-    assert (list(fast.starts), list(fast.ends), fast.custom_ids) == \
-           (list(reference.starts), list(reference.ends), reference.custom_ids)
+    """The same requests, each the same JSON, and a record of the reference's is recognised."""
+    assert fast.custom_ids == reference.custom_ids
+    assert [json.loads(item) for item in _items(fast)] == [json.loads(item) for item in _items(reference)]
+    assert json.loads(fast.body(0, len(fast))) == json.loads(reference.body(0, len(reference))) if len(fast) else True
+    assert fast.fingerprint == FINGERPRINT_PREFIX + hashlib.sha256(fast.buffer).hexdigest()
+    assert reference.as_written == 0 and fast.recognises(hashlib.sha256(reference.buffer).hexdigest())
+    assert not fast.recognises(hashlib.sha256(reference.buffer + b" ").hexdigest())
+
+
+def _identical(one: PreparedRequests, other: PreparedRequests) -> None:
+    """Byte for byte: how a JSONL input is read (whole, in blocks, line by line) changes nothing sent."""
+    assert one.buffer == other.buffer and one.fingerprint == other.fingerprint
+    assert (list(one.starts), list(one.ends), one.custom_ids, one.as_written) == \
+           (list(other.starts), list(other.ends), other.custom_ids, other.as_written)
 
 
 GOLDEN_LINES = [
@@ -196,25 +211,61 @@ GOLDEN_LINES = [
     b'"messages":[{"role":"user","content":"s"}]}}',
 ]
 GOLDEN_DEFAULTS = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system=[{"type": "text", "text": "sys"}])
-# What the code before the JSONL road computed for GOLDEN_LINES: a ledger written then must still
-# recognise the same input, or a retried task would submit (and pay for) it again.
-GOLDEN_FINGERPRINT = "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3"
+# What versions before lines were sent as written computed for GOLDEN_LINES (every request as msgspec
+# encodes it), with GOLDEN_DEFAULTS and without the default system: a record written then must still
+# recognise the same input, or a task retried across the upgrade would submit (and pay for) it again.
+GOLDEN_FINGERPRINTS = {"system": "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3",
+                       "no system": "e706aa783cc3687f03349aefae0f3838c9ffbf5564d898b6b3be25427eeb59fe"}
 
 
-def test_a_retry_after_an_upgrade_still_recognises_the_same_input() -> None:
-    """Spacing, key order, escapes, unicode, floats, big ints, duplicate keys and defaults are all
-    encoded as before, so the fingerprint (and the body sent) is unchanged."""
-    (fast, problems, bad), (reference, _, _) = _both_roads(GOLDEN_LINES, GOLDEN_DEFAULTS)
+@pytest.mark.parametrize("which", sorted(GOLDEN_FINGERPRINTS))
+@pytest.mark.parametrize("as_file", [False, True])
+def test_a_retry_after_an_upgrade_still_recognises_the_same_input(which: str, as_file: bool) -> None:
+    """Spacing, key order, escapes, unicode, floats, big ints, duplicate keys and defaults: the earlier
+    fingerprint is recognised whether the lines are sent as written or encoded again."""
+    defaults = GOLDEN_DEFAULTS if which == "system" else RequestDefaults(model="claude-haiku-5-5", max_tokens=99)
+    source = io.BytesIO(b"".join(GOLDEN_LINES)) if as_file else GOLDEN_LINES
+    fast, problems, bad = prepare_requests(iter_jsonl(source), defaults)
+    reference, _, _ = prepare_requests(list(iter_jsonl(GOLDEN_LINES)), defaults)
     assert bad == 0 and not problems
     _same(fast, reference)
-    assert fast.fingerprint == GOLDEN_FINGERPRINT
+    assert fast.recognises(GOLDEN_FINGERPRINTS[which])
+    assert not fast.recognises(GOLDEN_FINGERPRINTS["no system" if which == "system" else "system"])
+    assert fast.fingerprint.startswith(FINGERPRINT_PREFIX) and not fast.recognises(FINGERPRINT_PREFIX + "0" * 64)
     assert fast.custom_ids == ["spaced", "raw-utf8", "params-first", "numbers", "dup-keys", "defaults", "stream-false"]
+    assert fast.as_written == (1 if which == "system" else 6)  # the line without a system, or without a model
     sent = json.loads(fast.body(0, len(fast)))["requests"]
-    assert sent[0]["params"]["messages"][0]["content"] == "caf\u00e9 / \"q\" \t \x01 \U0001f600"
-    assert sent[2] == {"custom_id": "params-first", "params": {
-        "messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}], "max_tokens": 5, "model": "m",
-        "system": [{"type": "text", "text": "sys"}]}}
+    assert sent[0]["params"]["messages"][0]["content"] == "caf\u00e9 / \"q\" \t \u0001 \U0001f600"
+    assert sent[2]["custom_id"] == "params-first" and sent[2]["params"]["max_tokens"] == 5
     assert sent[4]["params"]["model"] == "b" and sent[4]["params"]["messages"][0]["content"] == "e"
+    assert sent[5]["params"]["model"] == "claude-haiku-5-5"
+
+
+def test_a_line_a_typed_decode_accepts_is_sent_as_written() -> None:
+    spaced = json.dumps({"params": message_params("caf\u00e9"), "custom_id": "first"}).encode()
+    compact = json.dumps({"custom_id": "second", "params": message_params()}, separators=(",", ":")).encode()
+    filled = b'{"custom_id": "third", "params": {"messages": [{"role": "user", "content": "x"}]}}'
+    prepared, _, bad = prepare_requests(iter_jsonl(io.BytesIO(b"\n".join([spaced, compact, filled]) + b"\n")),
+                                        RequestDefaults(model="claude-haiku-5-5", max_tokens=9))
+    assert bad == 0 and prepared.as_written == 2
+    assert prepared.body(0, 3) == (b'{"requests":[' + spaced + b"," + compact + b',{"custom_id":"third","params":'
+                                   b'{"messages":[{"role":"user","content":"x"}],"model":"claude-haiku-5-5",'
+                                   b'"max_tokens":9}}]}')
+    assert _items(prepared) == [spaced, compact, _items(prepared)[2]]
+
+
+def test_a_clean_file_is_taken_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    per_line = requests_module._Preparer._add_lines
+    monkeypatch.setattr(requests_module._Preparer, "_add_lines",
+                        lambda self, lines, decoder: calls.append(1) or per_line(self, lines, decoder))
+    data = b"".join(_jsonl(make_requests(500)))
+    prepared, _, bad = prepare_requests(iter_jsonl(io.BytesIO(data)))
+    assert bad == 0 and not calls and prepared.as_written == 500
+    assert prepared.body(0, 500) == b'{"requests":[' + data.rstrip(b"\n").replace(b"\n", b",") + b"]}"
+    by_lines, _, _ = prepare_requests(iter_jsonl(data.splitlines()))
+    _identical(prepared, by_lines)
+    assert calls
 
 
 def test_a_jsonl_file_finds_the_same_problems_as_the_same_requests_given_as_dicts() -> None:
@@ -241,6 +292,7 @@ def test_a_jsonl_file_finds_the_same_problems_as_the_same_requests_given_as_dict
         {"custom_id": "p18", "params": message_params(messages={"role": "user", "content": "x"})},
         {"custom_id": "req-1", "params": message_params()},  # a duplicate
         "text", [1], None,
+        [{"custom_id": "two-in-one", "params": message_params()}, {"custom_id": "two", "params": message_params()}],
     ]
     good = [*make_requests(3), {"custom_id": "s", "params": message_params(stream=False)}]
     lines = [*_jsonl(good), b"\n", b"{oops\n", *_jsonl(bad), b"   \r\n"]
@@ -302,7 +354,7 @@ def test_a_default_that_is_itself_bad_is_named_as_the_dicts_would_be(defaults: R
     assert fast.buffer == reference.buffer
 
 
-def test_random_inputs_take_either_road_to_the_same_result() -> None:
+def test_random_inputs_take_either_road_to_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(20261122)
     pieces = ["x", "caf\u00e9", "\u65e5\u672c", "\n", '"', "\\", "\u0001", "\U0001f600", " "]
     variants = [lambda p: p, lambda p: {**p, "temperature": rng.choice([0, 0.5, 1e-7, 2])},
@@ -323,8 +375,42 @@ def test_random_inputs_take_either_road_to_the_same_result() -> None:
         defaults = rng.choice([RequestDefaults(), RequestDefaults(model="m", max_tokens=3, system="s")])
         (fast, problems, bad), (reference, reference_problems, reference_bad) = _both_roads(lines, defaults)
         assert (problems, bad) == (reference_problems, reference_bad)
+        monkeypatch.setattr(requests_module, "READ_BYTES", rng.choice([50, 700, 5000, 1 << 20]))
+        as_file, file_problems, file_bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))), defaults)
+        assert (file_problems, file_bad) == (problems, bad)
         if not bad:
             _same(fast, reference)
+            _identical(as_file, fast)
+
+
+def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests on one line, blank and spaced lines, CRLF, a duplicate within a block or across
+    blocks, a request asking to stream: named, numbered and built as line by line would."""
+    good = _jsonl(make_requests(40))
+    two_in_one = good[5].rstrip(b"\n") + b"," + _jsonl([{"custom_id": "extra", "params": message_params()}])[0]
+    cases = {
+        "two in one": [*good[:5], two_in_one, *good[6:]],
+        "blank": [*good[:7], b"\n", b"  \n", *good[7:]],
+        "crlf": [line.rstrip(b"\n") + b"\r\n" for line in good],
+        "leading space": [*good[:9], b" " + good[9], *good[10:]],
+        "dup in block": [*good, good[3]],
+        "dup far": [*good, *_jsonl(make_requests(30, "more")), good[0]],
+        "first line blank": [b"\n", *good],
+        "stream": [*good[:3], *_jsonl([{"custom_id": "s", "params": message_params(stream=True)}]), *good[3:]],
+    }
+    for name, lines in cases.items():
+        for block in (64, 600, 1 << 20):
+            monkeypatch.setattr(requests_module, "READ_BYTES", block)
+            as_file, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
+            by_lines, line_problems, line_bad = prepare_requests(iter_jsonl(lines))
+            assert (problems, bad) == (line_problems, line_bad), (name, block)
+            if bad:
+                assert name in ("two in one", "dup in block", "dup far", "stream"), name
+                assert len(problems) == 1 and problems[0].line == {"two in one": 6, "dup in block": 41,
+                                                                   "dup far": 71, "stream": 4}[name]
+            else:
+                _identical(as_file, by_lines)
+                assert len(as_file) == 40
 
 
 def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,7 +418,7 @@ def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkey
     monkeypatch.setattr(requests_module, "_BACKGROUND_HASH_BYTES", 1)
     prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(make_requests(200))))
     assert prepared._fingerprint is not None  # hashed on the way, not when asked
-    assert prepared.fingerprint == hashlib.sha256(prepared.buffer).hexdigest()
+    assert prepared.fingerprint == FINGERPRINT_PREFIX + hashlib.sha256(prepared.buffer).hexdigest()
 
 
 def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,8 +431,11 @@ def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypat
     as_file, _, _ = prepare_requests(iter_jsonl(io.BytesIO(data)))
     in_blocks, _, _ = prepare_requests(iter_jsonl_blocks(data[i:i + 100] for i in range(0, len(data), 100)))
     as_dicts, _, _ = prepare_requests(list(iter_jsonl(io.BytesIO(data))))
-    for prepared in (without_newlines, as_file, in_blocks, as_dicts):
-        _same(prepared, by_lines)
+    for prepared in (as_file, in_blocks):
+        _identical(prepared, by_lines)
+    _same(by_lines, as_dicts)
+    _same(without_newlines, as_dicts)  # the CR splitlines() took off is all that differs from by_lines
+    assert without_newlines.buffer == by_lines.buffer.replace(b"} \r,", b"} ,")
     assert len(by_lines) == 34 and by_lines.custom_ids[-1] == "tail-2"
     assert json.loads(by_lines.body(0, len(by_lines)))["requests"][30]["custom_id"] == "w"
     assert list(iter_jsonl(io.BytesIO(data))) == list(iter_jsonl(data.splitlines(keepends=True)))
@@ -366,18 +455,18 @@ def test_jsonl_splits_at_the_count_limit_like_the_dicts(limit: int) -> None:
     requests = make_requests(25)
     (fast, _, _), (reference, _, _) = _both_roads(_jsonl(requests))
     plans = plan_batches(fast, max_requests=limit)
-    assert plans == plan_batches(reference, max_requests=limit)
+    assert [(p.first, p.stop) for p in plans] == [(p.first, p.stop) for p in plan_batches(reference, max_requests=limit)]
+    assert plans == _plans_one_by_one(fast, limit, 10**9)
     assert [p.request_count for p in plans] == [min(limit, 25 - first) for first in range(0, 25, limit)]
 
 
 def test_jsonl_splits_at_the_size_limit_to_the_byte() -> None:
     requests = make_requests(40)
-    (fast, _, _), (reference, _, _) = _both_roads(_jsonl(requests))
+    fast, _, _ = prepare_requests(iter_jsonl(_jsonl(requests)))
     exactly_three = fast.body_size(0, 3)
     for max_body_bytes in (exactly_three - 1, exactly_three, exactly_three + 1):
         plans = plan_batches(fast, max_body_bytes=max_body_bytes)
-        assert plans == plan_batches(reference, max_body_bytes=max_body_bytes) == _plans_one_by_one(
-            fast, 100_000, max_body_bytes)
+        assert plans == _plans_one_by_one(fast, 100_000, max_body_bytes)
         assert all(p.body_bytes <= max_body_bytes for p in plans)
         assert plans[0].request_count == (3 if max_body_bytes >= exactly_three else 2)
         assert sum(p.request_count for p in plans) == 40
