@@ -84,7 +84,7 @@ class PreparedRequests:
         self.starts: array[int] = array("Q")
         self.ends: array[int] = array("Q")
         self.custom_ids: list[str] = []
-        self.as_written = 0  # how many items are JSONL lines as written rather than msgspec's encoding
+        self.as_written = 0  # how many JSONL lines `prepare_requests` kept as written (not kept by `subset`)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -120,9 +120,7 @@ class PreparedRequests:
             return True
         if recorded.startswith(FINGERPRINT_PREFIX):
             return False
-        if not self.as_written:  # every item is already msgspec's encoding
-            return recorded == hashlib.sha256(self.buffer).hexdigest()
-        legacy = hashlib.sha256()
+        legacy = hashlib.sha256()  # (an item that is msgspec's encoding already comes out the same)
         for index in range(len(self)):
             request = _decoder.decode(memoryview(self.buffer)[self.starts[index] : self.ends[index]])
             legacy.update((b"," if index else b"") +

@@ -501,3 +501,13 @@ def test_the_bisected_split_matches_the_one_by_one_split_on_uneven_sizes() -> No
     for max_requests, max_body_bytes in [(100_000, 2_000), (7, 5_000), (13, 1_000), (1, 10_000), (100_000, 10**8)]:
         assert plan_batches(prepared, max_requests=max_requests, max_body_bytes=max_body_bytes) == \
                _plans_one_by_one(prepared, max_requests, max_body_bytes)
+
+
+def test_a_follow_up_round_recognises_its_record_from_before_lines_were_sent_as_written() -> None:
+    lines = _jsonl(make_requests(10))
+    as_written, _, _ = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
+    encoded, _, _ = prepare_requests(list(iter_jsonl(lines)))
+    again = ["req-2", "req-7"]
+    assert as_written.subset(again).recognises(hashlib.sha256(encoded.subset(again).buffer).hexdigest())
+    assert not as_written.subset(again).recognises(hashlib.sha256(encoded.subset(["req-2"]).buffer).hexdigest())
+    assert encoded.recognises(hashlib.sha256(encoded.buffer).hexdigest())
