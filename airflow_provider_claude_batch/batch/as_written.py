@@ -81,6 +81,18 @@ def plain_custom_ids(custom_ids: list[str]) -> bool:
     return _CUSTOM_ID_CHARS.fullmatch("".join(custom_ids)) is not None
 
 
+def valid_utf8(data: bytes) -> bool:
+    """A typed decode does not check the UTF-8 of what it skips or keeps raw, and the API would refuse
+    the whole body for one bad byte: checked here (ASCII, the usual case, in one fast scan)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def newlines(part: bytes) -> list[int]:
     """Where the newlines of `part` are (a `find` loop: cheaper here than `count`, `split` or a regex)."""
     found: list[int] = []

@@ -256,7 +256,7 @@ class _Preparer:
 
     def _add_block(self, part: bytes, decoder: msgspec.json.Decoder[list[as_written.Decoded]]) -> bool:
         """Append a block of complete lines as written if every line passes; False (nothing changed) if not."""
-        if self.bad or len(part) > self.item_limit:
+        if self.bad or len(part) > self.item_limit or not as_written.valid_utf8(part):
             return False
         joined = part.replace(b"\n", b",")
         try:
@@ -310,7 +310,7 @@ class _Preparer:
             else:
                 custom_id, item = typed.custom_id, line
                 if not (self.bad or typed.params.stream or custom_id.strip(id_chars) or custom_id in seen
-                        or len(item) > item_limit):
+                        or len(item) > item_limit or not as_written.valid_utf8(item)):
                     prepared.as_written += 1
                     self._keep(number, custom_id, item)
                     continue
