@@ -243,30 +243,31 @@ class _Preparer:
         in), so the fingerprint does not depend on how the file was cut into blocks. The buffer is
         hashed on a second thread as it grows.
         """
-        one, block = as_written.decoders(self.defaults.system is not None)
+        decoder = as_written.decoder(self.defaults.system is not None)
         try:
             if entries.blocks:
                 for part in entries.parts():
-                    if not self._add_block(part, block):
-                        self._add_lines(part.split(b"\n"), one)
+                    if not self._add_block(part, decoder):
+                        self._add_lines(part.split(b"\n"), decoder)
             else:
-                self._add_lines(entries.source, one)
+                self._add_lines(entries.source, decoder)
         finally:
             self.hasher.close()
         if not self.bad:
             self.hasher.update(self.prepared.buffer[self.hasher.length :])
             self.prepared._fingerprint = FINGERPRINT_PREFIX + self.hasher.hexdigest()
 
-    def _add_block(self, part: bytes, decoder: msgspec.json.Decoder[list[as_written.Decoded]]) -> bool:
+    def _add_block(self, part: bytes, decoder: msgspec.json.Decoder[as_written.Decoded]) -> bool:
         """Append a block of complete lines as written if every line passes; False (nothing changed) if not."""
         if self.bad or len(part) > self.item_limit or not as_written.valid_utf8(part):
             return False
-        joined = part.replace(b"\n", b",")
-        try:
-            requests = decoder.decode(b"[" + joined + b"]")
-        except msgspec.DecodeError:  # a blank or bad line, a field to fill in: the per-line road says which
+        newlines = as_written.object_lines(part)
+        if newlines is None:  # a blank or spaced line: the per-line road says what it is
             return False
-        newlines = as_written.newlines(part)
+        try:
+            requests = decoder.decode_lines(part)
+        except msgspec.DecodeError:  # a bad line, a field to fill in: the per-line road says which
+            return False
         count = len(newlines) + 1
         custom_ids = as_written.accepted_custom_ids(requests)
         seen = self.seen
@@ -280,7 +281,7 @@ class _Preparer:
         if prepared.custom_ids:
             buffer += b","
         base = len(buffer)
-        buffer += joined
+        buffer += part.replace(b"\n", b",")
         prepared.starts.append(base)
         prepared.starts.extend(map((base + 1).__add__, newlines))
         prepared.ends.extend(map(base.__add__, newlines))

@@ -398,6 +398,10 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
         "dup far": [*good, *_jsonl(make_requests(30, "more")), good[0]],
         "first line blank": [b"\n", *good],
         "stream": [*good[:3], *_jsonl([{"custom_id": "s", "params": message_params(stream=True)}]), *good[3:]],
+        "two in one spaced": [*good[:5], good[5].rstrip(b"\n") + b" " + good[6], *good[7:]],
+        # two values on one line and one value over two lines: as many values as lines, none of them a line
+        "split": [*good[:5], good[5].rstrip(b"\n") + b" " + good[6][:good[6].index(b"{", 2)].rstrip() + b"\n",
+                  good[6][good[6].index(b"{", 2):], *good[7:]],
         # msgspec does not check the UTF-8 of a value it skips (an unchecked key) or keeps raw (content blocks)
         "bad utf-8": [*good[:4], good[4].replace(b'"params": {', b'"params": {"x": "\xff", '), *good[5:]],
         "bad utf-8 raw": [*good[:4], good[4].replace(b'"content": "', b'"content": [{"text": "\xff"}], "y": "'),
@@ -409,9 +413,9 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
             as_file, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
             by_lines, line_problems, line_bad = prepare_requests(iter_jsonl(lines))
             assert (problems, bad) == (line_problems, line_bad), (name, block)
-            bad_line = {"two in one": 6, "dup in block": 41, "dup far": 71, "stream": 4, "bad utf-8": 5,
-                        "bad utf-8 raw": 5}.get(name)
-            assert [p.line for p in problems] == ([bad_line] if bad_line else []), (name, block)
+            bad_lines = {"two in one": [6], "dup in block": [41], "dup far": [71], "stream": [4], "bad utf-8": [5],
+                         "bad utf-8 raw": [5], "split": [6, 7], "two in one spaced": [6]}.get(name, [])
+            assert [p.line for p in problems] == bad_lines, (name, block)
             if not bad:
                 _identical(as_file, by_lines)
                 assert len(as_file) == 40

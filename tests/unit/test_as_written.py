@@ -1,0 +1,39 @@
+"""Which JSONL lines are sent as written: the block checks, pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_claude_batch.batch import as_written
+
+
+def test_object_lines_finds_every_newline_of_a_block_of_one_object_per_line() -> None:
+    assert as_written.object_lines(b'{"a":1}\n{"b":2}\n{}') == [7, 15]
+    assert as_written.object_lines(b'{"a":1}') == []
+
+
+@pytest.mark.parametrize("part", [
+    b'{"a":1}\n\n{"b":2}',        # a blank line
+    b'{"a":1}\n \n{"b":2}',       # a line of spaces
+    b'{"a":1}\r\n{"b":2}',        # a CR: the per-line road keeps it as written
+    b' {"a":1}\n{"b":2}',         # spacing before the first line
+    b'{"a":1}\n{"b":2} ',         # after the last
+    b'{"a":\n{"b":2}}',           # a value over two lines
+    b'[{"a":1}]\n{"b":2}',        # not an object
+    b'',
+])
+def test_object_lines_leaves_doubtful_blocks_to_the_lines(part: bytes) -> None:
+    assert as_written.object_lines(part) is None
+
+
+def test_custom_ids_are_checked_for_their_characters_all_at_once() -> None:
+    assert as_written.plain_custom_ids(["a-1", "B_2", "x" * 64])
+    assert not as_written.plain_custom_ids(["ok", "caf\u00e9"])
+    assert not as_written.plain_custom_ids(["ok", "a b"])
+    assert not as_written.plain_custom_ids(["ok", "a\n"])
+
+
+def test_only_utf_8_is_sent_as_written() -> None:
+    assert as_written.valid_utf8(b'{"a":"x"}') and as_written.valid_utf8('{"a":"\u65e5"}'.encode())
+    assert not as_written.valid_utf8(b'{"a":"\xff"}')
+    assert not as_written.valid_utf8(b'{"a":"\xed\xa0\x80"}')  # an encoded surrogate
