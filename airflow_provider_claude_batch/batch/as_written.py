@@ -105,8 +105,8 @@ def object_lines(part: bytes) -> list[int] | None:
     found: list[int] = []
     append, find = found.append, part.find
     at = find(b"\n")
-    while at >= 0:
-        if part[at - 1 : at] != b"}" or part[at + 1 : at + 2] != b"{":
+    while at >= 0:  # (never at either end: those are '{' and '}')
+        if part[at - 1] != 125 or part[at + 1] != 123:  # '}', '{'
             return None
         append(at)
         at = find(b"\n", at + 1)
