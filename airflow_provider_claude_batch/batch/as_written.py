@@ -4,8 +4,8 @@ Decoding every line into Python objects, checking them and encoding them again w
 spent before an upload (100k requests, 114 MB: about 1.4 s against a 3.5 s upload). A line that a
 typed msgspec decode accepts carries everything the checks in `requests.check_params` ask for, so it
 can be sent as written: a whole block of such lines is decoded in one call (`decode_lines`), and
-nothing is built per line but its custom_id. Anything this decode refuses (a missing field a default must fill, a bad
-value, a blank line) takes the per-line road, which decides and names it.
+nothing is built per line but its custom_id. Anything this decode refuses (a missing field a
+default must fill, a bad value, a blank line) takes the per-line road, which decides and names it.
 
 As written means: a line's bytes without its newline (spacing and a CR included) are its request's
 item in the body, not a re-encoding of the values in it. Two things differ from re-encoding: a
