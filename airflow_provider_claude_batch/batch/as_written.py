@@ -28,6 +28,7 @@ from msgspec import Meta, Raw
 _Absent = Annotated[str, Meta(min_length=1, max_length=0)]
 _NonEmptyText = Annotated[str, Meta(min_length=1)]
 _NonEmptyBlocks = Annotated[list[Raw], Meta(min_length=1)]
+_CustomId = Annotated[str, Meta(min_length=1, max_length=64)]  # its characters: `plain_custom_ids`
 
 
 class _Message(msgspec.Struct, gc=False):
@@ -50,12 +51,12 @@ class _ParamsWithSystem(_Params, gc=False, kw_only=True):
 
 
 class _Request(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    custom_id: Annotated[str, Meta(min_length=1, max_length=64)]  # the characters: `plain_custom_ids`
+    custom_id: _CustomId
     params: _Params
 
 
 class _RequestNeedingSystem(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    custom_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    custom_id: _CustomId
     params: _ParamsWithSystem
 
 

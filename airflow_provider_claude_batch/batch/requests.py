@@ -121,13 +121,13 @@ class PreparedRequests:
         if recorded.startswith(FINGERPRINT_PREFIX):
             return False
         legacy = hashlib.sha256()  # (an item that is msgspec's encoding already comes out the same)
-        try:
-            for index in range(len(self)):
-                request = _decoder.decode(memoryview(self.buffer)[self.starts[index] : self.ends[index]])
-                legacy.update((b"," if index else b"") +
-                              _encoder.encode({"custom_id": request["custom_id"], "params": request["params"]}))
-        except msgspec.DecodeError:  # a number msgspec cannot hold: the earlier version refused this input
-            return False
+        with memoryview(self.buffer) as view:
+            try:
+                for index, (start, end) in enumerate(zip(self.starts, self.ends, strict=True)):
+                    request = _decoder.decode(view[start:end])
+                    legacy.update((b"," if index else b"") + _encode_item(request["custom_id"], request["params"]))
+            except msgspec.DecodeError:  # a number msgspec cannot hold: the earlier version refused this input
+                return False
         return recorded == legacy.hexdigest()
 
     def item_size(self, index: int) -> int:
@@ -179,6 +179,11 @@ class BatchPlan:
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+
+
+def _encode_item(custom_id: str, params: Mapping[str, Any]) -> bytes:
+    """A request as msgspec encodes it for the body: custom_id first, params' keys in their order."""
+    return _encoder.encode({"custom_id": custom_id, "params": params})
 
 
 def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDefaults = RequestDefaults(),
@@ -296,7 +301,7 @@ class _Preparer:
         the defaults and encoded by msgspec as the reference road does; else named by `add`."""
         prepared = self.prepared
         seen, item_limit, roles, id_chars = self.seen, self.item_limit, _ROLES, _CUSTOM_ID_CHARS
-        decode_typed, decode, encode = decoder.decode, _decoder.decode, _encoder.encode
+        decode_typed, decode = decoder.decode, _decoder.decode
         fills = [(name, value) for name in ("model", "max_tokens", "system")
                  if (value := getattr(self.defaults, name)) is not None]
         custom_id: Any  # JSON, until the checks below say what it is
@@ -312,11 +317,11 @@ class _Preparer:
             except msgspec.DecodeError:
                 pass
             else:
-                custom_id, item = typed.custom_id, line
+                custom_id = typed.custom_id
                 if not (self.bad or typed.params.stream or custom_id.strip(id_chars) or custom_id in seen
-                        or len(item) > item_limit or not as_written.valid_utf8(item)):
+                        or len(line) > item_limit or not as_written.valid_utf8(line)):
                     prepared.as_written += 1
-                    self._keep(number, custom_id, item)
+                    self._keep(number, custom_id, line)
                     continue
             try:
                 entry = decode(line)
@@ -351,7 +356,7 @@ class _Preparer:
                 continue
             try:
                 # Not encode_into: growing a large bytearray that way made peak memory 1.5x the body
-                item = encode({"custom_id": custom_id, "params": params})
+                item = _encode_item(custom_id, params)
             except (TypeError, msgspec.EncodeError):  # e.g. a default that is not JSON
                 good = False
             if not good or len(item) > item_limit:
@@ -433,7 +438,7 @@ def _check_request(entry: object, defaults: RequestDefaults) -> tuple[str | None
     if reason is not None:
         return custom_id, b"", reason
     try:
-        item = _encoder.encode({"custom_id": custom_id, "params": params})
+        item = _encode_item(custom_id, params)
     except (TypeError, msgspec.EncodeError) as exc:
         return custom_id, b"", f"params are not JSON-serializable: {exc}"
     return custom_id, item, None
