@@ -11,12 +11,18 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from airflow_provider_claude_batch.api_errors import mask_secrets
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
 class ClaudeBatchError(AirflowException):
-    """Base of every error this provider raises on purpose."""
+    """Base of every error this provider raises on purpose; its text is masked (`mask_secrets`), so a
+    key pasted into the wrong connection field never comes back in a task's failure."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class BatchInputError(ClaudeBatchError, AirflowFailException):
@@ -64,6 +70,11 @@ class BatchApiError(BatchInFlightError):
 
 class BatchApiRefusedError(BatchApiError, AirflowFailException):
     """The API refused to report on a batch (auth, permission, not found): waiting will not help."""
+
+
+class ResultsOriginRefusedError(BatchInFlightError, AirflowFailException):
+    """The API named a `results_url` on another origin than the connection's base URL: the key is
+    not sent there. A retry would get the same URL."""
 
 
 class ResultsArchivedError(BatchInFlightError, AirflowFailException):

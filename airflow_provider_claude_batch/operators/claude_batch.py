@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,26 @@ def normalize_batch_ids(value: Any) -> list[str]:
     if not ids:
         raise ValueError("batch_ids is empty: nothing to wait for")
     return list(dict.fromkeys(ids))
+
+
+@contextmanager
+def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequence[str]],
+                           doing: str) -> Iterator[None]:
+    """An API refusal (401/403/404/407) while `doing` becomes the documented `BatchApiRefusedError`,
+    not retried: a retry would be refused the same way. `batch_ids()` names the batches made so far."""
+    import anthropic
+
+    from airflow_provider_claude_batch.batch.polling import REFUSED_STATUSES
+    from airflow_provider_claude_batch.exceptions import BatchApiRefusedError
+
+    try:
+        yield
+    except anthropic.APIStatusError as exc:
+        if exc.status_code not in REFUSED_STATUSES:
+            raise
+        raise BatchApiRefusedError(
+            f"The API refused {doing} ({hook.describe_error(exc)}): check the connection's key and "
+            "workspace_id, and the batch IDs; retrying would be refused the same way.", list(batch_ids())) from exc
 
 
 class ClaudeBatchWaitMixin:
@@ -313,8 +334,9 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
-        record = self._submit_parts(hook, submitter, record, prepared, plans,
-                                    on_part=lambda done: self._publish(context, done))
+        with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
+            record = self._submit_parts(hook, submitter, record, prepared, plans,
+                                        on_part=lambda done: self._publish(context, done))
         del prepared
         if not self.wait_for_completion:
             return record.batch_ids
@@ -323,10 +345,13 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
     def execute_after_queue_wait(self, context: Context, event: Any = None) -> list[str] | None:
         """Resumed when the queue has room: carry on where the submission record says we are."""
         if not isinstance(event, Mapping) or event.get("status") != "fits":
-            message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
-            from airflow_provider_claude_batch.exceptions import ClaudeBatchError
+            from airflow_provider_claude_batch.exceptions import BatchApiError, BatchApiRefusedError
 
-            raise ClaudeBatchError(f"Waiting for room in the batch queue failed: {message}")
+            message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
+            refused = isinstance(event, Mapping) and event.get("error_kind") == "refused"
+            error = BatchApiRefusedError if refused else BatchApiError
+            raise error(f"Waiting for room in the batch queue failed: {message}"
+                        + ("" if refused else "; a retry looks again (nothing was created meanwhile)."))
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: Any = None) -> list[str]:
@@ -370,7 +395,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
 
         self.defer(trigger=ClaudeBatchQueueTrigger(needed, self.max_queued_requests, self.claude_batch_conn_id,
-                                                   poll_interval=self.queue_check_interval),
+                                                   poll_interval=self.queue_check_interval,
+                                                   error_budget=self.polling_error_budget),
                    method_name="execute_after_queue_wait")
 
     def _wait(self, context: Context, record: SubmissionRecord) -> list[str]:
@@ -459,42 +485,43 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         chosen = prepared
         first_round = self._first_round()
         created: list[float | None]
-        for number in range(self.max_retry_rounds + 1):
-            if number:
-                plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
-                                     max_body_bytes=self.max_batch_bytes)
-            if number == 0 and first_round is not None:
-                batch_ids, created = first_round, [None]
-            else:
-                submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
-                record = submitter.open_record(task_key(context), chosen, plans,
-                                               force_resubmit=self.force_resubmit and number == 0,
-                                               attempt_id=str(context["ti"].id))
-                record = self._submit_parts(hook, submitter, record, chosen, plans)
-                batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
-            all_ids += [b for b in batch_ids if b not in all_ids]
-            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
-            self._batch_ids = batch_ids
-            folder = round_folder(output, number)
-            manifest = _landed_manifest(folder, batch_ids)
-            if manifest is None:
-                self._wait_round(hook, batch_ids, created)
-                manifest = land_results(hook, batch_ids, folder, settings)
-            manifests.append(manifest)
-            again = retry_ids(read_rows(folder / "failures.jsonl"))
-            if not again:
-                break
-            if number == self.max_retry_rounds:
-                self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
-                                 "they are reported as failed", len(again), self.max_retry_rounds)
-                break
-            self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
-                          "expiry); submitting them again as round %d", number, len(again), number + 1)
-            try:
-                chosen = prepared.subset(again)
-            except KeyError as exc:
-                raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
-                                      "give the same input as the submit task.") from None
+        with refusals_fail_the_task(hook, lambda: all_ids, "to report on or serve the batches"):
+            for number in range(self.max_retry_rounds + 1):
+                if number:
+                    plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
+                                         max_body_bytes=self.max_batch_bytes)
+                if number == 0 and first_round is not None:
+                    batch_ids, created = first_round, [None]
+                else:
+                    submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
+                    record = submitter.open_record(task_key(context), chosen, plans,
+                                                   force_resubmit=self.force_resubmit and number == 0,
+                                                   attempt_id=str(context["ti"].id))
+                    record = self._submit_parts(hook, submitter, record, chosen, plans)
+                    batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
+                all_ids += [b for b in batch_ids if b not in all_ids]
+                context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
+                self._batch_ids = batch_ids
+                folder = round_folder(output, number)
+                manifest = _landed_manifest(folder, batch_ids)
+                if manifest is None:
+                    self._wait_round(hook, batch_ids, created)
+                    manifest = land_results(hook, batch_ids, folder, settings)
+                manifests.append(manifest)
+                again = retry_ids(read_rows(folder / "failures.jsonl"))
+                if not again:
+                    break
+                if number == self.max_retry_rounds:
+                    self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
+                                     "they are reported as failed", len(again), self.max_retry_rounds)
+                    break
+                self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
+                              "expiry); submitting them again as round %d", number, len(again), number + 1)
+                try:
+                    chosen = prepared.subset(again)
+                except KeyError as exc:
+                    raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
+                                          "give the same input as the submit task.") from None
         del prepared, chosen
         final = finalize_rounds(output, manifests, self.formats, time.time())
         self._landed = (str(output), all_ids)
@@ -555,7 +582,9 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
         output = as_path(self.output_path, self.storage_conn_id)
         settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
-        manifest = land_results(self._hook(), ids, output, settings)
+        hook = self._hook()
+        with refusals_fail_the_task(hook, lambda: ids, "to report on or serve the batches"):
+            manifest = land_results(hook, ids, output, settings)
         self._landed = (str(output), ids)
         return finish_landing(self, context, manifest, output, ids)
 
