@@ -26,6 +26,13 @@ def mask_secrets(text: str) -> str:
     return _LONG_TOKEN.sub(lambda m: m.group(0) if _API_ID.fullmatch(m.group(0)) else MASK, text)
 
 
+def secret_shaped_parts(text: str) -> list[str]:
+    """The parts of `text` that `mask_secrets` hides (to register them with Airflow's log masker, so
+    that the HTTP library's own log lines hide them too)."""
+    parts = _ANTHROPIC_KEY.findall(text) + [m[:-1] for m in _USERINFO.findall(text)]
+    return parts + [m for m in _LONG_TOKEN.findall(text) if not _API_ID.fullmatch(m)]
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of an absolute URL, the port made explicit for http and https."""
     parts = urlsplit(url.strip())

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_claude_batch.api_errors import describe_api_error, mask_secrets, same_origin, show_origin
+from airflow_provider_claude_batch.api_errors import (
+    describe_api_error,
+    mask_secrets,
+    same_origin,
+    secret_shaped_parts,
+    show_origin,
+)
 from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings, check_proxy_support
 
 if TYPE_CHECKING:
@@ -114,6 +120,7 @@ class ClaudeBatchHook(BaseHook):
     @cached_property
     def settings(self) -> ClientSettings:
         conn: ConnectionLike = self.get_connection(self.claude_batch_conn_id)
+        _mask_misplaced_secrets(conn)
         settings = ClientSettings.from_connection(conn)
         self.log.info("%s", mask_secrets(
             f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL} (connection {self.claude_batch_conn_id!r}"
@@ -124,6 +131,7 @@ class ClaudeBatchHook(BaseHook):
         """The settings, read without blocking the triggerer's event loop."""
         if "settings" not in self.__dict__:
             conn: ConnectionLike = await self.aget_connection(self.claude_batch_conn_id)
+            _mask_misplaced_secrets(conn)
             self.__dict__["settings"] = ClientSettings.from_connection(conn)
         return self.settings
 
@@ -304,6 +312,17 @@ class ClaudeBatchHook(BaseHook):
             return False, str(exc)
         newest = page.data[0].id if page.data else "none yet"
         return True, f"Connection OK: Message Batches API reachable (newest batch: {newest})."
+
+
+def _mask_misplaced_secrets(conn: ConnectionLike) -> None:
+    """A key pasted into the host or an extra field is not masked by Airflow (only the password is):
+    register every secret-shaped part of them, so that no log line of the task shows it, ours or the
+    HTTP library's (which logs each request's URL)."""
+    from airflow.sdk.log import mask_secret
+
+    texts = [conn.host or ""] + [str(v) for v in (conn.extra_dejson or {}).values()]
+    for part in {p for text in texts for p in secret_shaped_parts(text)}:
+        mask_secret(part)
 
 
 __all__ = ["BatchNotEndedError", "ClaudeBatchHook", "build_async_client", "build_client"]
