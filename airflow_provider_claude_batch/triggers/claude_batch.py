@@ -96,7 +96,7 @@ class ClaudeBatchTrigger(BaseTrigger):
                 try:
                     answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                    described = describe_api_error(exc)
+                    described = poller.describe(exc)
                     decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
                                                    described, now)
                     if decision.action == "sleep":
