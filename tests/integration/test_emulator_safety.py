@@ -103,14 +103,6 @@ def test_malformed_control_input_gets_a_400_and_breaks_nothing_later(
 
 
 # ---- bodies, over raw sockets against a separate emulator process ------------------------------------
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    emulator = EmulatorProcess()
-    yield emulator
-    emulator.process.terminate()
-    emulator.process.wait(timeout=30)
-
-
 def _send_headers(port: int, content_length: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(f"POST /v1/messages/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: emulator-key\r\n"

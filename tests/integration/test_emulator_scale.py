@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -14,14 +13,6 @@ from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from tests.helpers import EmulatorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    emulator = EmulatorProcess()
-    yield emulator
-    emulator.process.terminate()
-    emulator.process.wait(timeout=30)
 
 
 @pytest.fixture
