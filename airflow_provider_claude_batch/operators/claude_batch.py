@@ -188,7 +188,7 @@ class ClaudeBatchWaitMixin:
                     hook.cancel_batch(batch_id)
                     hook.log.warning("Canceled batch %s because %s (cancel_on_kill=True)", batch_id, reason)
             except Exception as exc:
-                hook.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+                hook.log.warning("Could not cancel batch %s: %s", batch_id, hook.describe_error(exc))
 
     def _cancel_if_user_failed_the_task(self, batch_ids: Sequence[str], context: Context | None) -> None:
         """on_kill runs on any SIGTERM (a clear, mark success, a worker shutdown): only "marked failed"
@@ -448,7 +448,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         self._landed: tuple[str, list[str]] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
-        return self._advance(context)
+        with refusals_fail_the_task(self._hook(), lambda: self._batch_ids, "to report on or serve the batches"):
+            return self._advance(context)
 
     def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
         """A round's batches have ended (or the wait failed): carry on from the records.
@@ -456,7 +457,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         A batch canceled outside Airflow is landed with its canceled rows, not retried.
         """
         self._raise_for_unended(self._parse_wait_event(event))
-        return self._advance(context)
+        with refusals_fail_the_task(self._hook(), lambda: self._batch_ids, "to report on or serve the batches"):
+            return self._advance(context)
 
     def _first_round(self) -> list[str] | None:
         """Batches submitted elsewhere that stand for round 0 (the results operator's); None: submit."""
@@ -485,43 +487,42 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         chosen = prepared
         first_round = self._first_round()
         created: list[float | None]
-        with refusals_fail_the_task(hook, lambda: all_ids, "to report on or serve the batches"):
-            for number in range(self.max_retry_rounds + 1):
-                if number:
-                    plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
-                                         max_body_bytes=self.max_batch_bytes)
-                if number == 0 and first_round is not None:
-                    batch_ids, created = first_round, [None]
-                else:
-                    submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
-                    record = submitter.open_record(task_key(context), chosen, plans,
-                                                   force_resubmit=self.force_resubmit and number == 0,
-                                                   attempt_id=str(context["ti"].id))
-                    record = self._submit_parts(hook, submitter, record, chosen, plans)
-                    batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
-                all_ids += [b for b in batch_ids if b not in all_ids]
-                context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
-                self._batch_ids = batch_ids
-                folder = round_folder(output, number)
-                manifest = _landed_manifest(folder, batch_ids)
-                if manifest is None:
-                    self._wait_round(hook, batch_ids, created)
-                    manifest = land_results(hook, batch_ids, folder, settings)
-                manifests.append(manifest)
-                again = retry_ids(read_rows(folder / "failures.jsonl"))
-                if not again:
-                    break
-                if number == self.max_retry_rounds:
-                    self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
-                                     "they are reported as failed", len(again), self.max_retry_rounds)
-                    break
-                self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
-                              "expiry); submitting them again as round %d", number, len(again), number + 1)
-                try:
-                    chosen = prepared.subset(again)
-                except KeyError as exc:
-                    raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
-                                          "give the same input as the submit task.") from None
+        for number in range(self.max_retry_rounds + 1):
+            if number:
+                plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
+                                     max_body_bytes=self.max_batch_bytes)
+            if number == 0 and first_round is not None:
+                batch_ids, created = first_round, [None]
+            else:
+                submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
+                record = submitter.open_record(task_key(context), chosen, plans,
+                                               force_resubmit=self.force_resubmit and number == 0,
+                                               attempt_id=str(context["ti"].id))
+                record = self._submit_parts(hook, submitter, record, chosen, plans)
+                batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
+            all_ids += [b for b in batch_ids if b not in all_ids]
+            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
+            self._batch_ids = batch_ids
+            folder = round_folder(output, number)
+            manifest = _landed_manifest(folder, batch_ids)
+            if manifest is None:
+                self._wait_round(hook, batch_ids, created)
+                manifest = land_results(hook, batch_ids, folder, settings)
+            manifests.append(manifest)
+            again = retry_ids(read_rows(folder / "failures.jsonl"))
+            if not again:
+                break
+            if number == self.max_retry_rounds:
+                self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
+                                 "they are reported as failed", len(again), self.max_retry_rounds)
+                break
+            self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
+                          "expiry); submitting them again as round %d", number, len(again), number + 1)
+            try:
+                chosen = prepared.subset(again)
+            except KeyError as exc:
+                raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
+                                      "give the same input as the submit task.") from None
         del prepared, chosen
         final = finalize_rounds(output, manifests, self.formats, time.time())
         self._landed = (str(output), all_ids)
@@ -572,7 +573,7 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         if self.max_retry_rounds:
-            return self._advance(context)
+            return super().execute(context)
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
         from airflow_provider_claude_batch.landing import LandingSettings, land_results
         from airflow_provider_claude_batch.storage import as_path
