@@ -469,7 +469,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                                      max_body_bytes=self.max_batch_bytes)
             if number == 0 and first_round is not None:
                 batch_ids, created = first_round, [None]
-                expected = expected_from_record(self._upstream_record(context))
+                # The input given here is the submit task's; where it was split the same way, check exactly.
+                expected = expected_from_record(self._upstream_record(context), chosen.custom_ids, plans)
             else:
                 submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
                 record = submitter.open_record(task_key(context), chosen, plans,
