@@ -83,3 +83,8 @@ class ResultsArchivedError(BatchInFlightError, AirflowFailException):
 
 class TooManyFailuresError(BatchInFlightError):
     """More requests failed than `max_failed_fraction` allows; the results were landed first."""
+
+
+class ResultsMismatchError(BatchInFlightError):
+    """A results stream is not exactly one result per submitted custom_id (a duplicate, a missing
+    one, one never submitted). Nothing was published; a retry reads the stream again."""

@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from airflow_provider_claude_batch.emulator.clock import rfc3339
-from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan
+from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
 
@@ -234,7 +234,7 @@ class Emulator:
 
     async def _results(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
-            lines = self.store.results_lines(request.path_params["batch_id"])
+            lines = tampered_results(self.store.results_lines(request.path_params["batch_id"]), fault)
             cut_after = fault.after_lines if fault is not None and fault.kind == "cut_stream" else None
             pause = fault.delay_seconds if fault is not None and fault.kind == "slow_stream" else 0.0
             return StreamingResponse(_chunked(lines, cut_after, pause), media_type="application/binary")

@@ -464,13 +464,17 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         """Batches submitted elsewhere that stand for round 0 (the results operator's); None: submit."""
         return None
 
+    def _upstream_record(self, context: Context) -> SubmissionRecord | None:
+        """The submission record of the batches given as `batch_ids` (the results operator's), if known."""
+        return None
+
     def _advance(self, context: Context) -> dict[str, Any]:
         """Walk the rounds from the first: recorded and landed ones are re-used, the first open one goes on."""
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
         from airflow_provider_claude_batch.batch.requests import plan_batches
         from airflow_provider_claude_batch.batch.rounds import retry_ids
         from airflow_provider_claude_batch.exceptions import BatchInputError
-        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
         from airflow_provider_claude_batch.multiround import finalize_rounds, read_rows, round_folder
         from airflow_provider_claude_batch.storage import as_path
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
@@ -493,6 +497,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                                      max_body_bytes=self.max_batch_bytes)
             if number == 0 and first_round is not None:
                 batch_ids, created = first_round, [None]
+                # The input given here is the submit task's; where it was split the same way, check exactly.
+                expected = expected_from_record(self._upstream_record(context), chosen.custom_ids, plans)
             else:
                 submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
                 record = submitter.open_record(task_key(context), chosen, plans,
@@ -500,6 +506,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                                                attempt_id=str(context["ti"].id))
                 record = self._submit_parts(hook, submitter, record, chosen, plans)
                 batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
+                expected = expected_from_record(record, chosen.custom_ids, plans)
             all_ids += [b for b in batch_ids if b not in all_ids]
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
             self._batch_ids = batch_ids
@@ -507,7 +514,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
             manifest = _landed_manifest(folder, batch_ids)
             if manifest is None:
                 self._wait_round(hook, batch_ids, created)
-                manifest = land_results(hook, batch_ids, folder, settings)
+                manifest = land_results(hook, batch_ids, folder, settings, expected=expected, within=output)
             manifests.append(manifest)
             again = retry_ids(read_rows(folder / "failures.jsonl"))
             if not again:
@@ -567,6 +574,27 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
                  max_retry_rounds: int = 0, **kwargs: Any) -> None:
         super().__init__(output_path=output_path, max_retry_rounds=max_retry_rounds, **kwargs)
         self.batch_ids = batch_ids
+        self._submitted_by = _submitting_task_id(batch_ids)
+
+    def _upstream_record(self, context: Context) -> SubmissionRecord | None:
+        """The record of the submit task whose output `batch_ids` is (same DAG run, not mapped): it holds
+        each batch's request count and custom_ids' sha256. Without one, each batch is checked for
+        duplicates and against its own request counts."""
+        if self._submitted_by is None or self.dag is None or not self.dag.has_task(self._submitted_by):
+            return None
+        upstream = self.dag.get_task(self._submitted_by)
+        if not isinstance(upstream, ClaudeBatchSubmitOperator) or "{{" in str(upstream.state_path or ""):
+            return None
+        from airflow_provider_claude_batch.batch.ledger import TaskKey
+
+        ti = context["ti"]
+        key = TaskKey(dag_id=ti.dag_id, task_id=upstream.task_id, run_id=ti.run_id)
+        try:
+            return upstream.ledger().load(key)
+        except Exception as exc:
+            self.log.warning("Could not read the submission record of %s (%s); checking each batch's results for "
+                             "duplicates and against its request counts only", upstream.task_id, exc)
+            return None
 
     def _first_round(self) -> list[str] | None:
         return normalize_batch_ids(self.batch_ids)
@@ -575,7 +603,7 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
         if self.max_retry_rounds:
             return super().execute(context)
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
         from airflow_provider_claude_batch.storage import as_path
 
         ids = normalize_batch_ids(self.batch_ids)
@@ -584,10 +612,20 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
         settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
         hook = self._hook()
+        expected = expected_from_record(self._upstream_record(context))
         with refusals_fail_the_task(hook, lambda: ids, "to report on or serve the batches"):
-            manifest = land_results(hook, ids, output, settings)
+            manifest = land_results(hook, ids, output, settings, expected=expected)
         self._landed = (str(output), ids)
         return finish_landing(self, context, manifest, output, ids)
+
+
+def _submitting_task_id(batch_ids: Any) -> str | None:
+    """The task whose XCom `batch_ids` is (e.g. ``submit.output``), to find its submission record."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    if isinstance(batch_ids, PlainXComArg) and batch_ids.key in ("return_value", BATCH_IDS_XCOM_KEY):
+        return str(batch_ids.operator.task_id)
+    return None
 
 
 def _landed_manifest(folder: ObjectStoragePath, batch_ids: list[str]) -> dict[str, Any] | None:
