@@ -24,7 +24,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -313,6 +313,8 @@ class _Preparer:
         decode_typed, decode = decoder.decode, _decoder.decode
         fills = [(name, value) for name in ("model", "max_tokens", "system")
                  if (value := getattr(self.defaults, name)) is not None]
+        # A default msgspec would encode as something else (a NaN, a set): every line goes to `add`, which names it
+        fills_not_json = not_json_reason(dict(fills)) is not None
         custom_id: Any  # JSON, until the checks below say what it is
         params: Any
         messages: Any
@@ -360,7 +362,7 @@ class _Preparer:
                     if not content or (type(content) is not str and type(content) is not list):
                         good = False
                         break
-            if not good or self.bad or custom_id in seen:
+            if not good or self.bad or custom_id in seen or fills_not_json:
                 self.add(number, entry)
                 continue
             try:
@@ -454,7 +456,8 @@ def _check_request(entry: object, defaults: RequestDefaults) -> tuple[str | None
     except (TypeError, msgspec.EncodeError) as exc:
         return custom_id, b"", f"params are not JSON-serializable: {not_json_reason(params) or exc}"
     except UnicodeEncodeError as exc:
-        return custom_id, b"", f"params hold text that is not valid Unicode ({exc.reason}: {exc.object[exc.start:exc.end]!r})"
+        bad_text = exc.object[exc.start : exc.end]
+        return custom_id, b"", f"params hold text that is not valid Unicode ({exc.reason}: {bad_text!r})"
     except RecursionError:
         return custom_id, b"", "params are nested too deeply to encode"
     if not same:
@@ -657,12 +660,16 @@ def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: st
             continue
         custom_id = str(custom_id)
         try:
-            params = build_params(row)
+            params = cast("object", build_params(row))  # the user's code may return anything
         except RowError as exc:
             yield number, Problem(number, custom_id, str(exc))
             continue
         except Exception as exc:  # the user's code: any failure is this row's
             yield number, Problem(number, custom_id, f"could not build params from the row: {exc!r:.300}")
+            continue
+        if not isinstance(params, Mapping):
+            reason = f"build_params returned {type(params).__name__}, not a dict of params"
+            yield number, Problem(number, custom_id, reason)
             continue
         yield number, {"custom_id": custom_id, "params": params}
 
@@ -721,10 +728,11 @@ def _placeholders(text: str, path: str) -> tuple[str, ...]:
     except ValueError as exc:
         raise TemplateError(f"{path}: {exc} in {text!r:.80} (write {{{{ and }}}} for literal braces)") from None
     names = []
-    for _literal, name, spec, _conversion in parsed:
+    for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
-        if not name or name.isdigit() or "." in name or "[" in name or "{" in (spec or ""):
+        if not name or name.isdigit() or "." in name or "[" in name or "{" in (spec or "") \
+                or conversion not in (None, "s", "r", "a"):
             raise TemplateError(f"{path}: placeholder {{{name}}} must name a column, as {{column}} "
                                 "(no positions, attributes, indexes or nested placeholders)")
         names.append(name)
