@@ -303,7 +303,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
         prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
         if bad:
-            raise InvalidRequestsError([str(p) for p in problems], bad, len(prepared) + bad)
+            raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
         if not len(prepared):
             raise BatchInputError("The input has no requests; nothing was submitted.")
         plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
