@@ -176,3 +176,42 @@ def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path
     assert rerun_cleared(dag, DATE).task_state("batch") == "success"
     assert control.state()["batches_created"] == 2
     assert not (HOME_RECORDS / "store_rounds").exists()
+
+
+def test_a_try_that_failed_cleanly_gives_its_claim_back_so_the_retry_creates_at_once(
+        dags: Path, control: EmulatorControl) -> None:
+    import time
+
+    control.inject({"endpoint": "create", "status": 429, "count": 3})  # try 1 gives up after FAST's 3 attempts
+    dag = write_dag(dags, "store_release", _submit(2, ", retries=1, retry_delay=timedelta(0)"))
+    started = time.monotonic()
+    result = run_dag(dag)
+    assert result.task_state("submit") == "success" and _try_number(result, "submit") == 2
+    assert time.monotonic() - started < 120  # not claim_stale_seconds (900 s)
+    state = control.state()
+    assert state["batches_created"] == 1 and state["calls"]["create"] == 4
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_over_once_it_goes_stale(
+        dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    real_create = ClaudeBatchHook.create_batch_streamed
+    calls: list[int] = []
+
+    def die_before_the_first_create(self, chunks, size):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemExit("worker killed after recording the intent, before sending the create")
+        return real_create(self, chunks, size)
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", die_before_the_first_create)
+    policy = ("CreatePolicy(attempts=3, reconcile_seconds=1, reconcile_poll_seconds=0.2, backoff_seconds=0.1, "
+              "claim_settle_seconds=0.2, claim_stale_seconds=2, claim_poll_seconds=0.2)")
+    dag = write_dag(dags, "store_takeover", _submit(2, ", retries=1, retry_delay=timedelta(0)").replace(
+        "create_policy=FAST", f"create_policy={policy}"))
+    result = run_dag(dag)
+    assert result.task_state("submit") == "success"
+    assert control.state()["batches_created"] == 1
+    assert "holds the claim" in caplog.text and "taking over its claim" in caplog.text
