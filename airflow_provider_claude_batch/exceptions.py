@@ -88,3 +88,12 @@ class TooManyFailuresError(BatchInFlightError):
 class ResultsMismatchError(BatchInFlightError):
     """A results stream is not exactly one result per submitted custom_id (a duplicate, a missing
     one, one never submitted). Nothing was published; a retry reads the stream again."""
+
+
+class StateNotSharedError(BatchInputError):
+    """The submission record would live where a retry on another worker cannot read it; nothing was sent."""
+
+
+class SubmissionRecordError(ClaudeBatchError, AirflowFailException):
+    """The submission record cannot be read or written. Not retried: a try that cannot see the record
+    could pay again for batches that already exist; the message says where it is and what to do."""

@@ -28,6 +28,8 @@ from airflow_provider_claude_batch.defaults import (
 )
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 
+SUBMISSION_RECORD_XCOM_KEY = "submission_record"
+
 if TYPE_CHECKING:
 
     from airflow.sdk import Context, ObjectStoragePath
@@ -37,24 +39,12 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
+    from airflow_provider_claude_batch.record_store import RecordStore
+    from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
 
 def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def default_state_path() -> str:
-    """Where submission records live unless `state_path` says otherwise.
-
-    Set `[claude_batch] state_path` to storage every worker shares (s3://..., gs://...); the local
-    default under AIRFLOW_HOME only protects single-machine setups such as the demo.
-    """
-    configured = conf.get("claude_batch", "state_path", fallback=None)
-    if configured:
-        return str(configured)
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return "file://" + os.path.join(os.path.abspath(home), "claude_batch", "submissions")
 
 
 def task_key(context: Context) -> TaskKey:
@@ -215,7 +205,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
       placeholders) or ``build_params(row) -> params``; ``custom_id_column`` names the ID column.
 
     ``model``, ``max_tokens`` and ``system`` fill params that a request leaves out. Every request
-    is validated before any API call. The submission is recorded under ``state_path``, so a retry,
+    is validated before any API call. The submission is recorded (in Airflow's task state store,
+    or under ``state_path`` when set: see the README's "Running on several machines"), so a retry,
     a clear or a backfill re-run of the same task instance with the same input re-attaches to the
     batches already created; ``force_resubmit=True`` submits anew.
     """
@@ -317,21 +308,25 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
                       len(prepared), len(prepared.buffer) / 1e6, len(plans), prepared.fingerprint[:16])
         return prepared, plans
 
-    def ledger(self) -> SubmissionLedger:
-        from airflow_provider_claude_batch.storage import as_path
-        from airflow_provider_claude_batch.submission import SubmissionLedger
+    def record_store(self, context: Context) -> RecordStore:
+        """Where this task instance's submission record lives (see `record_store`); raises before any API call
+        when that would be a disk other workers cannot read."""
+        from airflow_provider_claude_batch.record_store import open_record_store
+        from airflow_provider_claude_batch.submission import CreatePolicy
 
-        root = self.state_path or default_state_path()
-        return SubmissionLedger(as_path(root, self.storage_conn_id))
+        policy = self.create_policy or CreatePolicy()
+        return open_record_store(state_path=self.state_path, storage_conn_id=self.storage_conn_id, context=context,
+                                 settle_seconds=policy.claim_settle_seconds)
 
     # ---- execution --------------------------------------------------------------------------------
     def execute(self, context: Context) -> list[str] | None:
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
         self._context = context
+        store = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
-        submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
+        submitter = Submitter(hook, store, self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
         with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
@@ -377,6 +372,9 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         if record.batch_ids:
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=record.batch_ids)
             context["ti"].xcom_push(key="batch_id", value=record.batch_ids[0])
+            # What a downstream results task checks each batch's results against (counts and custom_ids'
+            # sha256, about 200 bytes a batch): the record itself may sit in this task's own state store.
+            context["ti"].xcom_push(key=SUBMISSION_RECORD_XCOM_KEY, value=record.to_dict())
 
     def _wait_for_queue_room(self, hook: ClaudeBatchHook, needed: int) -> None:
         from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
@@ -480,9 +478,9 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
         self._context = context
+        ledger = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
-        ledger = self.ledger()
         output = as_path(self.output_path, self.storage_conn_id)
         settings = LandingSettings(formats=("jsonl",), expiry_warning_seconds=self.expiry_warning.total_seconds(),
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
@@ -577,23 +575,19 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
         self._submitted_by = _submitting_task_id(batch_ids)
 
     def _upstream_record(self, context: Context) -> SubmissionRecord | None:
-        """The record of the submit task whose output `batch_ids` is (same DAG run, not mapped): it holds
-        each batch's request count and custom_ids' sha256. Without one, each batch is checked for
-        duplicates and against its own request counts."""
+        """The record of the submit task whose output `batch_ids` is (same DAG run, not mapped), as that task
+        published it to XCom: each batch's request count and custom_ids' sha256. Without one, each batch is
+        checked for duplicates and against its own request counts."""
         if self._submitted_by is None or self.dag is None or not self.dag.has_task(self._submitted_by):
             return None
-        upstream = self.dag.get_task(self._submitted_by)
-        if not isinstance(upstream, ClaudeBatchSubmitOperator) or "{{" in str(upstream.state_path or ""):
-            return None
-        from airflow_provider_claude_batch.batch.ledger import TaskKey
+        from airflow_provider_claude_batch.batch.ledger import SubmissionRecord
 
-        ti = context["ti"]
-        key = TaskKey(dag_id=ti.dag_id, task_id=upstream.task_id, run_id=ti.run_id)
         try:
-            return upstream.ledger().load(key)
+            raw = context["ti"].xcom_pull(task_ids=self._submitted_by, key=SUBMISSION_RECORD_XCOM_KEY)
+            return SubmissionRecord.from_dict(raw) if raw is not None else None
         except Exception as exc:
             self.log.warning("Could not read the submission record of %s (%s); checking each batch's results for "
-                             "duplicates and against its request counts only", upstream.task_id, exc)
+                             "duplicates and against its request counts only", self._submitted_by, exc)
             return None
 
     def _first_round(self) -> list[str] | None:
