@@ -131,6 +131,12 @@ def _wait_for_worker(stack: ProductionStack, worker: str, log_offset: int = 0) -
     wait_for(f"Celery {worker} to be ready", lambda: b" ready." in log.read_bytes()[log_offset:], 240)
 
 
+def _trigger_log(stack: ProductionStack, triggerer: str, dag_id: str, run_id: str) -> str:
+    """What `triggerer` logged for the triggers of one run (on its own machine's disk)."""
+    folder = stack.machine_home(triggerer) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return "".join(path.read_text(errors="replace") for path in sorted(folder.rglob("*.log")))
+
+
 def _figures(record_metric: Any, drill: str, made: list[dict[str, Any]], started: float) -> None:
     cancels = sum(batch["cancel_calls"] for batch in made)
     record_metric(f"production shape, {drill}",
@@ -180,10 +186,10 @@ def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
 
     control.configure(processing_seconds=3600)  # in progress until the clock is moved
     try:
-        run_id = stack.trigger(NIGHTLY, "2026-11-25T00:00:00Z")
-        stack.wait_for_task_state(NIGHTLY, run_id, "wait", {"deferred"})
+        run_id = stack.trigger(EVAL, "2026-11-25T00:00:00Z")
+        stack.wait_for_task_state(EVAL, run_id, "answers", {"deferred"})
         trigger_id, holder = wait_for("a triggerer to take the trigger",
-                                      lambda: (t := prod.trigger_of(NIGHTLY, run_id, "wait"))[1] and t, 60, 0.5)
+                                      lambda: (t := prod.trigger_of(EVAL, run_id, "answers"))[1] and t, 60, 0.5)
         assert holder in TRIGGERERS
         (other,) = set(TRIGGERERS) - {holder}
         seen = polls()
@@ -193,31 +199,32 @@ def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
         frozen_at = time.monotonic()
         try:
             wait_for(f"the trigger to move to {other}",
-                     lambda: prod.trigger_of(NIGHTLY, run_id, "wait") == (trigger_id, other), 90, interval=0.5)
+                     lambda: prod.trigger_of(EVAL, run_id, "answers") == (trigger_id, other), 90, interval=0.5)
             seen = polls()
             wait_for(f"{other} to poll the batch", lambda: polls() > seen + 2, 60, interval=0.5)
         finally:
             stack.thaw(holder)
         frozen_for = time.monotonic() - frozen_at
         # Thawed, the first triggerer finds the trigger is no longer its own and stops its copy;
-        # Airflow 3.3 calls the trigger's on_kill for that (Airflow issue 73454).
-        trigger_log = stack.machine_home(holder) / "logs"
-        wait_for(f"{holder} to stop its copy of the trigger and leave the batch running",
-                 lambda: any("not failed: leaving batches" in path.read_text(errors="replace")
-                             for path in trigger_log.rglob("*.log*") if path.is_file()), 90, interval=1)
-        assert prod.trigger_of(NIGHTLY, run_id, "wait") == (trigger_id, other)
-        assert stack.task_instances(NIGHTLY, run_id)["wait"]["state"] == "deferred"
+        # Airflow 3.3 calls the trigger's on_kill for that (Airflow issue 73454). The operator's
+        # trigger has cancel_on_kill: it must see the task is still deferred and leave the batch.
+        wait_for(f"{holder} to call on_kill on its copy, which leaves the batch running",
+                 lambda: all(line in _trigger_log(stack, holder, EVAL, run_id) for line in (
+                     "Trigger cancelled by user action, invoking on_kill", "not failed: leaving batches")),
+                 90, interval=1)
+        assert prod.trigger_of(EVAL, run_id, "answers") == (trigger_id, other)
+        assert stack.task_instances(EVAL, run_id)["answers"]["state"] == "deferred"
         control.advance(3600)
     finally:
         control.configure(processing_seconds=PROCESSING_SECONDS)
-    stack.wait_for_run(NIGHTLY, run_id)
+    stack.wait_for_run(EVAL, run_id)
 
-    prod.assert_complete("nightly_classification", "2026-11-25", REVIEWS)
+    prod.assert_complete("eval_run", "2026-11-25", EVAL_CASES)
     made = prod.batches()[before:]
     _figures(record_metric, f"triggerer frozen {frozen_for:.0f} s", made, started)
     assert len(made) == 1, made
     assert not made[0]["canceled"] and made[0]["cancel_calls"] == 0
-    assert stack.task_instances(NIGHTLY, run_id)["wait"]["try_number"] == 1
+    assert stack.task_instances(EVAL, run_id)["answers"]["try_number"] == 1
 
 
 def test_scheduler_restarted_mid_run_completes_without_submitting_twice(prod: Deployment, record_metric: Any) -> None:
