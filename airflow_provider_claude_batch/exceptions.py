@@ -72,3 +72,12 @@ class ResultsArchivedError(BatchInFlightError, AirflowFailException):
 
 class TooManyFailuresError(BatchInFlightError):
     """More requests failed than `max_failed_fraction` allows; the results were landed first."""
+
+
+class StateNotSharedError(BatchInputError):
+    """The submission record would live where a retry on another worker cannot read it; nothing was sent."""
+
+
+class SubmissionRecordError(ClaudeBatchError, AirflowFailException):
+    """The submission record cannot be read or written. Not retried: a try that cannot see the record
+    could pay again for batches that already exist; the message says where it is and what to do."""

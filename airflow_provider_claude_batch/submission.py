@@ -12,14 +12,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import secrets
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
 from airflow_provider_claude_batch.batch.events import total_requests
-from airflow_provider_claude_batch.batch.ledger import PartRecord, SubmissionRecord, TaskKey, matches_part
-from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError
-from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
+from airflow_provider_claude_batch.batch.ledger import (
+    Claim,
+    PartRecord,
+    SubmissionRecord,
+    TaskKey,
+    claim_is_stale,
+    matches_part,
+    part_claim,
+    successor_claim,
+)
+from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, SubmissionRecordError
+from airflow_provider_claude_batch.record_store import DELETE_WARNING, settled_claim
+from airflow_provider_claude_batch.storage import is_local, read_bytes_if_exists, write_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,17 +43,48 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.record_store import RecordStore
 
 log = logging.getLogger(__name__)
 RECORD_NAME = "submission.json"
 
 
-class SubmissionLedger:
-    """Submission records under one root on object storage, one file per task instance."""
+@dataclasses.dataclass(frozen=True)
+class CreatePolicy:
+    """How hard to try a create, how to look for a batch whose create answer was lost, and how
+    concurrent attempts of one task instance agree on which of them creates."""
 
-    def __init__(self, root: ObjectStoragePath, record_name: str = RECORD_NAME) -> None:
+    attempts: int = 3
+    reconcile_seconds: float = 60.0
+    reconcile_poll_seconds: float = 5.0
+    clock_skew_seconds: float = 300.0
+    backoff_seconds: float = 5.0
+    # A claim on a store without conditional writes is won after this long without a rival write.
+    claim_settle_seconds: float = 3.0
+    # An attempt holding a claim that has written nothing for this long is taken for dead.
+    claim_stale_seconds: float = 900.0
+    claim_poll_seconds: float = 2.0
+
+
+class SubmissionLedger:
+    """Submission records under one root on object storage, one file per task instance (a `RecordStore`).
+
+    Claims are files next to the record: created with O_EXCL on local disk (atomic, no timing
+    assumption); elsewhere written, left to settle and read back (`settled_claim`), since
+    ObjectStoragePath offers no conditional put.
+    """
+
+    def __init__(self, root: ObjectStoragePath, record_name: str = RECORD_NAME, *,
+                 settle_seconds: float = CreatePolicy.claim_settle_seconds,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.root = root
         self.record_name = record_name
+        self.settle_seconds = settle_seconds
+        self.sleep = sleep
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def folder(self, key: TaskKey) -> ObjectStoragePath:
         return self.root / key.relative_path()
@@ -50,34 +95,69 @@ class SubmissionLedger:
     def for_round(self, round_number: int) -> SubmissionLedger:
         """The ledger of a follow-up round: its own record next to the first one."""
         name = RECORD_NAME if round_number == 0 else f"submission-round-{round_number}.json"
-        return SubmissionLedger(self.root, name)
+        return SubmissionLedger(self.root, name, settle_seconds=self.settle_seconds, sleep=self.sleep)
 
     def load(self, key: TaskKey) -> SubmissionRecord | None:
-        data = read_bytes_if_exists(self.path(key))
-        return SubmissionRecord.from_json(data) if data is not None else None
+        path = self.path(key)
+        try:
+            data = read_bytes_if_exists(path)
+        except PermissionError as exc:
+            raise SubmissionRecordError(f"The submission record {path} cannot be read ({exc}): give the workers read "
+                                        f"and write access to it. {DELETE_WARNING}") from exc
+        if data is None:
+            return None
+        try:
+            return SubmissionRecord.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:  # msgspec.DecodeError is a ValueError
+            raise SubmissionRecordError(
+                f"The submission record {path} is unreadable ({exc}). Compare it with the API's batch list and "
+                f"repair it, or pass force_resubmit=True to submit anew on purpose. {DELETE_WARNING}") from exc
 
     def save(self, record: SubmissionRecord) -> None:
         write_atomically(self.path(record.key), record.to_json())
 
+    def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
+        path = self.folder(key) / "claims" / f"{self.record_name.removesuffix('.json')}.{name}.json"
+        if is_local(path):
+            return _claim_local_file(path.path, mine)
 
-@dataclasses.dataclass(frozen=True)
-class CreatePolicy:
-    """How hard to try a create, and how to look for a batch whose create answer was lost."""
+        def read() -> Claim | None:
+            data = read_bytes_if_exists(path)
+            return Claim.from_dict(msgspec.json.decode(data)) if data is not None else None
 
-    attempts: int = 3
-    reconcile_seconds: float = 60.0
-    reconcile_poll_seconds: float = 5.0
-    clock_skew_seconds: float = 300.0
-    backoff_seconds: float = 5.0
+        def write(claim: Claim) -> None:
+            write_atomically(path, msgspec.json.encode(claim.to_dict()))
+
+        return settled_claim(read, write, mine, self.settle_seconds, self.sleep)
+
+
+def _claim_local_file(target: str, mine: Claim) -> Claim:
+    """Create `target` holding `mine` only if absent (O_EXCL on a fully written temporary, via link)."""
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+    with open(temporary, "xb") as handle:
+        handle.write(msgspec.json.encode(mine.to_dict()))
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(temporary, target)  # atomic, fails if the target exists: readers never see a half-written claim
+        return mine
+    except FileExistsError:
+        with open(target, "rb") as handle:
+            return Claim.from_dict(msgspec.json.decode(handle.read()))
+    finally:
+        os.unlink(temporary)
 
 
 class Submitter:
-    def __init__(self, hook: ClaudeBatchHook, ledger: SubmissionLedger, policy: CreatePolicy = CreatePolicy(),
+    def __init__(self, hook: ClaudeBatchHook, ledger: RecordStore, policy: CreatePolicy = CreatePolicy(),
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.hook = hook
         self.ledger = ledger
         self.policy = policy
         self.sleep = sleep
+        self.attempt_id = ""
 
     def open_record(self, key: TaskKey, prepared: PreparedRequests, plans: list[BatchPlan], *,
                     force_resubmit: bool, attempt_id: str) -> SubmissionRecord:
@@ -85,7 +165,9 @@ class Submitter:
 
         `force_resubmit` starts anew once per task attempt (`attempt_id`, the task instance's id,
         new on every try and clear): an attempt resumed after a queue wait continues its record.
+        Of concurrent attempts starting a record, one wins the claim and the others continue its record.
         """
+        self.attempt_id = attempt_id
         existing = self.ledger.load(key)
         forced = force_resubmit and (existing is None or existing.attempt_id != attempt_id)
         if existing is not None and prepared.recognises(existing.fingerprint) and not forced:
@@ -93,13 +175,48 @@ class Submitter:
             log.info("Re-attaching to the submission recorded for this task instance (%d of %d batches created: %s)",
                      len(done), len(existing.parts), ", ".join(done) or "none yet")
             return existing
+        record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
+        previous = existing.identity if existing is not None else None
+        rival = self._win_or_wait(key, lambda g: successor_claim(existing) + f"-gen-{g}",
+                                  done=lambda r: r is not None and r.identity != previous)
+        if rival is not None:
+            if not prepared.recognises(rival.fingerprint):
+                raise ClaudeBatchError(
+                    f"Another attempt of this task instance started a submission for a different input at the same "
+                    f"time (record in {self.ledger.location}); nothing was created by this attempt.")
+            log.warning("Another attempt of this task instance started this submission at the same time; "
+                        "continuing its record instead of creating")
+            return rival
         if existing is not None and existing.batch_ids:
             why = "force_resubmit=True" if forced else "the input changed since the last submission"
             log.warning("Submitting anew because %s; the earlier batches %s are left as they are (not canceled)",
                         why, ", ".join(existing.batch_ids))
-        record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
         self.ledger.save(record)
         return record
+
+    def _win_or_wait(self, key: TaskKey, claim_name: Callable[[int], str],
+                     done: Callable[[SubmissionRecord | None], bool]) -> SubmissionRecord | None:
+        """Win claim `claim_name(g)` (None), or wait for its holder to make `done(record)` true (that record).
+
+        A holder silent for `claim_stale_seconds` is taken for dead: generation g+1 is claimed, by
+        one waiter only, the same way.
+        """
+        generation = 0
+        while True:
+            holder = self.ledger.claim(key, claim_name(generation), Claim(self.attempt_id, time.time()))
+            if holder.holder == self.attempt_id:
+                return None
+            log.info("Attempt %s holds the claim %s; waiting for its outcome", holder.holder, claim_name(generation))
+            while True:
+                record = self.ledger.load(key)
+                if done(record):
+                    return record
+                if claim_is_stale(holder, record, time.time(), self.policy.claim_stale_seconds):
+                    break
+                self.sleep(self.policy.claim_poll_seconds)
+            log.warning("Attempt %s has written nothing for %.0f s; taking over its claim %s", holder.holder,
+                        self.policy.claim_stale_seconds, claim_name(generation))
+            generation += 1
 
     def submit_part(self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests,
                     plan: BatchPlan) -> SubmissionRecord:
@@ -114,6 +231,19 @@ class Submitter:
                 log.warning("Adopting batch %s, created for part %d by an earlier attempt whose answer was lost",
                             found.id, part.index)
                 return self._saved(record.with_batch(part.index, found.id, found.created_at.timestamp(), adopted=True))
+        identity, index = record.identity, part.index
+        rival = self._win_or_wait(record.key, lambda g: part_claim(record, index, g),
+                                  done=lambda r: r is not None and r.identity == identity
+                                  and r.parts[index].batch_id is not None)
+        if rival is not None:
+            log.warning("Batch %s for part %d was created by another attempt of this task instance running at "
+                        "the same time; using it", rival.parts[index].batch_id, index)
+            return rival
+        latest = self.ledger.load(record.key)
+        if latest is not None and latest.identity == identity:
+            if latest.parts[index].batch_id:
+                return latest
+            record = latest
         for attempt in range(1, self.policy.attempts + 1):
             record = self._saved(record.with_intent(part.index, time.time()))
             part = record.parts[part.index]
@@ -143,6 +273,10 @@ class Submitter:
         raise AssertionError("unreachable")
 
     def _saved(self, record: SubmissionRecord) -> SubmissionRecord:
+        """Save `record`, keeping batch IDs a concurrent attempt recorded meanwhile (never lose an ID)."""
+        current = self.ledger.load(record.key)
+        if current is not None and current.identity == record.identity:
+            record = record.merged_with(current)
         self.ledger.save(record)
         return record
 

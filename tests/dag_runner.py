@@ -17,7 +17,8 @@ from airflow.sdk import DAG
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.sensors.claude_batch import ClaudeBatchSensor
 from airflow_provider_claude_batch.submission import CreatePolicy
-FAST = CreatePolicy(attempts=3, reconcile_seconds=2, reconcile_poll_seconds=0.2, backoff_seconds=0.1)
+FAST = CreatePolicy(attempts=3, reconcile_seconds=2, reconcile_poll_seconds=0.2, backoff_seconds=0.1,
+                    claim_settle_seconds=0.2, claim_poll_seconds=0.1)
 """
 
 
@@ -58,7 +59,47 @@ def write_dag(dags_folder: Path, dag_id: str, body: str) -> Any:
 
 
 def run_dag(dag: Any, logical_date: datetime | None = None) -> RunResult:
-    """One run; the same `logical_date` again is a faithful clear-and-re-run (same run_id)."""
+    """One run. The same `logical_date` again re-runs the same run_id, but `dag.test()` deletes and
+    re-creates the DAG run, which also deletes its task state store rows: use `rerun_cleared` for a clear."""
     if logical_date is None:
         return RunResult(dag.test())
     return RunResult(dag.test(logical_date=logical_date, run_after=logical_date))
+
+
+def rerun_cleared(dag: Any, logical_date: datetime) -> RunResult:
+    """Clear the run of `logical_date` and run it again, keeping the DAG run (as the UI's Clear and a
+    reprocessing backfill do). `dag.test()` clears the task instances with Airflow's own clear; only
+    its replacement of the run is skipped."""
+    from unittest import mock
+
+    import airflow.models.dagrun as dagrun_module
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    replace_run = dagrun_module.get_or_create_dagrun
+
+    def keep_run(**kwargs: Any) -> Any:
+        session = kwargs["session"]
+        run = session.scalar(select(dagrun_module.DagRun).where(
+            dagrun_module.DagRun.dag_id == kwargs["dag"].dag_id,
+            dagrun_module.DagRun.logical_date == kwargs["logical_date"]))
+        if run is None:
+            return replace_run(**kwargs)
+        run.state = DagRunState.RUNNING
+        session.commit()
+        return run
+
+    with mock.patch.object(dagrun_module, "get_or_create_dagrun", keep_run):
+        return RunResult(dag.test(logical_date=logical_date, run_after=logical_date))
+
+
+def task_state_store_value(run: Any, task_id: str, key: str, map_index: int = -1) -> Any:
+    """What the task state store holds for a task instance of `run` (read from the metadata DB)."""
+    import json
+
+    from airflow._shared.state import TaskScope
+    from airflow.state import get_state_backend
+
+    raw = get_state_backend().get(TaskScope(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
+                                            map_index=map_index), key)
+    return json.loads(raw) if raw is not None else None

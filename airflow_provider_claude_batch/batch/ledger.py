@@ -8,6 +8,7 @@ dies in between leaves enough behind for the next try to find the batch it made.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class SubmissionRecord:
     created_at: float
     updated_at: float
     attempt_id: str = ""
+    record_id: str = ""
     version: int = RECORD_VERSION
 
     @classmethod
@@ -70,7 +72,12 @@ class SubmissionRecord:
             PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1])
             for p in plans
         )
-        return cls(key, fingerprint, parts, now, now, attempt_id)
+        return cls(key, fingerprint, parts, now, now, attempt_id, secrets.token_hex(8))
+
+    @property
+    def identity(self) -> str:
+        """Names this record's claims; records written before claims existed are named by their creation time."""
+        return self.record_id or f"t{self.created_at!r}".replace(".", "_")
 
     @property
     def batch_ids(self) -> list[str]:
@@ -91,12 +98,23 @@ class SubmissionRecord:
         part = dataclasses.replace(self.parts[index], batch_id=batch_id, adopted=adopted, created_at=created_at)
         return self._with_part(part)
 
+    def merged_with(self, other: SubmissionRecord) -> SubmissionRecord:
+        """This record, plus the batch IDs `other` (the same record as another attempt saved it) has and this lacks."""
+        parts = tuple(mine if mine.batch_id or not theirs.batch_id else theirs
+                      for mine, theirs in zip(self.parts, other.parts, strict=True))
+        return dataclasses.replace(self, parts=parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
     def to_json(self) -> bytes:
-        return msgspec.json.format(msgspec.json.encode(dataclasses.asdict(self)), indent=2)
+        return msgspec.json.format(msgspec.json.encode(self.to_dict()), indent=2)
 
     @classmethod
-    def from_json(cls, data: bytes) -> SubmissionRecord:
-        raw: dict[str, Any] = msgspec.json.decode(data)
+    def from_dict(cls, raw: Any) -> SubmissionRecord:
+        """The record `to_dict` wrote; raises ValueError (or KeyError/TypeError) on anything else."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"a submission record is a JSON object, not {type(raw).__name__}")
         if raw.get("version") != RECORD_VERSION:
             raise ValueError(f"unsupported submission record version {raw.get('version')!r}")
         return cls(
@@ -106,7 +124,12 @@ class SubmissionRecord:
             created_at=raw["created_at"],
             updated_at=raw["updated_at"],
             attempt_id=raw.get("attempt_id", ""),
+            record_id=raw.get("record_id", ""),
         )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SubmissionRecord:
+        return cls.from_dict(msgspec.json.decode(data))
 
 
 def matches_part(part: PartRecord, *, request_total: int, created_at: float, since: float,
@@ -117,3 +140,36 @@ def matches_part(part: PartRecord, *, request_total: int, created_at: float, sin
     created after we sent the create (minus a clock-skew margin), and not already claimed.
     """
     return request_total == part.request_count and created_at >= since and batch_id not in set(claimed)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who won the right to do one step (open a record, create one part's batch), and when."""
+
+    holder: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"holder": self.holder, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Claim:
+        if not isinstance(raw, dict) or not isinstance(raw.get("holder"), str):
+            raise ValueError(f"not a claim: {raw!r}")
+        return cls(raw["holder"], float(raw["at"]))
+
+
+def successor_claim(previous: SubmissionRecord | None) -> str:
+    """The claim two attempts race for when both start a record after `previous` (None: the first)."""
+    return f"record-after-{previous.identity if previous is not None else 'none'}"
+
+
+def part_claim(record: SubmissionRecord, index: int, generation: int) -> str:
+    """The claim on creating part `index` of `record`; generation g+1 takes over a stale g."""
+    return f"create-{record.identity}-part-{index}-gen-{generation}"
+
+
+def claim_is_stale(claim: Claim, record: SubmissionRecord | None, now: float, stale_after: float) -> bool:
+    """A holder that has written neither its claim nor the record for `stale_after` seconds is taken for dead."""
+    last_sign = max(claim.at, record.updated_at if record is not None else 0.0)
+    return now - last_sign > stale_after

@@ -1,8 +1,10 @@
 """`@task.claude_batch`: the decorated function returns the requests (or rows); the task then runs
 `ClaudeBatchOperator`'s one-task flow on them.
 
-What the function returned is stored next to the submission record (`input.jsonl`), so a deferred
-task resumes on exactly that input rather than calling the function again.
+What the function returned is stored as `input.jsonl`, so a deferred task resumes (on whichever
+worker) on exactly that input rather than calling the function again: next to the submission
+record when that is a file (`state_path`, or the local default), else under
+`output_path/.claude_batch/<dag>/<run>/<task>/`, since the task state store is for small values.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
 
 INPUT_NAME = "input.jsonl"
+INPUT_FOLDER = ".claude_batch"
 
 
 class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
@@ -51,7 +54,14 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
         return ClaudeBatchOperator.execute(self, context)
 
     def _input_path(self, context: Context) -> ObjectStoragePath:
-        return self.ledger().folder(task_key(context)) / INPUT_NAME
+        from airflow_provider_claude_batch.storage import as_path
+        from airflow_provider_claude_batch.submission import SubmissionLedger
+
+        store = self.record_store(context)
+        key = task_key(context)
+        if isinstance(store, SubmissionLedger):
+            return store.folder(key) / INPUT_NAME
+        return as_path(self.output_path, self.storage_conn_id) / INPUT_FOLDER / key.relative_path() / INPUT_NAME
 
     def _store_input(self, context: Context, items: Collection[Any]) -> None:
         from airflow_provider_claude_batch.storage import write_atomically

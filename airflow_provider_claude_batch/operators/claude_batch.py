@@ -36,24 +36,12 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.batch.waiting import WaitTracker
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
+    from airflow_provider_claude_batch.record_store import RecordStore
+    from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
 
 def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def default_state_path() -> str:
-    """Where submission records live unless `state_path` says otherwise.
-
-    Set `[claude_batch] state_path` to storage every worker shares (s3://..., gs://...); the local
-    default under AIRFLOW_HOME only protects single-machine setups such as the demo.
-    """
-    configured = conf.get("claude_batch", "state_path", fallback=None)
-    if configured:
-        return str(configured)
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return "file://" + os.path.join(os.path.abspath(home), "claude_batch", "submissions")
 
 
 def task_key(context: Context) -> TaskKey:
@@ -194,7 +182,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
       placeholders) or ``build_params(row) -> params``; ``custom_id_column`` names the ID column.
 
     ``model``, ``max_tokens`` and ``system`` fill params that a request leaves out. Every request
-    is validated before any API call. The submission is recorded under ``state_path``, so a retry,
+    is validated before any API call. The submission is recorded (in Airflow's task state store,
+    or under ``state_path`` when set: see the README's "Running on several machines"), so a retry,
     a clear or a backfill re-run of the same task instance with the same input re-attaches to the
     batches already created; ``force_resubmit=True`` submits anew.
     """
@@ -296,21 +285,25 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
                       len(prepared), len(prepared.buffer) / 1e6, len(plans), prepared.fingerprint[:16])
         return prepared, plans
 
-    def ledger(self) -> SubmissionLedger:
-        from airflow_provider_claude_batch.storage import as_path
-        from airflow_provider_claude_batch.submission import SubmissionLedger
+    def record_store(self, context: Context) -> RecordStore:
+        """Where this task instance's submission record lives (see `record_store`); raises before any API call
+        when that would be a disk other workers cannot read."""
+        from airflow_provider_claude_batch.record_store import open_record_store
+        from airflow_provider_claude_batch.submission import CreatePolicy
 
-        root = self.state_path or default_state_path()
-        return SubmissionLedger(as_path(root, self.storage_conn_id))
+        policy = self.create_policy or CreatePolicy()
+        return open_record_store(state_path=self.state_path, storage_conn_id=self.storage_conn_id, context=context,
+                                 settle_seconds=policy.claim_settle_seconds)
 
     # ---- execution --------------------------------------------------------------------------------
     def execute(self, context: Context) -> list[str] | None:
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
         self._context = context
+        store = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
-        submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
+        submitter = Submitter(hook, store, self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
         record = self._submit_parts(hook, submitter, record, prepared, plans,
@@ -448,9 +441,9 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
         self._context = context
+        ledger = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
-        ledger = self.ledger()
         output = as_path(self.output_path, self.storage_conn_id)
         settings = LandingSettings(formats=("jsonl",), expiry_warning_seconds=self.expiry_warning.total_seconds(),
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
