@@ -311,6 +311,22 @@ def _terminate_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def examples_env(emulator_url: str, api_key: str, s3_url: str, output: str) -> dict[str, str]:
+    """Connections to the emulator and the S3-compatible server, and the examples' settings for fast
+    drills (poll every second, retry after 2 s), landing under `output`."""
+    return {
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
+            "conn_type": "claude_batch", "host": emulator_url, "password": api_key,
+            "extra": {"timeout": 30, "max_retries": 2}}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"}}),
+        "CLAUDE_BATCH_EXAMPLES_OUTPUT": output,
+        "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
+        "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
+    }
+
+
 def install_dags(dags_folder: Path, examples: Path) -> None:
     """The example DAGs as a user would deploy them: copied, with their data."""
     shutil.copytree(examples, dags_folder, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)

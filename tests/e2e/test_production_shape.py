@@ -23,7 +23,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorConfig, EmulatorServer
 from tests.e2e.prod_stack import TRIGGERERS, WORKERS, PostgresServer, ProductionStack, deployment_env, services
-from tests.e2e.stack import deploy_variant, install_dags, wait_for
+from tests.e2e.stack import deploy_variant, examples_env, install_dags, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "claude_batch_nightly_classification"
@@ -89,18 +89,8 @@ def prod(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[D
         os.environ.pop(name, None)
     emulator = EmulatorServer(EmulatorConfig(processing_seconds=PROCESSING_SECONDS)).start()
     emulator.control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
-    env = deployment_env({
-        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
-            "conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key,
-            "extra": {"timeout": 30, "max_retries": 2}}),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}}),
-        "CLAUDE_BATCH_EXAMPLES_OUTPUT": f"s3://{bucket}/examples",
-        "CLAUDE_BATCH_EXAMPLES_STORAGE_CONN": "aws_default",
-        "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
-        "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
-    })
+    env = deployment_env({**examples_env(emulator.url, emulator.api_key, s3_server, f"s3://{bucket}/examples"),
+                          "CLAUDE_BATCH_EXAMPLES_STORAGE_CONN": "aws_default"})
     started = time.monotonic()
     try:
         with services() as (postgres, redis):

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e.stack import AirflowStack, deploy_variant, install_dags, wait_for
+from tests.e2e.stack import AirflowStack, deploy_variant, examples_env, install_dags, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "claude_batch_nightly_classification"
@@ -82,16 +82,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     emulator.control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
     output = home / "output"
     env = {
-        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
-            "conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key,
-            "extra": {"timeout": 30, "max_retries": 2}}),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}}),
+        **examples_env(emulator.url, emulator.api_key, s3_server, f"file://{output}"),
         "AIRFLOW__CLAUDE_BATCH__STATE_PATH": f"file://{home / 'state'}",
-        "CLAUDE_BATCH_EXAMPLES_OUTPUT": f"file://{output}",
-        "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
-        "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
     }
     stack = AirflowStack(home, env)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
