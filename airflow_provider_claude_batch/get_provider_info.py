@@ -94,8 +94,10 @@ def get_provider_info() -> dict[str, Any]:
                 "options": {
                     "state_path": {
                         "description": "Where submission records are kept (object storage every worker "
-                                       "shares, e.g. s3://bucket/claude-batch-state). They make retries, "
-                                       "clears and backfill re-runs re-attach instead of paying twice.",
+                                       "shares, e.g. s3://bucket/claude-batch-state); unset: Airflow's task "
+                                       "state store (3.3+), else the local disk, refused on a non-local "
+                                       "executor. They make retries, clears and backfill re-runs re-attach "
+                                       "instead of paying twice.",
                         "version_added": "0.1.0", "type": "string", "example": "s3://bucket/claude-batch-state",
                         "default": None,
                     },

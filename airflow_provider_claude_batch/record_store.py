@@ -66,6 +66,10 @@ class RecordStore(Protocol):
         """The holder of claim `name`: `mine` if this call won it, else whoever holds it."""
         ...
 
+    def release(self, key: TaskKey, name: str, holder: str) -> None:
+        """Give claim `name` back if `holder` holds it (an attempt that failed before creating)."""
+        ...
+
     def for_round(self, round_number: int) -> RecordStore: ...
 
 
@@ -152,10 +156,18 @@ class TaskStateRecordStore:
 
         self.accessor.set(self.record_key, record.to_dict(), retention=NEVER_EXPIRE)
 
+    def release(self, key: TaskKey, name: str, holder: str) -> None:
+        raw = self.accessor.get(self._claim_key(name))
+        if raw is not None and Claim.from_dict(raw).holder == holder:
+            self.accessor.delete(self._claim_key(name))
+
+    def _claim_key(self, name: str) -> str:
+        return f"{self.record_key}.claim.{name}"
+
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
         from airflow.sdk.execution_time.context import NEVER_EXPIRE
 
-        claim_key = f"{self.record_key}.claim.{name}"
+        claim_key = self._claim_key(name)
 
         def read() -> Claim | None:
             raw = self.accessor.get(claim_key)

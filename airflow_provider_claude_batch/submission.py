@@ -10,6 +10,7 @@ The flow for every planned batch ("part"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -36,7 +37,7 @@ from airflow_provider_claude_batch.record_store import DELETE_WARNING, settled_c
 from airflow_provider_claude_batch.storage import is_local, read_bytes_if_exists, write_atomically
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
@@ -116,8 +117,17 @@ class SubmissionLedger:
     def save(self, record: SubmissionRecord) -> None:
         write_atomically(self.path(record.key), record.to_json())
 
+    def _claim_path(self, key: TaskKey, name: str) -> ObjectStoragePath:
+        return self.folder(key) / "claims" / f"{self.record_name.removesuffix('.json')}.{name}.json"
+
+    def release(self, key: TaskKey, name: str, holder: str) -> None:
+        path = self._claim_path(key, name)
+        data = read_bytes_if_exists(path)
+        if data is not None and Claim.from_dict(msgspec.json.decode(data)).holder == holder:
+            path.unlink()
+
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
-        path = self.folder(key) / "claims" / f"{self.record_name.removesuffix('.json')}.{name}.json"
+        path = self._claim_path(key, name)
         if is_local(path):
             return _claim_local_file(path.path, mine)
 
@@ -177,8 +187,8 @@ class Submitter:
             return existing
         record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
         previous = existing.identity if existing is not None else None
-        rival = self._win_or_wait(key, lambda g: successor_claim(existing) + f"-gen-{g}",
-                                  done=lambda r: r is not None and r.identity != previous)
+        rival, won = self._win_or_wait(key, lambda g: successor_claim(existing) + f"-gen-{g}",
+                                       done=lambda r: r is not None and r.identity != previous)
         if rival is not None:
             if not prepared.recognises(rival.fingerprint):
                 raise ClaudeBatchError(
@@ -191,12 +201,28 @@ class Submitter:
             why = "force_resubmit=True" if forced else "the input changed since the last submission"
             log.warning("Submitting anew because %s; the earlier batches %s are left as they are (not canceled)",
                         why, ", ".join(existing.batch_ids))
-        self.ledger.save(record)
+        with self._released_on_error(key, won):
+            self.ledger.save(record)
         return record
 
+    @contextlib.contextmanager
+    def _released_on_error(self, key: TaskKey, claim_name: str) -> Iterator[None]:
+        """Give a claim back when this attempt fails cleanly (the next try need not wait for it to go stale);
+        a worker that dies (SystemExit, a kill) keeps it until `claim_stale_seconds`."""
+        try:
+            yield
+        except Exception:
+            try:
+                self.ledger.release(key, claim_name, self.attempt_id)
+            except Exception as exc:
+                log.warning("Could not give back the claim %s (%s); a retry waits for it to go stale", claim_name,
+                            _short(exc))
+            raise
+
     def _win_or_wait(self, key: TaskKey, claim_name: Callable[[int], str],
-                     done: Callable[[SubmissionRecord | None], bool]) -> SubmissionRecord | None:
-        """Win claim `claim_name(g)` (None), or wait for its holder to make `done(record)` true (that record).
+                     done: Callable[[SubmissionRecord | None], bool]) -> tuple[SubmissionRecord | None, str]:
+        """Win claim `claim_name(g)` (None, its name), or wait for its holder to make `done(record)` true (that
+        record, "").
 
         A holder silent for `claim_stale_seconds` is taken for dead: generation g+1 is claimed, by
         one waiter only, the same way.
@@ -205,12 +231,12 @@ class Submitter:
         while True:
             holder = self.ledger.claim(key, claim_name(generation), Claim(self.attempt_id, time.time()))
             if holder.holder == self.attempt_id:
-                return None
+                return None, claim_name(generation)
             log.info("Attempt %s holds the claim %s; waiting for its outcome", holder.holder, claim_name(generation))
             while True:
                 record = self.ledger.load(key)
                 if done(record):
-                    return record
+                    return record, ""
                 if claim_is_stale(holder, record, time.time(), self.policy.claim_stale_seconds):
                     break
                 self.sleep(self.policy.claim_poll_seconds)
@@ -232,9 +258,9 @@ class Submitter:
                             found.id, part.index)
                 return self._saved(record.with_batch(part.index, found.id, found.created_at.timestamp(), adopted=True))
         identity, index = record.identity, part.index
-        rival = self._win_or_wait(record.key, lambda g: part_claim(record, index, g),
-                                  done=lambda r: r is not None and r.identity == identity
-                                  and r.parts[index].batch_id is not None)
+        rival, won = self._win_or_wait(record.key, lambda g: part_claim(record, index, g),
+                                       done=lambda r: r is not None and r.identity == identity
+                                       and r.parts[index].batch_id is not None)
         if rival is not None:
             log.warning("Batch %s for part %d was created by another attempt of this task instance running at "
                         "the same time; using it", rival.parts[index].batch_id, index)
@@ -244,6 +270,12 @@ class Submitter:
             if latest.parts[index].batch_id:
                 return latest
             record = latest
+        with self._released_on_error(record.key, won):
+            return self._create_part(record, record.parts[index], prepared, plan)
+
+    def _create_part(self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests,
+                     plan: BatchPlan) -> SubmissionRecord:
+        """Record the intent and create, up to `policy.attempts` times, looking before each retry of a lost answer."""
         for attempt in range(1, self.policy.attempts + 1):
             record = self._saved(record.with_intent(part.index, time.time()))
             part = record.parts[part.index]

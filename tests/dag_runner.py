@@ -87,6 +87,7 @@ def rerun_cleared(dag: Any, logical_date: datetime) -> RunResult:
             return replace_run(**kwargs)
         run.state = DagRunState.RUNNING
         session.commit()
+        run.dag = kwargs["dag"]
         return run
 
     with mock.patch.object(dagrun_module, "get_or_create_dagrun", keep_run):

@@ -105,7 +105,9 @@ class SubmissionRecord:
         return dataclasses.replace(self, parts=parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values (lists, not tuples), as the task state store's API accepts."""
+        value: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(dataclasses.asdict(self)))
+        return value
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self.to_dict()), indent=2)

@@ -112,6 +112,47 @@ async def test_on_kill_cancels_only_when_the_user_marked_the_task_failed(
     assert control.state()["batches"][0]["canceled"] is canceled
 
 
+def _lookup_fails(**kwargs: Any) -> Any:
+    raise ConnectionError("API server unreachable")
+
+
+@pytest.mark.parametrize(("answer", "canceled"), [
+    ({"r": {"t": "deferred"}}, False),     # a triggerer hand-off (Airflow 3.3 calls on_kill): still deferred
+    ({"r": {"t": "queued"}}, False),       # the trigger fired / the task resumes elsewhere
+    ({"r": {"t": "scheduled"}}, False),
+    ({"r": {"t": "restarting"}}, False),   # a triggerer restart
+    ({"r": {"t": "up_for_retry"}}, False),
+    ({"r": {}}, False),                    # cleared: state None
+    ({}, False),                           # unknown task instance
+    (_lookup_fails, False),                # the lookup itself failed: never cancel on doubt
+    ({"r": {"t": "failed"}}, True),        # a user marked it failed: stop spending
+])
+async def test_on_kill_reads_the_state_from_the_api_and_cancels_only_a_failed_task(
+        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, answer: Any,
+        canceled: bool) -> None:
+    """Through the real state lookup (`task_state.current_task_state`), stubbed only where the API server answers."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    control.configure(processing_seconds=3600)
+    batch_id = ClaudeBatchHook().create_batch(make_requests(1)).id
+    lookup = answer if callable(answer) else (lambda **kwargs: answer)
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lookup))
+    trigger = _trigger([batch_id], cancel_on_kill=True)
+    trigger.task_instance = _FakeTI()  # type: ignore[assignment]
+    await trigger.on_kill()
+    state = control.state()
+    assert state["batches"][0]["canceled"] is canceled
+    assert state["calls"].get("cancel", 0) == (1 if canceled else 0)
+
+
+async def test_on_kill_without_a_task_instance_cancels_nothing(claude_conn: str, control: EmulatorControl) -> None:
+    control.configure(processing_seconds=3600)
+    trigger = _trigger([ClaudeBatchHook().create_batch(make_requests(1)).id], cancel_on_kill=True)
+    trigger.task_instance = None  # type: ignore[assignment]
+    await trigger.on_kill()
+    assert control.state()["calls"].get("cancel", 0) == 0
+
+
 async def test_the_queue_trigger_fires_once_there_is_room(claude_conn: str, control: EmulatorControl) -> None:
     control.configure(processing_seconds=0.5)
     ClaudeBatchHook().create_batch(make_requests(4))
