@@ -91,7 +91,7 @@ def choose_record_home(*, state_path: str | None, store_available: bool, clear_o
     if is_local_executor(executor):
         return "local_disk"
     why = ("[state_store] clear_on_success = True deletes the task state store's record when the task succeeds"
-           if store_available else "this Airflow has no task state store (Airflow < 3.3)")
+           if store_available else "the task has no task state store (Airflow < 3.3, or a context without one)")
     raise StateNotSharedError(
         f"No shared place for the submission record: {why}, and the default under $AIRFLOW_HOME is on this "
         f"worker's disk, which a retry on another worker of [core] executor = {executor} cannot read (it would "

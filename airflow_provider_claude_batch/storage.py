@@ -7,6 +7,7 @@ its upload completes, so a direct write is already all-or-nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from typing import TYPE_CHECKING
@@ -30,11 +31,20 @@ def is_local(path: ObjectStoragePath) -> bool:
     return path.protocol in ("file", "local", "")
 
 
-def read_bytes_if_exists(path: ObjectStoragePath) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def read_bytes_if_exists(path: ObjectStoragePath, attempts: int = 5) -> bytes | None:
+    """The whole object, or None if absent. An object replaced while it was read (s3fs `FileExpired`,
+    errno EBUSY: another attempt saved it meanwhile) is read again, from the start."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or attempt == attempts:
+                raise
+            if hasattr(path.fs, "invalidate_cache"):
+                path.fs.invalidate_cache(str(path.path))
+    raise AssertionError("unreachable")
 
 
 def write_atomically(path: ObjectStoragePath, data: bytes) -> None:

@@ -270,6 +270,15 @@ class Submitter:
             if latest.parts[index].batch_id:
                 return latest
             record = latest
+        taken_over = record.parts[index]
+        if not won.endswith("-gen-0") and taken_over.intent_at is not None:
+            # The attempt we took over from sent a create after the search above: one more look.
+            found = self._find_created(taken_over, record, time.time())
+            if found is not None:
+                log.warning("Adopting batch %s, created for part %d by the attempt whose claim was taken over",
+                            found.id, index)
+                with self._released_on_error(record.key, won):
+                    return self._saved(record.with_batch(index, found.id, found.created_at.timestamp(), adopted=True))
         with self._released_on_error(record.key, won):
             return self._create_part(record, record.parts[index], prepared, plan)
 

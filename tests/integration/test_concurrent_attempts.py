@@ -20,7 +20,7 @@ from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.record_store import RecordStore, TaskStateRecordStore
 from airflow_provider_claude_batch.storage import as_path
 from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
-from tests.dag_runner import run_dag, write_dag
+from tests.dag_runner import requires_task_state_store, run_dag, write_dag
 from tests.helpers import make_requests
 
 POLICY = CreatePolicy(reconcile_seconds=1, reconcile_poll_seconds=0.1, backoff_seconds=0.05,
@@ -102,6 +102,7 @@ def test_two_attempts_on_s3_create_once(claude_conn: str, control: EmulatorContr
     _assert_one_create_per_batch(control, _race(store, TaskKey("d", "t", "r")), caplog)
 
 
+@requires_task_state_store
 def test_two_attempts_on_the_task_state_store_create_once(airflow_db: Path, claude_conn: str,
                                                           control: EmulatorControl,
                                                           caplog: pytest.LogCaptureFixture) -> None:

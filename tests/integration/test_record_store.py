@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.record_store import STORE_KEY
-from tests.dag_runner import rerun_cleared, run_dag, task_state_store_value, write_dag
+from tests.dag_runner import requires_task_state_store, rerun_cleared, run_dag, task_state_store_value, write_dag
 
 DATE = pendulum.datetime(2026, 4, 1, tz="UTC")
 HOME_RECORDS = Path(os.environ["AIRFLOW_HOME"]) / "claude_batch" / "submissions"
@@ -39,6 +39,7 @@ def _try_number(result: object, task_id: str) -> int:
     return next(ti.try_number for ti in result.run.get_task_instances() if ti.task_id == task_id)  # type: ignore[attr-defined]
 
 
+@requires_task_state_store
 def test_a_retry_after_the_worker_died_reattaches_through_the_store(
         dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.helpers import die_after_create
@@ -54,6 +55,7 @@ def test_a_retry_after_the_worker_died_reattaches_through_the_store(
     assert not (HOME_RECORDS / "store_retry").exists()  # nothing on the worker's disk
 
 
+@requires_task_state_store
 def test_a_cleared_run_reattaches_and_a_deleted_run_starts_afresh(dags: Path, control: EmulatorControl) -> None:
     dag = write_dag(dags, "store_clear", _submit(3))
     first = run_dag(dag, DATE)
@@ -69,6 +71,7 @@ def test_a_cleared_run_reattaches_and_a_deleted_run_starts_afresh(dags: Path, co
     assert not (HOME_RECORDS / "store_clear").exists()
 
 
+@requires_task_state_store
 def test_an_explicit_state_path_wins_over_the_store(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
     dag = write_dag(dags, "store_explicit", _submit(2, f", state_path={str(tmp_path)!r}"))
     first = run_dag(dag, DATE)
@@ -80,6 +83,7 @@ def test_an_explicit_state_path_wins_over_the_store(dags: Path, control: Emulato
     assert control.state()["batches_created"] == 1
 
 
+@requires_task_state_store
 def test_a_record_on_the_old_local_default_is_reattached_and_moved_to_the_store(
         dags: Path, control: EmulatorControl) -> None:
     legacy = write_dag(dags, "store_legacy", _submit(2, f", state_path={'file://' + str(HOME_RECORDS)!r}"))
@@ -116,13 +120,14 @@ def test_without_the_store_a_local_executor_keeps_the_local_disk(claude_conn: st
     store = open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0)
     assert isinstance(store, SubmissionLedger) and str(HOME_RECORDS) in store.location
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "airflow.providers.celery.executors.celery_executor.CeleryExecutor")
-    with pytest.raises(StateNotSharedError, match=r"Airflow < 3\.3"):
+    with pytest.raises(StateNotSharedError, match="no task state store"):
         open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0)
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__STATE_PATH", "s3://bucket/state")
     assert open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0).location \
         == "s3://bucket/state"
 
 
+@requires_task_state_store
 def test_a_corrupt_record_fails_with_its_location_without_retrying_or_creating(
         dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from airflow._shared.state import TaskScope
@@ -150,6 +155,7 @@ def test_a_corrupt_record_fails_with_its_location_without_retrying_or_creating(
     assert control.state()["batches_created"] == 2
 
 
+@requires_task_state_store
 def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path, control: EmulatorControl,
                                                                       tmp_path: Path) -> None:
     control.configure(processing_seconds=0.2)
@@ -176,3 +182,44 @@ def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path
     assert rerun_cleared(dag, DATE).task_state("batch") == "success"
     assert control.state()["batches_created"] == 2
     assert not (HOME_RECORDS / "store_rounds").exists()
+
+
+@requires_task_state_store
+def test_a_try_that_failed_cleanly_gives_its_claim_back_so_the_retry_creates_at_once(
+        dags: Path, control: EmulatorControl) -> None:
+    import time
+
+    control.inject({"endpoint": "create", "status": 429, "count": 3})  # try 1 gives up after FAST's 3 attempts
+    dag = write_dag(dags, "store_release", _submit(2, ", retries=1, retry_delay=timedelta(0)"))
+    started = time.monotonic()
+    result = run_dag(dag)
+    assert result.task_state("submit") == "success" and _try_number(result, "submit") == 2
+    assert time.monotonic() - started < 120  # not claim_stale_seconds (900 s)
+    state = control.state()
+    assert state["batches_created"] == 1 and state["calls"]["create"] == 4
+
+
+@requires_task_state_store
+def test_a_claim_left_by_a_dead_worker_is_taken_over_once_it_goes_stale(
+        dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    real_create = ClaudeBatchHook.create_batch_streamed
+    calls: list[int] = []
+
+    def die_before_the_first_create(self, chunks, size):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemExit("worker killed after recording the intent, before sending the create")
+        return real_create(self, chunks, size)
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", die_before_the_first_create)
+    policy = ("CreatePolicy(attempts=3, reconcile_seconds=1, reconcile_poll_seconds=0.2, backoff_seconds=0.1, "
+              "claim_settle_seconds=0.2, claim_stale_seconds=2, claim_poll_seconds=0.2)")
+    dag = write_dag(dags, "store_takeover", _submit(2, ", retries=1, retry_delay=timedelta(0)").replace(
+        "create_policy=FAST", f"create_policy={policy}"))
+    result = run_dag(dag)
+    assert result.task_state("submit") == "success"
+    assert control.state()["batches_created"] == 1
+    assert "holds the claim" in caplog.text and "taking over its claim" in caplog.text
