@@ -34,7 +34,8 @@ EVAL_CASES = 30
 PROCESSING_SECONDS = 2.0
 BACKFILL_DATES = [f"2026-11-{day:02d}" for day in range(1, 21)]
 
-pytestmark = [pytest.mark.e2e_prod, pytest.mark.timeout(1200)]
+# Also `e2e`, so that `-m "not e2e"` skips every end-to-end suite; `-m e2e_prod` selects this one.
+pytestmark = [pytest.mark.e2e, pytest.mark.e2e_prod, pytest.mark.timeout(1200)]
 
 
 @dataclass
