@@ -57,6 +57,7 @@ class AirflowStack:
     env_overrides: Mapping[str, str]
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    components: tuple[str, ...] = COMPONENTS
 
     @property
     def airflow(self) -> str:
@@ -79,11 +80,7 @@ class AirflowStack:
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            # Five components write one SQLite file: a busy one waits up to a minute for the lock
-            # (sqlite3's default is 5 s). A lock SQLite refuses at once is retried by `request`.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SETTINGS_MODULE}.CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SETTINGS_MODULE}.CONNECT_ARGS",
+            **self.database_env(),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(self.home), os.environ.get("PYTHONPATH")])),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -105,6 +102,25 @@ class AirflowStack:
         base.update(self.env_overrides)
         return base
 
+    def database_env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # Five components write one SQLite file: a busy one waits up to a minute for the lock
+            # (sqlite3's default is 5 s). A lock SQLite refuses at once is retried by `request`.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SETTINGS_MODULE}.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SETTINGS_MODULE}.CONNECT_ARGS",
+        }
+
+    def command(self, component: str) -> list[str]:
+        assert component in self.components, component
+        args = [self.airflow, component]
+        if component == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        return args
+
+    def component_env(self, component: str) -> dict[str, str]:
+        return self.env()
+
     def _secret(self, name: str) -> str:
         path = self.home / f".{name}-secret"
         if not path.exists():
@@ -125,19 +141,16 @@ class AirflowStack:
             assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 
     def start(self, component: str) -> None:
-        assert component in COMPONENTS, component
-        args = [self.airflow, component]
-        if component == "api-server":
-            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         log = open(self.logs / f"{component}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.processes[component] = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                                     start_new_session=True, preexec_fn=_terminate_with_parent)
+        self.processes[component] = subprocess.Popen(
+            self.command(component), env=self.component_env(component), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_terminate_with_parent)
         log.close()
 
     def start_all(self) -> None:
         self.start("api-server")
         wait_for("the API server", lambda: self.get("/api/v2/monitor/health"), timeout=180)
-        for component in COMPONENTS[1:]:
+        for component in self.components[1:]:
             self.start(component)
 
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -154,7 +167,7 @@ class AirflowStack:
         Airflow 3.3 on SQLite can fail it with "database is locked", and its clean-up after that
         error deletes the existing runs a reprocessing backfill had taken over (the scheduler
         working on them then dies). With PostgreSQL or MySQL this is not needed."""
-        stopped = [c for c in COMPONENTS[1:] if c in self.processes]
+        stopped = [c for c in self.components[1:] if c in self.processes]
         for component in stopped:
             self.kill(component, signal.SIGTERM)
         try:
@@ -254,6 +267,24 @@ class AirflowStack:
                                  f"{self._ti_states(dag_id, run_id)}\n{self.tail()}")
         return dict(run)
 
+    def create_backfill(self, dag_id: str, first: str, last: str, *, reprocess: str, max_active_runs: int) -> int:
+        """A backfill of `dag_id` over the dates `first`..`last` (YYYY-MM-DD), through the REST API."""
+        backfill = self.request("POST", "/api/v2/backfills", {
+            "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
+            "max_active_runs": max_active_runs, "reprocess_behavior": reprocess})
+        return int(backfill["id"])
+
+    def wait_for_backfill(self, dag_id: str, backfill_id: int, timeout: float = 600) -> dict[str, str]:
+        """{ds: run_id} of the backfill's runs once it has completed; each run must have succeeded."""
+        wait_for(f"backfill {backfill_id} to complete",
+                 lambda: self.get(f"/api/v2/backfills/{backfill_id}")["completed_at"], timeout, interval=2)
+        runs = {}
+        for run in self.runs(dag_id):
+            if run["run_type"] == "backfill" and run.get("backfill_id", backfill_id) == backfill_id:
+                self.wait_for_run(dag_id, run["dag_run_id"], timeout=60)
+                runs[str(run["logical_date"])[:10]] = run["dag_run_id"]
+        return runs
+
     def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: set[str],
                             timeout: float = 240) -> dict[str, Any]:
         return dict(wait_for(f"{dag_id}/{run_id}/{task_id} to be {states}",
@@ -280,6 +311,31 @@ def _terminate_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def examples_env(emulator_url: str, api_key: str, s3_url: str, output: str) -> dict[str, str]:
+    """Connections to the emulator and the S3-compatible server, and the examples' settings for fast
+    drills (poll every second, retry after 2 s), landing under `output`."""
+    return {
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
+            "conn_type": "claude_batch", "host": emulator_url, "password": api_key,
+            "extra": {"timeout": 30, "max_retries": 2}}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"}}),
+        "CLAUDE_BATCH_EXAMPLES_OUTPUT": output,
+        "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
+        "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
+    }
+
+
 def install_dags(dags_folder: Path, examples: Path) -> None:
     """The example DAGs as a user would deploy them: copied, with their data."""
     shutil.copytree(examples, dags_folder, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+
+
+def deploy_variant(source: Path, target: Path, replacements: Mapping[str, str]) -> None:
+    """Deploy a copy of an example with a few settings changed; each must be found exactly once."""
+    text = source.read_text()
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"{old!r} is not in {source.name} exactly once"
+        text = text.replace(old, new)
+    target.write_text(text)

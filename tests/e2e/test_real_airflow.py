@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e.stack import AirflowStack, install_dags, wait_for
+from tests.e2e.stack import AirflowStack, deploy_variant, examples_env, install_dags, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NIGHTLY = "claude_batch_nightly_classification"
@@ -68,10 +68,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     install_dags(home / "dags", REPO / "dags_examples")
     # The backfill example has catchup on, as a UI-backfill DAG should; unpaused here it would also
     # catch up every day since its start date. The drill wants exactly the 7 dates it backfills.
-    _deploy_variant(home / "dags" / "backfill_partitions.py", home / "dags" / "backfill_partitions.py",
+    deploy_variant(home / "dags" / "backfill_partitions.py", home / "dags" / "backfill_partitions.py",
                     {"catchup=True": "catchup=False"})
     # The nightly example once more, unscheduled, landing on the S3-compatible server.
-    _deploy_variant(home / "dags" / "nightly_classification.py", home / "dags" / "e2e_nightly_s3.py", {
+    deploy_variant(home / "dags" / "nightly_classification.py", home / "dags" / "e2e_nightly_s3.py", {
         f'"{NIGHTLY}"': f'"{S3_DAG}"', 'schedule="@daily"': "schedule=None",
         'OUTPUT_ROOT + "/nightly_classification/{{ ds }}/"': f'"s3://{bucket}/nightly/{{{{ ds }}}}/"',
         "storage_conn_id=STORAGE_CONN": 'storage_conn_id="aws_default"'})
@@ -82,16 +82,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     emulator.control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
     output = home / "output"
     env = {
-        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
-            "conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key,
-            "extra": {"timeout": 30, "max_retries": 2}}),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}}),
+        **examples_env(emulator.url, emulator.api_key, s3_server, f"file://{output}"),
         "AIRFLOW__CLAUDE_BATCH__STATE_PATH": f"file://{home / 'state'}",
-        "CLAUDE_BATCH_EXAMPLES_OUTPUT": f"file://{output}",
-        "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
-        "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",
     }
     stack = AirflowStack(home, env)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -115,15 +107,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     finally:
         stack.stop_all()
         emulator.stop()
-
-
-def _deploy_variant(source: Path, target: Path, replacements: dict[str, str]) -> None:
-    """Deploy a copy of an example with a few settings changed; each must be found exactly once."""
-    text = source.read_text()
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"{old!r} is not in {source.name} exactly once"
-        text = text.replace(old, new)
-    target.write_text(text)
 
 
 def _ds(run: dict[str, Any]) -> str:
@@ -256,8 +239,7 @@ def test_backfill_of_seven_dates_lands_seven_partitions_and_rerunning_it_creates
     stack = deployment.stack
     dates = [f"2026-11-{day:02d}" for day in range(6, 13)]
     before = len(deployment.batches())
-    first = _backfill(stack, dates[0], dates[-1], reprocess="none")
-    runs = _backfill_runs(stack, first)
+    runs = _backfill(stack, dates[0], dates[-1], reprocess="none")
     assert sorted(runs) == dates
     for ds in dates:
         _assert_complete(deployment, "backfill_partitions", ds, REVIEWS)
@@ -268,8 +250,7 @@ def test_backfill_of_seven_dates_lands_seven_partitions_and_rerunning_it_creates
     manifests = {ds: deployment.manifest("backfill_partitions", ds) for ds in dates}
 
     after_first = len(deployment.batches())
-    second = _backfill(stack, dates[0], dates[-1], reprocess="completed")
-    rerun = _backfill_runs(stack, second)
+    rerun = _backfill(stack, dates[0], dates[-1], reprocess="completed")
     assert rerun == runs  # the same runs, cleared and run again
     assert len(deployment.batches()) == after_first, "re-running the backfill created a batch"
     for ds in dates:
@@ -277,25 +258,10 @@ def test_backfill_of_seven_dates_lands_seven_partitions_and_rerunning_it_creates
         assert manifest["batches"] == manifests[ds]["batches"]
 
 
-def _backfill(stack: AirflowStack, first: str, last: str, *, reprocess: str) -> int:
+def _backfill(stack: AirflowStack, first: str, last: str, *, reprocess: str) -> dict[str, str]:
     with stack.writers_stopped():
-        backfill = stack.request("POST", "/api/v2/backfills", {
-            "dag_id": BACKFILL, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
-            "max_active_runs": 4, "reprocess_behavior": reprocess})
-    backfill_id = int(backfill["id"])
-    wait_for(f"backfill {backfill_id} to complete",
-             lambda: stack.get(f"/api/v2/backfills/{backfill_id}")["completed_at"], 600, interval=2)
-    return backfill_id
-
-
-def _backfill_runs(stack: AirflowStack, backfill_id: int) -> dict[str, str]:
-    """{ds: run_id} of the backfill's runs, each of which must have succeeded."""
-    runs = {}
-    for run in stack.runs(BACKFILL):
-        if run["run_type"] == "backfill" and run.get("backfill_id", backfill_id) == backfill_id:
-            stack.wait_for_run(BACKFILL, run["dag_run_id"], timeout=60)
-            runs[_ds(run)] = run["dag_run_id"]
-    return runs
+        backfill_id = stack.create_backfill(BACKFILL, first, last, reprocess=reprocess, max_active_runs=4)
+    return stack.wait_for_backfill(BACKFILL, backfill_id)
 
 
 def test_output_to_an_s3_compatible_server_lands_like_local_output(deployment: Deployment) -> None:
