@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_provider_claude_batch.api_errors import mask_secrets
 from airflow_provider_claude_batch.compat import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 if TYPE_CHECKING:
@@ -16,7 +17,11 @@ if TYPE_CHECKING:
 
 
 class ClaudeBatchError(AirflowException):
-    """Base of every error this provider raises on purpose."""
+    """Base of every error this provider raises on purpose; its text is masked (`mask_secrets`), so a
+    key pasted into the wrong connection field never comes back in a task's failure."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class BatchInputError(ClaudeBatchError, AirflowFailException):
@@ -66,9 +71,19 @@ class BatchApiRefusedError(BatchApiError, AirflowFailException):
     """The API refused to report on a batch (auth, permission, not found): waiting will not help."""
 
 
+class ResultsOriginRefusedError(BatchInFlightError, AirflowFailException):
+    """The API named a `results_url` on another origin than the connection's base URL: the key is
+    not sent there. A retry would get the same URL."""
+
+
 class ResultsArchivedError(BatchInFlightError, AirflowFailException):
     """The API no longer holds the results (29 days after creation): a retry cannot help."""
 
 
 class TooManyFailuresError(BatchInFlightError):
     """More requests failed than `max_failed_fraction` allows; the results were landed first."""
+
+
+class ResultsMismatchError(BatchInFlightError):
+    """A results stream is not exactly one result per submitted custom_id (a duplicate, a missing
+    one, one never submitted). Nothing was published; a retry reads the stream again."""

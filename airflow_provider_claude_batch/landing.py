@@ -29,8 +29,24 @@ from msgspec.structs import astuple
 
 from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
-from airflow_provider_claude_batch.batch.results import TABLE_COLUMNS, TableRow, Totals, encode_rows, fold_lines
-from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError, ResultsArchivedError
+from airflow_provider_claude_batch.batch.results import (
+    TABLE_COLUMNS,
+    ExpectedResults,
+    SeenIds,
+    TableRow,
+    Totals,
+    encode_rows,
+    fold_lines,
+    results_mismatch,
+    valid_batch_id,
+)
+from airflow_provider_claude_batch.exceptions import (
+    BatchInFlightError,
+    BatchInputError,
+    ClaudeBatchError,
+    ResultsArchivedError,
+    ResultsMismatchError,
+)
 from airflow_provider_claude_batch.storage import is_local
 
 if TYPE_CHECKING:
@@ -40,6 +56,8 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
 
+    from airflow_provider_claude_batch.batch.ledger import SubmissionRecord
+    from airflow_provider_claude_batch.batch.requests import BatchPlan
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
 log = logging.getLogger(__name__)
@@ -51,6 +69,8 @@ MANIFEST_VERSION = 1
 RECEIVE_CHUNK_BYTES = 1 << 18
 # Chunks received but not yet parsed: a bound on memory (about 1 MB), not a tuning knob.
 RECEIVED_CHUNKS_AHEAD = 4
+# A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class _BatchLanded:
     batch: Any
     totals: Totals
     raw: FileInfo
+    checked_against: str
 
 
 class _Sink:
@@ -149,7 +170,7 @@ class _Tables:
             self.failures.write(encode_rows(failed))
             self.failures.rows += len(failed)
         if self.csv is not None:
-            self._csv_writer.writerows(map(astuple, rows))
+            self._csv_writer.writerows(map(spreadsheet_safe_row, map(astuple, rows)))
             self.csv.write(self._csv_text.getvalue().encode())
             self.csv.rows += len(rows)
             self._csv_text.seek(0)
@@ -173,6 +194,43 @@ class _Tables:
         return files
 
 
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, prefixed with a single quote (shown as text)."""
+    if value.__class__ is str and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe_row(values: Sequence[Any]) -> list[Any]:
+    return [spreadsheet_safe(v) for v in values]
+
+
+def check_batch_ids(batch_ids: Sequence[str]) -> None:
+    """Batch IDs name files under the output: refuse any that is not the API's shape, before any call."""
+    bad = [b for b in batch_ids if not valid_batch_id(b)]
+    if bad:
+        raise BatchInputError(
+            f"Not a Message Batch ID: {', '.join(repr(b) for b in bad[:5])}. IDs look like msgbatch_ followed by "
+            "letters, digits and underscores; nothing was downloaded.")
+
+
+def expected_from_record(record: SubmissionRecord | None, custom_ids: Sequence[str] | None = None,
+                         plans: Sequence[BatchPlan] = ()) -> dict[str, ExpectedResults]:
+    """What each recorded batch's results must hold: its count and custom_ids' sha256, and the custom_ids
+    themselves when the input at hand was split as the record says (a list slice: 8 bytes per ID)."""
+    expected: dict[str, ExpectedResults] = {}
+    for part in record.parts if record is not None else ():
+        if part.batch_id is None:
+            continue
+        plan = plans[part.index] if part.index < len(plans) else None
+        exact = None
+        if custom_ids is not None and plan is not None and plan.request_count == part.request_count \
+                and custom_ids[plan.first] == part.first_custom_id and custom_ids[plan.stop - 1] == part.last_custom_id:
+            exact = custom_ids[plan.first:plan.stop]
+        expected[part.batch_id] = ExpectedResults(part.request_count, part.custom_ids_sha256, exact)
+    return expected
+
+
 def check_retention(batch: MessageBatch, warning_seconds: float, now: float) -> None:
     """Fail at once for archived results (no retry can help); warn when the deadline is near."""
     created = batch.created_at.timestamp()
@@ -188,8 +246,17 @@ def check_retention(batch: MessageBatch, warning_seconds: float, now: float) -> 
 
 
 def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: ObjectStoragePath,
-                 settings: LandingSettings = LandingSettings(), now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Land every batch under `output` and return the manifest (also written as `_manifest.json`)."""
+                 settings: LandingSettings = LandingSettings(), now: Callable[[], float] = time.time, *,
+                 expected: Mapping[str, ExpectedResults] | None = None,
+                 within: ObjectStoragePath | None = None) -> dict[str, Any]:
+    """Land every batch under `output` and return the manifest (also written as `_manifest.json`).
+
+    Each batch's stream must hold exactly one result per submitted custom_id: `expected` says what
+    was submitted (from the submission record or the input); a batch not in it is checked for
+    duplicates and against its own request counts. On a local `output`, no file is written through
+    a symlink that leads out of `within` (default: `output`).
+    """
+    check_batch_ids(batch_ids)
     unknown = set(settings.formats) - set(FORMATS)
     if unknown:
         raise BatchInputError(f"Unknown output format(s) {sorted(unknown)}; choose from {FORMATS}.")
@@ -202,16 +269,22 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
     batches = []
     for batch_id in batch_ids:
         batch = hook.retrieve_batch(batch_id)
+        if batch.id != batch_id:
+            raise BatchInFlightError(f"Asked the API for batch {batch_id} and it answered with batch {batch.id!r}; "
+                                     "nothing was landed.", [batch_id])
         if batch.processing_status != "ended":
             raise ClaudeBatchError(f"Batch {batch_id} is {batch.processing_status}; wait for it to end first.",
                                    list(batch_ids))
         check_retention(batch, settings.expiry_warning_seconds, now())
         batches.append(batch)
-    staging = _Staging(output)
+    staging = _Staging(output, within)
     tables: _Tables | None = None
     try:
         tables = _Tables(staging, settings.formats)
-        landed = [_land_batch(hook, batch, staging, tables, settings) for batch in batches]
+        expected = expected or {}
+        landed = [_land_batch(hook, batch, staging, tables, settings,
+                              expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts)))
+                  for batch in batches]
         totals = Totals()
         for item in landed:
             totals.add(item.totals)
@@ -230,13 +303,14 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
 
 
 def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, tables: _Tables,
-                settings: LandingSettings) -> _BatchLanded:
-    """One pass over the batch's results stream; a stream that breaks is read again from the start
-    (and the rows this batch had added so far are taken back first)."""
-    expected = total_requests(batch.request_counts)
+                settings: LandingSettings, expected: ExpectedResults) -> _BatchLanded:
+    """One pass over the batch's results stream; a stream that breaks, or does not hold exactly one
+    result per submitted custom_id, is read again from the start (and the rows this batch had added
+    so far are taken back first)."""
     start = tables.mark()
     for attempt in range(1, settings.stream_attempts + 1):
         totals = Totals()
+        seen = SeenIds()
         raw = _Sink(staging.file(f"raw/{batch.id}.jsonl"))
         try:
             with _Receiver(hook, batch, raw) as chunks:
@@ -249,11 +323,17 @@ def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, t
                     folded = fold_lines(pending + chunk[:end], batch.id, totals)
                     pending = chunk[end:]
                     tables.add(folded.rows, folded.failed)
+                    seen.add(folded.rows)
                 if pending.strip():
                     folded = fold_lines(pending, batch.id, totals)
                     tables.add(folded.rows, folded.failed)
-            if totals.requests != expected:
-                raise _IncompleteResults(f"{totals.requests} result lines for {expected} requests")
+                    seen.add(folded.rows)
+            if totals.requests < expected.count:
+                raise _IncompleteResults(f"{totals.requests} result lines for {expected.count} requests")
+            mismatch = results_mismatch(batch.id, seen, expected)
+            if mismatch is not None:
+                raise ResultsMismatchError(mismatch[0].upper() + mismatch[1:] + ". Nothing was published; a retry "
+                                           "of the task reads the results again.", [batch.id])
         except Exception as exc:
             if not _is_retryable_stream_error(exc) or attempt == settings.stream_attempts:
                 raise
@@ -265,7 +345,7 @@ def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, t
             raw.close()
         log.info("Batch %s: %d results streamed (%.1f MB)", batch.id, totals.requests, raw.size / 1e6)
         info = FileInfo(f"raw/{batch.id}.jsonl", raw.size, raw.hash.hexdigest(), totals.requests)
-        return _BatchLanded(batch, totals, info)
+        return _BatchLanded(batch, totals, info, expected.checked_against)
     raise AssertionError("unreachable")
 
 
@@ -334,7 +414,8 @@ def _is_retryable_stream_error(exc: Exception) -> bool:
     import anthropic
     import httpx2
 
-    return isinstance(exc, _IncompleteResults | httpx2.TransportError | anthropic.APIConnectionError) or (
+    return isinstance(exc, _IncompleteResults | ResultsMismatchError | httpx2.TransportError
+                      | anthropic.APIConnectionError) or (
         isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
 
 
@@ -382,6 +463,7 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
             "results_expire_at": _iso(created + RESULTS_RETENTION_SECONDS),
             "canceled": batch.cancel_initiated_at is not None,
             "request_counts": batch.request_counts.to_dict(), "raw_file": item.raw.name,
+            "results_checked_against": item.checked_against,
         })
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -397,8 +479,16 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
                   for model, u in sorted(totals.usage_by_model.items())},
         "usage_total": totals.usage_total(),
         "cost": cost.to_dict(),
+        "cost_complete": not totals.problems,
+        "result_problems": result_problems(totals),
         "files": [vars(f) for f in files],
     }
+
+
+def result_problems(totals: Totals) -> dict[str, dict[str, Any]]:
+    """The manifest's flags: results whose usage could not be counted, with a few custom_ids each."""
+    return {kind: {"results": number, "examples": totals.problem_examples.get(kind, [])}
+            for kind, number in sorted(totals.problems.items())}
 
 
 def _iso(epoch: float) -> str:
@@ -408,15 +498,25 @@ def _iso(epoch: float) -> str:
 class _Staging:
     """Where files are written before they are published to `output`."""
 
-    def __init__(self, output: ObjectStoragePath) -> None:
+    def __init__(self, output: ObjectStoragePath, within: ObjectStoragePath | None = None) -> None:
         self.output = output
         self.local = is_local(output)
         if self.local:
+            # Where the user's path itself leads is the user's choice; below it, nothing may lead out.
+            self.boundary = os.path.realpath((within or output).path)
             os.makedirs(output.path, exist_ok=True)
+            self._check_inside(output.path)
             _sweep_stale_staging(output.path)
             self.root = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output.path)
+            self._check_inside(self.root)
         else:
             self.root = tempfile.mkdtemp(prefix=STAGING_PREFIX)
+
+    def _check_inside(self, path: str) -> None:
+        resolved = os.path.realpath(path)
+        if resolved != self.boundary and not resolved.startswith(self.boundary + os.sep):
+            raise BatchInputError(f"{path} leads out of the output folder {self.boundary} (to {resolved}, through a "
+                                  "symlink); remove the link. Nothing was published.")
 
     def file(self, name: str) -> str:
         path = os.path.join(self.root, name)
@@ -427,6 +527,9 @@ class _Staging:
         """Every file first, the manifest last: a reader that sees the manifest sees complete files."""
         with open(self.file(MANIFEST_NAME), "wb") as handle:
             handle.write(manifest)
+        if self.local:  # every target checked before the first is published
+            for name in [*names, MANIFEST_NAME]:
+                self._check_inside(os.path.join(self.output.path, name))
         for name in [*names, MANIFEST_NAME]:
             source = os.path.join(self.root, name)
             if self.local:

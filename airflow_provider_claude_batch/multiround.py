@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_claude_batch.batch.results import FAILED_TYPES, RESULT_TYPES, TABLE_COLUMNS, encode_row
+from airflow_provider_claude_batch.batch.results import (
+    EXAMPLES_KEPT,
+    FAILED_TYPES,
+    RESULT_TYPES,
+    TABLE_COLUMNS,
+    encode_row,
+)
 from airflow_provider_claude_batch.batch.rounds import RoundsIndex
-from airflow_provider_claude_batch.landing import MANIFEST_VERSION, FileInfo, _iso, _Sink, _Staging
+from airflow_provider_claude_batch.exceptions import ResultsMismatchError
+from airflow_provider_claude_batch.landing import MANIFEST_VERSION, FileInfo, _iso, _Sink, _Staging, spreadsheet_safe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -70,10 +77,15 @@ def finalize_rounds(output: ObjectStoragePath, manifests: Sequence[Mapping[str, 
                     failures.write(encoded)
                     failures.rows += 1
                 if table_csv is not None:
-                    writer.writerow(final)
+                    writer.writerow({k: spreadsheet_safe(v) for k, v in final.items()})
                     table_csv.write(text.getvalue().encode())
                     text.seek(0)
                     text.truncate()
+        if results.rows != manifests[0]["requests"]:
+            raise ResultsMismatchError(
+                f"The rounds fold into {results.rows} rows for {manifests[0]['requests']} requests (one per input "
+                "custom_id expected); nothing was published.",
+                [b["id"] for m in manifests for b in m["batches"]])
         files = []
         for sink, name in ((results, "results.jsonl"), (failures, "failures.jsonl"), (table_csv, "results.csv")):
             if sink is not None:
@@ -110,9 +122,21 @@ def _manifest(output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]],
         "failed_fraction": round(failed / requests, 6) if requests else 0.0,
         "error_types": error_types,
         "usage_total": usage_total,
+        "cost_complete": all(m.get("cost_complete", True) for m in manifests),
+        "result_problems": _merged_problems(manifests),
         "cost": {"batch_usd": round(batch_usd, 6), "standard_usd": round(standard_usd, 6),
                  "savings_usd": round(standard_usd - batch_usd, 6),
                  "unpriced_models": sorted({u for m in manifests for u in m["cost"]["unpriced_models"]}),
                  "prices_as_of": first_cost["prices_as_of"], "prices_source": first_cost["prices_source"]},
         "files": [vars(f) for f in files],
     }
+
+
+def _merged_problems(manifests: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for m in manifests:
+        for kind, found in m.get("result_problems", {}).items():
+            into = merged.setdefault(kind, {"results": 0, "examples": []})
+            into["results"] += found["results"]
+            into["examples"] = (into["examples"] + found["examples"])[:EXAMPLES_KEPT]
+    return merged

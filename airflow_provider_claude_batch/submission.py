@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
 from airflow_provider_claude_batch.batch.events import total_requests
 from airflow_provider_claude_batch.batch.ledger import PartRecord, SubmissionRecord, TaskKey, matches_part
-from airflow_provider_claude_batch.exceptions import BatchInputError, ClaudeBatchError
+from airflow_provider_claude_batch.exceptions import BatchApiRefusedError, BatchInputError, ClaudeBatchError
 from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
 
 if TYPE_CHECKING:
@@ -159,8 +159,8 @@ class Submitter:
             raise BatchInputError(f"The API refused the batch ({exc.status_code} {exc.type}: {exc.api_message}); "
                                   f"nothing was created for it.{made}") from exc
         if exc.status_code in (401, 403):
-            raise ClaudeBatchError(f"The API refused the key ({exc.status_code} {exc.type}); nothing was "
-                                   f"created.{made}") from exc
+            raise BatchApiRefusedError(f"The API refused the key ({exc.status_code} {exc.type}); nothing was "
+                                       "created for this part.", record.batch_ids) from exc
         if exc.status_code == 429 and exc.error_code == "enforced_spend_limit_reached":
             raise ClaudeBatchError(
                 f"The organization's monthly spend cap is reached; nothing was created.{made}") from exc

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.api_errors import retry_after
 from airflow_provider_claude_batch.batch.events import BatchSnapshot, WaitOutcome, snapshot
 from airflow_provider_claude_batch.exceptions import (
     BatchApiError,
@@ -37,7 +37,7 @@ def poll_once(hook: ClaudeBatchHook, tracker: WaitTracker, now: float) -> Decisi
     try:
         shots = [snapshot(client.messages.batches.retrieve(b)) for b in tracker.pending()]
     except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-        described = describe_api_error(exc)
+        described = hook.describe_error(exc)
         decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc), described, now)
         if decision.action == "sleep":
             log.warning("Polling failed (%s), attempt %d; the batches keep running", described, tracker.failures)

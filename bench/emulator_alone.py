@@ -47,7 +47,7 @@ def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            httpx2.get(url + "/_emulator/state?custom_ids=false", timeout=1)
+            httpx2.get(url + "/_emulator/state?custom_ids=false", headers=HEADERS, timeout=1).raise_for_status()
             return process, url
         except httpx2.HTTPError:
             time.sleep(0.05)

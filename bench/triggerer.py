@@ -59,7 +59,7 @@ def create_waiting_batches(url: str, count: int) -> list[str]:
     """Batches that stay in_progress for a day (the emulator's processing time is set for them only)."""
     from airflow_provider_claude_batch.emulator import EmulatorControl
 
-    control = EmulatorControl(url)
+    control = EmulatorControl(url, HEADERS["x-api-key"])
     before = control.configure()["processing_seconds"]
     control.configure(processing_seconds=86_400)
     try:
@@ -110,7 +110,8 @@ def _cpu_of(pid: int) -> float:
 
 
 def _calls(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/_emulator/state?custom_ids=false", timeout=30) as response:
+    request = urllib.request.Request(url + "/_emulator/state?custom_ids=false", headers=HEADERS)
+    with urllib.request.urlopen(request, timeout=30) as response:
         return dict(json.loads(response.read())["calls"])
 
 

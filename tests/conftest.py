@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,9 @@ os.environ.pop("ANTHROPIC_API_KEY", None)
 os.environ.pop("ANTHROPIC_BASE_URL", None)
 
 from airflow_provider_claude_batch.emulator import EmulatorConfig, EmulatorControl, EmulatorServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.helpers import EmulatorProcess
 
 _METRICS: list[tuple[str, str]] = []
 
@@ -55,6 +59,17 @@ def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
     control.configure(**{k: v for k, v in vars(defaults).items()})
     yield emulator_server
     control.clear_faults()
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """The emulator CLI in a process of its own, for tests that read its memory from /proc."""
+    from tests.helpers import EmulatorProcess
+
+    emulator = EmulatorProcess()
+    yield emulator
+    emulator.process.terminate()
+    emulator.process.wait(timeout=30)
 
 
 @pytest.fixture

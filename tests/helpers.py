@@ -1,11 +1,17 @@
-"""Request builders shared by tests, and the Airflow version they run on."""
+"""Request builders and an emulator process shared by tests, and the Airflow version they run on."""
 
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
 from airflow import __version__ as _airflow_version
+
+from airflow_provider_claude_batch.emulator import EmulatorControl
 
 # (major, minor) of the installed Airflow: tests of features first shipped after the 3.0 floor skip below them.
 AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])
@@ -49,3 +55,41 @@ def die_after_create(monkeypatch: object, on_create: int, why: str) -> list[str]
 
     monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", create)  # type: ignore[attr-defined]
     return made
+
+
+class EmulatorProcess:
+    """The emulator CLI in its own process (key `emulator-key`), whose memory a test reads from /proc."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_claude_batch.emulator", "--port", str(self.port),
+             "--processing-seconds", "0", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+        self.control = EmulatorControl(self.url, "emulator-key")
+        for _ in range(300):
+            try:
+                self.control.state()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("emulator process did not start")
+
+    def _status(self, field: str) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def resident(self) -> int:
+        return self._status("VmRSS")
+
+    def peak(self) -> int:
+        return self._status("VmHWM")
+
+    def reset_peak(self) -> None:
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
+            refs.write("5")

@@ -50,6 +50,8 @@ class PartRecord:
     batch_id: str | None = None
     adopted: bool = False
     created_at: float | None = None
+    # sha256 over the part's sorted custom_ids, so landing can check its results (None in older records).
+    custom_ids_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,11 @@ class SubmissionRecord:
     def new(cls, key: TaskKey, fingerprint: str, plans: Sequence[BatchPlan], custom_ids: Sequence[str],
             now: float | None = None, attempt_id: str = "") -> SubmissionRecord:
         now = time.time() if now is None else now
+        from airflow_provider_claude_batch.batch.results import custom_ids_digest
+
         parts = tuple(
-            PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1])
+            PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1],
+                       custom_ids_sha256=custom_ids_digest(custom_ids[p.first:p.stop]))
             for p in plans
         )
         return cls(key, fingerprint, parts, now, now, attempt_id)

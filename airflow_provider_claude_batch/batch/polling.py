@@ -19,13 +19,16 @@ from airflow_provider_claude_batch.defaults import (
 )
 
 __all__ = ["BATCH_LIFETIME", "DEADLINE_MARGIN", "DEFAULT_ERROR_BUDGET", "DEFAULT_MAX_POLL_INTERVAL",
-           "DEFAULT_POLL_INTERVAL", "ErrorBudget", "classify_status", "default_deadline", "next_poll_delay",
-           "progress_line"]
+           "DEFAULT_POLL_INTERVAL", "REFUSED_STATUSES", "ErrorBudget", "QueueCheck", "classify_status",
+           "default_deadline", "next_poll_delay", "progress_line", "queue_check_after_error"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-FATAL_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+FATAL_STATUSES = frozenset({400, 401, 402, 403, 404, 407, 413, 422})
+# Refusals that name the caller or the batch as the problem (key, workspace, batch ID, proxy
+# credentials): the task fails without retries, whatever it was doing (waiting, landing, resubmitting).
+REFUSED_STATUSES = frozenset({401, 403, 404, 407})
 
 ErrorKind = Literal["transient", "fatal"]
 
@@ -44,7 +47,7 @@ def next_poll_delay(poll_interval: float, max_interval: float, waited_seconds: f
 
 
 def classify_status(status_code: int | None) -> ErrorKind:
-    """Auth, permission, not found and bad requests will not heal by waiting; everything else may.
+    """Auth, permission, not found, proxy auth and bad requests will not heal by waiting; everything else may.
 
     `None` stands for a network error or timeout: transient.
     """
@@ -85,6 +88,27 @@ class ErrorBudget:
         ceiling = max(poll_interval * 4, 10.0)
         backoff = min(ceiling, 2.0 * 2.0 ** max(0, self.failures - 1))
         return float(backoff * (rng or random).uniform(0.75, 1.0))
+
+
+@dataclass(frozen=True)
+class QueueCheck:
+    """What the queue guard does after a failed listing: look again after `delay`, or stop with `kind`."""
+
+    action: Literal["retry", "stop"]
+    delay: float = 0.0
+    kind: Literal["refused", "unavailable"] | None = None
+
+
+def queue_check_after_error(budget: ErrorBudget, status_code: int | None, retry_after_seconds: float | None,
+                            poll_interval: float, now: float, rng: random.Random | None = None) -> QueueCheck:
+    """The wait trigger's rules for the queue guard: a refusal ends at once, other errors are ridden
+    out for the budget (backing off), then the wait ends instead of looping on a broken URL forever."""
+    if classify_status(status_code) == "fatal":
+        return QueueCheck("stop", kind="refused")
+    budget.record_failure(now)
+    if budget.exhausted(now):
+        return QueueCheck("stop", kind="unavailable")
+    return QueueCheck("retry", delay=budget.retry_delay(retry_after_seconds, poll_interval, rng))
 
 
 def default_deadline(created_at_epochs: Iterable[float]) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import string
 import threading
@@ -23,7 +24,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -85,6 +86,9 @@ class PreparedRequests:
         self.ends: array[int] = array("Q")
         self.custom_ids: list[str] = []
         self.as_written = 0  # how many JSONL lines `prepare_requests` kept as written (not kept by `subset`)
+        # How many requests the input held, good and bad: once one is bad, the good ones after it are
+        # checked (so the count and the problems are complete) but not kept, as nothing will be sent.
+        self.requests_read = 0
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -200,7 +204,9 @@ def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDef
     else:
         for line, entry in entries:
             preparer.add(line, entry)
-    return preparer.prepared, preparer.problems, preparer.bad
+    prepared = preparer.prepared
+    prepared.requests_read = len(prepared) + preparer.unkept + preparer.bad
+    return prepared, preparer.problems, preparer.bad
 
 
 class _Preparer:
@@ -211,6 +217,7 @@ class _Preparer:
         self.prepared = PreparedRequests()
         self.problems: list[Problem] = []
         self.bad = 0
+        self.unkept = 0  # good requests after the first bad one (counted, not kept)
         self.seen: dict[str, int] = {}
         self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
         self.number = 0  # the JSONL line last read
@@ -236,7 +243,9 @@ class _Preparer:
             return
         assert custom_id is not None
         self.seen[custom_id] = line
-        if not self.bad:  # once the input is known to be bad, stop building what will never be sent
+        if self.bad:  # once the input is known to be bad, stop building what will never be sent
+            self.unkept += 1
+        else:
             self.prepared._append(custom_id, item)
 
     def add_jsonl(self, entries: JsonlEntries) -> None:
@@ -271,7 +280,7 @@ class _Preparer:
             return False
         try:
             requests = decoder.decode_lines(part)
-        except msgspec.DecodeError:  # a bad line, a field to fill in: the per-line road says which
+        except (msgspec.DecodeError, RecursionError):  # a bad line, a field to fill in: the per-line road says which
             return False
         count = len(newlines) + 1
         custom_ids = as_written.accepted_custom_ids(requests)
@@ -304,6 +313,8 @@ class _Preparer:
         decode_typed, decode = decoder.decode, _decoder.decode
         fills = [(name, value) for name in ("model", "max_tokens", "system")
                  if (value := getattr(self.defaults, name)) is not None]
+        # A default msgspec would encode as something else (a NaN, a set): every line goes to `add`, which names it
+        fills_not_json = not_json_reason(dict(fills)) is not None
         custom_id: Any  # JSON, until the checks below say what it is
         params: Any
         messages: Any
@@ -314,7 +325,7 @@ class _Preparer:
                 line = line[:-1]
             try:
                 typed = decode_typed(line)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # the decode below names it
                 pass
             else:
                 custom_id = typed.custom_id
@@ -325,9 +336,9 @@ class _Preparer:
                     continue
             try:
                 entry = decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 is the latter
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 if line.strip():  # a blank line is no request
-                    self.add(number, Problem(number, None, f"not valid JSON: {exc}"))
+                    self.add(number, Problem(number, None, undecodable_reason(line, exc)))
                 continue
             custom_id = entry.get("custom_id") if type(entry) is dict else None
             params = entry.get("params") if type(custom_id) is str else None
@@ -351,13 +362,13 @@ class _Preparer:
                     if not content or (type(content) is not str and type(content) is not list):
                         good = False
                         break
-            if not good or self.bad or custom_id in seen:
+            if not good or self.bad or custom_id in seen or fills_not_json:
                 self.add(number, entry)
                 continue
             try:
                 # Not encode_into: growing a large bytearray that way made peak memory 1.5x the body
                 item = _encode_item(custom_id, params)
-            except (TypeError, msgspec.EncodeError):  # e.g. a default that is not JSON
+            except (TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError):  # e.g. a default not JSON
                 good = False
             if not good or len(item) > item_limit:
                 self.add(number, entry)
@@ -439,9 +450,66 @@ def _check_request(entry: object, defaults: RequestDefaults) -> tuple[str | None
         return custom_id, b"", reason
     try:
         item = _encode_item(custom_id, params)
+        # msgspec encodes some values JSON has not as something else (NaN as null, a set as a list,
+        # bytes as base64, an int key as a string): what it encoded must decode back to the same.
+        same = _decoder.decode(item)["params"] == params
     except (TypeError, msgspec.EncodeError) as exc:
-        return custom_id, b"", f"params are not JSON-serializable: {exc}"
+        return custom_id, b"", f"params are not JSON-serializable: {not_json_reason(params) or exc}"
+    except UnicodeEncodeError as exc:
+        bad_text = exc.object[exc.start : exc.end]
+        return custom_id, b"", f"params hold text that is not valid Unicode ({exc.reason}: {bad_text!r})"
+    except RecursionError:
+        return custom_id, b"", "params are nested too deeply to encode"
+    if not same:
+        reason = not_json_reason(params)
+        if reason is not None:
+            return custom_id, b"", f"params are not JSON-serializable: {reason}"
     return custom_id, item, None
+
+
+def not_json_reason(params: Mapping[str, Any]) -> str | None:
+    """Where `params` holds a value JSON has no form for, in input order (None if it holds none).
+
+    Iterative, so a deeply nested value is walked rather than ending in a RecursionError.
+    """
+    stack: list[tuple[str, object]] = [("params", params)]
+    while stack:
+        path, value = stack.pop()
+        if value is None or isinstance(value, str | int):  # (bool is an int)
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{path} is {value!r}, and JSON has no NaN or infinity"
+            continue
+        if isinstance(value, Mapping):
+            for key in value:
+                if not isinstance(key, str):
+                    return f"{path} has the key {key!r}, and JSON keys are strings"
+            stack.extend((f"{path}.{key}", value[key]) for key in reversed(list(value)))
+            continue
+        if isinstance(value, list | tuple):
+            stack.extend((f"{path}[{index}]", value[index]) for index in reversed(range(len(value))))
+            continue
+        return f"{path} is a {type(value).__name__}; JSON holds only dicts, lists, strings, numbers, booleans and None"
+    return None
+
+
+def undecodable_reason(line: bytes, exc: Exception) -> str:
+    """Why a line could not be decoded, with the byte and column for text that is not UTF-8."""
+    if isinstance(exc, RecursionError):
+        return "not valid JSON: nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        try:  # msgspec's position is within one string; the line's is what the user can find
+            line.decode()
+        except UnicodeDecodeError as whole:
+            return not_utf8_reason(line, whole)
+    return f"not valid JSON: {exc}"
+
+
+def not_utf8_reason(line: bytes, exc: UnicodeDecodeError) -> str:
+    """A line's UTF-8 error as the user can find it: the byte and where it is in the line."""
+    return (f"not valid UTF-8: byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line "
+            "(save the file as UTF-8; Latin-1 or Windows-1252 text looks like this)")
 
 
 def check_params(params: Mapping[str, Any]) -> str | None:
@@ -556,13 +624,25 @@ def _block_parts(blocks: Iterable[bytes]) -> Iterator[bytes]:
 def _decode_line(number: int, line: bytes) -> object:
     try:
         return _decoder.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a string is a UnicodeDecodeError
-        return Problem(number, None, f"not valid JSON: {exc}")
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # invalid UTF-8 is the second
+        return Problem(number, None, undecodable_reason(line, exc))
+
+
+class RowError(ValueError):
+    """A row a template cannot fill: the message is the reason shown for the row, as is."""
+
+
+class TemplateError(ValueError):
+    """A params_template that no row could fill (a bad placeholder): refused before any row is read."""
 
 
 def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: str,
                      build_params: ParamsBuilder) -> Iterator[tuple[int, object]]:
-    """ETL input: each row becomes `{"custom_id": row[custom_id_column], "params": build_params(row)}`."""
+    """ETL input: each row becomes `{"custom_id": row[custom_id_column], "params": build_params(row)}`.
+
+    Whatever `build_params` raises is that row's problem, named with its line, never an error that
+    ends the task with a traceback (and would be retried, failing the same way).
+    """
     for number, row in rows:
         if isinstance(row, Problem):
             yield number, row
@@ -574,23 +654,55 @@ def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: st
         if custom_id is None or custom_id == "":
             yield number, Problem(number, None, f"column {custom_id_column!r} is missing or empty")
             continue
-        try:
-            params = build_params(row)
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            yield number, Problem(number, str(custom_id), f"could not build params from the row: {exc!r}")
+        if isinstance(custom_id, bool) or not isinstance(custom_id, str | int):  # 1.0 would become "1.0"
+            yield number, Problem(number, None, f"column {custom_id_column!r} must be text or a whole number, "
+                                                f"got {type(custom_id).__name__} {custom_id!r:.40}")
             continue
-        yield number, {"custom_id": str(custom_id), "params": params}
+        custom_id = str(custom_id)
+        try:
+            params = cast("object", build_params(row))  # the user's code may return anything
+        except RowError as exc:
+            yield number, Problem(number, custom_id, str(exc))
+            continue
+        except Exception as exc:  # the user's code: any failure is this row's
+            yield number, Problem(number, custom_id, f"could not build params from the row: {exc!r:.300}")
+            continue
+        if not isinstance(params, Mapping):
+            reason = f"build_params returned {type(params).__name__}, not a dict of params"
+            yield number, Problem(number, custom_id, reason)
+            continue
+        yield number, {"custom_id": custom_id, "params": params}
 
 
 def template_params_builder(template: Mapping[str, Any]) -> ParamsBuilder:
     """Params from a template whose strings use `{column}` placeholders (`{{`/`}}` for literal braces).
 
     `str.format` syntax rather than Jinja, because Airflow renders Jinja when the task starts, long
-    before there is a row to render it with.
+    before there is a row to render it with. A placeholder names a column, nothing else (no
+    `{col.attr}`, `{col[0]}` or `{}`: those read Python attributes, not data), and the template is
+    checked once, before any row. A row whose value for a placeholder is missing, empty or not text
+    or a number is refused, rather than sending "None" or a Python repr to the model.
     """
+    if not isinstance(template, Mapping):
+        raise TemplateError(f"params_template must be a dict of params, got {type(template).__name__}")
+    placeholders: dict[str, tuple[str, ...]] = {}  # each string of the template: the columns it names
+
+    def compile_(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            placeholders[value] = _placeholders(value, path)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                compile_(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                compile_(item, f"{path}[{index}]")
+
+    compile_(template, "params_template")
 
     def render(value: Any, row: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
+            for name in placeholders[value]:
+                _check_placeholder_value(row, name)
             return value.format_map(row)
         if isinstance(value, Mapping):
             return {k: render(v, row) for k, v in value.items()}
@@ -599,8 +711,43 @@ def template_params_builder(template: Mapping[str, Any]) -> ParamsBuilder:
         return value
 
     def build(row: Mapping[str, Any]) -> Mapping[str, Any]:
-        rendered = render(template, row)
-        assert isinstance(rendered, dict)
-        return rendered
+        try:
+            return render(template, row)  # type: ignore[no-any-return]
+        except RowError:
+            raise
+        except (ValueError, TypeError) as exc:  # e.g. a format spec the value does not take: `{name:d}`
+            raise RowError(f"could not fill params_template: {exc}") from None
 
     return build
+
+
+def _placeholders(text: str, path: str) -> tuple[str, ...]:
+    """The column names a template string's placeholders name; TemplateError for any other placeholder."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise TemplateError(f"{path}: {exc} in {text!r:.80} (write {{{{ and }}}} for literal braces)") from None
+    names = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or name.isdigit() or "." in name or "[" in name or "{" in (spec or "") \
+                or conversion not in (None, "s", "r", "a"):
+            raise TemplateError(f"{path}: placeholder {{{name}}} must name a column, as {{column}} "
+                                "(no positions, attributes, indexes or nested placeholders)")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def _check_placeholder_value(row: Mapping[str, Any], name: str) -> None:
+    if name not in row:
+        columns = ", ".join(repr(column) for column in list(row)[:12])
+        raise RowError(f"placeholder {{{name}}} names no column of the row (its columns: {columns})")
+    value = row[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError(f"placeholder {{{name}}}: the row's value is empty")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowError(f"placeholder {{{name}}}: the row's value is {value!r}")
+    if not isinstance(value, str | int | float):
+        raise RowError(f"placeholder {{{name}}}: the row's value is a {type(value).__name__}; a template places "
+                       "text and numbers (use build_params for anything else)")

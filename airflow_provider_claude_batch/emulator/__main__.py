@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import threading
 import time
@@ -23,23 +24,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long each batch takes to end (default: %(default)s)")
     parser.add_argument("--api-key", default=EmulatorConfig.api_key,
                         help="the key clients must send (default: %(default)s; '' accepts any key)")
+    parser.add_argument("--control-token",
+                        help="a token for the /_emulator/* control routes, sent as x-api-key (they also take "
+                             "the API key; with --api-key '' a random token is made and printed)")
     parser.add_argument("--outcomes", type=Path,
                         help="JSON file with a list of outcome rules, e.g. "
                              '[{"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error"}]')
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     config = EmulatorConfig(processing_seconds=args.processing_seconds, api_key=args.api_key or None)
+    token = args.control_token or (None if config.api_key else secrets.token_urlsafe(24))
     if args.outcomes is not None:
         rules = json.loads(args.outcomes.read_text())
-        threading.Thread(target=_load_rules, args=(f"http://{args.host}:{args.port}", rules), daemon=True).start()
+        credential = token or config.api_key or ""
+        threading.Thread(target=_load_rules, args=(f"http://{args.host}:{args.port}", credential, rules),
+                         daemon=True).start()
+    control = f"; control token: {token}" if token and not args.control_token else ""
     print(f"Claude Message Batches emulator on http://{args.host}:{args.port} "
-          f"(API key: {'any' if config.api_key is None else config.api_key})", file=sys.stderr, flush=True)
-    serve_forever(config, args.host, args.port, args.log_level)
+          f"(API key: {'any' if config.api_key is None else config.api_key}{control})", file=sys.stderr, flush=True)
+    serve_forever(config, args.host, args.port, args.log_level, token)
     return 0
 
 
-def _load_rules(url: str, rules: list[dict[str, object]]) -> None:
-    control = EmulatorControl(url)
+def _load_rules(url: str, credential: str, rules: list[dict[str, object]]) -> None:
+    control = EmulatorControl(url, credential)
     for _ in range(300):
         try:
             control.set_outcomes(*rules)

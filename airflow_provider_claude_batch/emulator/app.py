@@ -1,21 +1,29 @@
 """The emulator's HTTP surface: the Batches API's routes, headers and error envelopes, plus
 `/_emulator/*` control routes that tests use to move the clock, choose outcomes, inject faults
-and count what clients did."""
+and count what clients did.
+
+Safe to leave running on a developer's machine: bodies are read as they arrive (never allocated from
+a declared Content-Length), a body that stops or trickles gets a 408, and the control routes take
+only JSON from a caller holding the API key or the control token, so a web page cannot reach them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from airflow_provider_claude_batch.emulator.clock import rfc3339
-from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan
+from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
 
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
 
 _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
+CONTROL_BODY_LIMIT = 1_000_000
 
 
 class EmulatedConnectionDrop(Exception):
@@ -78,10 +87,12 @@ class _HalfSentResponse(Response):
 class Emulator:
     """One emulated workspace: a store, a fault plan, and the Starlette app serving both."""
 
-    def __init__(self, store: BatchStore | None = None) -> None:
+    def __init__(self, store: BatchStore | None = None, control_token: str | None = None) -> None:
         self.store = store or BatchStore()
         self.faults = FaultPlan()
+        self.control_token = control_token
         api = "/v1/messages/batches"
+        control = self._control
         self.app = Starlette(routes=[
             Route(api, self._create, methods=["POST"]),
             Route(api, self._list, methods=["GET"]),
@@ -89,12 +100,12 @@ class Emulator:
             Route(api + "/{batch_id}", self._delete, methods=["DELETE"]),
             Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
             Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
-            Route("/_emulator/state", self._state, methods=["GET"]),
-            Route("/_emulator/clock", self._clock, methods=["POST"]),
-            Route("/_emulator/config", self._config, methods=["GET", "POST"]),
-            Route("/_emulator/outcomes", self._outcomes, methods=["POST"]),
-            Route("/_emulator/faults", self._faults, methods=["POST", "DELETE"]),
-            Route("/_emulator/reset", self._reset, methods=["POST"]),
+            Route("/_emulator/state", control(self._state), methods=["GET"]),
+            Route("/_emulator/clock", control(self._clock), methods=["POST"]),
+            Route("/_emulator/config", control(self._config), methods=["GET", "POST"]),
+            Route("/_emulator/outcomes", control(self._outcomes), methods=["POST"]),
+            Route("/_emulator/faults", control(self._faults), methods=["POST", "DELETE"]),
+            Route("/_emulator/reset", control(self._reset), methods=["POST"]),
         ])
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
@@ -138,10 +149,7 @@ class Emulator:
 
     def _check_headers(self, request: Request) -> None:
         expected = self.store.config.api_key
-        given = request.headers.get("x-api-key")
-        authorization = request.headers.get("authorization", "")
-        if given is None and authorization.lower().startswith("bearer "):
-            given = authorization[7:]
+        given = _credential(request)
         if not given or (expected is not None and not secrets.compare_digest(given, expected)):
             raise ApiError(401, "authentication_error", "invalid x-api-key")
         version = request.headers.get("anthropic-version")
@@ -166,27 +174,30 @@ class Emulator:
             return _json(self.store.describe(batch, self._base_url(request), just_created=True))
         return await self._serve(request, "create", handle)
 
-    async def _read_body(self, request: Request) -> bytearray:
-        """Read the body into one buffer sized up front: a 100k-request body is held once, not twice."""
-        limit = self.store.config.max_body_bytes
-        declared = int(request.headers.get("content-length") or 0)
-        too_large = ApiError(413, "request_too_large", f"Request exceeds the maximum size of {limit} bytes")
-        if declared > limit:
-            async for _ in request.stream():
-                pass
-            raise too_large
-        buffer = bytearray(declared)
-        filled = 0
-        async for chunk in request.stream():
-            end = filled + len(chunk)
-            if end > limit:
-                raise too_large
-            if end <= len(buffer):
-                buffer[filled:end] = chunk
-            else:
-                buffer[filled:] = chunk
-            filled = end
-        del buffer[filled:]
+    async def _read_body(self, request: Request, limit: int | None = None) -> bytearray:
+        """The body as it arrives, never allocated from the declared Content-Length (a client can
+        declare 200 MB and send nothing); one buffer grown in place, so a 100k-request body is held once.
+
+        Over `limit` → 413 (a declared oversize is drained, not stored, so the client reads the answer);
+        a body that stops or trickles → 408, and the other connections are served meanwhile.
+        """
+        config = self.store.config
+        limit = config.max_body_bytes if limit is None else limit
+        declared = request.headers.get("content-length")
+        oversize = declared is not None and declared.isdigit() and int(declared) > limit
+        buffer = bytearray()
+        try:
+            async for chunk in _timed(request.stream(), config.body_idle_seconds, config.body_total_seconds):
+                if oversize:
+                    continue
+                if len(buffer) + len(chunk) > limit:
+                    oversize = True
+                    break
+                buffer += chunk
+        except ClientDisconnect:
+            raise ApiError(400, "invalid_request_error", "the client went away before sending the whole body") from None
+        if oversize:
+            raise ApiError(413, "request_too_large", f"Request exceeds the maximum size of {limit} bytes")
         return buffer
 
     async def _retrieve(self, request: Request) -> Response:
@@ -223,13 +234,36 @@ class Emulator:
 
     async def _results(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
-            lines = self.store.results_lines(request.path_params["batch_id"])
+            lines = tampered_results(self.store.results_lines(request.path_params["batch_id"]), fault)
             cut_after = fault.after_lines if fault is not None and fault.kind == "cut_stream" else None
             pause = fault.delay_seconds if fault is not None and fault.kind == "slow_stream" else 0.0
             return StreamingResponse(_chunked(lines, cut_after, pause), media_type="application/binary")
         return await self._serve(request, "results", handle)
 
     # ---- control routes -------------------------------------------------------------------------
+    def _control(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Guard a control route: the API key or the control token, JSON bodies only, and any malformed
+        input answered 400 (a bad value is refused before it is stored, so it cannot break later calls)."""
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._check_control(request)
+                return await handler(request)
+            except ApiError as exc:
+                return _error(exc.status, exc.error_type, exc.message)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError, re.error) as exc:
+                return _error(400, "invalid_request_error", f"malformed control input: {exc}")
+        return endpoint
+
+    def _check_control(self, request: Request) -> None:
+        given = _credential(request)
+        accepted = [v for v in (self.control_token, self.store.config.api_key) if v]
+        if not given or not any(secrets.compare_digest(given.encode(), v.encode()) for v in accepted):
+            raise ApiError(401, "authentication_error",
+                           "control routes need the emulator's API key or control token in x-api-key")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method != "GET" and content_type != "application/json":
+            raise ApiError(415, "invalid_request_error", "control routes take application/json only")
+
     async def _state(self, request: Request) -> Response:
         with_ids = request.query_params.get("custom_ids", "true").lower() not in ("0", "false", "no")
         state = self.store.inspect(with_custom_ids=with_ids)
@@ -239,31 +273,22 @@ class Emulator:
 
     async def _clock(self, request: Request) -> Response:
         payload = await self._payload(request)
-        try:
-            if "advance_seconds" in payload:
-                self.store.clock.advance(float(payload["advance_seconds"]))
-            elif "set_epoch" in payload:
-                self.store.clock.set(float(payload["set_epoch"]))
-        except ValueError as exc:
-            return _error(400, "invalid_request_error", str(exc))
+        if "advance_seconds" in payload:
+            self.store.clock.advance(_number(payload, "advance_seconds"))
+        elif "set_epoch" in payload:
+            self.store.clock.set(_number(payload, "set_epoch"))
         now = self.store.clock.now()
         return _json({"now": rfc3339(now), "epoch": now})
 
     async def _config(self, request: Request) -> Response:
         if request.method == "POST":
-            try:
-                self.store.config.update(await self._payload(request))
-            except ValueError as exc:
-                return _error(400, "invalid_request_error", str(exc))
+            self.store.config.update(await self._payload(request))
         config = {k: v for k, v in vars(self.store.config).items() if k != "api_key"}
         return _json(config)
 
     async def _outcomes(self, request: Request) -> Response:
         payload = await self._payload(request)
-        try:
-            rules = [OutcomeRule.from_dict(r) for r in payload.get("rules", [])]
-        except (TypeError, ValueError) as exc:
-            return _error(400, "invalid_request_error", str(exc))
+        rules = [OutcomeRule.from_dict(_typed(OutcomeRule, r)) for r in _items(payload, "rules")]
         if payload.get("replace", True):
             self.store.planner = OutcomePlanner(rules)
         else:
@@ -275,10 +300,8 @@ class Emulator:
             self.faults.clear()
         else:
             payload = await self._payload(request)
-            try:
-                new = [Fault.from_dict(f, self.store.clock.now()) for f in payload.get("faults", [])]
-            except (TypeError, ValueError) as exc:
-                return _error(400, "invalid_request_error", str(exc))
+            now = self.store.clock.now()
+            new = [Fault.from_dict(_typed(Fault, f, extra=("for_seconds",)), now) for f in _items(payload, "faults")]
             for fault in new:
                 self.faults.add(fault)
         return _json({"pending": self.faults.pending()})
@@ -288,9 +311,8 @@ class Emulator:
         self.faults = FaultPlan()
         return _json({"reset": True})
 
-    @staticmethod
-    async def _payload(request: Request) -> dict[str, Any]:
-        body = await request.body()
+    async def _payload(self, request: Request) -> dict[str, Any]:
+        body = await self._read_body(request, CONTROL_BODY_LIMIT)
         payload = msgspec.json.decode(body) if body else {}
         if not isinstance(payload, dict):
             raise ApiError(400, "invalid_request_error", "expected a JSON object")
@@ -303,6 +325,61 @@ class Emulator:
     @staticmethod
     async def _not_allowed(request: Request, exc: Exception) -> Response:
         return _error(405, "invalid_request_error", f"Method not allowed: {request.method} {request.url.path}")
+
+
+def _credential(request: Request) -> str | None:
+    """The key a client sent, as `x-api-key` or as a bearer token."""
+    given = request.headers.get("x-api-key")
+    authorization = request.headers.get("authorization", "")
+    if given is None and authorization.lower().startswith("bearer "):
+        given = authorization[7:]
+    return given
+
+
+def _number(payload: dict[str, Any], name: str) -> float:
+    value = payload[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _items(payload: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    items = payload.get(name, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"{name} must be a list of JSON objects")
+    return items
+
+
+def _typed(cls: type, raw: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`raw` unchanged once its known fields have the types `cls` declares (a string where a count
+    belongs would otherwise be stored and fail every later call); unknown fields are left for
+    `from_dict` to name."""
+    known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+    msgspec.convert(known, cls)
+    for name in extra:
+        if name in raw:
+            _number(raw, name)
+    return raw
+
+
+async def _timed(stream: AsyncIterator[bytes], idle_seconds: float, total_seconds: float) -> AsyncIterator[bytes]:
+    """The chunks of `stream`, or a 408 once none arrived for `idle_seconds` or all took over `total_seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_seconds
+    iterator = aiter(stream)
+
+    async def next_chunk() -> bytes:
+        return await anext(iterator)
+
+    while True:
+        try:
+            chunk = await asyncio.wait_for(next_chunk(), max(0.0, min(idle_seconds, deadline - loop.time())))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(408, "timeout_error", f"the request body did not arrive in time (no bytes for "
+                           f"{idle_seconds:g} s, or more than {total_seconds:g} s in all)") from None
+        yield chunk
 
 
 async def _chunked(lines: Iterator[bytes], cut_after: int | None, pause: float = 0.0) -> AsyncIterator[bytes]:

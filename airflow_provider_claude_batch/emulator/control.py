@@ -11,16 +11,24 @@ if TYPE_CHECKING:
 
 
 class EmulatorControl:
-    """Move the clock, choose outcomes, inject faults and read counters of a running emulator."""
+    """Move the clock, choose outcomes, inject faults and read counters of a running emulator.
 
-    def __init__(self, base_url: str) -> None:
+    `credential` is the emulator's control token or its API key: the control routes refuse callers
+    without one (`EmulatorServer.control` passes its token).
+    """
+
+    def __init__(self, base_url: str, credential: str) -> None:
         self.base_url = base_url.rstrip("/")
+        self._credential = credential
+
+    def __repr__(self) -> str:
+        return f"EmulatorControl({self.base_url!r})"
 
     def _call(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             f"{self.base_url}/_emulator/{route}", data=data, method=method,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", "x-api-key": self._credential},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())

@@ -9,11 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
-FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay"]
+FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line",
+                    "unknown_result"]
+FAULT_KINDS = ("status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line", "unknown_result")
+RESULTS_ONLY_KINDS = ("cut_stream", "slow_stream", "duplicate_line", "unknown_result")
+UNKNOWN_CUSTOM_ID = "never-submitted"
 ERROR_TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -44,6 +50,10 @@ class Fault:
     - `slow_stream`: a results download that pauses `delay_seconds` between chunks (256 KB each),
       so a test can kill the reader while it is mid-stream.
     - `delay`: answer normally after `delay_seconds`.
+    - `duplicate_line`: a results download whose last line is replaced by a second copy of line
+      `after_lines` (0: the first): the right number of lines, one result missing, one twice.
+    - `unknown_result`: a results download whose last line is served for custom_id
+      "never-submitted" instead: the right number of lines, one of them for a request never made.
     """
 
     endpoint: str
@@ -71,9 +81,9 @@ class Fault:
         fault = cls(**data)
         if fault.endpoint != "*" and fault.endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS} or '*', not {fault.endpoint!r}")
-        if fault.kind not in ("status", "lost_response", "cut_stream", "slow_stream", "delay"):
+        if fault.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
-        if fault.kind in ("cut_stream", "slow_stream") and fault.endpoint != "results":
+        if fault.kind in RESULTS_ONLY_KINDS and fault.endpoint != "results":
             raise ValueError(f"{fault.kind} applies to the results endpoint only")
         if for_seconds is not None:
             fault.until = now + float(for_seconds)
@@ -112,3 +122,21 @@ class FaultPlan:
             self.served[endpoint] = self.served.get(endpoint, 0) + 1
             return fault
         return None
+
+
+def tampered_results(lines: Iterable[bytes], fault: Fault | None) -> Iterator[bytes]:
+    """The result lines as a `duplicate_line` or `unknown_result` fault serves them (else unchanged)."""
+    kind = fault.kind if fault is not None else None
+    if kind not in ("duplicate_line", "unknown_result"):
+        yield from lines
+        return
+    assert fault is not None
+    kept: list[bytes] = list(lines)
+    if not kept:
+        return
+    if kind == "duplicate_line":
+        kept[-1] = kept[min(fault.after_lines, len(kept) - 1)]
+    else:
+        line = msgspec.json.decode(kept[-1])
+        kept[-1] = msgspec.json.encode({**line, "custom_id": UNKNOWN_CUSTOM_ID}) + b"\n"
+    yield from kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -32,8 +33,10 @@ class EmulatorServer:
     """
 
     def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning") -> None:
-        self.emulator = Emulator(BatchStore(config))
+                 log_level: str = "warning", control_token: str | None = None) -> None:
+        # A token of its own, so the control routes keep working when a test changes or drops the key.
+        self.control_token = control_token or secrets.token_urlsafe(24)
+        self.emulator = Emulator(BatchStore(config), self.control_token)
         self._host = host
         self._port = port
         self._server = uvicorn.Server(_uvicorn_config(self.emulator, log_level))
@@ -50,7 +53,7 @@ class EmulatorServer:
 
     @property
     def control(self) -> EmulatorControl:
-        return EmulatorControl(self.url)
+        return EmulatorControl(self.url, self.control_token)
 
     def start(self) -> EmulatorServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,10 +85,11 @@ class EmulatorServer:
         self.stop()
 
 
-def serve_forever(config: EmulatorConfig, host: str, port: int, log_level: str = "info") -> None:
+def serve_forever(config: EmulatorConfig, host: str, port: int, log_level: str = "info",
+                  control_token: str | None = None) -> None:
     """Serve in the foreground until interrupted (the CLI's entry point)."""
     server = uvicorn.Server(uvicorn.Config(
-        Emulator(BatchStore(config)).app, host=host, port=port, lifespan="off", log_level=log_level,
+        Emulator(BatchStore(config), control_token).app, host=host, port=port, lifespan="off", log_level=log_level,
         access_log=log_level == "debug",
     ))
     server.run()

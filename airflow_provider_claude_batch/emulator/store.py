@@ -49,12 +49,22 @@ class EmulatorConfig:
     workspace_id: str = "wrkspc_emulator"
     max_requests: int = 100_000
     max_body_bytes: int = 256_000_000
+    # A body that sends nothing for this long, or takes longer than this in all, gets a 408.
+    body_idle_seconds: float = 30.0
+    body_total_seconds: float = 600.0
 
     def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if name not in self.__dataclass_fields__:
-                raise ValueError(f"unknown emulator setting {name!r}")
-            setattr(self, name, value)
+        """Apply all of `changes` or none: a value of the wrong type or sign is refused here, not
+        stored to break every later call."""
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown emulator setting(s) {sorted(unknown)}")
+        checked = msgspec.convert({**vars(self), **changes}, type(self))
+        negative = [n for n, v in vars(checked).items() if isinstance(v, int | float) and not v >= 0]
+        if negative:
+            raise ValueError(f"emulator setting(s) {sorted(negative)} must be zero or more")
+        for name in changes:
+            setattr(self, name, getattr(checked, name))
 
 
 @dataclass(eq=False)

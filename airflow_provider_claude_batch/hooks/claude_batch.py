@@ -11,8 +11,15 @@ from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_claude_batch.api_errors import (
+    describe_api_error,
+    mask_secrets,
+    same_origin,
+    secret_shaped_parts,
+    show_origin,
+)
 from airflow_provider_claude_batch.compat import BaseHook, aget_connection
-from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings
+from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings, check_proxy_support
 
 if TYPE_CHECKING:
     import ssl
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.hooks.client_settings import ConnectionLike
 
 BATCHES_PATH = "/v1/messages/batches"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
 RESULTS_CHUNK_BYTES = 1024 * 1024
 
 
@@ -50,6 +58,7 @@ def build_async_client(settings: ClientSettings) -> AsyncAnthropic:
 def _client_kwargs(settings: ClientSettings, http_client_class: Any) -> dict[str, Any]:
     import anthropic
 
+    check_proxy_support(settings.proxy)
     proxy = {"proxy": settings.proxy} if settings.proxy else {}
     return {
         "api_key": settings.api_key.reveal() if settings.api_key else None,
@@ -110,17 +119,18 @@ class ClaudeBatchHook(BaseHook):
     @cached_property
     def settings(self) -> ClientSettings:
         conn: ConnectionLike = self.get_connection(self.claude_batch_conn_id)
+        _mask_misplaced_secrets(conn)
         settings = ClientSettings.from_connection(conn)
-        self.log.info(
-            "Claude Batches API at %s (connection %r%s)", settings.base_url or "https://api.anthropic.com",
-            self.claude_batch_conn_id, f", workspace {settings.workspace_id}" if settings.workspace_id else "",
-        )
+        self.log.info("%s", mask_secrets(
+            f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL} (connection {self.claude_batch_conn_id!r}"
+            + (f", workspace {settings.workspace_id}" if settings.workspace_id else "") + ")"))
         return settings
 
     async def asettings(self) -> ClientSettings:
         """The settings, read without blocking the triggerer's event loop."""
         if "settings" not in self.__dict__:
             conn: ConnectionLike = await aget_connection(self, self.claude_batch_conn_id)
+            _mask_misplaced_secrets(conn)
             self.__dict__["settings"] = ClientSettings.from_connection(conn)
         return self.settings
 
@@ -221,6 +231,7 @@ class ClaudeBatchHook(BaseHook):
             raise BatchNotEndedError(
                 f"Batch {batch.id} is {batch.processing_status}; results exist only once it has ended"
             )
+        self.check_results_url(batch.id, batch.results_url)
         response = self.client.get(
             batch.results_url, cast_to=httpx2.Response, stream=True,
             options={"headers": {"Accept": "application/binary"}},
@@ -229,6 +240,26 @@ class ClaudeBatchHook(BaseHook):
             yield response
         finally:
             response.close()
+
+    def check_results_url(self, batch_id: str, results_url: str) -> None:
+        """Refuse a results URL on another origin than the client's base URL: the SDK would send the
+        API key with the download, to whoever the answer named."""
+        from airflow_provider_claude_batch.exceptions import ResultsOriginRefusedError
+
+        base_url = str(self.client.base_url)
+        if not same_origin(results_url, base_url):
+            raise ResultsOriginRefusedError(
+                f"Batch {batch_id}: the API gave a results_url on {show_origin(results_url)}, not on the "
+                f"connection's {show_origin(base_url)}; refusing to send the API key there. Check the "
+                "connection's base URL (a gateway must answer with its own URLs).", [batch_id])
+
+    def describe_error(self, exc: BaseException) -> str:
+        """`describe_api_error` for this connection: a failure at its proxy says so."""
+        try:
+            proxy = self.settings.proxy
+        except Exception:
+            proxy = None
+        return describe_api_error(exc, proxy)
 
     def iter_result_chunks(self, batch: str | MessageBatch,
                            chunk_size: int = RESULTS_CHUNK_BYTES) -> Iterator[bytes]:
@@ -248,7 +279,11 @@ class ClaudeBatchHook(BaseHook):
 
     # ---- connection test ------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap call (list one batch) that tells a wrong key from an unreachable URL."""
+        """One cheap call (list one batch) that tells a wrong key from an unreachable URL or proxy."""
+        ok, message = self._test_connection()
+        return ok, mask_secrets(message)
+
+    def _test_connection(self) -> tuple[bool, str]:
         import anthropic
 
         try:
@@ -262,13 +297,31 @@ class ClaudeBatchHook(BaseHook):
             return False, (f"Permission denied (403, request {exc.request_id}): the key cannot use the "
                            "Message Batches API in this workspace; check the workspace ID.")
         except anthropic.APIConnectionError as exc:
-            return False, f"Cannot reach {self.settings.base_url or 'https://api.anthropic.com'}: {exc}"
+            if settings.proxy:
+                return False, (f"Cannot reach the API through the proxy {show_origin(settings.proxy)}: "
+                               f"{type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc}. Check the "
+                               "connection's proxy (host, port, credentials).")
+            return False, f"Cannot reach {settings.base_url or DEFAULT_BASE_URL}: {exc}"
         except anthropic.APIStatusError as exc:
+            if exc.status_code == 407:
+                return False, (f"The proxy {show_origin(settings.proxy or '')} refused the request (407 Proxy "
+                               "Authentication Required): check the credentials in the connection's proxy URL.")
             return False, f"The API answered {exc.status_code} ({exc.type}): {exc.api_message}"
         except ValueError as exc:
             return False, str(exc)
         newest = page.data[0].id if page.data else "none yet"
         return True, f"Connection OK: Message Batches API reachable (newest batch: {newest})."
+
+
+def _mask_misplaced_secrets(conn: ConnectionLike) -> None:
+    """A key pasted into the host or an extra field is not masked by Airflow (only the password is):
+    register every secret-shaped part of them, so that no log line of the task shows it, ours or the
+    HTTP library's (which logs each request's URL)."""
+    from airflow.sdk.log import mask_secret
+
+    texts = [conn.host or ""] + [str(v) for v in (conn.extra_dejson or {}).values()]
+    for part in {p for text in texts for p in secret_shaped_parts(text)}:
+        mask_secret(part)
 
 
 __all__ = ["BatchNotEndedError", "ClaudeBatchHook", "build_async_client", "build_client"]

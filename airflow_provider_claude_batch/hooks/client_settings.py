@@ -110,6 +110,28 @@ class ClientSettings:
         )
 
 
+def check_proxy_support(proxy: str | None) -> None:
+    """A SOCKS proxy needs `socksio` (the `socks` extra); without it the HTTP library fails with an
+    ImportError deep inside the client build. Say so plainly, before any call."""
+    if not proxy or not proxy.lower().startswith("socks"):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("socksio") is None:
+        from airflow_provider_claude_batch.api_errors import show_origin
+
+        raise ValueError(f"The connection's proxy {show_origin(proxy)} is a SOCKS proxy, which needs the "
+                         "socksio package: pip install 'airflow-provider-claude-batch[socks]' "
+                         "(or 'httpx2[socks]').")
+
+
+def _shown(value: Any) -> str:
+    """A field's value for an error message, masked: it may be a key pasted into the wrong field."""
+    from airflow_provider_claude_batch.api_errors import mask_secrets
+
+    return mask_secrets(repr(value))
+
+
 def _optional_str(value: Any) -> str | None:
     return str(value).strip() or None if value is not None else None
 
@@ -120,9 +142,9 @@ def _positive_float(value: Any, default: float, conn_id: str, name: str) -> floa
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"Connection {conn_id!r}: {name} must be a number of seconds, not {value!r}") from None
+        raise ValueError(f"Connection {conn_id!r}: {name} must be a number of seconds, not {_shown(value)}") from None
     if number <= 0:
-        raise ValueError(f"Connection {conn_id!r}: {name} must be positive, not {value!r}")
+        raise ValueError(f"Connection {conn_id!r}: {name} must be positive, not {_shown(value)}")
     return number
 
 
@@ -132,7 +154,7 @@ def _retries(value: Any, conn_id: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"Connection {conn_id!r}: max_retries must be a whole number, not {value!r}") from None
+        raise ValueError(f"Connection {conn_id!r}: max_retries must be a whole number, not {_shown(value)}") from None
     if number < 0:
         raise ValueError(f"Connection {conn_id!r}: max_retries cannot be negative")
     return number

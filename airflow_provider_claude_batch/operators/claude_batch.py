@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,26 @@ def normalize_batch_ids(value: Any) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+@contextmanager
+def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequence[str]],
+                           doing: str) -> Iterator[None]:
+    """An API refusal (401/403/404/407) while `doing` becomes the documented `BatchApiRefusedError`,
+    not retried: a retry would be refused the same way. `batch_ids()` names the batches made so far."""
+    import anthropic
+
+    from airflow_provider_claude_batch.batch.polling import REFUSED_STATUSES
+    from airflow_provider_claude_batch.exceptions import BatchApiRefusedError
+
+    try:
+        yield
+    except anthropic.APIStatusError as exc:
+        if exc.status_code not in REFUSED_STATUSES:
+            raise
+        raise BatchApiRefusedError(
+            f"The API refused {doing} ({hook.describe_error(exc)}): check the connection's key and "
+            "workspace_id, and the batch IDs; retrying would be refused the same way.", list(batch_ids())) from exc
+
+
 class ClaudeBatchWaitMixin:
     """Waiting shared by the submit operator and the sensor: deadline, trigger, in-task loop, outcome."""
 
@@ -168,7 +189,7 @@ class ClaudeBatchWaitMixin:
                     hook.cancel_batch(batch_id)
                     hook.log.warning("Canceled batch %s because %s (cancel_on_kill=True)", batch_id, reason)
             except Exception as exc:
-                hook.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+                hook.log.warning("Could not cancel batch %s: %s", batch_id, hook.describe_error(exc))
 
     def _cancel_if_user_failed_the_task(self, batch_ids: Sequence[str], context: Context | None) -> None:
         """on_kill runs on any SIGTERM (a clear, mark success, a worker shutdown): only "marked failed"
@@ -283,7 +304,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
         prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
         if bad:
-            raise InvalidRequestsError([str(p) for p in problems], bad, len(prepared) + bad)
+            raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
         if not len(prepared):
             raise BatchInputError("The input has no requests; nothing was submitted.")
         plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
@@ -314,8 +335,9 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         submitter = Submitter(hook, self.ledger(), self.create_policy or CreatePolicy())
         record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
                                        attempt_id=str(context["ti"].id))
-        record = self._submit_parts(hook, submitter, record, prepared, plans,
-                                    on_part=lambda done: self._publish(context, done))
+        with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
+            record = self._submit_parts(hook, submitter, record, prepared, plans,
+                                        on_part=lambda done: self._publish(context, done))
         del prepared
         if not self.wait_for_completion:
             return record.batch_ids
@@ -324,10 +346,13 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
     def execute_after_queue_wait(self, context: Context, event: Any = None) -> list[str] | None:
         """Resumed when the queue has room: carry on where the submission record says we are."""
         if not isinstance(event, Mapping) or event.get("status") != "fits":
-            message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
-            from airflow_provider_claude_batch.exceptions import ClaudeBatchError
+            from airflow_provider_claude_batch.exceptions import BatchApiError, BatchApiRefusedError
 
-            raise ClaudeBatchError(f"Waiting for room in the batch queue failed: {message}")
+            message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
+            refused = isinstance(event, Mapping) and event.get("error_kind") == "refused"
+            error = BatchApiRefusedError if refused else BatchApiError
+            raise error(f"Waiting for room in the batch queue failed: {message}"
+                        + ("" if refused else "; a retry looks again (nothing was created meanwhile)."))
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: Any = None) -> list[str]:
@@ -371,7 +396,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
 
         self.defer(trigger=ClaudeBatchQueueTrigger(needed, self.max_queued_requests, self.claude_batch_conn_id,
-                                                   poll_interval=self.queue_check_interval),
+                                                   poll_interval=self.queue_check_interval,
+                                                   error_budget=self.polling_error_budget),
                    method_name="execute_after_queue_wait")
 
     def _wait(self, context: Context, record: SubmissionRecord) -> list[str]:
@@ -423,7 +449,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         self._landed: tuple[str, list[str]] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
-        return self._advance(context)
+        with refusals_fail_the_task(self._hook(), lambda: self._batch_ids, "to report on or serve the batches"):
+            return self._advance(context)
 
     def resume(self, context: Context, event: Any = None) -> dict[str, Any]:
         """A round's batches have ended (or the wait failed): carry on from the records.
@@ -431,10 +458,15 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         A batch canceled outside Airflow is landed with its canceled rows, not retried.
         """
         self._raise_for_unended(self._parse_wait_event(event))
-        return self._advance(context)
+        with refusals_fail_the_task(self._hook(), lambda: self._batch_ids, "to report on or serve the batches"):
+            return self._advance(context)
 
     def _first_round(self) -> list[str] | None:
         """Batches submitted elsewhere that stand for round 0 (the results operator's); None: submit."""
+        return None
+
+    def _upstream_record(self, context: Context) -> SubmissionRecord | None:
+        """The submission record of the batches given as `batch_ids` (the results operator's), if known."""
         return None
 
     def _advance(self, context: Context) -> dict[str, Any]:
@@ -443,7 +475,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         from airflow_provider_claude_batch.batch.requests import plan_batches
         from airflow_provider_claude_batch.batch.rounds import retry_ids
         from airflow_provider_claude_batch.exceptions import BatchInputError
-        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
         from airflow_provider_claude_batch.multiround import finalize_rounds, read_rows, round_folder
         from airflow_provider_claude_batch.storage import as_path
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
@@ -466,6 +498,8 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                                      max_body_bytes=self.max_batch_bytes)
             if number == 0 and first_round is not None:
                 batch_ids, created = first_round, [None]
+                # The input given here is the submit task's; where it was split the same way, check exactly.
+                expected = expected_from_record(self._upstream_record(context), chosen.custom_ids, plans)
             else:
                 submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
                 record = submitter.open_record(task_key(context), chosen, plans,
@@ -473,6 +507,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
                                                attempt_id=str(context["ti"].id))
                 record = self._submit_parts(hook, submitter, record, chosen, plans)
                 batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
+                expected = expected_from_record(record, chosen.custom_ids, plans)
             all_ids += [b for b in batch_ids if b not in all_ids]
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
             self._batch_ids = batch_ids
@@ -480,7 +515,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
             manifest = _landed_manifest(folder, batch_ids)
             if manifest is None:
                 self._wait_round(hook, batch_ids, created)
-                manifest = land_results(hook, batch_ids, folder, settings)
+                manifest = land_results(hook, batch_ids, folder, settings, expected=expected, within=output)
             manifests.append(manifest)
             again = retry_ids(read_rows(folder / "failures.jsonl"))
             if not again:
@@ -540,15 +575,36 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
                  max_retry_rounds: int = 0, **kwargs: Any) -> None:
         super().__init__(output_path=output_path, max_retry_rounds=max_retry_rounds, **kwargs)
         self.batch_ids = batch_ids
+        self._submitted_by = _submitting_task_id(batch_ids)
+
+    def _upstream_record(self, context: Context) -> SubmissionRecord | None:
+        """The record of the submit task whose output `batch_ids` is (same DAG run, not mapped): it holds
+        each batch's request count and custom_ids' sha256. Without one, each batch is checked for
+        duplicates and against its own request counts."""
+        if self._submitted_by is None or self.dag is None or not self.dag.has_task(self._submitted_by):
+            return None
+        upstream = self.dag.get_task(self._submitted_by)
+        if not isinstance(upstream, ClaudeBatchSubmitOperator) or "{{" in str(upstream.state_path or ""):
+            return None
+        from airflow_provider_claude_batch.batch.ledger import TaskKey
+
+        ti = context["ti"]
+        key = TaskKey(dag_id=ti.dag_id, task_id=upstream.task_id, run_id=ti.run_id)
+        try:
+            return upstream.ledger().load(key)
+        except Exception as exc:
+            self.log.warning("Could not read the submission record of %s (%s); checking each batch's results for "
+                             "duplicates and against its request counts only", upstream.task_id, exc)
+            return None
 
     def _first_round(self) -> list[str] | None:
         return normalize_batch_ids(self.batch_ids)
 
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         if self.max_retry_rounds:
-            return self._advance(context)
+            return super().execute(context)
         from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.landing import LandingSettings, land_results
+        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
         from airflow_provider_claude_batch.storage import as_path
 
         ids = normalize_batch_ids(self.batch_ids)
@@ -556,9 +612,21 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
         output = as_path(self.output_path, self.storage_conn_id)
         settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
                                    prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
-        manifest = land_results(self._hook(), ids, output, settings)
+        hook = self._hook()
+        expected = expected_from_record(self._upstream_record(context))
+        with refusals_fail_the_task(hook, lambda: ids, "to report on or serve the batches"):
+            manifest = land_results(hook, ids, output, settings, expected=expected)
         self._landed = (str(output), ids)
         return finish_landing(self, context, manifest, output, ids)
+
+
+def _submitting_task_id(batch_ids: Any) -> str | None:
+    """The task whose XCom `batch_ids` is (e.g. ``submit.output``), to find its submission record."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    if isinstance(batch_ids, PlainXComArg) and batch_ids.key in ("return_value", BATCH_IDS_XCOM_KEY):
+        return str(batch_ids.operator.task_id)
+    return None
 
 
 def _landed_manifest(folder: ObjectStoragePath, batch_ids: list[str]) -> dict[str, Any] | None:

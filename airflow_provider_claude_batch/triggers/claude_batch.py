@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.api_errors import describe_api_error, mask_secrets, retry_after
 from airflow_provider_claude_batch.batch.events import WaitOutcome
 from airflow_provider_claude_batch.batch.listing import coalesce_patience
 from airflow_provider_claude_batch.batch.polling import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    classify_status,
+    ErrorBudget,
+    queue_check_after_error,
 )
 from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
 from airflow_provider_claude_batch.batch.waiting import WaitTracker
@@ -81,7 +82,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         try:
             await poller.client()
         except Exception as exc:  # a broken connection definition must end the wait with a reason
-            message = f"Cannot build a client from connection {self.conn_id!r}: {exc}"
+            message = mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}")
             return WaitOutcome("error", self.batch_ids, {}, message, "refused")
         import anthropic  # already loaded by the client build, off the event loop
 
@@ -95,7 +96,7 @@ class ClaudeBatchTrigger(BaseTrigger):
                 try:
                     answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                    described = describe_api_error(exc)
+                    described = poller.describe(exc)
                     decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
                                                    described, now)
                     if decision.action == "sleep":
@@ -155,47 +156,67 @@ async def _current_task_state(trigger: BaseTrigger) -> str | None:
 
 
 class ClaudeBatchQueueTrigger(BaseTrigger):
-    """Wait until the workspace's queued requests leave room for `needed` more (the queue guard)."""
+    """Wait until the workspace's queued requests leave room for `needed` more (the queue guard).
+
+    Errors follow the wait trigger's rules: a refusal (401/403/404/407...) ends the wait at once, any
+    other error is ridden out for `error_budget` seconds, then the wait ends with an "unavailable"
+    event (the operator fails, retryably; nothing was created meanwhile).
+    """
 
     def __init__(self, needed: int, max_queued: int, conn_id: str = ClaudeBatchHook.default_conn_name, *,
-                 poll_interval: float = 60.0) -> None:
+                 poll_interval: float = 60.0, error_budget: float = DEFAULT_ERROR_BUDGET) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.needed = int(needed)
         self.max_queued = int(max_queued)
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
+        self.error_budget = float(error_budget)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "needed": self.needed, "max_queued": self.max_queued, "conn_id": self.conn_id,
-            "poll_interval": self.poll_interval,
+            "poll_interval": self.poll_interval, "error_budget": self.error_budget,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
-        payload: dict[str, Any]
         try:
-            client = (await hook.get_async_conn()).with_options(max_retries=0)
-            import anthropic  # already loaded by get_async_conn, off the event loop
-
-            while True:
-                try:
-                    queued = await queued_requests_async(client)
-                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                    if classify_status(getattr(exc, "status_code", None)) == "fatal":
-                        payload = {"status": "error", "message": f"Cannot list batches: {describe_api_error(exc)}"}
-                        break
-                    self.log.warning("Listing batches failed (%s); trying again", describe_api_error(exc))
-                else:
-                    if fits(queued, self.needed, self.max_queued):
-                        payload = {"status": "fits", "queued": queued}
-                        break
-                    self.log.info("%d requests queued in the workspace; %d more would exceed max_queued_requests=%d; "
-                                  "waiting", queued, self.needed, self.max_queued)
-                await asyncio.sleep(self.poll_interval)
+            payload = await self._wait(hook)
         finally:
             await hook.aclose()
         yield TriggerEvent(payload)
+
+    async def _wait(self, hook: ClaudeBatchHook) -> dict[str, Any]:
+        try:
+            client = (await hook.get_async_conn()).with_options(max_retries=0)
+        except Exception as exc:  # a broken connection definition must end the wait with a reason
+            return {"status": "error", "error_kind": "refused",
+                    "message": mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}")}
+        import anthropic  # already loaded by get_async_conn, off the event loop
+
+        budget = ErrorBudget(self.error_budget)
+        while True:
+            delay = self.poll_interval
+            try:
+                queued = await queued_requests_async(client)
+            except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                described = hook.describe_error(exc)
+                check = queue_check_after_error(budget, getattr(exc, "status_code", None), retry_after(exc),
+                                                self.poll_interval, time.time())
+                if check.action == "stop":
+                    spent = "" if check.kind == "refused" else f" for {self.error_budget / 60:.1f} min"
+                    return {"status": "error", "error_kind": check.kind,
+                            "message": f"Cannot list batches{spent}: {described}"}
+                self.log.warning("Listing batches failed (%s), attempt %d; trying again in %.1f s", described,
+                                 budget.failures, check.delay)
+                delay = check.delay
+            else:
+                budget.record_success()
+                if fits(queued, self.needed, self.max_queued):
+                    return {"status": "fits", "queued": queued}
+                self.log.info("%d requests queued in the workspace; %d more would exceed max_queued_requests=%d; "
+                              "waiting", queued, self.needed, self.max_queued)
+            await asyncio.sleep(delay)
 
 
 async def queued_requests_async(client: AsyncAnthropic) -> int:

@@ -114,6 +114,10 @@ class SharedPoller:
         # shielded: one trigger cancelled while the client is built must not cancel it for the others
         return await asyncio.shield(self._client)
 
+    def describe(self, exc: BaseException) -> str:
+        """An API error for a log line or an event, naming the connection's proxy when it failed there."""
+        return self._hook.describe_error(exc) if self._hook is not None else describe_api_error(exc)
+
     @staticmethod
     async def _build(hook: ClaudeBatchHook) -> AsyncAnthropic:
         return (await hook.get_async_conn()).with_options(max_retries=0)

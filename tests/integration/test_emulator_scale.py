@@ -3,63 +3,16 @@ we read from /proc: the body is held once, and streaming results does not grow w
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import msgspec
 import pytest
 
-from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from tests.helpers import EmulatorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
-
-
-class EmulatorProcess:
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_claude_batch.emulator", "--port", str(self.port),
-             "--processing-seconds", "0", "--log-level", "warning"], stderr=subprocess.DEVNULL)
-        self.control = EmulatorControl(self.url)
-        for _ in range(300):
-            try:
-                self.control.state()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("emulator process did not start")
-
-    def _status(self, field: str) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(field)
-
-    def resident(self) -> int:
-        return self._status("VmRSS")
-
-    def peak(self) -> int:
-        return self._status("VmHWM")
-
-    def reset_peak(self) -> None:
-        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
-            refs.write("5")
-
-
-@pytest.fixture(scope="module")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    emulator = EmulatorProcess()
-    yield emulator
-    emulator.process.terminate()
-    emulator.process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from airflow_provider_claude_batch.storage import as_path
 from tests.helpers import make_requests
 
 REPO = Path(__file__).resolve().parents[2]
+# A short custom_id in a set: the str object (about 64 bytes) and its share of the set's table (about 40).
+ID_SET_BYTES_PER_REQUEST = 112
 
 
 def _ended_batch(control: EmulatorControl, count: int, prefix: str = "req") -> str:
@@ -172,7 +174,10 @@ def test_memory_does_not_grow_with_the_number_of_results(claude_conn: str, contr
         report = json.loads(stdout.strip().splitlines()[-1])
         assert report["requests"] == count
         growth[count] = report["peak_growth"]
-    assert growth[100_000] - growth[10_000] < 8 * 2**20, growth
+    # Flat but for the one batch's set of custom_ids that duplicates are found with (dropped after the
+    # batch, bounded by the API's 100,000 requests per batch): 90,000 more IDs of this size are about 10 MB.
+    id_set = 90_000 * ID_SET_BYTES_PER_REQUEST
+    assert growth[100_000] - growth[10_000] < 8 * 2**20 + id_set, growth
     record_metric("landing, peak RSS growth", f"{growth[10_000] / 1e6:.1f} MB for 10k results, "
                                               f"{growth[100_000] / 1e6:.1f} MB for 100k results")
 

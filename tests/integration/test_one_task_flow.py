@@ -167,3 +167,6 @@ def test_the_results_operator_resubmits_in_the_three_task_flow(dags: Path, contr
     assert {k: (r["result_type"], r["attempts"]) for k, r in rows.items()} == {
         "r0": ("succeeded", 1), "r1": ("succeeded", 1), "r2": ("succeeded", 2), "r3": ("succeeded", 1),
         "r4": ("errored", 1)}
+    # Round 0's batches came from the submit task: its record and the same input check them exactly.
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert [b["results_checked_against"] for b in manifest["batches"]] == ["input", "input"]

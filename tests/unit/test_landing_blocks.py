@@ -135,10 +135,10 @@ def _assert_manifest_describes_the_files(manifest: dict, out: Path) -> None:
 def test_lines_cut_anywhere_by_the_chunks_land_as_one_line_at_a_time(sizes: list[int], final_newline: bool,
                                                                      tmp_path: Path) -> None:
     body = _served("r", 300, final_newline=final_newline)
-    hook = _Hook({"b1": [_cut(body, sizes)]}, {"b1": 300})
-    manifest = _land(hook, ["b1"], tmp_path)
-    assert (tmp_path / "raw" / "b1.jsonl").read_bytes() == body
-    for name, expected in _expected_tables([("b1", body)]).items():
+    hook = _Hook({"msgbatch_b1": [_cut(body, sizes)]}, {"msgbatch_b1": 300})
+    manifest = _land(hook, ["msgbatch_b1"], tmp_path)
+    assert (tmp_path / "raw" / "msgbatch_b1.jsonl").read_bytes() == body
+    for name, expected in _expected_tables([("msgbatch_b1", body)]).items():
         assert (tmp_path / name).read_bytes() == expected, name
     assert manifest["requests"] == 300
     assert manifest["counts"] == {"succeeded": 120, "errored": 60, "canceled": 60, "expired": 60}
@@ -148,10 +148,10 @@ def test_lines_cut_anywhere_by_the_chunks_land_as_one_line_at_a_time(sizes: list
 def test_a_line_longer_than_many_chunks_and_blank_lines_land_like_before(tmp_path: Path) -> None:
     long = _result("long", 0).replace(b"reply", b"reply " + b"y" * 5000)
     body = b"\n" + _served("a", 3) + b"\r\n\n" + long + b"\n  \n" + _served("b", 2, final_newline=False)
-    hook = _Hook({"b1": [_cut(body, [100])]}, {"b1": 6})
-    manifest = _land(hook, ["b1"], tmp_path)
-    assert (tmp_path / "raw" / "b1.jsonl").read_bytes() == body
-    for name, expected in _expected_tables([("b1", body)]).items():
+    hook = _Hook({"msgbatch_b1": [_cut(body, [100])]}, {"msgbatch_b1": 6})
+    manifest = _land(hook, ["msgbatch_b1"], tmp_path)
+    assert (tmp_path / "raw" / "msgbatch_b1.jsonl").read_bytes() == body
+    for name, expected in _expected_tables([("msgbatch_b1", body)]).items():
         assert (tmp_path / name).read_bytes() == expected, name
     _assert_manifest_describes_the_files(manifest, tmp_path)
 
@@ -160,13 +160,13 @@ def test_a_later_batch_that_breaks_midway_is_read_again_and_every_row_lands_once
     first, second = _served("one", 200), _served("two", 500)
     broken = _Broken(_cut(second, [999])[:10], httpx2.RemoteProtocolError("peer closed connection"))
     short = _cut(b"".join(second.splitlines(keepends=True)[:400]), [4096])  # ends early: 400 lines of 500
-    hook = _Hook({"b1": [_cut(first, [1000])], "b2": [broken, short, _cut(second, [5000])]},
-                 {"b1": 200, "b2": 500})
-    manifest = _land(hook, ["b1", "b2"], tmp_path, formats=("jsonl", "csv", "parquet"))
-    assert hook.opened == ["b1", "b2", "b2", "b2"]
-    for name, expected in _expected_tables([("b1", first), ("b2", second)]).items():
+    hook = _Hook({"msgbatch_b1": [_cut(first, [1000])], "msgbatch_b2": [broken, short, _cut(second, [5000])]},
+                 {"msgbatch_b1": 200, "msgbatch_b2": 500})
+    manifest = _land(hook, ["msgbatch_b1", "msgbatch_b2"], tmp_path, formats=("jsonl", "csv", "parquet"))
+    assert hook.opened == ["msgbatch_b1", "msgbatch_b2", "msgbatch_b2", "msgbatch_b2"]
+    for name, expected in _expected_tables([("msgbatch_b1", first), ("msgbatch_b2", second)]).items():
         assert (tmp_path / name).read_bytes() == expected, name
-    assert (tmp_path / "raw" / "b2.jsonl").read_bytes() == second
+    assert (tmp_path / "raw" / "msgbatch_b2.jsonl").read_bytes() == second
     assert manifest["requests"] == 700
     assert next(f for f in manifest["files"] if f["name"] == "results.parquet")["rows"] == 700
     _assert_manifest_describes_the_files(manifest, tmp_path)
@@ -175,25 +175,25 @@ def test_a_later_batch_that_breaks_midway_is_read_again_and_every_row_lands_once
 def test_a_stream_that_keeps_breaking_fails_and_leaves_nothing(tmp_path: Path) -> None:
     body = _served("r", 50)
     breaks = [_Broken(_cut(body, [500])[:2], httpx2.ReadError("reset")) for _ in range(3)]
-    hook = _Hook({"b1": breaks}, {"b1": 50})
+    hook = _Hook({"msgbatch_b1": breaks}, {"msgbatch_b1": 50})
     with pytest.raises(httpx2.ReadError):
-        _land(hook, ["b1"], tmp_path)
+        _land(hook, ["msgbatch_b1"], tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_error_that_reading_again_cannot_fix_is_raised_at_once(tmp_path: Path) -> None:
-    hook = _Hook({"b1": [_Broken([b'{"custom'], PermissionError("denied"))]}, {"b1": 1})
+    hook = _Hook({"msgbatch_b1": [_Broken([b'{"custom'], PermissionError("denied"))]}, {"msgbatch_b1": 1})
     with pytest.raises(PermissionError):
-        _land(hook, ["b1"], tmp_path)
-    assert hook.opened == ["b1"]
+        _land(hook, ["msgbatch_b1"], tmp_path)
+    assert hook.opened == ["msgbatch_b1"]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_malformed_line_stops_landing_and_the_receiving_thread(tmp_path: Path) -> None:
     body = _served("r", 20) + b'{"custom_id": "x"}\n' + _served("s", 2000)
-    hook = _Hook({"b1": [_cut(body, [300])]}, {"b1": 2021})
-    with pytest.raises(MalformedResultError, match="b1"):
-        _land(hook, ["b1"], tmp_path)
+    hook = _Hook({"msgbatch_b1": [_cut(body, [300])]}, {"msgbatch_b1": 2021})
+    with pytest.raises(MalformedResultError, match="msgbatch_b1"):
+        _land(hook, ["msgbatch_b1"], tmp_path)
     assert list(tmp_path.iterdir()) == []
     deadline = time.monotonic() + 5
     while any(t.name.startswith("results-") for t in threading.enumerate()) and time.monotonic() < deadline:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import functools
 import hashlib
 import io
 import json
+import math
 import random
 
 import pytest
@@ -75,6 +79,18 @@ def test_full_messages_params_pass_through_untouched() -> None:
     ({"custom_id": "a", "params": message_params(speed="fast")}, "fast mode"),
     ({"custom_id": "a", "params": message_params(metadata={"when": object()})}, "not JSON-serializable"),
     ("text", "expected an object"),
+    # values msgspec would send as something else (null, a list, base64, a string) instead of refusing
+    ({"custom_id": "a", "params": message_params(temperature=math.nan)}, "params.temperature is nan, and JSON has no"),
+    ({"custom_id": "a", "params": message_params(temperature=-math.inf)}, "params.temperature is -inf"),
+    ({"custom_id": "a", "params": message_params(stop_sequences={"x"})}, "params.stop_sequences is a set;"),
+    ({"custom_id": "a", "params": message_params(metadata={"user_id": b"u"})}, "params.metadata.user_id is a bytes"),
+    ({"custom_id": "a", "params": message_params(metadata={1: "u"})}, "params.metadata has the key 1"),
+    ({"custom_id": "a", "params": message_params(metadata={"at": datetime.date(2026, 1, 1)})}, "metadata.at is a date"),
+    ({"custom_id": "a", "params": message_params(messages=[{"role": "user", "content": [{"t": decimal.Decimal(1)}]}])},
+     "params.messages[0].content[0].t is a Decimal"),
+    ({"custom_id": "a", "params": message_params("\ud800")}, "text that is not valid Unicode (surrogates not allowed"),
+    ({"custom_id": "a", "params": message_params(metadata=functools.reduce(lambda x, _: [x], range(100_000), []))},
+     "nested too deeply"),
 ])
 def test_each_kind_of_bad_request_is_named(request_: object, reason: str) -> None:
     _prepared, problems, bad = prepare_requests(_numbered([request_]))
@@ -85,8 +101,8 @@ def test_each_kind_of_bad_request_is_named(request_: object, reason: str) -> Non
 
 def test_problems_are_counted_in_full_but_only_the_first_few_are_kept() -> None:
     requests: list[object] = [{"custom_id": f"bad {i}", "params": message_params()} for i in range(25)]
-    _, problems, bad = prepare_requests(_numbered(requests))
-    assert bad == 25 and len(problems) == 10
+    prepared, problems, bad = prepare_requests(_numbered(requests))
+    assert bad == 25 and len(problems) == 10 and prepared.requests_read == 25
     assert str(problems[0]) == "line 1 (custom_id 'bad 0'): custom_id must be 1-64 characters of letters, digits, " \
                                "'_' or '-'"
 
@@ -152,7 +168,8 @@ def test_rows_become_requests_through_a_template() -> None:
     assert out[0] == (2, {"custom_id": "r1", "params": {"model": "claude-haiku-5-5", "max_tokens": 5,
                                                         "messages": [{"role": "user", "content": "Rate great in {json}"}]}})
     assert isinstance(out[1][1], Problem) and "'id' is missing" in out[1][1].reason
-    assert isinstance(out[2][1], Problem) and "KeyError('text')" in out[2][1].reason
+    assert isinstance(out[2][1], Problem) and out[2][1].reason == \
+        "placeholder {text} names no column of the row (its columns: 'id')"
 
 
 # ---- the JSONL road: the same checks with less Python per line, the same bytes and fingerprint ----
@@ -327,7 +344,8 @@ def test_duplicate_custom_ids_name_the_line_that_had_it_first() -> None:
 def test_a_line_that_is_not_utf_8_is_a_problem_not_a_crash() -> None:
     lines = [*_jsonl(make_requests(2)), b'{"custom_id": "x", "params": {"messages": "\xff"}}\n']
     _, problems, bad = prepare_requests(iter_jsonl(lines))
-    assert bad == 1 and problems[0].line == 3 and "not valid JSON" in problems[0].reason
+    assert bad == 1 and problems[0].line == 3
+    assert problems[0].reason.startswith("not valid UTF-8: byte 0xff at byte 44 of the line")
     assert list(iter_jsonl(lines))[2] == (3, problems[0])
 
 
@@ -529,3 +547,37 @@ def test_an_input_the_earlier_version_refused_is_not_taken_for_its_record() -> N
     prepared, _, bad = prepare_requests(iter_jsonl(lines))
     assert bad == 0 and prepared.as_written == 1
     assert not prepared.recognises("0" * 64)
+
+
+def test_every_request_is_counted_after_the_first_bad_one_on_every_road(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"N of M requests are invalid": M counts the good requests after a bad one too (they are not kept)."""
+    requests: list[object] = [*make_requests(3), {"custom_id": "bad one", "params": message_params()},
+                              *make_requests(6, "after"), "not a request", *make_requests(2, "tail")]
+    lines = [*_jsonl(requests[:5]), b"\n", b"{oops\n", *_jsonl(requests[5:])]
+    monkeypatch.setattr(requests_module, "READ_BYTES", 300)
+    for name, entries in {"dicts": _numbered(requests), "lines": iter_jsonl(lines),
+                          "file": iter_jsonl(io.BytesIO(b"".join(lines))),
+                          "decoded lines": list(iter_jsonl(lines))}.items():
+        prepared, _, bad = prepare_requests(entries)
+        expected_bad = 2 if name == "dicts" else 3
+        assert (bad, prepared.requests_read, len(prepared)) == (expected_bad, 11 + expected_bad, 3), name
+    clean, _, bad = prepare_requests(iter_jsonl(_jsonl(make_requests(7))))
+    assert (bad, clean.requests_read, len(clean)) == (0, 7, 7)
+
+
+@pytest.mark.parametrize("system", [math.nan, {"x"}, b"s"])
+def test_a_default_msgspec_would_change_is_refused_on_every_road(system: object) -> None:
+    lines = _jsonl([{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+                    *({"custom_id": f"own-{i}", "params": message_params(system="own")} for i in range(2))])
+    defaults = RequestDefaults(model="m", max_tokens=3, system=system)  # type: ignore[arg-type]
+    (fast, problems, bad), (_, reference_problems, reference_bad) = _both_roads(lines, defaults)
+    assert (problems, bad) == (reference_problems, reference_bad) and bad == 1
+    assert problems[0].line == 1 and "params.system is" in problems[0].reason
+    assert fast.requests_read == 3
+
+
+def test_tuples_and_big_integers_are_json_and_pass() -> None:
+    params = message_params(stop_sequences=("a", "b"), metadata={"n": 2**70})
+    prepared, problems, bad = prepare_requests(_numbered([{"custom_id": "a", "params": params}]))
+    assert (bad, problems) == (0, [])
+    assert json.loads(prepared.body(0, 1))["requests"][0]["params"]["stop_sequences"] == ["a", "b"]
