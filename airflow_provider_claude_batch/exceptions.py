@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
-
 from airflow_provider_claude_batch.api_errors import mask_secrets
+from airflow_provider_claude_batch.compat import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -104,6 +104,8 @@ def get_provider_info() -> dict[str, Any]:
                     "console_batch_url": {
                         "description": "URL template of one batch in the Claude Console ({batch_id}).",
                         "version_added": "0.1.0", "type": "string", "example": None,
+                        # A template: Airflow must not expand {batch_id} (3.0 raises KeyError on it).
+                        "is_template": True,
                         "default": "https://platform.claude.com/workspaces/default/batches/{batch_id}",
                     },
                 },

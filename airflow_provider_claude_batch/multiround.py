@@ -39,7 +39,8 @@ def round_folder(output: ObjectStoragePath, round_number: int) -> ObjectStorageP
 def read_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     decoder = msgspec.json.Decoder()
     with path.open("rb") as handle:
-        for line in handle:
+        # readline, not `for line in handle`: Airflow 3.0's ObjectStoragePath file wrapper has no __iter__.
+        for line in iter(handle.readline, b""):
             if line.strip():
                 yield decoder.decode(line)
 

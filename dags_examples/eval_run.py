@@ -48,7 +48,7 @@ with DAG(
         results = ObjectStoragePath(summary["output_path"].rstrip("/") + "/results.jsonl")
         correct = answered = 0
         with results.open("rb") as rows:
-            for line in rows:
+            for line in rows.read().splitlines():  # small; and Airflow 3.0's file objects are not iterable
                 row = json.loads(line)
                 if row["result_type"] != "succeeded":
                     continue

@@ -1,13 +1,27 @@
-"""Request builders and an emulator process shared by tests."""
+"""Request builders and an emulator process shared by tests, and the Airflow version they run on."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
+from typing import Any
+
+from airflow import __version__ as _airflow_version
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
+
+# (major, minor) of the installed Airflow: tests of features first shipped after the 3.0 floor skip below them.
+AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])
+
+
+def printed(capfd: Any) -> str:
+    """What the run printed (stdout and stderr), runs of spaces and box borders as one space: Airflow 3.0
+    prints a task's exception in a box wrapped at 80 columns, 3.1+ as a log line."""
+    captured = capfd.readouterr()
+    return " ".join(re.split(r"[\s│]+", captured.out + captured.err))
 
 
 def message_params(text: str = "Hello", **overrides: object) -> dict[str, object]:

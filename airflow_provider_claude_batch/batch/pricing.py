@@ -1,22 +1,29 @@
 """Token usage to dollars, at batch price and at the standard price it saves against.
 
-Prices: Anthropic's pricing page, prompt-caching page and model pages, as compiled on 2026-11-22
-(the project's API_FACTS reference, section 7). Standard $ per million tokens; the Message
-Batches API bills 50% of standard for every kind of token; cache writes cost 1.25x (5 minutes)
-or 2x (1 hour) the input price, cache reads 0.1x (0.05x for Opus 5.5, 0.025x for Fable/Mythos
-5.1). Prices change: pass `prices=` (or `price_overrides` on the operator) to override.
+Standard $ per million tokens; the Message Batches API bills 50% of standard for every kind of token;
+cache writes cost 1.25x (5 minutes) or 2x (1 hour) the input price, cache reads 0.1x except where a
+model's row says otherwise. Prices change: pass `prices=` (or `price_overrides` on the operator) to
+override; a model the table does not name is listed as unpriced (and warned about), never guessed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-PRICES_AS_OF = "2026-11-22"
+# The table below as compiled on this date from the pages in PRICE_SOURCES (the project's API_FACTS
+# reference, section 7 prices, section 9 model IDs of anthropic 2.16).
+PRICES_AS_OF = "2026-12-02"
 PRICES_SOURCE = "https://platform.claude.com/docs/en/about-claude/pricing"
+PRICE_SOURCES = {
+    "pricing": PRICES_SOURCE,
+    "caching": "https://platform.claude.com/docs/en/build-with-claude/prompt-caching",
+    "model page": "https://platform.claude.com/docs/en/models/{model}/overview",
+}
 BATCH_DISCOUNT = 0.5
 CACHE_WRITE_5M = 1.25
 CACHE_WRITE_1H = 2.0
@@ -39,30 +46,41 @@ class ModelPrice:
 
 _OPUS_4 = ModelPrice(5, 25)
 _FABLE_5 = ModelPrice(10, 50)
-# Longest matching prefix wins, so dated ids (claude-haiku-4-5-20251001) find their family.
+_FABLE_5_1 = ModelPrice(10, 50, cache_read_multiplier=0.025)
+_OPUS_4_1 = ModelPrice(15, 75)
+# Keys are model IDs or aliases; a dated ID (claude-haiku-4-5-20251001) finds its alias's row. Source of
+# each row in its comment (keys of PRICE_SOURCES); "unconfirmed" = not on an official page as of PRICES_AS_OF.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
-    "claude-fable-5-2": ModelPrice(8, 40),  # third-party figure, not on an official page yet
-    "claude-opus-5-5": ModelPrice(4, 20, cache_read_multiplier=0.05),
+    # unconfirmed: a third-party figure; the ID is in the SDK. Read $0.20 = 0.025x, as Fable 5.1.
+    "claude-fable-5-2": ModelPrice(8, 40, cache_read_multiplier=0.025),
+    "claude-opus-5-5": ModelPrice(4, 20, cache_read_multiplier=0.05),  # model page; caching (0.05x read)
+    # model page. A third party reports the read cut to $0.10 (0.05x) from 2026-10-07: unconfirmed, not applied.
     "claude-sonnet-5-5": ModelPrice(2, 10),
+    # model page (in/out of both bands). Whether the 100K "prompt" counts cache tokens is unconfirmed (here it
+    # does); cache tokens of a long prompt are billed at the short band's rates (the long ones are unconfirmed).
     "claude-haiku-5-5": ModelPrice(0.10, 0.50, long_prompt_threshold=100_000, long_prompt_input=0.50,
                                     long_prompt_output=2.50),
-    "claude-fable-5-1": ModelPrice(10, 50, cache_read_multiplier=0.025),
-    "claude-mythos-5-1": ModelPrice(10, 50, cache_read_multiplier=0.025),
-    "claude-fable-5": _FABLE_5,
-    "claude-mythos-5": _FABLE_5,
-    "claude-opus-5": _OPUS_4,
-    "claude-opus-4-8": _OPUS_4,
-    "claude-opus-4-7": _OPUS_4,
-    "claude-opus-4-6": _OPUS_4,
-    "claude-opus-4-5": _OPUS_4,
-    "claude-sonnet-5": ModelPrice(2, 10),
-    "claude-sonnet-4-6": ModelPrice(3, 15),
-    "claude-sonnet-4-5": ModelPrice(3, 15),
-    "claude-haiku-4-5": ModelPrice(1, 5),
-    "claude-opus-4-1": ModelPrice(15, 75),
-    "claude-opus-4-0": ModelPrice(15, 75),
-    "claude-opus-4-2": ModelPrice(15, 75),
+    "claude-fable-5-1": _FABLE_5_1,  # pricing; caching (0.025x read)
+    "claude-mythos-5-1": _FABLE_5_1,  # pricing; caching (0.025x read)
+    "claude-fable-5": _FABLE_5,  # pricing
+    "claude-mythos-5": _FABLE_5,  # pricing
+    "claude-opus-5": _OPUS_4,  # pricing
+    "claude-opus-4-8": _OPUS_4,  # pricing
+    "claude-opus-4-7": _OPUS_4,  # pricing
+    "claude-opus-4-6": _OPUS_4,  # pricing
+    "claude-opus-4-5": _OPUS_4,  # pricing
+    "claude-sonnet-5": ModelPrice(2, 10),  # pricing
+    "claude-sonnet-4-6": ModelPrice(3, 15),  # pricing
+    "claude-sonnet-4-5": ModelPrice(3, 15),  # pricing
+    "claude-haiku-4-5": ModelPrice(1, 5),  # pricing
+    # pricing; retired on the Claude API, still served on Bedrock and Google Cloud.
+    "claude-opus-4-1": _OPUS_4_1,
+    "claude-opus-4-0": _OPUS_4_1,
+    "claude-opus-4": _OPUS_4_1,  # claude-opus-4-20250514, the dated ID behind the claude-opus-4-0 alias
 }
+# Not priced, so listed as unpriced if they appear: claude-mythos-5-2 and claude-mythos-preview (IDs in the
+# SDK, no price found).
+_DATE_SUFFIX = re.compile(r"-\d{8}")
 
 
 @dataclass
@@ -100,11 +118,15 @@ class Cost:
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> ModelPrice | None:
-    best = None
-    for prefix in prices:
-        if (model == prefix or model.startswith(prefix + "-")) and (best is None or len(prefix) > len(best)):
-            best = prefix
-    return prices[best] if best is not None else None
+    """The row of `model`, or of the alias its dated ID extends; None for any other model.
+
+    Only a date suffix falls back to the alias: a newer model sharing a prefix (claude-mythos-5-2 vs
+    claude-mythos-5) must come out unpriced, not at its elder's price.
+    """
+    price = prices.get(model)
+    if price is None and _DATE_SUFFIX.fullmatch(model[-9:]):
+        price = prices.get(model[:-9])
+    return price
 
 
 def standard_cost(usage: Usage, price: ModelPrice) -> float:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-from airflow.sdk.bases.decorator import DecoratedOperator, determine_kwargs, task_decorator_factory
-from airflow.sdk.definitions.context import context_merge
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
+from airflow_provider_claude_batch.compat import context_merge, determine_kwargs
 from airflow_provider_claude_batch.exceptions import BatchInputError
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
 

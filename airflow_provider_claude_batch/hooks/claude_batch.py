@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
-
 from airflow_provider_claude_batch.api_errors import (
     describe_api_error,
     mask_secrets,
@@ -20,6 +18,7 @@ from airflow_provider_claude_batch.api_errors import (
     secret_shaped_parts,
     show_origin,
 )
+from airflow_provider_claude_batch.compat import BaseHook, aget_connection
 from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings, check_proxy_support
 
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ class ClaudeBatchHook(BaseHook):
     async def asettings(self) -> ClientSettings:
         """The settings, read without blocking the triggerer's event loop."""
         if "settings" not in self.__dict__:
-            conn: ConnectionLike = await self.aget_connection(self.claude_batch_conn_id)
+            conn: ConnectionLike = await aget_connection(self, self.claude_batch_conn_id)
             _mask_misplaced_secrets(conn)
             self.__dict__["settings"] = ClientSettings.from_connection(conn)
         return self.settings

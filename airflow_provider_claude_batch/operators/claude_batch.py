@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
+from airflow_provider_claude_batch.compat import conf
 from airflow_provider_claude_batch.defaults import (
     API_MAX_BODY_BYTES,
     API_MAX_REQUESTS,

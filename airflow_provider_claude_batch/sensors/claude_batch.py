@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
+from airflow_provider_claude_batch.compat import AirflowException, AirflowSkipException
 from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
 from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.claude_batch import (

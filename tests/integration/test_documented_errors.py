@@ -20,7 +20,7 @@ from airflow_provider_claude_batch.exceptions import ResultsOriginRefusedError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
 from tests.dag_runner import run_dag, write_dag
-from tests.helpers import make_requests
+from tests.helpers import AIRFLOW_VERSION, make_requests
 
 KEY = "sk-ant-api03-" + "Qw7_eR4-" * 12
 LAND_HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator\n"
@@ -141,7 +141,10 @@ def test_a_key_pasted_into_the_wrong_field_is_never_repeated(
     assert KEY not in logged.out + logged.err
     if "workspace_id" in misplaced:
         assert not ok and "403" in message
-    from airflow.sdk.log import redact
+    if AIRFLOW_VERSION >= (3, 1):
+        from airflow.sdk.log import redact
+    else:  # moved to airflow.sdk.log in 3.1
+        from airflow.sdk.execution_time.secrets_masker import redact
 
     # Registered with Airflow's masker, so the HTTP library's lines (which log the URL) hide it too.
     assert KEY not in str(redact(f"GET {emulator.url}/{KEY}/v1/messages/batches"))

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
-from tests.dag_runner import RunResult
+from tests.dag_runner import run_dag
+from tests.helpers import AIRFLOW_VERSION
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
 
@@ -42,7 +43,10 @@ def _load(folder: Path, name: str) -> Any:
 
 
 def test_every_example_parses_without_import_errors(examples: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    if AIRFLOW_VERSION >= (3, 1):
+        from airflow.dag_processing.dagbag import DagBag
+    else:  # moved there in 3.1
+        from airflow.models.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(examples))
     assert bag.import_errors == {}
@@ -54,7 +58,7 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
 
 def test_the_nightly_example_lands_a_partition(examples: Path, control: EmulatorControl, tmp_path: Path) -> None:
     control.configure(processing_seconds=0.3)
-    run = RunResult(_load(examples, "nightly_classification").dag.test())
+    run = run_dag(_load(examples, "nightly_classification").dag)
     assert run.state == "success"
     day = run.run.logical_date.date().isoformat()
     manifest = json.loads((tmp_path / "output" / "nightly_classification" / day / "_manifest.json").read_text())
@@ -64,7 +68,7 @@ def test_the_nightly_example_lands_a_partition(examples: Path, control: Emulator
 def test_the_eval_example_scores_the_landed_answers(examples: Path, control: EmulatorControl) -> None:
     control.configure(processing_seconds=0.3)
     control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
-    run = RunResult(_load(examples, "eval_run").dag.test())
+    run = run_dag(_load(examples, "eval_run").dag)
     assert run.state == "success"
     report = run.xcom("score")
     assert report["cases"] == 30 and report["answered"] == 30

@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from tests.dag_runner import run_dag, write_dag
+from tests.helpers import printed
 
 LAND_HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator\n"
 
@@ -100,8 +101,7 @@ def test_failures_are_reported_by_default_and_fail_the_task_past_the_threshold(
     strict = write_dag(dags, "policy_strict", _flow(tmp_path, tmp_path / "b", extra=", max_failed_fraction=0.5"))
     result = run_dag(strict)
     assert result.task_state("land") == "failed"
-    out = capfd.readouterr().out
-    assert "4 of 6 requests failed (66.7% > max_failed_fraction 50.0%)" in out
+    assert "4 of 6 requests failed (66.7% > max_failed_fraction 50.0%)" in printed(capfd)
     assert (tmp_path / "b" / "_manifest.json").exists()  # landed first, then failed
 
 

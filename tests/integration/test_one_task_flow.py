@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from tests.dag_runner import run_dag, write_dag
+from tests.helpers import printed
 
 HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
 
@@ -135,7 +136,7 @@ def test_a_decorated_function_returning_the_wrong_thing_fails_before_any_call(
         oops()
     """)
     assert run_dag(dag).task_state("oops") == "failed"
-    assert "return a list of requests, not str" in capfd.readouterr().out
+    assert "return a list of requests, not str" in printed(capfd)
     assert control.state()["calls"] == {}
 
 

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from airflow_provider_claude_batch.get_provider_info import get_provider_info
+from tests.helpers import AIRFLOW_VERSION
 
 
 def test_the_entry_point_returns_valid_provider_info() -> None:
@@ -35,6 +36,16 @@ def test_providers_manager_sees_the_hook_and_the_form() -> None:
     assert hook is not None
     assert hook.hook_class_name == "airflow_provider_claude_batch.hooks.claude_batch.ClaudeBatchHook"
     assert hook.connection_id_attribute_name == "claude_batch_conn_id"
+
+
+@pytest.mark.skipif(AIRFLOW_VERSION < (3, 1), reason="Airflow 3.0 reads a hook's form fields and relabeling only "
+                    "when WTForms imports (3.0 does not install it); 3.1 reads the provider info's conn-fields. "
+                    "On 3.0 the extras go in the connection's Extra JSON.")
+@pytest.mark.filterwarnings("ignore:ProvidersManager.hooks is deprecated")
+def test_the_connection_form_has_the_extra_fields_and_labels() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
     widgets = manager.connection_form_widgets
     for field in ("workspace_id", "timeout", "max_retries", "beta_headers", "proxy"):
         assert f"extra__claude_batch__{field}" in widgets, field

@@ -168,6 +168,13 @@ def test_batch_cost_is_half_the_standard_cost_with_cache_multipliers() -> None:
 def test_special_cache_read_rates_and_long_prompt_bands() -> None:
     opus = price_for("claude-opus-5-5")
     assert opus is not None and opus.cache_read_multiplier == 0.05
+    for model in ("claude-fable-5-1", "claude-mythos-5-1", "claude-fable-5-2"):  # read at $0.25 / $0.20 per M
+        price = price_for(model)
+        assert price is not None and price.cache_read_multiplier == 0.025, model
+    fable_5 = price_for("claude-fable-5")
+    assert fable_5 is not None and fable_5.cache_read_multiplier == 0.1
+    # 1M cache-read tokens on Fable 5.1: 0.025 x $10 = $0.25 standard, $0.125 in a batch.
+    assert cost_of({"claude-fable-5-1": Usage(cache_read_tokens=1_000_000)}).batch_usd == pytest.approx(0.125)
     haiku = price_for("claude-haiku-5-5")
     assert haiku is not None
     short = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
@@ -183,6 +190,28 @@ def test_dated_model_ids_find_their_family_and_unknown_models_are_listed_not_gue
     cost = cost_of({"claude-unknown-9": Usage(input_tokens=10), "claude-haiku-4-5": Usage(input_tokens=1_000_000)})
     assert cost.unpriced_models == ["claude-unknown-9"]
     assert cost.batch_usd == pytest.approx(0.5)
+
+
+def test_a_newer_model_sharing_a_prefix_is_unpriced_not_billed_as_its_elder() -> None:
+    assert price_for("claude-mythos-5-2") is None  # not claude-mythos-5's price
+    assert price_for("claude-opus-5-6") is None
+    assert price_for("claude-mythos-preview") is None
+    assert price_for("claude-opus-4-20250514") == price_for("claude-opus-4-0")  # Opus 4's dated ID
+    assert price_for("claude-sonnet-4-5-20250929") == price_for("claude-sonnet-4-5")
+    cost = cost_of({"claude-mythos-5-2": Usage(input_tokens=1_000_000)})
+    assert cost.unpriced_models == ["claude-mythos-5-2"] and cost.batch_usd == 0
+
+
+def test_every_model_id_of_the_installed_sdk_is_priced_or_known_to_be_unpriced() -> None:
+    """A new SDK naming new models fails here until the table (or the unpriced list) names them."""
+    import typing
+
+    from anthropic.types import Model
+
+    sdk_ids = {v for arg in typing.get_args(Model) for v in typing.get_args(arg)}
+    assert "claude-opus-5-5" in sdk_ids  # the literal was read
+    unpriced = {m for m in sdk_ids if price_for(m) is None}
+    assert unpriced <= {"claude-mythos-5-2", "claude-mythos-preview"}
 
 
 def test_price_overrides_replace_or_add_models() -> None:
