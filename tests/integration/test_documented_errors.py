@@ -127,7 +127,10 @@ def test_a_socks_proxy_without_its_extra_gets_a_clear_message(emulator: Emulator
 @pytest.mark.parametrize("misplaced", [
     {"workspace_id": KEY},
     {"beta_headers": KEY},
-    {"host_suffix": "/" + KEY},
+    pytest.param({"host_suffix": "/" + KEY}, marks=pytest.mark.skipif(
+        AIRFLOW_VERSION < (3, 1), reason="Airflow 3.0 masks registered secrets only in a task's logs "
+        "(settings.MASK_SECRETS_IN_LOGS is off elsewhere), so outside a task, as here, the HTTP library's "
+        "request line shows the URL unmasked")),
 ])
 def test_a_key_pasted_into_the_wrong_field_is_never_repeated(
         emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
