@@ -152,3 +152,41 @@ def test_a_utf_16_jsonl_file_is_refused_by_name(dags: Path, control: EmulatorCon
     path = _write(tmp_path, "in.jsonl", json.dumps(make_requests(1)[0]).encode("utf-16"))
     out = _refused(dags, "jsonl_utf16", _submit(tmp_path, f"requests_path={path!r}"), control, capfd)
     assert "in.jsonl is UTF-16 or UTF-32 text (it starts with that byte order mark); save it as UTF-8" in out
+
+
+def test_a_decorated_function_returning_values_json_cannot_hold_fails_before_any_call(
+        dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """What the function returns is stored as JSONL; msgspec would store NaN as null, a set as a list and
+    bytes as base64 text (sent to the model as the prompt), so each is named instead, as for `requests=`."""
+    dag = write_dag(dags, "decorated_not_json", f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(tmp_path / 'out')!r}, state_path={str(tmp_path / 'state')!r},
+                           model="claude-haiku-5-5", max_tokens=8, retries=2)
+        def requests():
+            ok = [{{"custom_id": f"ok-{{i}}", "params": {{"messages": [{{"role": "user", "content": "x"}}]}}}}
+                  for i in range(3)]
+            return [*ok, {{"custom_id": "nan", "params": {{"messages": [{{"role": "user", "content": "x"}}],
+                                                       "temperature": float("nan")}}}},
+                    {{"custom_id": "raw", "params": {{"messages": [{{"role": "user", "content": b"hello"}}]}}}}]
+
+        @task.claude_batch(output_path={str(tmp_path / 'rows_out')!r}, state_path={str(tmp_path / 'state')!r},
+                           model="claude-haiku-5-5", max_tokens=8, custom_id_column="id", retries=2,
+                           params_template={{"messages": [{{"role": "user", "content": "Text: {{text}}"}}]}})
+        def rows():
+            return [{{"id": "a", "text": "fine"}}, {{"id": "b", "text": {{"x", "y"}}}}]
+
+        requests()
+        rows()
+    """)
+    result = run_dag(dag)
+    out = capfd.readouterr().out
+    assert result.task_state("requests") == "failed", out[-3000:]
+    assert result.task_state("rows") == "failed", out[-3000:]
+    assert "2 of 5 requests are invalid" in out
+    assert ("line 4 (custom_id 'nan'): not JSON-serializable: request.params.temperature is nan, "
+            "and JSON has no NaN or infinity") in out
+    assert "line 5 (custom_id 'raw'): not JSON-serializable: request.params.messages[0].content is a bytes" in out
+    assert "1 of 2 requests are invalid" in out
+    assert "line 2 (custom_id 'b'): not JSON-serializable: row.text is a set" in out
+    assert control.state()["calls"] == {}
