@@ -190,3 +190,22 @@ def test_a_decorated_function_returning_values_json_cannot_hold_fails_before_any
     assert "1 of 2 requests are invalid" in out
     assert "line 2 (custom_id 'b'): not JSON-serializable: row.text is a set" in out
     assert control.state()["calls"] == {}
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ('formats=["jsonl", "xlsx"]', "Unknown output format(s) ['xlsx']"),
+    ('formats=["parquet"]', "the one-task flow writes jsonl and csv"),
+    ('price_overrides={"claude-haiku-5-5": {"inptu": 1, "output": 5}}', "price_overrides"),
+    ('price_overrides={"claude-haiku-5-5": {"input": -1, "output": 5}}', "price_overrides"),
+])
+def test_one_task_flow_landing_options_it_cannot_honour_fail_before_any_call(
+        options: str, expected: str, dags: Path, control: EmulatorControl, tmp_path: Path,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The one-task flow lands only after paying for every round: an output format it would silently not
+    write, or a price table that cannot price (or prices below zero), is refused before the first create."""
+    body = ("from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
+            f'submit = ClaudeBatchOperator(task_id="submit", requests={make_requests(3)!r}, '
+            f'model="claude-haiku-5-5", max_tokens=8, state_path={str(tmp_path / "state")!r}, '
+            f'output_path={str(tmp_path / "out")!r}, create_policy=FAST, retries=2, {options})')
+    out = _refused(dags, "one_task_options", body, control, capfd)
+    assert expected in out
