@@ -82,6 +82,9 @@ def normalize_batch_ids(value: Any) -> list[str]:
     ids = [i for i in ids if i]
     if not ids:
         raise ValueError("batch_ids is empty: nothing to wait for")
+    from airflow_provider_claude_batch.landing import check_batch_ids
+
+    check_batch_ids(ids)
     return list(dict.fromkeys(ids))
 
 
