@@ -480,7 +480,7 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
                   for model, u in sorted(totals.usage_by_model.items())},
         "usage_total": totals.usage_total(),
         "cost": cost.to_dict(),
-        "cost_complete": not totals.problems,
+        "cost_complete": not totals.problems and not cost.unpriced_models,  # (tokens of either are not priced)
         "result_problems": result_problems(totals),
         "files": [vars(f) for f in files],
     }
