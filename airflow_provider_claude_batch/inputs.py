@@ -71,7 +71,8 @@ def jsonl_blocks(path: ObjectStoragePath) -> Iterator[bytes]:
 def csv_rows(path: ObjectStoragePath, custom_id_column: str) -> Iterator[tuple[int, object]]:
     try:
         with path.open("rb") as raw:
-            yield from csv_records(raw, custom_id_column=custom_id_column, source=path)
+            # readline, not the handle itself: Airflow 3.0's ObjectStoragePath file wrapper has no __iter__.
+            yield from csv_records(iter(raw.readline, b""), custom_id_column=custom_id_column, source=path)
     except FileNotFoundError:
         raise BatchInputError(f"Input file {path} does not exist; nothing was submitted.") from None
 

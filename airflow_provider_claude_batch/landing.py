@@ -206,12 +206,13 @@ def spreadsheet_safe_row(values: Sequence[Any]) -> list[Any]:
 
 
 def check_batch_ids(batch_ids: Sequence[str]) -> None:
-    """Batch IDs name files under the output: refuse any that is not the API's shape, before any call."""
+    """Batch IDs name files under the output and go into request paths, trigger kwargs and Console links:
+    refuse any that is not the API's shape, before any call."""
     bad = [b for b in batch_ids if not valid_batch_id(b)]
     if bad:
         raise BatchInputError(
             f"Not a Message Batch ID: {', '.join(repr(b) for b in bad[:5])}. IDs look like msgbatch_ followed by "
-            "letters, digits and underscores; nothing was downloaded.")
+            "letters, digits and underscores; nothing was asked of the API.")
 
 
 def expected_from_record(record: SubmissionRecord | None, custom_ids: Sequence[str] | None = None,
@@ -479,7 +480,7 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
                   for model, u in sorted(totals.usage_by_model.items())},
         "usage_total": totals.usage_total(),
         "cost": cost.to_dict(),
-        "cost_complete": not totals.problems,
+        "cost_complete": not totals.problems and not cost.unpriced_models,  # (tokens of either are not priced)
         "result_problems": result_problems(totals),
         "files": [vars(f) for f in files],
     }

@@ -8,6 +8,7 @@ override; a model the table does not name is listed as unpriced (and warned abou
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -158,7 +159,19 @@ def cost_of(usage_by_model: Mapping[str, Usage], prices: Mapping[str, ModelPrice
 
 def prices_from_overrides(overrides: Mapping[str, Mapping[str, float]] | None) -> dict[str, ModelPrice]:
     """The default table with user entries, e.g. {"claude-sonnet-5-5": {"input": 2, "output": 10}}."""
+    from airflow_provider_claude_batch.exceptions import BatchInputError
+
     table = dict(DEFAULT_PRICES)
     for model, values in (overrides or {}).items():
-        table[model] = ModelPrice(**values)  # type: ignore[arg-type]
+        try:
+            price = ModelPrice(**values)  # type: ignore[arg-type]
+        except TypeError as exc:  # a misspelt or missing key
+            raise BatchInputError(f"price_overrides[{model!r}]: {exc} (keys: input, output, cache_read_multiplier, "
+                                  "long_prompt_threshold, long_prompt_input, long_prompt_output)") from None
+        bad = [name for name, value in vars(price).items() if value is not None and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0)]
+        if bad:
+            raise BatchInputError(f"price_overrides[{model!r}]: {', '.join(bad)} must be a number of at least 0 "
+                                  "(dollars per million tokens); a cost is never negative.")
+        table[model] = price
     return table

@@ -467,12 +467,12 @@ def _check_request(entry: object, defaults: RequestDefaults) -> tuple[str | None
     return custom_id, item, None
 
 
-def not_json_reason(params: Mapping[str, Any]) -> str | None:
-    """Where `params` holds a value JSON has no form for, in input order (None if it holds none).
+def not_json_reason(params: object, root: str = "params") -> str | None:
+    """Where `params` (named `root`) holds a value JSON has no form for, in input order (None if it holds none).
 
     Iterative, so a deeply nested value is walked rather than ending in a RecursionError.
     """
-    stack: list[tuple[str, object]] = [("params", params)]
+    stack: list[tuple[str, object]] = [(root, params)]
     while stack:
         path, value = stack.pop()
         if value is None or isinstance(value, str | int):  # (bool is an int)

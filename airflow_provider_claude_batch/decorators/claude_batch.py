@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
+from airflow_provider_claude_batch.batch.requests import SHOWN_PROBLEMS, Problem, not_json_reason
 from airflow_provider_claude_batch.compat import context_merge, determine_kwargs
-from airflow_provider_claude_batch.exceptions import BatchInputError
+from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
 
 if TYPE_CHECKING:
@@ -64,14 +65,19 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
         return as_path(self.output_path, self.storage_conn_id) / INPUT_FOLDER / key.relative_path() / INPUT_NAME
 
     def _store_input(self, context: Context, items: Collection[Any]) -> None:
-        from airflow_provider_claude_batch.storage import write_atomically
+        from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
 
-        encoder = msgspec.json.Encoder()
-        try:
-            data = b"".join(encoder.encode(item) + b"\n" for item in items)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise BatchInputError(f"The function returned something that is not JSON: {exc}") from exc
-        write_atomically(self._input_path(context), data)
+        lines, problems, bad = _json_lines(items, "row" if self._rows_mode else "request",
+                                           self.custom_id_column if self._rows_mode else "custom_id")
+        if bad:
+            raise InvalidRequestsError([str(p) for p in problems], bad, len(lines))
+        path = self._input_path(context)
+        stored = read_bytes_if_exists(path)
+        # A retry or clear calls the function again, and a set or an unordered query gives the same
+        # requests in another order: the same work, so the stored order (and fingerprint) is kept.
+        if stored is not None and sorted(stored.split(b"\n")[:-1]) == sorted(line[:-1] for line in lines):
+            return
+        write_atomically(path, b"".join(lines))
 
     def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
         path = str(self._input_path(context))
@@ -81,6 +87,31 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
         else:
             self.requests_path, self.rows_path = path, None
         return super().prepare(context)
+
+
+def _json_lines(items: Collection[Any], kind: str, id_key: str) -> tuple[list[bytes], list[Problem], int]:
+    """Each item as a JSONL line, and the items JSON cannot hold as they are. msgspec would store NaN
+    as null, a set as a list and bytes as base64 text, which the JSONL road then sends as valid."""
+    encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder()
+    lines: list[bytes] = []
+    problems: list[Problem] = []
+    bad = 0
+    for number, item in enumerate(items, start=1):
+        reason = None
+        try:
+            line = encoder.encode(item)
+            if decoder.decode(line) != item:
+                reason = not_json_reason(item, kind)
+        except (TypeError, ValueError, RecursionError) as exc:  # (msgspec's errors and UnicodeEncodeError)
+            line, reason = b"", not_json_reason(item, kind) or f"{exc}"
+        lines.append(line + b"\n")
+        if reason is not None:
+            bad += 1
+            custom_id = item.get(id_key) if isinstance(item, Mapping) else None
+            if len(problems) < SHOWN_PROBLEMS:
+                problems.append(Problem(number, custom_id if isinstance(custom_id, str) else None,
+                                        f"not JSON-serializable: {reason}"))
+    return lines, problems, bad
 
 
 def claude_batch_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:

@@ -66,8 +66,10 @@ def _client_kwargs(settings: ClientSettings, http_client_class: Any) -> dict[str
         "timeout": anthropic.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
         "max_retries": settings.max_retries,
         "default_headers": settings.default_headers or None,
-        # The SDK's own HTTP client class and defaults, with one TLS context for the whole process.
-        "http_client": http_client_class(verify=shared_tls_context(), **proxy),
+        # The SDK's own HTTP client class and defaults, with one TLS context for the whole process. Not
+        # following redirects: on a hop to another origin the HTTP library strips only `Authorization`,
+        # so `x-api-key` would go wherever a redirect pointed (the API answers without redirects).
+        "http_client": http_client_class(verify=shared_tls_context(), follow_redirects=False, **proxy),
     }
 
 

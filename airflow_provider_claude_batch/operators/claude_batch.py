@@ -83,6 +83,9 @@ def normalize_batch_ids(value: Any) -> list[str]:
     ids = [i for i in ids if i]
     if not ids:
         raise ValueError("batch_ids is empty: nothing to wait for")
+    from airflow_provider_claude_batch.landing import check_batch_ids
+
+    check_batch_ids(ids)
     return list(dict.fromkeys(ids))
 
 
@@ -479,6 +482,13 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
 
         self._context = context
+        # Landed only after every round is paid for: a format the rounds' files would not be written in is
+        # refused first (the results operator without rounds lands parquet through land_results).
+        unwritten = sorted(set(self.formats) - {"jsonl", "csv"})
+        if unwritten:
+            known = "Unknown output format(s)" if set(unwritten) - {"parquet"} else "Output format(s)"
+            raise BatchInputError(f"{known} {unwritten}: the one-task flow writes jsonl and csv (parquet only "
+                                  "from ClaudeBatchResultsOperator without retry rounds). Nothing was submitted.")
         ledger = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()

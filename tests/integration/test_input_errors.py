@@ -152,3 +152,60 @@ def test_a_utf_16_jsonl_file_is_refused_by_name(dags: Path, control: EmulatorCon
     path = _write(tmp_path, "in.jsonl", json.dumps(make_requests(1)[0]).encode("utf-16"))
     out = _refused(dags, "jsonl_utf16", _submit(tmp_path, f"requests_path={path!r}"), control, capfd)
     assert "in.jsonl is UTF-16 or UTF-32 text (it starts with that byte order mark); save it as UTF-8" in out
+
+
+def test_a_decorated_function_returning_values_json_cannot_hold_fails_before_any_call(
+        dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """What the function returns is stored as JSONL; msgspec would store NaN as null, a set as a list and
+    bytes as base64 text (sent to the model as the prompt), so each is named instead, as for `requests=`."""
+    dag = write_dag(dags, "decorated_not_json", f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(tmp_path / 'out')!r}, state_path={str(tmp_path / 'state')!r},
+                           model="claude-haiku-5-5", max_tokens=8, retries=2)
+        def requests():
+            ok = [{{"custom_id": f"ok-{{i}}", "params": {{"messages": [{{"role": "user", "content": "x"}}]}}}}
+                  for i in range(3)]
+            return [*ok, {{"custom_id": "nan", "params": {{"messages": [{{"role": "user", "content": "x"}}],
+                                                       "temperature": float("nan")}}}},
+                    {{"custom_id": "raw", "params": {{"messages": [{{"role": "user", "content": b"hello"}}]}}}}]
+
+        @task.claude_batch(output_path={str(tmp_path / 'rows_out')!r}, state_path={str(tmp_path / 'state')!r},
+                           model="claude-haiku-5-5", max_tokens=8, custom_id_column="id", retries=2,
+                           params_template={{"messages": [{{"role": "user", "content": "Text: {{text}}"}}]}})
+        def rows():
+            return [{{"id": "a", "text": "fine"}}, {{"id": "b", "text": {{"x", "y"}}}}]
+
+        requests()
+        rows()
+    """)
+    result = run_dag(dag)
+    out = capfd.readouterr().out
+    assert result.task_state("requests") == "failed", out[-3000:]
+    assert result.task_state("rows") == "failed", out[-3000:]
+    assert "2 of 5 requests are invalid" in out
+    assert ("line 4 (custom_id 'nan'): not JSON-serializable: request.params.temperature is nan, "
+            "and JSON has no NaN or infinity") in out
+    assert "line 5 (custom_id 'raw'): not JSON-serializable: request.params.messages[0].content is a bytes" in out
+    assert "1 of 2 requests are invalid" in out
+    assert "line 2 (custom_id 'b'): not JSON-serializable: row.text is a set" in out
+    assert control.state()["calls"] == {}
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ('formats=["jsonl", "xlsx"]', "Unknown output format(s) ['xlsx']"),
+    ('formats=["parquet"]', "the one-task flow writes jsonl and csv"),
+    ('price_overrides={"claude-haiku-5-5": {"inptu": 1, "output": 5}}', "price_overrides"),
+    ('price_overrides={"claude-haiku-5-5": {"input": -1, "output": 5}}', "price_overrides"),
+])
+def test_one_task_flow_landing_options_it_cannot_honour_fail_before_any_call(
+        options: str, expected: str, dags: Path, control: EmulatorControl, tmp_path: Path,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The one-task flow lands only after paying for every round: an output format it would silently not
+    write, or a price table that cannot price (or prices below zero), is refused before the first create."""
+    body = ("from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
+            f'submit = ClaudeBatchOperator(task_id="submit", requests={make_requests(3)!r}, '
+            f'model="claude-haiku-5-5", max_tokens=8, state_path={str(tmp_path / "state")!r}, '
+            f'output_path={str(tmp_path / "out")!r}, create_policy=FAST, retries=2, {options})')
+    out = _refused(dags, "one_task_options", body, control, capfd)
+    assert expected in out

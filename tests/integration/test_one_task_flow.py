@@ -170,3 +170,37 @@ def test_the_results_operator_resubmits_in_the_three_task_flow(dags: Path, contr
     # Round 0's batches came from the submit task: its record and the same input check them exactly.
     manifest = json.loads((out / "_manifest.json").read_text())
     assert [b["results_checked_against"] for b in manifest["batches"]] == ["input", "input"]
+
+
+def test_a_decorated_function_returning_the_same_requests_in_another_order_is_not_paid_twice(
+        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    """A retry or clear calls the function again; a set or an unordered query gives the same requests in
+    another order (a set of strings is ordered by hash, which differs from process to process). That is
+    the same work: the stored input is kept, so the fingerprint matches and no second batch is created."""
+    import pendulum
+
+    from tests.dag_runner import rerun_cleared
+
+    date = pendulum.datetime(2026, 4, 2, tz="UTC")
+    control.configure(processing_seconds=0.2)
+    marker = tmp_path / "second-call"
+    out = tmp_path / "out"
+    dag = write_dag(dags, "decorated_reordered", f"""
+        import os
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(out)!r}, model="claude-haiku-5-5", max_tokens=16,
+                           state_path={str(tmp_path / 'state')!r}, create_policy=FAST)
+        def questions():
+            order = range(4) if not os.path.exists({str(marker)!r}) else reversed(range(4))
+            open({str(marker)!r}, "a").close()
+            return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Q{{i}}?"}}]}}}}
+                    for i in order]
+
+        questions()
+    """)
+    assert run_dag(dag, date).task_state("questions") == "success"
+    assert control.state()["batches_created"] == 1
+    assert rerun_cleared(dag, date).task_state("questions") == "success"
+    assert marker.exists() and control.state()["batches_created"] == 1
+    assert sorted(_rows(out / "results.jsonl")) == ["q0", "q1", "q2", "q3"]

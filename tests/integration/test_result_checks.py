@@ -237,3 +237,15 @@ def test_the_one_task_flow_csv_is_neutralised_too(dags: Path, control: EmulatorC
 
 def test_landing_settings_default_reads_three_times(tmp_path: Path) -> None:
     assert LandingSettings().stream_attempts == EVERY_READ
+
+
+def test_a_model_without_a_price_leaves_the_cost_incomplete_not_silently_zero(
+        control: EmulatorControl, claude_conn: str, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0)
+    batch_id = ClaudeBatchHook().create_batch([
+        {"custom_id": "a", "params": {"model": "claude-unpriced-9-9", "max_tokens": 8,
+                                      "messages": [{"role": "user", "content": "a"}]}}]).id
+    manifest = land_results(ClaudeBatchHook(), [batch_id], as_path(str(tmp_path)))
+    assert manifest["cost"]["batch_usd"] == 0 and manifest["cost"]["unpriced_models"] == ["claude-unpriced-9-9"]
+    assert manifest["usage_total"]["input_tokens"] > 0
+    assert manifest["cost_complete"] is False

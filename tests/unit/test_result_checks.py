@@ -194,3 +194,14 @@ def test_the_emulator_can_serve_a_result_for_a_custom_id_never_submitted() -> No
 def test_stream_faults_apply_to_the_results_endpoint_only() -> None:
     with pytest.raises(ValueError, match="results endpoint only"):
         Fault.from_dict({"endpoint": "retrieve", "kind": "unknown_result"}, now=0)
+
+
+@pytest.mark.parametrize("given", ["../../v1/models", "msgbatch_1,..", ["msgbatch_ok", "msgbatch_a/b"], "msgbatch_1?x=1"])
+def test_batch_ids_given_to_the_sensor_or_results_operator_are_checked_before_any_call(given: object) -> None:
+    """The sensor's (and the results operator's) IDs go into request paths, trigger kwargs and Console links."""
+    from airflow_provider_claude_batch.exceptions import BatchInputError
+    from airflow_provider_claude_batch.operators.claude_batch import normalize_batch_ids
+
+    with pytest.raises(BatchInputError, match="Not a Message Batch ID"):
+        normalize_batch_ids(given)
+    assert normalize_batch_ids(" msgbatch_a , msgbatch_b,msgbatch_a") == ["msgbatch_a", "msgbatch_b"]
