@@ -192,8 +192,7 @@ class TaskStateRecordStore:
 def open_record_store(*, state_path: Any, storage_conn_id: str | None, context: Any,
                       settle_seconds: float) -> RecordStore:
     """The record store for this task instance, by `choose_record_home`; raises before any API call."""
-    from airflow.sdk import conf
-
+    from airflow_provider_claude_batch.compat import conf
     from airflow_provider_claude_batch.storage import as_path
     from airflow_provider_claude_batch.submission import SubmissionLedger
 
