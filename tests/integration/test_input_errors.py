@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from tests.dag_runner import run_dag, write_dag
-from tests.helpers import make_requests, message_params
+from tests.helpers import make_requests, message_params, printed
 
 TEMPLATE = {"messages": [{"role": "user", "content": "Text: {text}"}]}
 
@@ -34,7 +34,7 @@ def _submit(tmp_path: Path, source: str, prelude: str = "") -> str:
 def _refused(dags: Path, dag_id: str, body: str, control: EmulatorControl, capfd: pytest.CaptureFixture[str]) -> str:
     """Run the DAG; the submit task must fail outright (no retry) with nothing sent. Returns the log."""
     result = run_dag(write_dag(dags, dag_id, body))
-    out = capfd.readouterr().out
+    out = printed(capfd)
     assert result.task_state("submit") == "failed", out[-3000:]  # not up_for_retry: an input error is final
     assert control.state()["calls"] == {}
     return out
@@ -180,7 +180,7 @@ def test_a_decorated_function_returning_values_json_cannot_hold_fails_before_any
         rows()
     """)
     result = run_dag(dag)
-    out = capfd.readouterr().out
+    out = printed(capfd)
     assert result.task_state("requests") == "failed", out[-3000:]
     assert result.task_state("rows") == "failed", out[-3000:]
     assert "2 of 5 requests are invalid" in out

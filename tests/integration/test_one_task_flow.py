@@ -180,7 +180,11 @@ def test_a_decorated_function_returning_the_same_requests_in_another_order_is_no
     import pendulum
 
     from tests.dag_runner import rerun_cleared
+    from tests.helpers import AIRFLOW_VERSION
 
+    # The record is under state_path here, so on Airflow < 3.3 (no clear that keeps the run in
+    # dag.test) re-running the same date is the same clear-and-re-run.
+    rerun = rerun_cleared if AIRFLOW_VERSION >= (3, 3) else run_dag
     date = pendulum.datetime(2026, 4, 2, tz="UTC")
     control.configure(processing_seconds=0.2)
     marker = tmp_path / "second-call"
@@ -201,6 +205,6 @@ def test_a_decorated_function_returning_the_same_requests_in_another_order_is_no
     """)
     assert run_dag(dag, date).task_state("questions") == "success"
     assert control.state()["batches_created"] == 1
-    assert rerun_cleared(dag, date).task_state("questions") == "success"
+    assert rerun(dag, date).task_state("questions") == "success"
     assert marker.exists() and control.state()["batches_created"] == 1
     assert sorted(_rows(out / "results.jsonl")) == ["q0", "q1", "q2", "q3"]
