@@ -30,7 +30,7 @@ from airflow_provider_claude_batch.batch.requests import (
 )
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
 from airflow_provider_claude_batch.exceptions import BatchInputError
-from airflow_provider_claude_batch.storage import as_path
+from airflow_provider_claude_batch.storage import as_path, binary_lines
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -71,8 +71,7 @@ def jsonl_blocks(path: ObjectStoragePath) -> Iterator[bytes]:
 def csv_rows(path: ObjectStoragePath, custom_id_column: str) -> Iterator[tuple[int, object]]:
     try:
         with path.open("rb") as raw:
-            # readline, not the handle itself: Airflow 3.0's ObjectStoragePath file wrapper has no __iter__.
-            yield from csv_records(iter(raw.readline, b""), custom_id_column=custom_id_column, source=path)
+            yield from csv_records(binary_lines(raw), custom_id_column=custom_id_column, source=path)
     except FileNotFoundError:
         raise BatchInputError(f"Input file {path} does not exist; nothing was submitted.") from None
 

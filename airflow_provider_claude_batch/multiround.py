@@ -23,6 +23,7 @@ from airflow_provider_claude_batch.batch.results import (
 from airflow_provider_claude_batch.batch.rounds import RoundsIndex
 from airflow_provider_claude_batch.exceptions import ResultsMismatchError
 from airflow_provider_claude_batch.landing import MANIFEST_VERSION, FileInfo, _iso, _Sink, _Staging, spreadsheet_safe
+from airflow_provider_claude_batch.storage import binary_lines
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -39,8 +40,7 @@ def round_folder(output: ObjectStoragePath, round_number: int) -> ObjectStorageP
 def read_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     decoder = msgspec.json.Decoder()
     with path.open("rb") as handle:
-        # readline, not `for line in handle`: Airflow 3.0's ObjectStoragePath file wrapper has no __iter__.
-        for line in iter(handle.readline, b""):
+        for line in binary_lines(handle):
             if line.strip():
                 yield decoder.decode(line)
 

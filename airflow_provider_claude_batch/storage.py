@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow.sdk import ObjectStoragePath
 
 
@@ -66,3 +68,9 @@ def write_atomically(path: ObjectStoragePath, data: bytes) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def binary_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The lines of an open binary file, by readline: Airflow 3.0's ObjectStoragePath file wrapper has
+    no __iter__, so `for line in handle` fails there."""
+    return iter(handle.readline, b"")
