@@ -14,3 +14,5 @@ DEFAULT_MAX_POLL_INTERVAL = 300.0
 DEFAULT_ERROR_BUDGET = 3 * 3600.0
 BATCH_LIFETIME = 24 * 3600.0
 DEADLINE_MARGIN = 3600.0
+# A claim on a store without conditional writes is won after this long without a rival write.
+CLAIM_SETTLE_SECONDS = 3.0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.api_errors import mask_secrets
-from airflow_provider_claude_batch.compat import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow_provider_claude_batch._compat import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow_provider_claude_batch.hooks.api_errors import mask_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 class ClaudeBatchError(AirflowException):
     """Base of every error this provider raises on purpose; its text is masked (`mask_secrets`), so a
-    key pasted into the wrong connection field never comes back in a task's failure."""
+    key pasted into the wrong connection field never comes back in a task's failure.
+    """
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
@@ -35,8 +36,7 @@ class InvalidRequestsError(BatchInputError):
         shown = "\n".join(f"  - {p}" for p in problems)
         more = f"\n  ... and {bad_count - len(problems)} more" if bad_count > len(problems) else ""
         super().__init__(
-            f"{bad_count} of {total} requests are invalid; nothing was submitted. First offenders:\n"
-            f"{shown}{more}"
+            f"{bad_count} of {total} requests are invalid; nothing was submitted. First offenders:\n{shown}{more}"
         )
         self.problems = list(problems)
         self.bad_count = bad_count
@@ -73,7 +73,8 @@ class BatchApiRefusedError(BatchApiError, AirflowFailException):
 
 class ResultsOriginRefusedError(BatchInFlightError, AirflowFailException):
     """The API named a `results_url` on another origin than the connection's base URL: the key is
-    not sent there. A retry would get the same URL."""
+    not sent there. A retry would get the same URL.
+    """
 
 
 class ResultsArchivedError(BatchInFlightError, AirflowFailException):
@@ -86,7 +87,8 @@ class TooManyFailuresError(BatchInFlightError):
 
 class ResultsMismatchError(BatchInFlightError):
     """A results stream is not exactly one result per submitted custom_id (a duplicate, a missing
-    one, one never submitted). Nothing was published; a retry reads the stream again."""
+    one, one never submitted). Nothing was published; a retry reads the stream again.
+    """
 
 
 class StateNotSharedError(BatchInputError):
@@ -95,4 +97,5 @@ class StateNotSharedError(BatchInputError):
 
 class SubmissionRecordError(ClaudeBatchError, AirflowFailException):
     """The submission record cannot be read or written. Not retried: a try that cannot see the record
-    could pay again for batches that already exist; the message says where it is and what to do."""
+    could pay again for batches that already exist; the message says where it is and what to do.
+    """

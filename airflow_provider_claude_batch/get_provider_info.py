@@ -26,19 +26,19 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Workspace ID",
         "schema": {"type": ["string", "null"]},
         "description": "wrkspc_... Only needed when the key can act in more than one workspace. "
-                       "Create, poll and results must use the same workspace.",
+        "Create, poll and results must use the same workspace.",
     },
     "timeout": {
         "label": "Timeout (seconds)",
         "schema": {"type": ["number", "null"], "minimum": 1, "default": 120},
         "description": "Per-request timeout. Waiting for a batch is done by polling, so this only "
-                       "bounds one API call (a 256 MB create upload needs a generous value).",
+        "bounds one API call (a 256 MB create upload needs a generous value).",
     },
     "max_retries": {
         "label": "Max retries",
         "schema": {"type": ["integer", "null"], "minimum": 0, "default": 2},
         "description": "SDK retries for reads (retrieve, list, results). Create is never retried "
-                       "blindly: a lost answer is reconciled by looking the batch up instead.",
+        "blindly: a lost answer is reconciled by looking the batch up instead.",
     },
     "beta_headers": {
         "label": "Beta headers",
@@ -63,7 +63,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-claude-batch",
         "name": "Claude Message Batches",
         "description": "Submit, wait for and land Claude Message Batches: half-price, asynchronous "
-                       "Claude requests, made safe for retries, clears and backfills.",
+        "Claude requests, made safe for retries, clears and backfills.",
         "versions": [__version__],
         "integrations": [
             {
@@ -72,9 +72,7 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["ai"],
             }
         ],
-        "hooks": [
-            {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.hooks.claude_batch"]}
-        ],
+        "hooks": [{"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.hooks.claude_batch"]}],
         "operators": [
             {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.operators.claude_batch"]}
         ],
@@ -94,16 +92,20 @@ def get_provider_info() -> dict[str, Any]:
                 "options": {
                     "state_path": {
                         "description": "Where submission records are kept (object storage every worker "
-                                       "shares, e.g. s3://bucket/claude-batch-state); unset: Airflow's task "
-                                       "state store (3.3+), else the local disk, refused on a non-local "
-                                       "executor. They make retries, clears and backfill re-runs re-attach "
-                                       "instead of paying twice.",
-                        "version_added": "0.1.0", "type": "string", "example": "s3://bucket/claude-batch-state",
+                        "shares, e.g. s3://bucket/claude-batch-state); unset: Airflow's task "
+                        "state store (3.3+), else the local disk, refused on a non-local "
+                        "executor. They make retries, clears and backfill re-runs re-attach "
+                        "instead of paying twice.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://bucket/claude-batch-state",
                         "default": None,
                     },
                     "console_batch_url": {
                         "description": "URL template of one batch in the Claude Console ({batch_id}).",
-                        "version_added": "0.1.0", "type": "string", "example": None,
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": None,
                         # A template: Airflow must not expand {batch_id} (3.0 raises KeyError on it).
                         "is_template": True,
                         "default": "https://platform.claude.com/workspaces/default/batches/{batch_id}",

@@ -35,7 +35,8 @@ def is_local(path: ObjectStoragePath) -> bool:
 
 def read_bytes_if_exists(path: ObjectStoragePath, attempts: int = 5) -> bytes | None:
     """The whole object, or None if absent. An object replaced while it was read (s3fs `FileExpired`,
-    errno EBUSY: another attempt saved it meanwhile) is read again, from the start."""
+    errno EBUSY: another attempt saved it meanwhile) is read again, from the start.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return path.read_bytes()
@@ -72,5 +73,6 @@ def write_atomically(path: ObjectStoragePath, data: bytes) -> None:
 
 def binary_lines(handle: BinaryIO) -> Iterator[bytes]:
     """The lines of an open binary file, by readline: Airflow 3.0's ObjectStoragePath file wrapper has
-    no __iter__, so `for line in handle` fails there."""
+    no __iter__, so `for line in handle` fails there.
+    """
     return iter(handle.readline, b"")

@@ -32,18 +32,41 @@ class EmulatorFloor:
 
 def body(count: int = 100_000) -> bytes:
     padding = "x" * 1000
-    return msgspec.json.encode({"requests": [
-        {"custom_id": f"r-{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 64,
-                                           "messages": [{"role": "user", "content": f"{padding} {i}"}]}}
-        for i in range(count)]})
+    return msgspec.json.encode(
+        {
+            "requests": [
+                {
+                    "custom_id": f"r-{i}",
+                    "params": {
+                        "model": "claude-sonnet-5-5",
+                        "max_tokens": 64,
+                        "messages": [{"role": "user", "content": f"{padding} {i}"}],
+                    },
+                }
+                for i in range(count)
+            ]
+        }
+    )
 
 
 def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "airflow_provider_claude_batch.emulator", "--port", str(port),
-                                "--processing-seconds", "0", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_claude_batch.emulator",
+            "--port",
+            str(port),
+            "--processing-seconds",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -67,8 +90,9 @@ def measure(repeat: int) -> EmulatorFloor:
                 creates.append(time.perf_counter() - started)
                 with tempfile.NamedTemporaryFile() as target:
                     started = time.perf_counter()
-                    with client.stream("GET", f"{url}/v1/messages/batches/{batch['id']}/results",
-                                       headers=HEADERS) as response:
+                    with client.stream(
+                        "GET", f"{url}/v1/messages/batches/{batch['id']}/results", headers=HEADERS
+                    ) as response:
                         for chunk in response.iter_bytes(1 << 20):
                             target.write(chunk)
                     target.flush()

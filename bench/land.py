@@ -32,7 +32,7 @@ CONTENDERS = ("plain copy", "SDK per-line", "common-ai 1.0.0", "ours")
 SIZES = (10_000, 100_000)
 DAG_ID, TASK_ID, RUN_ID = "bench", "land", "manual__bench"
 
-_RUNNER = r'''
+_RUNNER = r"""
 import json, os, sys, time
 def status(name):
     for line in open("/proc/self/status"):
@@ -58,7 +58,7 @@ if kind == "common-ai 1.0.0":
     context = {"task_instance": SimpleNamespace(dag_id=dag, task_id=task, run_id=run, map_index=-1)}
 if kind == "ours":
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.landing import land_results
+    from airflow_provider_claude_batch.output.land import land_results
 open("/proc/self/clear_refs", "w").write("5")
 base = status("VmRSS")
 cpu = time.process_time()
@@ -86,7 +86,7 @@ else:
 elapsed = time.perf_counter() - started
 print(json.dumps({"seconds": elapsed, "cpu_seconds": time.process_time() - cpu,
                   "peak_growth": status("VmHWM") - base, "landed": landed}))
-'''
+"""
 
 
 @dataclass
@@ -115,20 +115,34 @@ def custom_id_prefix() -> str:
 def create_ended_batch(url: str, count: int) -> str:
     """One batch whose results are ready at once (the emulator runs with zero processing time)."""
     prefix = custom_id_prefix()
-    body = msgspec.json.encode({"requests": [
-        {"custom_id": f"{prefix}-{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 64,
-                                                  "messages": [{"role": "user", "content": f"Classify item {i}"}]}}
-        for i in range(count)]})
+    body = msgspec.json.encode(
+        {
+            "requests": [
+                {
+                    "custom_id": f"{prefix}-{i}",
+                    "params": {
+                        "model": "claude-sonnet-5-5",
+                        "max_tokens": 64,
+                        "messages": [{"role": "user", "content": f"Classify item {i}"}],
+                    },
+                }
+                for i in range(count)
+            ]
+        }
+    )
     response = httpx2.post(url + "/v1/messages/batches", content=body, headers=HEADERS, timeout=600)
     response.raise_for_status()
     return str(response.json()["id"])
 
 
 def environment(url: str) -> dict[str, str]:
-    return {**os.environ,
-            "AIRFLOW_CONN_LLM": json.dumps({"conn_type": "pydanticai", "host": url, "password": "emulator-key"}),
-            "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({"conn_type": "claude_batch", "host": url,
-                                                            "password": "emulator-key", "extra": {"timeout": 600}})}
+    return {
+        **os.environ,
+        "AIRFLOW_CONN_LLM": json.dumps({"conn_type": "pydanticai", "host": url, "password": "emulator-key"}),
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(
+            {"conn_type": "claude_batch", "host": url, "password": "emulator-key", "extra": {"timeout": 600}}
+        ),
+    }
 
 
 def cpu_of(pid: int) -> float:
@@ -140,8 +154,13 @@ def cpu_of(pid: int) -> float:
 
 def run_one(kind: str, url: str, batch_id: str, count: int, env: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run([sys.executable, "-c", _RUNNER, kind, url, batch_id, str(count), out,
-                               DAG_ID, TASK_ID, RUN_ID], capture_output=True, text=True, env=env, timeout=900)
+        done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, kind, url, batch_id, str(count), out, DAG_ID, TASK_ID, RUN_ID],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{kind} failed: {done.stderr[-2000:]}")
         result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -150,11 +169,11 @@ def run_one(kind: str, url: str, batch_id: str, count: int, env: dict[str, str])
         return result
 
 
-_PROFILE = r'''
+_PROFILE = r"""
 import cProfile, json, pstats, sys, tempfile
 from airflow.sdk import ObjectStoragePath
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.landing import land_results
+from airflow_provider_claude_batch.output.land import land_results
 hook = ClaudeBatchHook()
 hook.retrieve_batch(sys.argv[1])
 with tempfile.TemporaryDirectory() as out:
@@ -162,7 +181,7 @@ with tempfile.TemporaryDirectory() as out:
     profile.runcall(land_results, hook, [sys.argv[1]], ObjectStoragePath("file://" + out))
 stats = pstats.Stats(profile).stats
 print(json.dumps([[f"{path}:{name}", own] for (path, _, name), (_, _, own, _, _) in stats.items()]))
-'''
+"""
 _PARTS = (  # where ours' time goes: (label, substrings of "file:function" in cProfile's own-time table)
     ("decode the lines and build their rows (msgspec, `fold_lines`)", ("batch/results.py", "msgspec.json.Decoder")),
     ("encode the rows (`encode_rows`)", ("encode_lines",)),
@@ -175,8 +194,9 @@ _PARTS = (  # where ours' time goes: (label, substrings of "file:function" in cP
 
 def profile_ours(batch_id: str, env: dict[str, str]) -> dict[str, float]:
     """Shares of ours' profiled time (cProfile's own time, which inflates many small Python calls)."""
-    done = subprocess.run([sys.executable, "-c", _PROFILE, batch_id], capture_output=True, text=True, env=env,
-                          timeout=900, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROFILE, batch_id], capture_output=True, text=True, env=env, timeout=900, check=True
+    )
     rows: list[tuple[str, float]] = json.loads(done.stdout.strip().splitlines()[-1])
     total = sum(own for _, own in rows)
     shares = dict.fromkeys([label for label, _ in _PARTS], 0.0)
@@ -218,9 +238,11 @@ if __name__ == "__main__":
         process.terminate()
         process.wait(timeout=30)
     for (kind, count), seconds in measured.seconds.items():
-        print(f"{kind:>16} {count:>7}: {min(seconds):.2f} / {statistics.median(seconds):.2f} s, "
-              f"cpu {measured.median(kind, count, 'cpu_seconds'):.2f} s, "
-              f"emulator cpu {measured.median(kind, count, 'emulator_cpu_seconds'):.2f} s, "
-              f"peak +{measured.median(kind, count, 'peak_mb'):.0f} MB")
+        print(
+            f"{kind:>16} {count:>7}: {min(seconds):.2f} / {statistics.median(seconds):.2f} s, "
+            f"cpu {measured.median(kind, count, 'cpu_seconds'):.2f} s, "
+            f"emulator cpu {measured.median(kind, count, 'emulator_cpu_seconds'):.2f} s, "
+            f"peak +{measured.median(kind, count, 'peak_mb'):.0f} MB"
+        )
     for label, share in measured.ours_profile.items():
         print(f"{share:6.1%}  {label}")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.batch.listing import LIST_THRESHOLD, PAGE_LIMIT
+from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
 from bench import emulator_alone, land, parse_cost, submit, triggerer
 
 if TYPE_CHECKING:
@@ -57,13 +57,18 @@ def main() -> int:
         ratio = cost.median_ms / ours.median_ms if ours.median_ms else float("nan")
         modules = ", ".join(parse_cost.PACKAGES[cost.label])
         sdk = "yes" if cost.imports_sdk else "no"
-        lines.append(f"| {cost.label}: {modules} | {cost.modules} | "
-                     f"{cost.min_ms:.1f} / {cost.median_ms:.1f} | {ratio:.1f} | {sdk} |")
+        lines.append(
+            f"| {cost.label}: {modules} | {cost.modules} | "
+            f"{cost.min_ms:.1f} / {cost.median_ms:.1f} | {ratio:.1f} | {sdk} |"
+        )
     lines += [
         "",
-        "Target: ours at or below common-ai's. " + (
-            "Met." if ours.median_ms <= costs[2].median_ms else
-            "Missed in this run: see the module count and `python -X importtime` of the operator module."),
+        "Target: ours at or below common-ai's. "
+        + (
+            "Met."
+            if ours.median_ms <= costs[2].median_ms
+            else "Missed in this run: see the module count and `python -X importtime` of the operator module."
+        ),
         "",
         "## 2. Submit 100,000 requests",
         "",
@@ -72,10 +77,13 @@ def main() -> int:
         "",
         "| contender | seconds (min / median) | x raw POST (median) | peak RSS growth MB (median) | x body size |",
         "|---|---|---|---|---|",
-        *[f"| {kind} | {min(submitted.seconds[kind]):.2f} / {submit.median(submitted.seconds[kind]):.2f} | "
-          f"{submit.median(submitted.seconds[kind]) / submit.median(submitted.seconds['raw POST']):.2f} | "
-          f"{submit.median(submitted.peak_mb[kind]):.0f} | "
-          f"{submit.median(submitted.peak_mb[kind]) / submitted.body_mb:.2f} |" for kind in submit.CONTENDERS],
+        *[
+            f"| {kind} | {min(submitted.seconds[kind]):.2f} / {submit.median(submitted.seconds[kind]):.2f} | "
+            f"{submit.median(submitted.seconds[kind]) / submit.median(submitted.seconds['raw POST']):.2f} | "
+            f"{submit.median(submitted.peak_mb[kind]):.0f} | "
+            f"{submit.median(submitted.peak_mb[kind]) / submitted.body_mb:.2f} |"
+            for kind in submit.CONTENDERS
+        ],
         "",
         "Targets: ours within 1.2x of the raw POST, and peak RSS under 2x the body size. Ours validates every "
         "request (the others validate nothing) and serializes each request once into one buffer, streamed as "
@@ -144,7 +152,8 @@ def _land_section(figure: land.LandFigure) -> list[str]:
             f"| {kind} | {_WRITES[kind]} | {figure.low(kind):.2f} / {median:.2f} | {median / copy:.2f} | "
             f"{median / ours:.2f} | {figure.median(kind, what='cpu_seconds'):.2f} | "
             f"{figure.median(kind, what='emulator_cpu_seconds'):.2f} | {figure.median(kind, small):.2f} | "
-            f"{figure.median(kind, small, 'peak_mb'):.1f} / {figure.median(kind, big, 'peak_mb'):.1f} |")
+            f"{figure.median(kind, small, 'peak_mb'):.1f} / {figure.median(kind, big, 'peak_mb'):.1f} |"
+        )
     faster = figure.median("common-ai 1.0.0") / ours
     to_copy = ours / copy
     growth = figure.median("ours", big, "peak_mb") - figure.median("ours", small, "peak_mb")
@@ -214,7 +223,8 @@ def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
             f"{figure.median(kind, 'kb_per_trigger'):.0f} | {figure.median(kind, 'stall_ms'):.0f} / {worst:.0f} | "
             f"{figure.median(kind, 'full_gcs'):.0f} ({figure.median(kind, 'full_gc_ms'):.0f}) | "
             f"{figure.median(kind, 'startup_seconds'):.1f} / {figure.median(kind, 'startup_stall_ms'):.0f} | "
-            f"{figure.median(kind, 'emulator_cpu_share'):.0%} |")
+            f"{figure.median(kind, 'emulator_cpu_share'):.0%} |"
+        )
     theirs, ours = (figure.median(kind, "cpu_per_cycle") for kind in kinds)
     stall = figure.median("ours", "stall_ms")
     worst_stall = max(r["stall_ms"] for r in figure.results["ours"])
@@ -227,8 +237,11 @@ def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
         "",
         "Targets: ours at least 3x less CPU per poll than the anthropic provider's trigger, and no stall over "
         f"100 ms. CPU: {'met' if theirs / ours >= 3 else 'missed'} ("
-        + (f"theirs spends {theirs / ours:.2f}x ours' CPU per cycle" if theirs >= ours else
-           f"ours spends {ours / theirs:.2f}x theirs per cycle")
+        + (
+            f"theirs spends {theirs / ours:.2f}x ours' CPU per cycle"
+            if theirs >= ours
+            else f"ours spends {ours / theirs:.2f}x theirs per cycle"
+        )
         + f"). Stall: {'met' if worst_stall <= 100 else 'missed'} (longest {worst_stall:.0f} ms in any of ours' "
         f"runs, median {stall:.0f} ms). Not targets: ours "
         f"holds {memory:.0f}x less memory per waiting trigger, and every one of ours had polled once after "
@@ -260,8 +273,10 @@ def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
 def _verdict(figure: submit.SubmitFigure) -> str:
     time_ratio = submit.median(figure.seconds["ours"]) / submit.median(figure.seconds["raw POST"])
     memory_ratio = submit.median(figure.peak_mb["ours"]) / figure.body_mb
-    parts = [f"Time: {'met' if time_ratio <= 1.2 else 'missed'} ({time_ratio:.2f}x).",
-             f"Memory: {'met' if memory_ratio < 2 else 'missed'} ({memory_ratio:.2f}x)."]
+    parts = [
+        f"Time: {'met' if time_ratio <= 1.2 else 'missed'} ({time_ratio:.2f}x).",
+        f"Memory: {'met' if memory_ratio < 2 else 'missed'} ({memory_ratio:.2f}x).",
+    ]
     prepare = submit.median(figure.ours_prepare_seconds)
     parts.append(
         f"Where ours' time goes (measured in the same runs): {prepare:.2f} s of its "
@@ -273,11 +288,15 @@ def _verdict(figure: submit.SubmitFigure) -> str:
         "a default filled in is encoded again. The buffer is hashed (sha256, the fingerprint that recognises a "
         "resubmission) on a second thread while later blocks are checked; a submission record written by an "
         "earlier version, whose fingerprint was over re-encoded requests, is still recognised. Nothing is sent "
-        "before every line is validated and the fingerprint recorded, so preparation cannot overlap the upload. " + (
-        "" if time_ratio <= 1.2 else
-        "Why the time target is missed in this run: the preparation left is reading the file, the typed decode "
-        "and sha256 of 114 MB (about 0.4 s of CPU on this machine, which has no SHA instructions; overlapped only "
-        "when a core is free), and a 2-core machine shared with other work gives it no free core."))
+        "before every line is validated and the fingerprint recorded, so preparation cannot overlap the upload. "
+        + (
+            ""
+            if time_ratio <= 1.2
+            else "Why the time target is missed in this run: the preparation left is reading the file, "
+            "the typed decode and sha256 of 114 MB (about 0.4 s of CPU on this machine, which has no SHA instructions; overlapped only "
+            "when a core is free), and a 2-core machine shared with other work gives it no free core."
+        )
+    )
     return " ".join(parts)
 
 

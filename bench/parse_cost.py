@@ -13,10 +13,14 @@ import sys
 from dataclasses import dataclass
 
 PACKAGES = {
-    "ours (airflow-provider-claude-batch)": ["airflow_provider_claude_batch.operators.claude_batch",
-                                             "airflow_provider_claude_batch.sensors.claude_batch"],
-    "anthropic provider 1.2.0": ["airflow.providers.anthropic.operators.batch",
-                                 "airflow.providers.anthropic.sensors.batch"],
+    "ours (airflow-provider-claude-batch)": [
+        "airflow_provider_claude_batch.operators.claude_batch",
+        "airflow_provider_claude_batch.sensors.claude_batch",
+    ],
+    "anthropic provider 1.2.0": [
+        "airflow.providers.anthropic.operators.batch",
+        "airflow.providers.anthropic.sensors.batch",
+    ],
     "common-ai 1.0.0 (batch)": ["airflow.providers.common.ai.operators.llm_batch"],
 }
 
@@ -53,8 +57,13 @@ def measure(repeat: int) -> list[ParseCost]:
     results = {label: ParseCost(label, [], 0, False) for label in PACKAGES}
     for _ in range(repeat):
         for label, modules in PACKAGES.items():
-            out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(modules)], capture_output=True,
-                                 text=True, check=True, timeout=300)
+            out = subprocess.run(
+                [sys.executable, "-c", _PROBE, json.dumps(modules)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
             probe = json.loads(out.stdout.strip().splitlines()[-1])
             results[label].seconds.append(probe["seconds"])
             results[label].modules = probe["modules"]

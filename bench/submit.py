@@ -20,7 +20,7 @@ from pathlib import Path
 
 CONTENDERS = ("raw POST", "plain SDK", "anthropic provider 1.2.0", "ours")
 
-_RUNNER = r'''
+_RUNNER = r"""
 import json, sys, time
 def status(name):
     for line in open("/proc/self/status"):
@@ -33,7 +33,7 @@ if kind == "anthropic provider 1.2.0":
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 if kind == "ours":
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.batch.requests import iter_jsonl, prepare_requests, plan_batches
+    from airflow_provider_claude_batch.requests.prepare import iter_jsonl, prepare_requests, plan_batches
 open("/proc/self/clear_refs", "w").write("5")
 base = status("VmRSS")
 started = time.perf_counter()
@@ -63,7 +63,7 @@ else:
 elapsed = time.perf_counter() - started
 print(json.dumps({"seconds": elapsed, "peak_growth": status("VmHWM") - base, "batch_id": batch_id,
                   "prepare_seconds": locals().get("prepare_seconds")}))
-'''
+"""
 
 
 @dataclass
@@ -80,9 +80,19 @@ def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
     body = folder / "body.json"
     with open(jsonl, "w") as lines:
         for i in range(count):
-            lines.write(json.dumps({"custom_id": f"r-{i}", "params": {
-                "model": "claude-sonnet-5-5", "max_tokens": 64,
-                "messages": [{"role": "user", "content": f"{padding} {i}"}]}}) + "\n")
+            lines.write(
+                json.dumps(
+                    {
+                        "custom_id": f"r-{i}",
+                        "params": {
+                            "model": "claude-sonnet-5-5",
+                            "max_tokens": 64,
+                            "messages": [{"role": "user", "content": f"{padding} {i}"}],
+                        },
+                    }
+                )
+                + "\n"
+            )
     with open(jsonl, "rb") as source, open(body, "wb") as target:
         target.write(b'{"requests":[')
         for number, line in enumerate(source):
@@ -92,19 +102,32 @@ def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
 
 
 def measure(url: str, repeat: int) -> SubmitFigure:
-    env = {**os.environ,
-           "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps({"conn_type": "anthropic", "host": url,
-                                                         "password": "emulator-key",
-                                                         "extra": {"anthropic_client_kwargs": {"timeout": 600}}}),
-           "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({"conn_type": "claude_batch", "host": url,
-                                                            "password": "emulator-key", "extra": {"timeout": 600}})}
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
+            {
+                "conn_type": "anthropic",
+                "host": url,
+                "password": "emulator-key",
+                "extra": {"anthropic_client_kwargs": {"timeout": 600}},
+            }
+        ),
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(
+            {"conn_type": "claude_batch", "host": url, "password": "emulator-key", "extra": {"timeout": 600}}
+        ),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         jsonl, body, size = write_inputs(Path(tmp))
         figure = SubmitFigure(size / 1e6)
         for _ in range(repeat):
             for kind in CONTENDERS:
-                out = subprocess.run([sys.executable, "-c", _RUNNER, kind, url, str(jsonl), str(body)],
-                                     capture_output=True, text=True, env=env, timeout=900)
+                out = subprocess.run(
+                    [sys.executable, "-c", _RUNNER, kind, url, str(jsonl), str(body)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=900,
+                )
                 if out.returncode != 0:
                     raise RuntimeError(f"{kind} failed: {out.stderr[-2000:]}")
                 result = json.loads(out.stdout.strip().splitlines()[-1])

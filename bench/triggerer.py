@@ -64,28 +64,53 @@ def create_waiting_batches(url: str, count: int) -> list[str]:
     control.configure(processing_seconds=86_400)
     try:
         with httpx2.Client(timeout=60) as client:
-            body = json.dumps({"requests": [{"custom_id": "wait-0", "params": {
-                "model": "claude-sonnet-5-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}}]})
-            return [client.post(url + "/v1/messages/batches", content=body, headers=HEADERS).json()["id"]
-                    for _ in range(count)]
+            body = json.dumps(
+                {
+                    "requests": [
+                        {
+                            "custom_id": "wait-0",
+                            "params": {
+                                "model": "claude-sonnet-5-5",
+                                "max_tokens": 16,
+                                "messages": [{"role": "user", "content": "hi"}],
+                            },
+                        }
+                    ]
+                }
+            )
+            return [
+                client.post(url + "/v1/messages/batches", content=body, headers=HEADERS).json()["id"]
+                for _ in range(count)
+            ]
     finally:
         control.configure(processing_seconds=before)
 
 
-def measure(url: str, emulator_pid: int, repeat: int, count: int = TRIGGERS,
-            contenders: tuple[str, ...] = CONTENDERS) -> TriggerFigure:
+def measure(
+    url: str, emulator_pid: int, repeat: int, count: int = TRIGGERS, contenders: tuple[str, ...] = CONTENDERS
+) -> TriggerFigure:
     batch_ids = create_waiting_batches(url, count)
-    env = {**os.environ,
-           "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps({"conn_type": "anthropic", "host": url,
-                                                         "password": "emulator-key"}),
-           "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({"conn_type": "claude_batch", "host": url,
-                                                            "password": "emulator-key"})}
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
+            {"conn_type": "anthropic", "host": url, "password": "emulator-key"}
+        ),
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(
+            {"conn_type": "claude_batch", "host": url, "password": "emulator-key"}
+        ),
+    }
     figure = TriggerFigure(count, POLL_SECONDS, WINDOW_SECONDS)
     ids = json.dumps(batch_ids)
     for _ in range(repeat):
         for kind in contenders:
-            out = subprocess.run([sys.executable, "-m", "bench.triggerer", "--child", kind, url, str(emulator_pid)],
-                                 input=ids, capture_output=True, text=True, env=env, timeout=900)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.triggerer", "--child", kind, url, str(emulator_pid)],
+                input=ids,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=900,
+            )
             if out.returncode != 0:
                 raise RuntimeError(f"{kind} failed: {out.stderr[-3000:]}")
             figure.results.setdefault(kind, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -125,7 +150,7 @@ class _Answers:
     one retrieve per batch per poll, so their count is the emulator's retrieve count."""
 
     def __init__(self) -> None:
-        from airflow_provider_claude_batch.batch import waiting
+        from airflow_provider_claude_batch.wait import tracker as waiting
 
         self.count = 0
         real = waiting.WaitTracker.after_success
@@ -170,8 +195,10 @@ def _triggers(kind: str, batch_ids: list[str]) -> list[Any]:
     if kind == "ours":
         from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
 
-        return [ClaudeBatchTrigger([b], deadline=deadline, poll_interval=POLL_SECONDS, max_poll_interval=POLL_SECONDS)
-                for b in batch_ids]
+        return [
+            ClaudeBatchTrigger([b], deadline=deadline, poll_interval=POLL_SECONDS, max_poll_interval=POLL_SECONDS)
+            for b in batch_ids
+        ]
     from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
 
     return [AnthropicBatchTrigger("anthropic_default", b, POLL_SECONDS, deadline) for b in batch_ids]
@@ -234,14 +261,21 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
         task.cancel()
     await asyncio.gather(*tasks, tick_task, return_exceptions=True)
     cycles = polls / len(triggers)
-    return {"cycles": cycles, "cpu_per_cycle": cpu / cycles if cycles else float("inf"), "cpu_share": cpu / wall,
-            "emulator_cpu_share": emulator_cpu / wall, "kb_per_trigger": rss / len(triggers) / 1e3,
-            "stall_ms": stall * 1000, "full_gcs": len(gc_pauses.full),
-            "full_gc_ms": max(gc_pauses.full, default=0) * 1000, "tracked_objects": objects,
-            "startup_seconds": startup_seconds, "startup_stall_ms": startup_stall * 1000,
-            "list_calls_per_cycle": (calls_after.get("list", 0) - calls.get("list", 0)) / cycles if cycles else 0.0,
-            "retrieves_per_cycle": (calls_after.get("retrieve", 0) - calls.get("retrieve", 0)) / cycles
-            if cycles else 0.0}
+    return {
+        "cycles": cycles,
+        "cpu_per_cycle": cpu / cycles if cycles else float("inf"),
+        "cpu_share": cpu / wall,
+        "emulator_cpu_share": emulator_cpu / wall,
+        "kb_per_trigger": rss / len(triggers) / 1e3,
+        "stall_ms": stall * 1000,
+        "full_gcs": len(gc_pauses.full),
+        "full_gc_ms": max(gc_pauses.full, default=0) * 1000,
+        "tracked_objects": objects,
+        "startup_seconds": startup_seconds,
+        "startup_stall_ms": startup_stall * 1000,
+        "list_calls_per_cycle": (calls_after.get("list", 0) - calls.get("list", 0)) / cycles if cycles else 0.0,
+        "retrieves_per_cycle": (calls_after.get("retrieve", 0) - calls.get("retrieve", 0)) / cycles if cycles else 0.0,
+    }
 
 
 async def _poll_costs(url: str, batch_id: str, calls: int = 300) -> dict[str, float]:
@@ -282,8 +316,14 @@ async def _poll_costs(url: str, batch_id: str, calls: int = 300) -> dict[str, fl
 
 
 def poll_costs(url: str, batch_id: str, env: dict[str, str]) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-m", "bench.triggerer", "--poll-costs", url, batch_id], capture_output=True,
-                         text=True, env=env, timeout=900, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.triggerer", "--poll-costs", url, batch_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=True,
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -300,9 +340,13 @@ def main() -> None:
 
     process, url = start_emulator()
     try:
-        figure = measure(url, process.pid, int(sys.argv[1]) if len(sys.argv) > 1 else 1,
-                         int(sys.argv[2]) if len(sys.argv) > 2 else TRIGGERS,
-                         tuple(sys.argv[3:]) or CONTENDERS)
+        figure = measure(
+            url,
+            process.pid,
+            int(sys.argv[1]) if len(sys.argv) > 1 else 1,
+            int(sys.argv[2]) if len(sys.argv) > 2 else TRIGGERS,
+            tuple(sys.argv[3:]) or CONTENDERS,
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -27,13 +27,19 @@ PROMPTS = {
 def claude_batch_smoke() -> None:
     submit = ClaudeBatchSubmitOperator(
         task_id="submit",
-        requests=[{"custom_id": name, "params": {"messages": [{"role": "user", "content": prompt}]}}
-                  for name, prompt in PROMPTS.items()],
+        requests=[
+            {"custom_id": name, "params": {"messages": [{"role": "user", "content": prompt}]}}
+            for name, prompt in PROMPTS.items()
+        ],
         model=os.environ.get("CLAUDE_BATCH_DEMO_MODEL", "claude-haiku-4-5"),
         max_tokens=64,
     )
-    wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True,
-                             poke_interval=float(os.environ.get("CLAUDE_BATCH_DEMO_POLL_SECONDS", "30")))
+    wait = ClaudeBatchSensor(
+        task_id="wait",
+        batch_ids=submit.output,
+        deferrable=True,
+        poke_interval=float(os.environ.get("CLAUDE_BATCH_DEMO_POLL_SECONDS", "30")),
+    )
 
     @task
     def read_results(batch_ids: list[str]) -> dict[str, str]:

@@ -54,8 +54,12 @@ with DAG(
                     continue
                 answered += 1
                 correct += (row["text"] or "").strip().lower().rstrip(".") == expected[row["custom_id"]]
-        report = {"cases": len(expected), "answered": answered, "correct": correct,
-                  "accuracy": round(correct / len(expected), 4) if expected else 0.0}
+        report = {
+            "cases": len(expected),
+            "answered": answered,
+            "correct": correct,
+            "accuracy": round(correct / len(expected), 4) if expected else 0.0,
+        }
         print(f"Eval score: {report}")
         return report
 

@@ -45,9 +45,12 @@ def main() -> int:
     if real_key:
         model = os.environ.setdefault("CLAUDE_BATCH_EXAMPLES_MODEL", "claude-haiku-4-5")
         os.environ.setdefault("CLAUDE_BATCH_EXAMPLES_POLL_SECONDS", "60")
-        print(f"ANTHROPIC_API_KEY is set: this run submits {SAMPLE_ROWS} short reviews (max 5 output tokens "
-              f"each) to the real Message Batches API with model {model}, billed at batch price (well under "
-              "one cent). Batches usually end within minutes but may take up to 24 h.", flush=True)
+        print(
+            f"ANTHROPIC_API_KEY is set: this run submits {SAMPLE_ROWS} short reviews (max 5 output tokens "
+            f"each) to the real Message Batches API with model {model}, billed at batch price (well under "
+            "one cent). Batches usually end within minutes but may take up to 24 h.",
+            flush=True,
+        )
         _connection(os.environ.get("ANTHROPIC_BASE_URL"), real_key)
     else:
         os.environ.setdefault("CLAUDE_BATCH_EXAMPLES_POLL_SECONDS", "0.5")
@@ -84,8 +87,10 @@ def _summarize(run: object) -> None:
     logical_date = getattr(run, "logical_date", None)
     if logical_date is None:
         return
-    folder = ObjectStoragePath(os.environ["CLAUDE_BATCH_EXAMPLES_OUTPUT"].rstrip("/")
-                               + f"/nightly_classification/{logical_date.date().isoformat()}/")
+    folder = ObjectStoragePath(
+        os.environ["CLAUDE_BATCH_EXAMPLES_OUTPUT"].rstrip("/")
+        + f"/nightly_classification/{logical_date.date().isoformat()}/"
+    )
     manifest_path = folder / "_manifest.json"
     if not manifest_path.exists():
         print(f"No manifest under {folder}")
@@ -98,10 +103,14 @@ def _summarize(run: object) -> None:
     print(f"  {'_manifest.json':<40} (written last)")
     counts = ", ".join(f"{n} {kind}" for kind, n in manifest["counts"].items())
     print(f"Requests: {manifest['requests']} ({counts})")
-    print(f"Tokens: {usage.get('input_tokens', 0)} input, {usage.get('output_tokens', 0)} output, "
-          f"{usage.get('cache_read_tokens', 0)} cache reads")
-    print(f"Cost: ${cost['batch_usd']:.6f} at batch price vs ${cost['standard_usd']:.6f} at standard price "
-          f"(saved ${cost['savings_usd']:.6f}; prices as of {cost['prices_as_of']})")
+    print(
+        f"Tokens: {usage.get('input_tokens', 0)} input, {usage.get('output_tokens', 0)} output, "
+        f"{usage.get('cache_read_tokens', 0)} cache reads"
+    )
+    print(
+        f"Cost: ${cost['batch_usd']:.6f} at batch price vs ${cost['standard_usd']:.6f} at standard price "
+        f"(saved ${cost['savings_usd']:.6f}; prices as of {cost['prices_as_of']})"
+    )
 
 
 if __name__ == "__main__":

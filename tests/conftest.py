@@ -82,8 +82,12 @@ def claude_conn(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> st
     """A `claude_batch_default` connection (from the environment) pointing at the emulator."""
     import json
 
-    conn = {"conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key,
-            "extra": {"timeout": 10, "max_retries": 2}}
+    conn = {
+        "conn_type": "claude_batch",
+        "host": emulator.url,
+        "password": emulator.api_key,
+        "extra": {"timeout": 10, "max_retries": 2},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(conn))
     return "claude_batch_default"
 
@@ -96,8 +100,12 @@ def airflow_db() -> Path:
 
     dags = _AIRFLOW_HOME / "dags"
     dags.mkdir(exist_ok=True)
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
-                   stdout=subprocess.DEVNULL, env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
+    )
     return dags
 
 
@@ -113,8 +121,11 @@ def s3_server() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -135,12 +146,25 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
     import boto3
 
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+            }
+        ),
+    )
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     bucket = "claude-batch-" + secrets.token_hex(4)
-    boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
     return bucket

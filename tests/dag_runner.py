@@ -20,7 +20,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.sensors.claude_batch import ClaudeBatchSensor
-from airflow_provider_claude_batch.submission import CreatePolicy
+from airflow_provider_claude_batch.submit.create import CreatePolicy
 FAST = CreatePolicy(attempts=3, reconcile_seconds=2, reconcile_poll_seconds=0.2, backoff_seconds=0.1,
                     claim_settle_seconds=0.2, claim_poll_seconds=0.1)
 """
@@ -45,14 +45,17 @@ class RunResult:
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            row = session.scalars(XComModel.get_many(run_id=self.run.run_id, dag_ids=self.run.dag_id,
-                                                     task_ids=task_id, key=key)).first()
+            row = session.scalars(
+                XComModel.get_many(run_id=self.run.run_id, dag_ids=self.run.dag_id, task_ids=task_id, key=key)
+            ).first()
             return XComModel.deserialize_value(row) if row is not None else None
 
 
 def write_dag(dags_folder: Path, dag_id: str, body: str) -> Any:
-    source = HEADER + f"\nwith DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC'), " \
+    source = (
+        HEADER + f"\nwith DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC'), "
         f"catchup=False) as dag:\n" + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n"
+    )
     path = dags_folder / f"{dag_id}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"test_dag_{dag_id}", path)
@@ -100,9 +103,12 @@ def rerun_cleared(dag: Any, logical_date: datetime) -> RunResult:
 
     def keep_run(**kwargs: Any) -> Any:
         session = kwargs["session"]
-        run = session.scalar(select(dagrun_module.DagRun).where(
-            dagrun_module.DagRun.dag_id == kwargs["dag"].dag_id,
-            dagrun_module.DagRun.logical_date == kwargs["logical_date"]))
+        run = session.scalar(
+            select(dagrun_module.DagRun).where(
+                dagrun_module.DagRun.dag_id == kwargs["dag"].dag_id,
+                dagrun_module.DagRun.logical_date == kwargs["logical_date"],
+            )
+        )
         if run is None:
             return replace_run(**kwargs)
         run.state = DagRunState.RUNNING
@@ -122,8 +128,9 @@ def airflow_has_task_state_store() -> bool:
     return (major, minor) >= (3, 3)
 
 
-requires_task_state_store = pytest.mark.skipif(not airflow_has_task_state_store(),
-                                               reason="Airflow < 3.3 has no task state store")
+requires_task_state_store = pytest.mark.skipif(
+    not airflow_has_task_state_store(), reason="Airflow < 3.3 has no task state store"
+)
 
 
 def task_state_store_value(run: Any, task_id: str, key: str, map_index: int = -1) -> Any:
@@ -133,6 +140,7 @@ def task_state_store_value(run: Any, task_id: str, key: str, map_index: int = -1
     from airflow._shared.state import TaskScope
     from airflow.state import get_state_backend
 
-    raw = get_state_backend().get(TaskScope(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
-                                            map_index=map_index), key)
+    raw = get_state_backend().get(
+        TaskScope(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, map_index=map_index), key
+    )
     return json.loads(raw) if raw is not None else None

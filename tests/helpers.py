@@ -66,8 +66,19 @@ class EmulatorProcess:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_claude_batch.emulator", "--port", str(self.port),
-             "--processing-seconds", "0", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_claude_batch.emulator",
+                "--port",
+                str(self.port),
+                "--processing-seconds",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         self.control = EmulatorControl(self.url, "emulator-key")
         for _ in range(300):
             try:

@@ -21,7 +21,7 @@ def _status(field: str) -> int:
 def main() -> None:
     output, *batch_ids = sys.argv[1:]
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.landing import land_results
+    from airflow_provider_claude_batch.output.land import land_results
     from airflow_provider_claude_batch.storage import as_path
 
     hook = ClaudeBatchHook()
@@ -32,8 +32,12 @@ def main() -> None:
     baseline = _status("VmRSS")
     print("LANDING", flush=True)
     manifest = land_results(hook, batch_ids, path)
-    print(json.dumps({"requests": manifest["requests"], "counts": manifest["counts"],
-                      "peak_growth": _status("VmHWM") - baseline}), flush=True)
+    print(
+        json.dumps(
+            {"requests": manifest["requests"], "counts": manifest["counts"], "peak_growth": _status("VmHWM") - baseline}
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

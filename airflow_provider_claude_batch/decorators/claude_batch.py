@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
-from airflow_provider_claude_batch.batch.requests import SHOWN_PROBLEMS, Problem, not_json_reason
-from airflow_provider_claude_batch.compat import context_merge, determine_kwargs
+from airflow_provider_claude_batch._compat import context_merge, determine_kwargs
 from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
+from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem, not_json_reason
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.bases.decorator import TaskDecorator
 
-    from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
 
 INPUT_NAME = "input.jsonl"
 INPUT_FOLDER = ".claude_batch"
@@ -35,8 +35,14 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
     template_fields_renderers: ClassVar[dict[str, str]] = {**DecoratedOperator.template_fields_renderers}
     custom_operator_name: str = "@task.claude_batch"
 
-    def __init__(self, *, python_callable: Callable[..., Any], op_args: Collection[Any] | None = None,
-                 op_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
     @property
@@ -50,25 +56,27 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
         if isinstance(returned, str | bytes | Mapping) or not isinstance(returned, Collection):
             raise BatchInputError(
                 f"@task.claude_batch functions return a list of {'rows' if self._rows_mode else 'requests'}, "
-                f"not {type(returned).__name__}; nothing was submitted.")
+                f"not {type(returned).__name__}; nothing was submitted."
+            )
         self._store_input(context, returned)
         return ClaudeBatchOperator.execute(self, context)
 
     def _input_path(self, context: Context) -> ObjectStoragePath:
         from airflow_provider_claude_batch.storage import as_path
-        from airflow_provider_claude_batch.submission import SubmissionLedger
+        from airflow_provider_claude_batch.submit.path_store import PathRecordStore
 
         store = self.record_store(context)
         key = task_key(context)
-        if isinstance(store, SubmissionLedger):
+        if isinstance(store, PathRecordStore):
             return store.folder(key) / INPUT_NAME
         return as_path(self.output_path, self.storage_conn_id) / INPUT_FOLDER / key.relative_path() / INPUT_NAME
 
     def _store_input(self, context: Context, items: Collection[Any]) -> None:
         from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
 
-        lines, problems, bad = _json_lines(items, "row" if self._rows_mode else "request",
-                                           self.custom_id_column if self._rows_mode else "custom_id")
+        lines, problems, bad = _json_lines(
+            items, "row" if self._rows_mode else "request", self.custom_id_column if self._rows_mode else "custom_id"
+        )
         if bad:
             raise InvalidRequestsError([str(p) for p in problems], bad, len(lines))
         path = self._input_path(context)
@@ -91,7 +99,8 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
 
 def _json_lines(items: Collection[Any], kind: str, id_key: str) -> tuple[list[bytes], list[Problem], int]:
     """Each item as a JSONL line, and the items JSON cannot hold as they are. msgspec would store NaN
-    as null, a set as a list and bytes as base64 text, which the JSONL road then sends as valid."""
+    as null, a set as a list and bytes as base64 text, which the JSONL road then sends as valid.
+    """
     encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder()
     lines: list[bytes] = []
     problems: list[Problem] = []
@@ -109,13 +118,18 @@ def _json_lines(items: Collection[Any], kind: str, id_key: str) -> tuple[list[by
             bad += 1
             custom_id = item.get(id_key) if isinstance(item, Mapping) else None
             if len(problems) < SHOWN_PROBLEMS:
-                problems.append(Problem(number, custom_id if isinstance(custom_id, str) else None,
-                                        f"not JSON-serializable: {reason}"))
+                problems.append(
+                    Problem(
+                        number, custom_id if isinstance(custom_id, str) else None, f"not JSON-serializable: {reason}"
+                    )
+                )
     return lines, problems, bad
 
 
 def claude_batch_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
     """Wrap a function returning requests (or rows, with ``params_template``/``build_params``) into
-    a ``ClaudeBatchOperator``; every keyword is that operator's (``output_path`` is required)."""
-    return task_decorator_factory(python_callable=python_callable,
-                                  decorated_operator_class=_ClaudeBatchDecoratedOperator, **kwargs)
+    a ``ClaudeBatchOperator``; every keyword is that operator's (``output_path`` is required).
+    """
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=_ClaudeBatchDecoratedOperator, **kwargs
+    )

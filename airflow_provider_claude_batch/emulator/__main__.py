@@ -16,20 +16,31 @@ from airflow_provider_claude_batch.emulator.store import EmulatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_claude_batch.emulator",
-                                     description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_claude_batch.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (default: 8765)")
-    parser.add_argument("--processing-seconds", type=float, default=EmulatorConfig.processing_seconds,
-                        help="how long each batch takes to end (default: %(default)s)")
-    parser.add_argument("--api-key", default=EmulatorConfig.api_key,
-                        help="the key clients must send (default: %(default)s; '' accepts any key)")
-    parser.add_argument("--control-token",
-                        help="a token for the /_emulator/* control routes, sent as x-api-key (they also take "
-                             "the API key; with --api-key '' a random token is made and printed)")
-    parser.add_argument("--outcomes", type=Path,
-                        help="JSON file with a list of outcome rules, e.g. "
-                             '[{"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error"}]')
+    parser.add_argument(
+        "--processing-seconds",
+        type=float,
+        default=EmulatorConfig.processing_seconds,
+        help="how long each batch takes to end (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=EmulatorConfig.api_key,
+        help="the key clients must send (default: %(default)s; '' accepts any key)",
+    )
+    parser.add_argument(
+        "--control-token",
+        help="a token for the /_emulator/* control routes, sent as x-api-key (they also take "
+        "the API key; with --api-key '' a random token is made and printed)",
+    )
+    parser.add_argument(
+        "--outcomes",
+        type=Path,
+        help="JSON file with a list of outcome rules, e.g. "
+        '[{"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error"}]',
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     config = EmulatorConfig(processing_seconds=args.processing_seconds, api_key=args.api_key or None)
@@ -37,11 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.outcomes is not None:
         rules = json.loads(args.outcomes.read_text())
         credential = token or config.api_key or ""
-        threading.Thread(target=_load_rules, args=(f"http://{args.host}:{args.port}", credential, rules),
-                         daemon=True).start()
+        threading.Thread(
+            target=_load_rules, args=(f"http://{args.host}:{args.port}", credential, rules), daemon=True
+        ).start()
     control = f"; control token: {token}" if token and not args.control_token else ""
-    print(f"Claude Message Batches emulator on http://{args.host}:{args.port} "
-          f"(API key: {'any' if config.api_key is None else config.api_key}{control})", file=sys.stderr, flush=True)
+    print(
+        f"Claude Message Batches emulator on http://{args.host}:{args.port} "
+        f"(API key: {'any' if config.api_key is None else config.api_key}{control})",
+        file=sys.stderr,
+        flush=True,
+    )
     serve_forever(config, args.host, args.port, args.log_level, token)
     return 0
 

@@ -65,8 +65,13 @@ def _request_id() -> str:
     return "req_emu_" + secrets.token_hex(12)
 
 
-def _error(status: int, error_type: str, message: str, headers: dict[str, str] | None = None,
-           details: dict[str, Any] | None = None) -> Response:
+def _error(
+    status: int,
+    error_type: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Response:
     request_id = _request_id()
     error: dict[str, Any] = {"type": error_type, "message": message}
     if details:
@@ -93,26 +98,29 @@ class Emulator:
         self.control_token = control_token
         api = "/v1/messages/batches"
         control = self._control
-        self.app = Starlette(routes=[
-            Route(api, self._create, methods=["POST"]),
-            Route(api, self._list, methods=["GET"]),
-            Route(api + "/{batch_id}", self._retrieve, methods=["GET"]),
-            Route(api + "/{batch_id}", self._delete, methods=["DELETE"]),
-            Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
-            Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
-            Route("/_emulator/state", control(self._state), methods=["GET"]),
-            Route("/_emulator/clock", control(self._clock), methods=["POST"]),
-            Route("/_emulator/config", control(self._config), methods=["GET", "POST"]),
-            Route("/_emulator/outcomes", control(self._outcomes), methods=["POST"]),
-            Route("/_emulator/faults", control(self._faults), methods=["POST", "DELETE"]),
-            Route("/_emulator/reset", control(self._reset), methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route(api, self._create, methods=["POST"]),
+                Route(api, self._list, methods=["GET"]),
+                Route(api + "/{batch_id}", self._retrieve, methods=["GET"]),
+                Route(api + "/{batch_id}", self._delete, methods=["DELETE"]),
+                Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
+                Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
+                Route("/_emulator/state", control(self._state), methods=["GET"]),
+                Route("/_emulator/clock", control(self._clock), methods=["POST"]),
+                Route("/_emulator/config", control(self._config), methods=["GET", "POST"]),
+                Route("/_emulator/outcomes", control(self._outcomes), methods=["POST"]),
+                Route("/_emulator/faults", control(self._faults), methods=["POST", "DELETE"]),
+                Route("/_emulator/reset", control(self._reset), methods=["POST"]),
+            ]
+        )
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
 
     # ---- the common path of every API call --------------------------------------------------
-    async def _serve(self, request: Request, endpoint: str,
-                     handler: Callable[[Request, Fault | None], Awaitable[Response]]) -> Response:
+    async def _serve(
+        self, request: Request, endpoint: str, handler: Callable[[Request, Fault | None], Awaitable[Response]]
+    ) -> Response:
         store = self.store
         store.calls[endpoint] = store.calls.get(endpoint, 0) + 1
         fault = self.faults.take(endpoint, store.clock.now())
@@ -154,12 +162,12 @@ class Emulator:
             raise ApiError(401, "authentication_error", "invalid x-api-key")
         version = request.headers.get("anthropic-version")
         if version not in API_VERSIONS:
-            raise ApiError(400, "invalid_request_error",
-                           f"anthropic-version: expected one of {API_VERSIONS}, got {version!r}")
+            raise ApiError(
+                400, "invalid_request_error", f"anthropic-version: expected one of {API_VERSIONS}, got {version!r}"
+            )
         workspace = request.headers.get("anthropic-workspace-id")
         if workspace is not None and workspace != self.store.config.workspace_id:
-            raise ApiError(403, "permission_error",
-                           f"This credential cannot act in workspace {workspace!r}")
+            raise ApiError(403, "permission_error", f"This credential cannot act in workspace {workspace!r}")
 
     @staticmethod
     def _base_url(request: Request) -> str:
@@ -172,6 +180,7 @@ class Emulator:
             batch = self.store.create(body, request.headers["anthropic-version"])
             del body
             return _json(self.store.describe(batch, self._base_url(request), just_created=True))
+
         return await self._serve(request, "create", handle)
 
     async def _read_body(self, request: Request, limit: int | None = None) -> bytearray:
@@ -204,6 +213,7 @@ class Emulator:
         async def handle(request: Request, fault: Fault | None) -> Response:
             batch = self.store.get(request.path_params["batch_id"])
             return _json(self.store.describe(batch, self._base_url(request)))
+
         return await self._serve(request, "retrieve", handle)
 
     async def _list(self, request: Request) -> Response:
@@ -217,12 +227,14 @@ class Emulator:
             base = self._base_url(request)
             data = [self.store.describe(b, base) for b in page.pop("chosen")]
             return _json({"data": data, **page})
+
         return await self._serve(request, "list", handle)
 
     async def _cancel(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
             batch = self.store.cancel(request.path_params["batch_id"])
             return _json(self.store.describe(batch, self._base_url(request)))
+
         return await self._serve(request, "cancel", handle)
 
     async def _delete(self, request: Request) -> Response:
@@ -230,6 +242,7 @@ class Emulator:
             batch_id = request.path_params["batch_id"]
             self.store.delete(batch_id)
             return _json({"id": batch_id, "type": "message_batch_deleted"})
+
         return await self._serve(request, "delete", handle)
 
     async def _results(self, request: Request) -> Response:
@@ -238,12 +251,15 @@ class Emulator:
             cut_after = fault.after_lines if fault is not None and fault.kind == "cut_stream" else None
             pause = fault.delay_seconds if fault is not None and fault.kind == "slow_stream" else 0.0
             return StreamingResponse(_chunked(lines, cut_after, pause), media_type="application/binary")
+
         return await self._serve(request, "results", handle)
 
     # ---- control routes -------------------------------------------------------------------------
     def _control(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Guard a control route: the API key or the control token, JSON bodies only, and any malformed
-        input answered 400 (a bad value is refused before it is stored, so it cannot break later calls)."""
+        input answered 400 (a bad value is refused before it is stored, so it cannot break later calls).
+        """
+
         async def endpoint(request: Request) -> Response:
             try:
                 self._check_control(request)
@@ -252,14 +268,16 @@ class Emulator:
                 return _error(exc.status, exc.error_type, exc.message)
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError, re.error) as exc:
                 return _error(400, "invalid_request_error", f"malformed control input: {exc}")
+
         return endpoint
 
     def _check_control(self, request: Request) -> None:
         given = _credential(request)
         accepted = [v for v in (self.control_token, self.store.config.api_key) if v]
         if not given or not any(secrets.compare_digest(given.encode(), v.encode()) for v in accepted):
-            raise ApiError(401, "authentication_error",
-                           "control routes need the emulator's API key or control token in x-api-key")
+            raise ApiError(
+                401, "authentication_error", "control routes need the emulator's API key or control token in x-api-key"
+            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if request.method != "GET" and content_type != "application/json":
             raise ApiError(415, "invalid_request_error", "control routes take application/json only")
@@ -353,7 +371,8 @@ def _items(payload: dict[str, Any], name: str) -> list[dict[str, Any]]:
 def _typed(cls: type, raw: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """`raw` unchanged once its known fields have the types `cls` declares (a string where a count
     belongs would otherwise be stored and fail every later call); unknown fields are left for
-    `from_dict` to name."""
+    `from_dict` to name.
+    """
     known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}  # type: ignore[attr-defined]
     msgspec.convert(known, cls)
     for name in extra:
@@ -377,8 +396,12 @@ async def _timed(stream: AsyncIterator[bytes], idle_seconds: float, total_second
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise ApiError(408, "timeout_error", f"the request body did not arrive in time (no bytes for "
-                           f"{idle_seconds:g} s, or more than {total_seconds:g} s in all)") from None
+            raise ApiError(
+                408,
+                "timeout_error",
+                f"the request body did not arrive in time (no bytes for "
+                f"{idle_seconds:g} s, or more than {total_seconds:g} s in all)",
+            ) from None
         yield chunk
 
 

@@ -27,7 +27,9 @@ class EmulatorControl:
     def _call(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
-            f"{self.base_url}/_emulator/{route}", data=data, method=method,
+            f"{self.base_url}/_emulator/{route}",
+            data=data,
+            method=method,
             headers={"content-type": "application/json", "x-api-key": self._credential},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -53,7 +55,8 @@ class EmulatorControl:
 
     def inject(self, *faults: Mapping[str, Any]) -> None:
         """Faults like {"endpoint": "retrieve", "status": 529, "count": 3} or
-        {"endpoint": "create", "kind": "lost_response"}; see `emulator.faults.Fault`."""
+        {"endpoint": "create", "kind": "lost_response"}; see `emulator.faults.Fault`.
+        """
         self._call("POST", "faults", {"faults": list(faults)})
 
     def clear_faults(self) -> None:

@@ -15,8 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
 ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results")
-FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line",
-                    "unknown_result"]
+FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line", "unknown_result"]
 FAULT_KINDS = ("status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line", "unknown_result")
 RESULTS_ONLY_KINDS = ("cut_stream", "slow_stream", "duplicate_line", "unknown_result")
 UNKNOWN_CUSTOM_ID = "never-submitted"

@@ -187,8 +187,14 @@ class OutcomePlanner:
         if output_tokens == p.max_tokens and len(text) // 4 > p.max_tokens:
             stop_reason = "max_tokens"
         record = RequestRecord(
-            custom_id, "succeeded", digest, model=p.model, text=text, stop_reason=stop_reason,
-            input_tokens=max(1, len(params) // 4), output_tokens=output_tokens,
+            custom_id,
+            "succeeded",
+            digest,
+            model=p.model,
+            text=text,
+            stop_reason=stop_reason,
+            input_tokens=max(1, len(params) // 4),
+            output_tokens=output_tokens,
         )
         if b'"cache_control"' in params:
             _split_cache_tokens(record, one_hour=b'"1h"' in params)

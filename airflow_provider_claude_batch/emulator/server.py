@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:
     # No keep-alive timeout games: clients such as the SDK pool connections.
     return uvicorn.Config(
-        emulator.app, lifespan="off", log_level=log_level, access_log=False, timeout_keep_alive=30,
+        emulator.app,
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
     )
 
 
@@ -32,8 +36,15 @@ class EmulatorServer:
     ...     client = anthropic.Anthropic(base_url=emu.url, api_key=emu.api_key)
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning", control_token: str | None = None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        control_token: str | None = None,
+    ) -> None:
         # A token of its own, so the control routes keep working when a test changes or drops the key.
         self.control_token = control_token or secrets.token_urlsafe(24)
         self.emulator = Emulator(BatchStore(config), self.control_token)
@@ -61,7 +72,10 @@ class EmulatorServer:
         sock.bind((self._host, self._port))
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="claude-batch-emulator", daemon=True,
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name="claude-batch-emulator",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -80,16 +94,24 @@ class EmulatorServer:
     def __enter__(self) -> EmulatorServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def serve_forever(config: EmulatorConfig, host: str, port: int, log_level: str = "info",
-                  control_token: str | None = None) -> None:
+def serve_forever(
+    config: EmulatorConfig, host: str, port: int, log_level: str = "info", control_token: str | None = None
+) -> None:
     """Serve in the foreground until interrupted (the CLI's entry point)."""
-    server = uvicorn.Server(uvicorn.Config(
-        Emulator(BatchStore(config), control_token).app, host=host, port=port, lifespan="off", log_level=log_level,
-        access_log=log_level == "debug",
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Emulator(BatchStore(config), control_token).app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_level=log_level,
+            access_log=log_level == "debug",
+        )
+    )
     server.run()

@@ -55,7 +55,8 @@ class EmulatorConfig:
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply all of `changes` or none: a value of the wrong type or sign is refused here, not
-        stored to break every later call."""
+        stored to break every later call.
+        """
         unknown = set(changes) - set(self.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown emulator setting(s) {sorted(unknown)}")
@@ -136,16 +137,20 @@ class BatchStore:
             custom_id, params = _decode_item(raw, index)
             if custom_id in seen:
                 raise ApiError(
-                    400, "invalid_request_error",
+                    400,
+                    "invalid_request_error",
                     f"requests.{index}.custom_id: duplicate custom_id {custom_id!r} "
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
             records.append(self.planner.plan(custom_id, params, api_version))
         batch = Batch(
-            id=_new_batch_id(), seq=next(self._seq), created_at=self.clock.now(),
+            id=_new_batch_id(),
+            seq=next(self._seq),
+            created_at=self.clock.now(),
             processing_seconds=max(0.0, float(self.config.processing_seconds)),
-            cancel_seconds=max(0.0, float(self.config.cancel_seconds)), records=records,
+            cancel_seconds=max(0.0, float(self.config.cancel_seconds)),
+            records=records,
         )
         self._batches[batch.id] = batch
         return batch
@@ -228,7 +233,8 @@ class BatchStore:
         batch.cancel_calls += 1
         if self.is_ended(batch):
             raise ApiError(
-                400, "invalid_request_error",
+                400,
+                "invalid_request_error",
                 f"Message batch {batch_id} has already ended and can no longer be canceled",
             )
         if batch.cancel_initiated_at is None:
@@ -239,7 +245,8 @@ class BatchStore:
         batch = self.get(batch_id)
         if not self.is_ended(batch):
             raise ApiError(
-                400, "invalid_request_error",
+                400,
+                "invalid_request_error",
                 f"Message batch {batch_id} is still processing; cancel it and wait until it has ended",
             )
         batch.deleted = True
@@ -259,7 +266,8 @@ class BatchStore:
             raise ApiError(400, "invalid_request_error", f"Message batch {batch_id} has not ended yet")
         if self.clock.now() >= batch.archived_after:
             raise ApiError(
-                404, "not_found_error",
+                404,
+                "not_found_error",
                 f"The results of message batch {batch_id} were archived on {rfc3339(batch.archived_after)} "
                 "(29 days after creation) and are no longer available",
             )
@@ -273,9 +281,13 @@ class BatchStore:
                 "id": batch.id,
                 "created_at": rfc3339(batch.created_at),
                 "request_count": len(batch.records),
-                "processing_status": "deleted" if batch.deleted else
-                ("ended" if self.is_ended(batch) else
-                 ("canceling" if batch.cancel_initiated_at is not None else "in_progress")),
+                "processing_status": "deleted"
+                if batch.deleted
+                else (
+                    "ended"
+                    if self.is_ended(batch)
+                    else ("canceling" if batch.cancel_initiated_at is not None else "in_progress")
+                ),
                 "canceled": batch.cancel_initiated_at is not None,
                 "cancel_calls": batch.cancel_calls,
                 "deleted": batch.deleted,
@@ -327,7 +339,8 @@ def _decode_requests(body: bytes | bytearray | memoryview, max_requests: int) ->
         raise ApiError(400, "invalid_request_error", "requests: List should have at least 1 item")
     if len(items) > max_requests:
         raise ApiError(
-            400, "invalid_request_error",
+            400,
+            "invalid_request_error",
             f"requests: List should have at most {max_requests} items, not {len(items)}",
         )
     return items
@@ -342,7 +355,8 @@ def _decode_item(raw: msgspec.Raw, index: int) -> tuple[str, bytes]:
         raise ApiError(400, "invalid_request_error", f"requests.{index}.custom_id: Field required (a string)")
     if not CUSTOM_ID_PATTERN.fullmatch(item.custom_id):
         raise ApiError(
-            400, "invalid_request_error",
+            400,
+            "invalid_request_error",
             f"requests.{index}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'",
         )
     if item.params is msgspec.UNSET or not bytes(item.params).lstrip().startswith(b"{"):

@@ -11,14 +11,14 @@ from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_claude_batch.api_errors import (
+from airflow_provider_claude_batch._compat import BaseHook, aget_connection
+from airflow_provider_claude_batch.hooks.api_errors import (
     describe_api_error,
     mask_secrets,
     same_origin,
     secret_shaped_parts,
     show_origin,
 )
-from airflow_provider_claude_batch.compat import BaseHook, aget_connection
 from airflow_provider_claude_batch.hooks.client_settings import CONN_TYPE, ClientSettings, check_proxy_support
 
 if TYPE_CHECKING:
@@ -123,9 +123,14 @@ class ClaudeBatchHook(BaseHook):
         conn: ConnectionLike = self.get_connection(self.claude_batch_conn_id)
         _mask_misplaced_secrets(conn)
         settings = ClientSettings.from_connection(conn)
-        self.log.info("%s", mask_secrets(
-            f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL} (connection {self.claude_batch_conn_id!r}"
-            + (f", workspace {settings.workspace_id}" if settings.workspace_id else "") + ")"))
+        self.log.info(
+            "%s",
+            mask_secrets(
+                f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL} (connection {self.claude_batch_conn_id!r}"
+                + (f", workspace {settings.workspace_id}" if settings.workspace_id else "")
+                + ")"
+            ),
+        )
         return settings
 
     async def asettings(self) -> ClientSettings:
@@ -188,20 +193,25 @@ class ClaudeBatchHook(BaseHook):
         from anthropic.types.messages import MessageBatch
 
         return self.client.with_options(max_retries=0).post(
-            BATCHES_PATH, cast_to=MessageBatch, content=iter(chunks),
+            BATCHES_PATH,
+            cast_to=MessageBatch,
+            content=iter(chunks),
             options={"headers": {"content-type": "application/json", "content-length": str(content_length)}},
         )
 
     def retrieve_batch(self, batch_id: str) -> MessageBatch:
         return self.client.messages.batches.retrieve(batch_id)
 
-    def list_batches(self, *, limit: int = 20, after_id: str | None = None,
-                     before_id: str | None = None) -> SyncPage[MessageBatch]:
+    def list_batches(
+        self, *, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+    ) -> SyncPage[MessageBatch]:
         """One page, newest first; the page's `iter_pages()`/iteration follows the cursor."""
         from anthropic import omit
 
         return self.client.messages.batches.list(
-            limit=limit, after_id=after_id or omit, before_id=before_id or omit,
+            limit=limit,
+            after_id=after_id or omit,
+            before_id=before_id or omit,
         )
 
     def iter_batches(self, *, page_size: int = 100) -> Iterator[MessageBatch]:
@@ -235,7 +245,9 @@ class ClaudeBatchHook(BaseHook):
             )
         self.check_results_url(batch.id, batch.results_url)
         response = self.client.get(
-            batch.results_url, cast_to=httpx2.Response, stream=True,
+            batch.results_url,
+            cast_to=httpx2.Response,
+            stream=True,
             options={"headers": {"Accept": "application/binary"}},
         )
         try:
@@ -245,7 +257,8 @@ class ClaudeBatchHook(BaseHook):
 
     def check_results_url(self, batch_id: str, results_url: str) -> None:
         """Refuse a results URL on another origin than the client's base URL: the SDK would send the
-        API key with the download, to whoever the answer named."""
+        API key with the download, to whoever the answer named.
+        """
         from airflow_provider_claude_batch.exceptions import ResultsOriginRefusedError
 
         base_url = str(self.client.base_url)
@@ -253,7 +266,9 @@ class ClaudeBatchHook(BaseHook):
             raise ResultsOriginRefusedError(
                 f"Batch {batch_id}: the API gave a results_url on {show_origin(results_url)}, not on the "
                 f"connection's {show_origin(base_url)}; refusing to send the API key there. Check the "
-                "connection's base URL (a gateway must answer with its own URLs).", [batch_id])
+                "connection's base URL (a gateway must answer with its own URLs).",
+                [batch_id],
+            )
 
     def describe_error(self, exc: BaseException) -> str:
         """`describe_api_error` for this connection: a failure at its proxy says so."""
@@ -263,8 +278,7 @@ class ClaudeBatchHook(BaseHook):
             proxy = None
         return describe_api_error(exc, proxy)
 
-    def iter_result_chunks(self, batch: str | MessageBatch,
-                           chunk_size: int = RESULTS_CHUNK_BYTES) -> Iterator[bytes]:
+    def iter_result_chunks(self, batch: str | MessageBatch, chunk_size: int = RESULTS_CHUNK_BYTES) -> Iterator[bytes]:
         """The results file exactly as served, in chunks (for lossless copies)."""
         with self.open_results(batch) as response:
             yield from response.iter_bytes(chunk_size)
@@ -296,18 +310,24 @@ class ClaudeBatchHook(BaseHook):
         except anthropic.AuthenticationError as exc:
             return False, f"Authentication failed (401, request {exc.request_id}): the API key was rejected."
         except anthropic.PermissionDeniedError as exc:
-            return False, (f"Permission denied (403, request {exc.request_id}): the key cannot use the "
-                           "Message Batches API in this workspace; check the workspace ID.")
+            return False, (
+                f"Permission denied (403, request {exc.request_id}): the key cannot use the "
+                "Message Batches API in this workspace; check the workspace ID."
+            )
         except anthropic.APIConnectionError as exc:
             if settings.proxy:
-                return False, (f"Cannot reach the API through the proxy {show_origin(settings.proxy)}: "
-                               f"{type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc}. Check the "
-                               "connection's proxy (host, port, credentials).")
+                return False, (
+                    f"Cannot reach the API through the proxy {show_origin(settings.proxy)}: "
+                    f"{type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc}. Check the "
+                    "connection's proxy (host, port, credentials)."
+                )
             return False, f"Cannot reach {settings.base_url or DEFAULT_BASE_URL}: {exc}"
         except anthropic.APIStatusError as exc:
             if exc.status_code == 407:
-                return False, (f"The proxy {show_origin(settings.proxy or '')} refused the request (407 Proxy "
-                               "Authentication Required): check the credentials in the connection's proxy URL.")
+                return False, (
+                    f"The proxy {show_origin(settings.proxy or '')} refused the request (407 Proxy "
+                    "Authentication Required): check the credentials in the connection's proxy URL."
+                )
             return False, f"The API answered {exc.status_code} ({exc.type}): {exc.api_message}"
         except ValueError as exc:
             return False, str(exc)
@@ -318,7 +338,8 @@ class ClaudeBatchHook(BaseHook):
 def _mask_misplaced_secrets(conn: ConnectionLike) -> None:
     """A key pasted into the host or an extra field is not masked by Airflow (only the password is):
     register every secret-shaped part of them, so that no log line of the task shows it, ours or the
-    HTTP library's (which logs each request's URL)."""
+    HTTP library's (which logs each request's URL).
+    """
     from airflow.sdk.log import mask_secret
 
     texts = [conn.host or ""] + [str(v) for v in (conn.extra_dejson or {}).values()]

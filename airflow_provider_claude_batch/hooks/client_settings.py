@@ -112,22 +112,25 @@ class ClientSettings:
 
 def check_proxy_support(proxy: str | None) -> None:
     """A SOCKS proxy needs `socksio` (the `socks` extra); without it the HTTP library fails with an
-    ImportError deep inside the client build. Say so plainly, before any call."""
+    ImportError deep inside the client build. Say so plainly, before any call.
+    """
     if not proxy or not proxy.lower().startswith("socks"):
         return
     import importlib.util
 
     if importlib.util.find_spec("socksio") is None:
-        from airflow_provider_claude_batch.api_errors import show_origin
+        from airflow_provider_claude_batch.hooks.api_errors import show_origin
 
-        raise ValueError(f"The connection's proxy {show_origin(proxy)} is a SOCKS proxy, which needs the "
-                         "socksio package: pip install 'airflow-provider-claude-batch[socks]' "
-                         "(or 'httpx2[socks]').")
+        raise ValueError(
+            f"The connection's proxy {show_origin(proxy)} is a SOCKS proxy, which needs the "
+            "socksio package: pip install 'airflow-provider-claude-batch[socks]' "
+            "(or 'httpx2[socks]')."
+        )
 
 
 def _shown(value: Any) -> str:
     """A field's value for an error message, masked: it may be a key pasted into the wrong field."""
-    from airflow_provider_claude_batch.api_errors import mask_secrets
+    from airflow_provider_claude_batch.hooks.api_errors import mask_secrets
 
     return mask_secrets(repr(value))
 

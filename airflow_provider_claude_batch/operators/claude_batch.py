@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_claude_batch.compat import conf
+from airflow_provider_claude_batch._compat import conf
 from airflow_provider_claude_batch.defaults import (
     API_MAX_BODY_BYTES,
     API_MAX_REQUESTS,
@@ -27,21 +27,20 @@ from airflow_provider_claude_batch.defaults import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
-from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
+from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 
 SUBMISSION_RECORD_XCOM_KEY = "submission_record"
 
 if TYPE_CHECKING:
-
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_provider_claude_batch.batch.events import WaitOutcome
-    from airflow_provider_claude_batch.batch.ledger import SubmissionRecord, TaskKey
-    from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
-    from airflow_provider_claude_batch.batch.waiting import WaitTracker
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.record_store import RecordStore
-    from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
+    from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
+    from airflow_provider_claude_batch.submit.store import RecordStore
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
+    from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 
 def default_deferrable() -> bool:
@@ -49,7 +48,7 @@ def default_deferrable() -> bool:
 
 
 def task_key(context: Context) -> TaskKey:
-    from airflow_provider_claude_batch.batch.ledger import TaskKey
+    from airflow_provider_claude_batch.submit.record import TaskKey
 
     ti = context["ti"]
     map_index = ti.map_index if ti.map_index is not None else -1
@@ -83,21 +82,21 @@ def normalize_batch_ids(value: Any) -> list[str]:
     ids = [i for i in ids if i]
     if not ids:
         raise ValueError("batch_ids is empty: nothing to wait for")
-    from airflow_provider_claude_batch.landing import check_batch_ids
+    from airflow_provider_claude_batch.output.land import check_batch_ids
 
     check_batch_ids(ids)
     return list(dict.fromkeys(ids))
 
 
 @contextmanager
-def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequence[str]],
-                           doing: str) -> Iterator[None]:
+def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequence[str]], doing: str) -> Iterator[None]:
     """An API refusal (401/403/404/407) while `doing` becomes the documented `BatchApiRefusedError`,
-    not retried: a retry would be refused the same way. `batch_ids()` names the batches made so far."""
+    not retried: a retry would be refused the same way. `batch_ids()` names the batches made so far.
+    """
     import anthropic
 
-    from airflow_provider_claude_batch.batch.polling import REFUSED_STATUSES
     from airflow_provider_claude_batch.exceptions import BatchApiRefusedError
+    from airflow_provider_claude_batch.wait.polling import REFUSED_STATUSES
 
     try:
         yield
@@ -106,7 +105,9 @@ def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequen
             raise
         raise BatchApiRefusedError(
             f"The API refused {doing} ({hook.describe_error(exc)}): check the connection's key and "
-            "workspace_id, and the batch IDs; retrying would be refused the same way.", list(batch_ids())) from exc
+            "workspace_id, and the batch IDs; retrying would be refused the same way.",
+            list(batch_ids()),
+        ) from exc
 
 
 class ClaudeBatchWaitMixin:
@@ -130,8 +131,12 @@ class ClaudeBatchWaitMixin:
         from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
 
         return ClaudeBatchTrigger(
-            batch_ids, self.claude_batch_conn_id, deadline=deadline, poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval, error_budget=self.polling_error_budget,
+            batch_ids,
+            self.claude_batch_conn_id,
+            deadline=deadline,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            error_budget=self.polling_error_budget,
             cancel_on_kill=self.cancel_on_kill,
         )
 
@@ -141,8 +146,8 @@ class ClaudeBatchWaitMixin:
     @staticmethod
     def _parse_wait_event(event: Any) -> WaitOutcome:
         """The trigger's event, validated: a missing or odd one is an error, never a success."""
-        from airflow_provider_claude_batch.batch.events import WaitOutcome
         from airflow_provider_claude_batch.exceptions import BatchApiError
+        from airflow_provider_claude_batch.wait.events import WaitOutcome
 
         try:
             return WaitOutcome.from_payload(event)
@@ -151,7 +156,7 @@ class ClaudeBatchWaitMixin:
 
     def _raise_for_unended(self, outcome: WaitOutcome) -> None:
         """A wait that did not see every batch end: cancel on the deadline if asked to, then raise."""
-        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+        from airflow_provider_claude_batch.wait.loop import raise_unless_ended_cleanly
 
         if outcome.status == "ended":
             return
@@ -161,7 +166,7 @@ class ClaudeBatchWaitMixin:
 
     def _finish_wait(self, event: Any) -> list[str]:
         """Success only when every batch ended without a cancel."""
-        from airflow_provider_claude_batch.waiter import raise_unless_ended_cleanly
+        from airflow_provider_claude_batch.wait.loop import raise_unless_ended_cleanly
 
         outcome = self._parse_wait_event(event)
         self._raise_for_unended(outcome)
@@ -186,10 +191,11 @@ class ClaudeBatchWaitMixin:
 
     def _cancel_if_user_failed_the_task(self, batch_ids: Sequence[str], context: Context | None) -> None:
         """on_kill runs on any SIGTERM (a clear, mark success, a worker shutdown): only "marked failed"
-        is a request to stop spending."""
+        is a request to stop spending.
+        """
         if not self.cancel_on_kill or not batch_ids or context is None:
             return
-        from airflow_provider_claude_batch.task_state import current_task_state
+        from airflow_provider_claude_batch._compat import current_task_state
 
         try:
             state = current_task_state(context["ti"])
@@ -220,7 +226,8 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
     ui_color = "#e8dccd"
 
     def __init__(
-        self, *,
+        self,
+        *,
         requests: Iterable[Mapping[str, Any]] | Any | None = None,
         requests_path: str | ObjectStoragePath | None = None,
         rows: Iterable[Mapping[str, Any]] | Any | None = None,
@@ -285,15 +292,20 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
     # ---- input ------------------------------------------------------------------------------------
     def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
         """Read, validate, serialize and split the input; raises before any API call if it is bad."""
-        from airflow_provider_claude_batch.batch.requests import RequestDefaults, plan_batches, prepare_requests
         from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
-        from airflow_provider_claude_batch.inputs import request_entries
+        from airflow_provider_claude_batch.input.read import request_entries
+        from airflow_provider_claude_batch.requests.prepare import RequestDefaults, plan_batches, prepare_requests
 
         entries = request_entries(
-            requests=resolve_runtime_value(self.requests, context), requests_path=self.requests_path,
-            rows=resolve_runtime_value(self.rows, context), rows_path=self.rows_path, rows_format=self.rows_format,
-            custom_id_column=self.custom_id_column, params_template=self.params_template,
-            build_params=self.build_params, storage_conn_id=self.storage_conn_id,
+            requests=resolve_runtime_value(self.requests, context),
+            requests_path=self.requests_path,
+            rows=resolve_runtime_value(self.rows, context),
+            rows_path=self.rows_path,
+            rows_format=self.rows_format,
+            custom_id_column=self.custom_id_column,
+            params_template=self.params_template,
+            build_params=self.build_params,
+            storage_conn_id=self.storage_conn_id,
         )
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
         prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
@@ -307,35 +319,48 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
             if largest > self.max_queued_requests:
                 raise BatchInputError(
                     f"A batch of {largest} requests can never fit max_queued_requests={self.max_queued_requests}; "
-                    "lower max_requests_per_batch.")
-        self.log.info("%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
-                      len(prepared), len(prepared.buffer) / 1e6, len(plans), prepared.fingerprint[:16])
+                    "lower max_requests_per_batch."
+                )
+        self.log.info(
+            "%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
+            len(prepared),
+            len(prepared.buffer) / 1e6,
+            len(plans),
+            prepared.fingerprint[:16],
+        )
         return prepared, plans
 
     def record_store(self, context: Context) -> RecordStore:
         """Where this task instance's submission record lives (see `record_store`); raises before any API call
-        when that would be a disk other workers cannot read."""
-        from airflow_provider_claude_batch.record_store import open_record_store
-        from airflow_provider_claude_batch.submission import CreatePolicy
+        when that would be a disk other workers cannot read.
+        """
+        from airflow_provider_claude_batch.submit.create import CreatePolicy
+        from airflow_provider_claude_batch.submit.store import open_record_store
 
         policy = self.create_policy or CreatePolicy()
-        return open_record_store(state_path=self.state_path, storage_conn_id=self.storage_conn_id, context=context,
-                                 settle_seconds=policy.claim_settle_seconds)
+        return open_record_store(
+            state_path=self.state_path,
+            storage_conn_id=self.storage_conn_id,
+            context=context,
+            settle_seconds=policy.claim_settle_seconds,
+        )
 
     # ---- execution --------------------------------------------------------------------------------
     def execute(self, context: Context) -> list[str] | None:
-        from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
+        from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
 
         self._context = context
         store = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
         submitter = Submitter(hook, store, self.create_policy or CreatePolicy())
-        record = submitter.open_record(task_key(context), prepared, plans, force_resubmit=self.force_resubmit,
-                                       attempt_id=str(context["ti"].id))
+        record = submitter.open_record(
+            task_key(context), prepared, plans, force_resubmit=self.force_resubmit, attempt_id=str(context["ti"].id)
+        )
         with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
-            record = self._submit_parts(hook, submitter, record, prepared, plans,
-                                        on_part=lambda done: self._publish(context, done))
+            record = self._submit_parts(
+                hook, submitter, record, prepared, plans, on_part=lambda done: self._publish(context, done)
+            )
         del prepared
         if not self.wait_for_completion:
             return record.batch_ids
@@ -349,8 +374,10 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
             message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
             refused = isinstance(event, Mapping) and event.get("error_kind") == "refused"
             error = BatchApiRefusedError if refused else BatchApiError
-            raise error(f"Waiting for room in the batch queue failed: {message}"
-                        + ("" if refused else "; a retry looks again (nothing was created meanwhile)."))
+            raise error(
+                f"Waiting for room in the batch queue failed: {message}"
+                + ("" if refused else "; a retry looks again (nothing was created meanwhile).")
+            )
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: Any = None) -> list[str]:
@@ -358,9 +385,15 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
         return batch_ids
 
-    def _submit_parts(self, hook: ClaudeBatchHook, submitter: Submitter, record: SubmissionRecord,
-                      prepared: PreparedRequests, plans: list[BatchPlan],
-                      on_part: Callable[[SubmissionRecord], None] | None = None) -> SubmissionRecord:
+    def _submit_parts(
+        self,
+        hook: ClaudeBatchHook,
+        submitter: Submitter,
+        record: SubmissionRecord,
+        prepared: PreparedRequests,
+        plans: list[BatchPlan],
+        on_part: Callable[[SubmissionRecord], None] | None = None,
+    ) -> SubmissionRecord:
         """Give every planned batch its batch, part by part, waiting for queue room first if guarded."""
         for part in record.parts:
             if part.batch_id is None and self.max_queued_requests is not None:
@@ -381,7 +414,7 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
             context["ti"].xcom_push(key=SUBMISSION_RECORD_XCOM_KEY, value=record.to_dict())
 
     def _wait_for_queue_room(self, hook: ClaudeBatchHook, needed: int) -> None:
-        from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
+        from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, still_queued
 
         now = time.time()
         queued = 0
@@ -392,20 +425,30 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         assert self.max_queued_requests is not None
         if fits(queued, needed, self.max_queued_requests):
             return
-        self.log.info("%d requests already queued; %d more would exceed max_queued_requests=%d: waiting deferred",
-                      queued, needed, self.max_queued_requests)
+        self.log.info(
+            "%d requests already queued; %d more would exceed max_queued_requests=%d: waiting deferred",
+            queued,
+            needed,
+            self.max_queued_requests,
+        )
         from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
 
-        self.defer(trigger=ClaudeBatchQueueTrigger(needed, self.max_queued_requests, self.claude_batch_conn_id,
-                                                   poll_interval=self.queue_check_interval,
-                                                   error_budget=self.polling_error_budget),
-                   method_name="execute_after_queue_wait")
+        self.defer(
+            trigger=ClaudeBatchQueueTrigger(
+                needed,
+                self.max_queued_requests,
+                self.claude_batch_conn_id,
+                poll_interval=self.queue_check_interval,
+                error_budget=self.polling_error_budget,
+            ),
+            method_name="execute_after_queue_wait",
+        )
 
     def _wait(self, context: Context, record: SubmissionRecord) -> list[str]:
         deadline = self._deadline(p.created_at for p in record.parts)
         if self.deferrable:
             self.defer(trigger=self._trigger(record.batch_ids, deadline), method_name="execute_complete")
-        from airflow_provider_claude_batch.waiter import wait_in_task
+        from airflow_provider_claude_batch.wait.loop import wait_in_task
 
         outcome = wait_in_task(self._hook(), self._tracker(record.batch_ids, deadline))
         return self._finish_wait(outcome.to_payload())
@@ -432,10 +475,17 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
 
     template_fields: Sequence[str] = (*ClaudeBatchSubmitOperator.template_fields, "output_path")
 
-    def __init__(self, *, output_path: str | ObjectStoragePath, formats: Sequence[str] = ("jsonl",),
-                 max_failed_fraction: float | None = None,
-                 price_overrides: Mapping[str, Mapping[str, float]] | None = None, max_retry_rounds: int = 2,
-                 expiry_warning: timedelta = timedelta(days=3), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        output_path: str | ObjectStoragePath,
+        formats: Sequence[str] = ("jsonl",),
+        max_failed_fraction: float | None = None,
+        price_overrides: Mapping[str, Mapping[str, float]] | None = None,
+        max_retry_rounds: int = 2,
+        expiry_warning: timedelta = timedelta(days=3),
+        **kwargs: Any,
+    ) -> None:
         if "outlets" not in kwargs:
             kwargs["outlets"] = [_output_asset(output_path, kwargs.get("task_id", "claude_batch"))]
         super().__init__(**kwargs)
@@ -472,14 +522,14 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
 
     def _advance(self, context: Context) -> dict[str, Any]:
         """Walk the rounds from the first: recorded and landed ones are re-used, the first open one goes on."""
-        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.batch.requests import plan_batches
-        from airflow_provider_claude_batch.batch.rounds import retry_ids
         from airflow_provider_claude_batch.exceptions import BatchInputError
-        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
-        from airflow_provider_claude_batch.multiround import finalize_rounds, read_rows, round_folder
+        from airflow_provider_claude_batch.output.land import LandingSettings, expected_from_record, land_results
+        from airflow_provider_claude_batch.output.rounds import finalize_rounds, read_rows, round_folder
+        from airflow_provider_claude_batch.requests.prepare import plan_batches
+        from airflow_provider_claude_batch.results.pricing import prices_from_overrides
+        from airflow_provider_claude_batch.results.rounds import retry_ids
         from airflow_provider_claude_batch.storage import as_path
-        from airflow_provider_claude_batch.submission import CreatePolicy, Submitter
+        from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
 
         self._context = context
         # Landed only after every round is paid for: a format the rounds' files would not be written in is
@@ -487,14 +537,19 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         unwritten = sorted(set(self.formats) - {"jsonl", "csv"})
         if unwritten:
             known = "Unknown output format(s)" if set(unwritten) - {"parquet"} else "Output format(s)"
-            raise BatchInputError(f"{known} {unwritten}: the one-task flow writes jsonl and csv (parquet only "
-                                  "from ClaudeBatchResultsOperator without retry rounds). Nothing was submitted.")
+            raise BatchInputError(
+                f"{known} {unwritten}: the one-task flow writes jsonl and csv (parquet only "
+                "from ClaudeBatchResultsOperator without retry rounds). Nothing was submitted."
+            )
         ledger = self.record_store(context)
         prepared, plans = self.prepare(context)
         hook = self._hook()
         output = as_path(self.output_path, self.storage_conn_id)
-        settings = LandingSettings(formats=("jsonl",), expiry_warning_seconds=self.expiry_warning.total_seconds(),
-                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
+        settings = LandingSettings(
+            formats=("jsonl",),
+            expiry_warning_seconds=self.expiry_warning.total_seconds(),
+            prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None,
+        )
         manifests: list[dict[str, Any]] = []
         all_ids: list[str] = []
         chosen = prepared
@@ -502,17 +557,22 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         created: list[float | None]
         for number in range(self.max_retry_rounds + 1):
             if number:
-                plans = plan_batches(chosen, max_requests=self.max_requests_per_batch,
-                                     max_body_bytes=self.max_batch_bytes)
+                plans = plan_batches(
+                    chosen, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes
+                )
             if number == 0 and first_round is not None:
                 batch_ids, created = first_round, [None]
                 # The input given here is the submit task's; where it was split the same way, check exactly.
                 expected = expected_from_record(self._upstream_record(context), chosen.custom_ids, plans)
             else:
                 submitter = Submitter(hook, ledger.for_round(number), self.create_policy or CreatePolicy())
-                record = submitter.open_record(task_key(context), chosen, plans,
-                                               force_resubmit=self.force_resubmit and number == 0,
-                                               attempt_id=str(context["ti"].id))
+                record = submitter.open_record(
+                    task_key(context),
+                    chosen,
+                    plans,
+                    force_resubmit=self.force_resubmit and number == 0,
+                    attempt_id=str(context["ti"].id),
+                )
                 record = self._submit_parts(hook, submitter, record, chosen, plans)
                 batch_ids, created = record.batch_ids, [p.created_at for p in record.parts]
                 expected = expected_from_record(record, chosen.custom_ids, plans)
@@ -529,16 +589,27 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
             if not again:
                 break
             if number == self.max_retry_rounds:
-                self.log.warning("%d requests still failed for retryable reasons after %d retry round(s); "
-                                 "they are reported as failed", len(again), self.max_retry_rounds)
+                self.log.warning(
+                    "%d requests still failed for retryable reasons after %d retry round(s); "
+                    "they are reported as failed",
+                    len(again),
+                    self.max_retry_rounds,
+                )
                 break
-            self.log.info("Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
-                          "expiry); submitting them again as round %d", number, len(again), number + 1)
+            self.log.info(
+                "Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
+                "expiry); submitting them again as round %d",
+                number,
+                len(again),
+                number + 1,
+            )
             try:
                 chosen = prepared.subset(again)
             except KeyError as exc:
-                raise BatchInputError(f"The input given for resubmission lacks requests that failed: {exc}; "
-                                      "give the same input as the submit task.") from None
+                raise BatchInputError(
+                    f"The input given for resubmission lacks requests that failed: {exc}; "
+                    "give the same input as the submit task."
+                ) from None
         del prepared, chosen
         final = finalize_rounds(output, manifests, self.formats, time.time())
         self._landed = (str(output), all_ids)
@@ -551,7 +622,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         deadline = self._deadline(created_at)
         if self.deferrable:
             self.defer(trigger=self._trigger(batch_ids, deadline), method_name="resume")
-        from airflow_provider_claude_batch.waiter import wait_in_task
+        from airflow_provider_claude_batch.wait.loop import wait_in_task
 
         self._raise_for_unended(wait_in_task(hook, self._tracker(batch_ids, deadline)))
 
@@ -579,8 +650,14 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
 
     template_fields: Sequence[str] = (*ClaudeBatchOperator.template_fields, "batch_ids")
 
-    def __init__(self, *, batch_ids: str | Sequence[str] | Any, output_path: str | ObjectStoragePath,
-                 max_retry_rounds: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        batch_ids: str | Sequence[str] | Any,
+        output_path: str | ObjectStoragePath,
+        max_retry_rounds: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(output_path=output_path, max_retry_rounds=max_retry_rounds, **kwargs)
         self.batch_ids = batch_ids
         self._submitted_by = _submitting_task_id(batch_ids)
@@ -588,17 +665,22 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
     def _upstream_record(self, context: Context) -> SubmissionRecord | None:
         """The record of the submit task whose output `batch_ids` is (same DAG run, not mapped), as that task
         published it to XCom: each batch's request count and custom_ids' sha256. Without one, each batch is
-        checked for duplicates and against its own request counts."""
+        checked for duplicates and against its own request counts.
+        """
         if self._submitted_by is None or self.dag is None or not self.dag.has_task(self._submitted_by):
             return None
-        from airflow_provider_claude_batch.batch.ledger import SubmissionRecord
+        from airflow_provider_claude_batch.submit.record import SubmissionRecord
 
         try:
             raw = context["ti"].xcom_pull(task_ids=self._submitted_by, key=SUBMISSION_RECORD_XCOM_KEY)
             return SubmissionRecord.from_dict(raw) if raw is not None else None
         except Exception as exc:
-            self.log.warning("Could not read the submission record of %s (%s); checking each batch's results for "
-                             "duplicates and against its request counts only", self._submitted_by, exc)
+            self.log.warning(
+                "Could not read the submission record of %s (%s); checking each batch's results for "
+                "duplicates and against its request counts only",
+                self._submitted_by,
+                exc,
+            )
             return None
 
     def _first_round(self) -> list[str] | None:
@@ -607,15 +689,18 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         if self.max_retry_rounds:
             return super().execute(context)
-        from airflow_provider_claude_batch.batch.pricing import prices_from_overrides
-        from airflow_provider_claude_batch.landing import LandingSettings, expected_from_record, land_results
+        from airflow_provider_claude_batch.output.land import LandingSettings, expected_from_record, land_results
+        from airflow_provider_claude_batch.results.pricing import prices_from_overrides
         from airflow_provider_claude_batch.storage import as_path
 
         ids = normalize_batch_ids(self.batch_ids)
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
         output = as_path(self.output_path, self.storage_conn_id)
-        settings = LandingSettings(formats=self.formats, expiry_warning_seconds=self.expiry_warning.total_seconds(),
-                                   prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None)
+        settings = LandingSettings(
+            formats=self.formats,
+            expiry_warning_seconds=self.expiry_warning.total_seconds(),
+            prices=prices_from_overrides(self.price_overrides) if self.price_overrides else None,
+        )
         hook = self._hook()
         expected = expected_from_record(self._upstream_record(context))
         with refusals_fail_the_task(hook, lambda: ids, "to report on or serve the batches"):
@@ -646,8 +731,9 @@ def _landed_manifest(folder: ObjectStoragePath, batch_ids: list[str]) -> dict[st
     return manifest if [b["id"] for b in manifest.get("batches", [])] == batch_ids else None
 
 
-def finish_landing(operator: Any, context: Context, manifest: Mapping[str, Any], output: ObjectStoragePath,
-                   batch_ids: list[str]) -> dict[str, Any]:
+def finish_landing(
+    operator: Any, context: Context, manifest: Mapping[str, Any], output: ObjectStoragePath, batch_ids: list[str]
+) -> dict[str, Any]:
     """Report, announce the asset, apply the failure policy, and return the manifest's summary for XCom."""
     from airflow_provider_claude_batch.exceptions import TooManyFailuresError
 
@@ -658,12 +744,16 @@ def finish_landing(operator: Any, context: Context, manifest: Mapping[str, Any],
         raise TooManyFailuresError(
             f"{manifest['failed']} of {manifest['requests']} requests failed ({fraction:.1%} > "
             f"max_failed_fraction {operator.max_failed_fraction:.1%}); the results were landed under {output}.",
-            batch_ids)
-    summary = {k: manifest[k] for k in ("output_path", "requests", "counts", "failed", "failed_fraction",
-                                        "usage_total", "cost")}
+            batch_ids,
+        )
+    summary = {
+        k: manifest[k]
+        for k in ("output_path", "requests", "counts", "failed", "failed_fraction", "usage_total", "cost")
+    }
     if "rounds" in manifest:
-        summary["rounds"] = [{k: r[k] for k in ("round", "batch_ids", "requests", "counts")}
-                             for r in manifest["rounds"]]
+        summary["rounds"] = [
+            {k: r[k] for k in ("round", "batch_ids", "requests", "counts")} for r in manifest["rounds"]
+        ]
     return summary | {"batch_ids": batch_ids}
 
 
@@ -671,20 +761,39 @@ def report_manifest(log: Any, manifest: Mapping[str, Any]) -> None:
     """The landing's summary in the task log: counts, tokens, dollars at batch vs standard price."""
     cost = manifest["cost"]
     usage = manifest["usage_total"]
-    log.info("Landed %d results under %s: %s", manifest["requests"], manifest["output_path"],
-             ", ".join(f"{n} {k}" for k, n in manifest["counts"].items() if n))
-    log.info("Tokens: %d input, %d output, %d cache writes (5m) + %d (1h), %d cache reads",
-             usage.get("input_tokens", 0), usage.get("output_tokens", 0), usage.get("cache_write_5m_tokens", 0),
-             usage.get("cache_write_1h_tokens", 0), usage.get("cache_read_tokens", 0))
-    log.info("Cost: $%.4f at batch price; $%.4f at standard price; saved $%.4f (prices as of %s)",
-             cost["batch_usd"], cost["standard_usd"], cost["savings_usd"], cost["prices_as_of"])
+    log.info(
+        "Landed %d results under %s: %s",
+        manifest["requests"],
+        manifest["output_path"],
+        ", ".join(f"{n} {k}" for k, n in manifest["counts"].items() if n),
+    )
+    log.info(
+        "Tokens: %d input, %d output, %d cache writes (5m) + %d (1h), %d cache reads",
+        usage.get("input_tokens", 0),
+        usage.get("output_tokens", 0),
+        usage.get("cache_write_5m_tokens", 0),
+        usage.get("cache_write_1h_tokens", 0),
+        usage.get("cache_read_tokens", 0),
+    )
+    log.info(
+        "Cost: $%.4f at batch price; $%.4f at standard price; saved $%.4f (prices as of %s)",
+        cost["batch_usd"],
+        cost["standard_usd"],
+        cost["savings_usd"],
+        cost["prices_as_of"],
+    )
     if cost["unpriced_models"]:
-        log.warning("No price known for %s: their tokens are reported without dollars; pass "
-                    "price_overrides to price them", ", ".join(cost["unpriced_models"]))
+        log.warning(
+            "No price known for %s: their tokens are reported without dollars; pass price_overrides to price them",
+            ", ".join(cost["unpriced_models"]),
+        )
     if manifest["failed"]:
-        log.warning("%d of %d requests failed (%s); their rows are in failures.jsonl", manifest["failed"],
-                    manifest["requests"], ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items())
-                    or "canceled/expired")
+        log.warning(
+            "%d of %d requests failed (%s); their rows are in failures.jsonl",
+            manifest["failed"],
+            manifest["requests"],
+            ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items()) or "canceled/expired",
+        )
 
 
 def openlineage_facets(landed: tuple[str, list[str]] | None) -> Any:
@@ -701,8 +810,10 @@ def openlineage_facets(landed: tuple[str, list[str]] | None) -> Any:
     bucket, _, key = rest.partition("/")
     namespace = f"{scheme}://{bucket}" if scheme != "file" else "file"
     name = key.rstrip("/") if scheme != "file" else "/" + rest.strip("/")
-    return OperatorLineage(inputs=[Dataset(namespace="anthropic://message-batches", name=b) for b in batch_ids],
-                           outputs=[Dataset(namespace=namespace, name=name)])
+    return OperatorLineage(
+        inputs=[Dataset(namespace="anthropic://message-batches", name=b) for b in batch_ids],
+        outputs=[Dataset(namespace=namespace, name=name)],
+    )
 
 
 def _output_asset(output_path: Any, task_id: str) -> Any:

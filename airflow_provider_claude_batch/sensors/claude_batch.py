@@ -12,21 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
-from airflow_provider_claude_batch.compat import AirflowException, AirflowSkipException
+from airflow_provider_claude_batch._compat import AirflowException, AirflowSkipException
 from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_ERROR_BUDGET, DEFAULT_MAX_POLL_INTERVAL
-from airflow_provider_claude_batch.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.claude_batch import (
     ClaudeBatchWaitMixin,
     default_deferrable,
     normalize_batch_ids,
 )
+from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
 
-    from airflow_provider_claude_batch.batch.waiting import WaitTracker
+    from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 
 class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
@@ -43,11 +43,17 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
     operator_extra_links = CONSOLE_LINKS
     ui_color = "#e8dccd"
 
-    def __init__(self, *, batch_ids: str | Sequence[str] | Any,
-                 claude_batch_conn_id: str = DEFAULT_CONN_ID,
-                 deferrable: bool | None = None, max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-                 polling_error_budget: float = DEFAULT_ERROR_BUDGET, cancel_on_kill: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        batch_ids: str | Sequence[str] | Any,
+        claude_batch_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool | None = None,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        polling_error_budget: float = DEFAULT_ERROR_BUDGET,
+        cancel_on_kill: bool = False,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("poke_interval", 30.0)
         super().__init__(**kwargs)
         self.batch_ids = batch_ids
@@ -75,7 +81,7 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
             return super().execute(context)
         ids = self._ids_for(context)
         # One look first: batches that already ended need no trip through the triggerer.
-        from airflow_provider_claude_batch.waiter import poll_once
+        from airflow_provider_claude_batch.wait.loop import poll_once
 
         tracker = self._tracker(ids, time.time() + 365 * 86400)
         decision = poll_once(self._hook(), tracker, time.time())
@@ -90,18 +96,20 @@ class ClaudeBatchSensor(ClaudeBatchWaitMixin, BaseSensorOperator):
                 raise
             return None
         created = [_epoch(s.created_at) for s in tracker.latest.values()]
-        self.defer(trigger=self._trigger(ids, self._deadline(created)), method_name="execute_complete",
-                   timeout=self.wait_timeout)
+        self.defer(
+            trigger=self._trigger(ids, self._deadline(created)),
+            method_name="execute_complete",
+            timeout=self.wait_timeout,
+        )
 
     def poke(self, context: Context) -> bool:
-        from airflow_provider_claude_batch.waiter import poll_once
+        from airflow_provider_claude_batch.wait.loop import poll_once
 
         self._context = context
         ids = self._ids_for(context)
         if self._tracker_state is None or self._tracker_state.batch_ids != ids:
             self._tracker_state = self._tracker(ids, time.time() + 365 * 86400)  # the sensor's timeout rules
-        decision = poll_once(self._hook(),
-                             self._tracker_state, time.time())
+        decision = poll_once(self._hook(), self._tracker_state, time.time())
         if decision.outcome is None:
             return False
         self._finish_wait(decision.outcome.to_payload())

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.api_errors import describe_api_error, mask_secrets, retry_after
-from airflow_provider_claude_batch.batch.events import WaitOutcome
-from airflow_provider_claude_batch.batch.listing import coalesce_patience
-from airflow_provider_claude_batch.batch.polling import (
+from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, mask_secrets, retry_after
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, still_queued
+from airflow_provider_claude_batch.wait.events import WaitOutcome
+from airflow_provider_claude_batch.wait.listing import coalesce_patience
+from airflow_provider_claude_batch.wait.poller import SharedPoller, shared_poller
+from airflow_provider_claude_batch.wait.polling import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     ErrorBudget,
     queue_check_after_error,
 )
-from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, still_queued
-from airflow_provider_claude_batch.batch.waiting import WaitTracker
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.triggers.poller import SharedPoller, shared_poller
+from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -46,10 +46,18 @@ PROGRESS_EVERY = 600.0
 class ClaudeBatchTrigger(BaseTrigger):
     """Poll one or many batches until all have ended, the deadline passes, or the API fails for good."""
 
-    def __init__(self, batch_ids: Sequence[str], conn_id: str = ClaudeBatchHook.default_conn_name, *,
-                 deadline: float, poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL, error_budget: float = DEFAULT_ERROR_BUDGET,
-                 cancel_on_kill: bool = False, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        batch_ids: Sequence[str],
+        conn_id: str = ClaudeBatchHook.default_conn_name,
+        *,
+        deadline: float,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        error_budget: float = DEFAULT_ERROR_BUDGET,
+        cancel_on_kill: bool = False,
+        started_at: float | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.batch_ids = list(batch_ids)
         self.conn_id = conn_id
@@ -61,12 +69,19 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.started_at = time.time() if started_at is None else float(started_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "batch_ids": self.batch_ids, "conn_id": self.conn_id, "deadline": self.deadline,
-            "poll_interval": self.poll_interval, "max_poll_interval": self.max_poll_interval,
-            "error_budget": self.error_budget, "cancel_on_kill": self.cancel_on_kill,
-            "started_at": self.started_at,
-        })
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_ids": self.batch_ids,
+                "conn_id": self.conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "error_budget": self.error_budget,
+                "cancel_on_kill": self.cancel_on_kill,
+                "started_at": self.started_at,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with shared_poller(self.conn_id, self.batch_ids) as poller:
@@ -74,8 +89,14 @@ class ClaudeBatchTrigger(BaseTrigger):
         yield TriggerEvent(outcome.to_payload())
 
     def tracker(self) -> WaitTracker:
-        return WaitTracker(self.batch_ids, self.deadline, self.poll_interval, self.max_poll_interval,
-                           self.error_budget, self.started_at)
+        return WaitTracker(
+            self.batch_ids,
+            self.deadline,
+            self.poll_interval,
+            self.max_poll_interval,
+            self.error_budget,
+            self.started_at,
+        )
 
     async def _wait(self, poller: SharedPoller) -> WaitOutcome:
         tracker = self.tracker()
@@ -97,11 +118,14 @@ class ClaudeBatchTrigger(BaseTrigger):
                     answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                     described = poller.describe(exc)
-                    decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc),
-                                                   described, now)
+                    decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc), described, now)
                     if decision.action == "sleep":
-                        self.log.warning("Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep "
-                                         "running.", described, tracker.failures, decision.delay)
+                        self.log.warning(
+                            "Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep running.",
+                            described,
+                            tracker.failures,
+                            decision.delay,
+                        )
                 else:
                     read_at = answer.read_at
                     decision = tracker.after_success(answer.snapshots, now)
@@ -147,7 +171,7 @@ async def _current_task_state(trigger: BaseTrigger) -> str | None:
     try:
         from asgiref.sync import sync_to_async
 
-        from airflow_provider_claude_batch.task_state import current_task_state
+        from airflow_provider_claude_batch._compat import current_task_state
 
         return await sync_to_async(current_task_state)(ti)
     except Exception as exc:
@@ -163,8 +187,15 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
     event (the operator fails, retryably; nothing was created meanwhile).
     """
 
-    def __init__(self, needed: int, max_queued: int, conn_id: str = ClaudeBatchHook.default_conn_name, *,
-                 poll_interval: float = 60.0, error_budget: float = DEFAULT_ERROR_BUDGET) -> None:
+    def __init__(
+        self,
+        needed: int,
+        max_queued: int,
+        conn_id: str = ClaudeBatchHook.default_conn_name,
+        *,
+        poll_interval: float = 60.0,
+        error_budget: float = DEFAULT_ERROR_BUDGET,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.needed = int(needed)
         self.max_queued = int(max_queued)
@@ -173,10 +204,16 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
         self.error_budget = float(error_budget)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "needed": self.needed, "max_queued": self.max_queued, "conn_id": self.conn_id,
-            "poll_interval": self.poll_interval, "error_budget": self.error_budget,
-        })
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "needed": self.needed,
+                "max_queued": self.max_queued,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "error_budget": self.error_budget,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
@@ -190,8 +227,11 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
         try:
             client = (await hook.get_async_conn()).with_options(max_retries=0)
         except Exception as exc:  # a broken connection definition must end the wait with a reason
-            return {"status": "error", "error_kind": "refused",
-                    "message": mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}")}
+            return {
+                "status": "error",
+                "error_kind": "refused",
+                "message": mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}"),
+            }
         import anthropic  # already loaded by get_async_conn, off the event loop
 
         budget = ErrorBudget(self.error_budget)
@@ -201,21 +241,33 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
                 queued = await queued_requests_async(client)
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                 described = hook.describe_error(exc)
-                check = queue_check_after_error(budget, getattr(exc, "status_code", None), retry_after(exc),
-                                                self.poll_interval, time.time())
+                check = queue_check_after_error(
+                    budget, getattr(exc, "status_code", None), retry_after(exc), self.poll_interval, time.time()
+                )
                 if check.action == "stop":
                     spent = "" if check.kind == "refused" else f" for {self.error_budget / 60:.1f} min"
-                    return {"status": "error", "error_kind": check.kind,
-                            "message": f"Cannot list batches{spent}: {described}"}
-                self.log.warning("Listing batches failed (%s), attempt %d; trying again in %.1f s", described,
-                                 budget.failures, check.delay)
+                    return {
+                        "status": "error",
+                        "error_kind": check.kind,
+                        "message": f"Cannot list batches{spent}: {described}",
+                    }
+                self.log.warning(
+                    "Listing batches failed (%s), attempt %d; trying again in %.1f s",
+                    described,
+                    budget.failures,
+                    check.delay,
+                )
                 delay = check.delay
             else:
                 budget.record_success()
                 if fits(queued, self.needed, self.max_queued):
                     return {"status": "fits", "queued": queued}
-                self.log.info("%d requests queued in the workspace; %d more would exceed max_queued_requests=%d; "
-                              "waiting", queued, self.needed, self.max_queued)
+                self.log.info(
+                    "%d requests queued in the workspace; %d more would exceed max_queued_requests=%d; waiting",
+                    queued,
+                    self.needed,
+                    self.max_queued,
+                )
             await asyncio.sleep(delay)
 
 

@@ -25,8 +25,10 @@ TRIGGERERS = ("triggerer-1", "triggerer-2")
 PROD_COMPONENTS = ("api-server", "scheduler", "dag-processor", *TRIGGERERS, *WORKERS)
 WORKER_CONCURRENCY = 4
 HOSTNAME_MODULE = "e2e_hostname"
-MISSING_SERVICES = ("PostgreSQL and redis-server are needed by the production-shape suite; "
-                    "install them with `apt-get install -y postgresql redis-server` (.ci/run does it when missing)")
+MISSING_SERVICES = (
+    "PostgreSQL and redis-server are needed by the production-shape suite; "
+    "install them with `apt-get install -y postgresql redis-server` (.ci/run does it when missing)"
+)
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -72,16 +74,45 @@ class PostgresServer:
         as_user: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
         with open(self.root / "initdb.log", "wb") as log:
-            subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                            "--no-sync"], check=True, stdout=log, stderr=subprocess.STDOUT, env=env,
-                           cwd=self.root, timeout=180, **as_user)
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+                timeout=180,
+                **as_user,
+            )
         log_file = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
         # Durability is not under test here: fsync off keeps a loaded 2-core machine responsive.
         self.process = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.root),
-             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True, **as_user)
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.root,
+            start_new_session=True,
+            **as_user,
+        )
         log_file.close()
         wait_for("PostgreSQL to accept connections", self._create_database, timeout=120, interval=0.5)
         return self
@@ -90,11 +121,13 @@ class PostgresServer:
         import psycopg2
 
         try:
-            connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                                          connect_timeout=5)
+            connection = psycopg2.connect(
+                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=5
+            )
         except psycopg2.OperationalError as exc:
             assert self.process is not None and self.process.poll() is None, (
-                f"PostgreSQL exited: {(self.root / 'postgres.log').read_text(errors='replace')[-2000:]}")
+                f"PostgreSQL exited: {(self.root / 'postgres.log').read_text(errors='replace')[-2000:]}"
+            )
             raise OSError(str(exc)) from exc
         connection.autocommit = True
         with contextlib.closing(connection), connection.cursor() as cursor:
@@ -105,8 +138,9 @@ class PostgresServer:
         """Read the metadata DB directly (what the REST API does not show, e.g. trigger assignment)."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=self.database,
-                                      connect_timeout=10)
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=self.database, connect_timeout=10
+        )
         with contextlib.closing(connection), connection.cursor() as cursor:
             cursor.execute(sql, args)
             return list(cursor.fetchall())
@@ -135,8 +169,23 @@ class RedisServer:
             raise AssertionError(MISSING_SERVICES)
         log_file = open(self.root / "redis.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log_file.close()
         wait_for("Redis to answer", self._ping, timeout=60, interval=0.2)
         return self
@@ -201,9 +250,18 @@ class ProductionStack(AirflowStack):
     def command(self, component: str) -> list[str]:
         assert component in self.components, component
         if component in WORKERS:
-            return [self.airflow, "celery", "worker", "--celery-hostname", f"{component}@127.0.0.1",
-                    "--concurrency", str(WORKER_CONCURRENCY), "--without-mingle", "--without-gossip",
-                    "--skip-serve-logs"]
+            return [
+                self.airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{component}@127.0.0.1",
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+                "--without-mingle",
+                "--without-gossip",
+                "--skip-serve-logs",
+            ]
         if component in TRIGGERERS:
             # Airflow's log server binds every interface; the suite reads the machines' logs from disk.
             return [self.airflow, "triggerer", "--skip-serve-logs"]
@@ -213,13 +271,15 @@ class ProductionStack(AirflowStack):
         env = self.env()
         if component in WORKERS or component in TRIGGERERS:
             home = self.machine_home(component)
-            env.update({
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(home), os.environ.get("PYTHONPATH")])),
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{HOSTNAME_MODULE}.hostname",
-                "E2E_HOSTNAME": component,
-            })
+            env.update(
+                {
+                    "AIRFLOW_HOME": str(home),
+                    "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(home), os.environ.get("PYTHONPATH")])),
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{HOSTNAME_MODULE}.hostname",
+                    "E2E_HOSTNAME": component,
+                }
+            )
         return env
 
     def migrate(self) -> None:
@@ -228,10 +288,17 @@ class ProductionStack(AirflowStack):
             home = self.machine_home(machine)
             install_dags(home / "dags", self.home / "dags")
             (home / f"{HOSTNAME_MODULE}.py").write_text(
-                "import os\n\n\ndef hostname() -> str:\n    return os.environ['E2E_HOSTNAME']\n")
+                "import os\n\n\ndef hostname() -> str:\n    return os.environ['E2E_HOSTNAME']\n"
+            )
         with open(self.logs / "db-migrate.log", "wb") as log:
-            subprocess.run([self.airflow, "db", "migrate"], env=self.env(), check=True, stdout=log,
-                           stderr=subprocess.STDOUT, timeout=600)
+            subprocess.run(
+                [self.airflow, "db", "migrate"],
+                env=self.env(),
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+            )
 
     def freeze(self, component: str) -> None:
         """SIGSTOP the component's whole process group: alive, but silent (no heartbeat, no work)."""

@@ -74,31 +74,33 @@ class AirflowStack:
     def env(self) -> dict[str, str]:
         # The test process's own Airflow settings (unit-test mode, its home) must not leak in.
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
-        base.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
-            **self.database_env(),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(self.home), os.environ.get("PYTHONPATH")])),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": self.base_url,
-            # A 500 then names its database error ("database is locked" is retried by `request`).
-            "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
-            "AIRFLOW__API__SECRET_KEY": self._secret("api"),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
-            # A killed triggerer's triggers move to the next one after this many seconds without a heartbeat.
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        })
+        base.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
+                **self.database_env(),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.home), os.environ.get("PYTHONPATH")])),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                # A 500 then names its database error ("database is locked" is retried by `request`).
+                "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
+                "AIRFLOW__API__SECRET_KEY": self._secret("api"),
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+                # A killed triggerer's triggers move to the next one after this many seconds without a heartbeat.
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            }
+        )
         base.update(self.env_overrides)
         return base
 
@@ -131,10 +133,17 @@ class AirflowStack:
     def migrate(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         (self.home / f"{SETTINGS_MODULE}.py").write_text(
-            f"CONNECT_ARGS = {{'timeout': {SQLITE_BUSY_TIMEOUT_SECONDS}}}\n")
+            f"CONNECT_ARGS = {{'timeout': {SQLITE_BUSY_TIMEOUT_SECONDS}}}\n"
+        )
         with open(self.logs / "db-migrate.log", "wb") as log:
-            subprocess.run([self.airflow, "db", "migrate"], env=self.env(), check=True, stdout=log,
-                           stderr=subprocess.STDOUT, timeout=300)
+            subprocess.run(
+                [self.airflow, "db", "migrate"],
+                env=self.env(),
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+            )
         # Write-ahead logging: readers (the API server's GETs, the UI) no longer block the writers
         # (scheduler, triggerer) or the other way round. The mode stays with the file.
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
@@ -143,8 +152,13 @@ class AirflowStack:
     def start(self, component: str) -> None:
         log = open(self.logs / f"{component}.log", "ab")  # noqa: SIM115 - owned by the process
         self.processes[component] = subprocess.Popen(
-            self.command(component), env=self.component_env(component), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_terminate_with_parent)
+            self.command(component),
+            env=self.component_env(component),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
+        )
         log.close()
 
     def start_all(self) -> None:
@@ -206,8 +220,9 @@ class AirflowStack:
         to expose it). Any other error carries the server's answer and the components' logs."""
         data = json.dumps(payload).encode() if payload is not None else None
         for attempt in range(1, 11):
-            request = urllib.request.Request(self.base_url + route, data=data, method=method,
-                                             headers={"content-type": "application/json"})
+            request = urllib.request.Request(
+                self.base_url + route, data=data, method=method, headers={"content-type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=90) as response:
                     body = response.read()
@@ -250,34 +265,51 @@ class AirflowStack:
         return {ti["task_id"]: ti for ti in listing["task_instances"]}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-                         "?deserialize=true&stringify=false")
+        entry = self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+            "?deserialize=true&stringify=false"
+        )
         return entry["value"]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
         """The run once it is finished; a failure message carries the task states and component logs."""
         try:
-            run = wait_for(f"run {dag_id}/{run_id} to finish",
-                           lambda: (r := self.run(dag_id, run_id))["state"] in TERMINAL_RUN_STATES and r,
-                           timeout)
+            run = wait_for(
+                f"run {dag_id}/{run_id} to finish",
+                lambda: (r := self.run(dag_id, run_id))["state"] in TERMINAL_RUN_STATES and r,
+                timeout,
+            )
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\ntasks: {self._ti_states(dag_id, run_id)}\n{self.tail()}") from exc
         if run["state"] != "success":
-            raise AssertionError(f"run {dag_id}/{run_id} ended {run['state']}; tasks: "
-                                 f"{self._ti_states(dag_id, run_id)}\n{self.tail()}")
+            raise AssertionError(
+                f"run {dag_id}/{run_id} ended {run['state']}; tasks: {self._ti_states(dag_id, run_id)}\n{self.tail()}"
+            )
         return dict(run)
 
     def create_backfill(self, dag_id: str, first: str, last: str, *, reprocess: str, max_active_runs: int) -> int:
         """A backfill of `dag_id` over the dates `first`..`last` (YYYY-MM-DD), through the REST API."""
-        backfill = self.request("POST", "/api/v2/backfills", {
-            "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
-            "max_active_runs": max_active_runs, "reprocess_behavior": reprocess})
+        backfill = self.request(
+            "POST",
+            "/api/v2/backfills",
+            {
+                "dag_id": dag_id,
+                "from_date": f"{first}T00:00:00Z",
+                "to_date": f"{last}T00:00:00Z",
+                "max_active_runs": max_active_runs,
+                "reprocess_behavior": reprocess,
+            },
+        )
         return int(backfill["id"])
 
     def wait_for_backfill(self, dag_id: str, backfill_id: int, timeout: float = 600) -> dict[str, str]:
         """{ds: run_id} of the backfill's runs once it has completed; each run must have succeeded."""
-        wait_for(f"backfill {backfill_id} to complete",
-                 lambda: self.get(f"/api/v2/backfills/{backfill_id}")["completed_at"], timeout, interval=2)
+        wait_for(
+            f"backfill {backfill_id} to complete",
+            lambda: self.get(f"/api/v2/backfills/{backfill_id}")["completed_at"],
+            timeout,
+            interval=2,
+        )
         runs = {}
         for run in self.runs(dag_id):
             if run["run_type"] == "backfill" and run.get("backfill_id", backfill_id) == backfill_id:
@@ -285,11 +317,21 @@ class AirflowStack:
                 runs[str(run["logical_date"])[:10]] = run["dag_run_id"]
         return runs
 
-    def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: set[str],
-                            timeout: float = 240) -> dict[str, Any]:
-        return dict(wait_for(f"{dag_id}/{run_id}/{task_id} to be {states}",
-                             lambda: (ti := self.task_instances(dag_id, run_id).get(task_id)) is not None
-                             and ti["state"] in states and ti, timeout, interval=0.5))
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 240
+    ) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                f"{dag_id}/{run_id}/{task_id} to be {states}",
+                lambda: (
+                    (ti := self.task_instances(dag_id, run_id).get(task_id)) is not None
+                    and ti["state"] in states
+                    and ti
+                ),
+                timeout,
+                interval=0.5,
+            )
+        )
 
     def _ti_states(self, dag_id: str, run_id: str) -> dict[str, Any]:
         try:
@@ -315,12 +357,22 @@ def examples_env(emulator_url: str, api_key: str, s3_url: str, output: str) -> d
     """Connections to the emulator and the S3-compatible server, and the examples' settings for fast
     drills (poll every second, retry after 2 s), landing under `output`."""
     return {
-        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps({
-            "conn_type": "claude_batch", "host": emulator_url, "password": api_key,
-            "extra": {"timeout": 30, "max_retries": 2}}),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"}}),
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT": json.dumps(
+            {
+                "conn_type": "claude_batch",
+                "host": emulator_url,
+                "password": api_key,
+                "extra": {"timeout": 30, "max_retries": 2},
+            }
+        ),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_url, "region_name": "us-east-1"},
+            }
+        ),
         "CLAUDE_BATCH_EXAMPLES_OUTPUT": output,
         "CLAUDE_BATCH_EXAMPLES_POLL_SECONDS": "1",
         "CLAUDE_BATCH_EXAMPLES_RETRY_DELAY_SECONDS": "2",

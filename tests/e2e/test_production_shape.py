@@ -66,7 +66,10 @@ class Deployment:
         rows = self.postgres.query(
             "SELECT t.id, j.hostname FROM task_instance ti JOIN trigger t ON t.id = ti.trigger_id "
             "LEFT JOIN job j ON j.id = t.triggerer_id WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = %s",
-            dag_id, run_id, task_id)
+            dag_id,
+            run_id,
+            task_id,
+        )
         return rows[0] if rows else (None, None)
 
 
@@ -83,15 +86,24 @@ def prod(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[D
         deploy_variant(dags / name, dags / name, {f"schedule={schedule}": "schedule=None"})
     deploy_variant(dags / "backfill_partitions.py", dags / "backfill_partitions.py", {"catchup=True": "catchup=False"})
 
-    s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing",
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket=bucket)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         os.environ.pop(name, None)
     emulator = EmulatorServer(EmulatorConfig(processing_seconds=PROCESSING_SECONDS)).start()
     emulator.control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
-    env = deployment_env({**examples_env(emulator.url, emulator.api_key, s3_server, f"s3://{bucket}/examples"),
-                          "CLAUDE_BATCH_EXAMPLES_STORAGE_CONN": "aws_default"})
+    env = deployment_env(
+        {
+            **examples_env(emulator.url, emulator.api_key, s3_server, f"s3://{bucket}/examples"),
+            "CLAUDE_BATCH_EXAMPLES_STORAGE_CONN": "aws_default",
+        }
+    )
     started = time.monotonic()
     try:
         with services() as (postgres, redis):
@@ -130,12 +142,15 @@ def _trigger_log(stack: ProductionStack, triggerer: str, dag_id: str, run_id: st
 
 def _figures(record_metric: Any, drill: str, made: list[dict[str, Any]], started: float) -> None:
     cancels = sum(batch["cancel_calls"] for batch in made)
-    record_metric(f"production shape, {drill}",
-                  f"{len(made)} batches created, {cancels} cancel calls, {time.monotonic() - started:.0f} s")
+    record_metric(
+        f"production shape, {drill}",
+        f"{len(made)} batches created, {cancels} cancel calls, {time.monotonic() - started:.0f} s",
+    )
 
 
 def test_worker_killed_right_after_create_retry_on_the_other_worker_reattaches(
-    prod: Deployment, record_metric: Any,
+    prod: Deployment,
+    record_metric: Any,
 ) -> None:
     stack, control = prod.stack, prod.emulator.control
     started, before = time.monotonic(), len(prod.batches())
@@ -167,7 +182,8 @@ def test_worker_killed_right_after_create_retry_on_the_other_worker_reattaches(
 
 
 def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
-    prod: Deployment, record_metric: Any,
+    prod: Deployment,
+    record_metric: Any,
 ) -> None:
     stack, control = prod.stack, prod.emulator.control
     started, before = time.monotonic(), len(prod.batches())
@@ -179,8 +195,9 @@ def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
     try:
         run_id = stack.trigger(EVAL, "2026-11-25T00:00:00Z")
         stack.wait_for_task_state(EVAL, run_id, "answers", {"deferred"})
-        trigger_id, holder = wait_for("a triggerer to take the trigger",
-                                      lambda: (t := prod.trigger_of(EVAL, run_id, "answers"))[1] and t, 60, 0.5)
+        trigger_id, holder = wait_for(
+            "a triggerer to take the trigger", lambda: (t := prod.trigger_of(EVAL, run_id, "answers"))[1] and t, 60, 0.5
+        )
         assert holder in TRIGGERERS
         (other,) = set(TRIGGERERS) - {holder}
         seen = polls()
@@ -189,8 +206,12 @@ def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
         stack.freeze(holder)
         frozen_at = time.monotonic()
         try:
-            wait_for(f"the trigger to move to {other}",
-                     lambda: prod.trigger_of(EVAL, run_id, "answers") == (trigger_id, other), 90, interval=0.5)
+            wait_for(
+                f"the trigger to move to {other}",
+                lambda: prod.trigger_of(EVAL, run_id, "answers") == (trigger_id, other),
+                90,
+                interval=0.5,
+            )
             seen = polls()
             wait_for(f"{other} to poll the batch", lambda: polls() > seen + 2, 60, interval=0.5)
         finally:
@@ -199,10 +220,15 @@ def test_triggerer_frozen_past_its_heartbeat_hands_off_and_nothing_is_canceled(
         # Thawed, the first triggerer finds the trigger is no longer its own and stops its copy;
         # Airflow 3.3 calls the trigger's on_kill for that (Airflow issue 73454). The operator's
         # trigger has cancel_on_kill: it must see the task is still deferred and leave the batch.
-        wait_for(f"{holder} to call on_kill on its copy, which leaves the batch running",
-                 lambda: all(line in _trigger_log(stack, holder, EVAL, run_id) for line in (
-                     "Trigger cancelled by user action, invoking on_kill", "not failed: leaving batches")),
-                 90, interval=1)
+        wait_for(
+            f"{holder} to call on_kill on its copy, which leaves the batch running",
+            lambda: all(
+                line in _trigger_log(stack, holder, EVAL, run_id)
+                for line in ("Trigger cancelled by user action, invoking on_kill", "not failed: leaving batches")
+            ),
+            90,
+            interval=1,
+        )
         assert prod.trigger_of(EVAL, run_id, "answers") == (trigger_id, other)
         assert stack.task_instances(EVAL, run_id)["answers"]["state"] == "deferred"
         control.advance(3600)
@@ -242,20 +268,21 @@ def test_scheduler_restarted_mid_run_completes_without_submitting_twice(prod: De
 
 
 def test_backfill_of_twenty_dates_then_reprocessing_it_lands_twenty_partitions_with_twenty_batches(
-    prod: Deployment, record_metric: Any,
+    prod: Deployment,
+    record_metric: Any,
 ) -> None:
     stack = prod.stack
     started, before = time.monotonic(), len(prod.batches())
-    first = stack.create_backfill(BACKFILL, BACKFILL_DATES[0], BACKFILL_DATES[-1], reprocess="none",
-                                  max_active_runs=8)
+    first = stack.create_backfill(BACKFILL, BACKFILL_DATES[0], BACKFILL_DATES[-1], reprocess="none", max_active_runs=8)
     runs = stack.wait_for_backfill(BACKFILL, first, timeout=900)
     assert sorted(runs) == BACKFILL_DATES
     manifests = {ds: prod.assert_complete("backfill_partitions", ds, REVIEWS) for ds in BACKFILL_DATES}
     after_first = len(prod.batches())
     first_took = time.monotonic() - started
 
-    second = stack.create_backfill(BACKFILL, BACKFILL_DATES[0], BACKFILL_DATES[-1], reprocess="completed",
-                                   max_active_runs=8)
+    second = stack.create_backfill(
+        BACKFILL, BACKFILL_DATES[0], BACKFILL_DATES[-1], reprocess="completed", max_active_runs=8
+    )
     assert stack.wait_for_backfill(BACKFILL, second, timeout=900) == runs  # the same runs, cleared and run again
     made = prod.batches()[before:]
     _figures(record_metric, f"20-date backfill ({first_took:.0f} s) then reprocessed", made, started)

@@ -68,16 +68,30 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     install_dags(home / "dags", REPO / "dags_examples")
     # The backfill example has catchup on, as a UI-backfill DAG should; unpaused here it would also
     # catch up every day since its start date. The drill wants exactly the 7 dates it backfills.
-    deploy_variant(home / "dags" / "backfill_partitions.py", home / "dags" / "backfill_partitions.py",
-                    {"catchup=True": "catchup=False"})
+    deploy_variant(
+        home / "dags" / "backfill_partitions.py",
+        home / "dags" / "backfill_partitions.py",
+        {"catchup=True": "catchup=False"},
+    )
     # The nightly example once more, unscheduled, landing on the S3-compatible server.
-    deploy_variant(home / "dags" / "nightly_classification.py", home / "dags" / "e2e_nightly_s3.py", {
-        f'"{NIGHTLY}"': f'"{S3_DAG}"', 'schedule="@daily"': "schedule=None",
-        'OUTPUT_ROOT + "/nightly_classification/{{ ds }}/"': f'"s3://{bucket}/nightly/{{{{ ds }}}}/"',
-        "storage_conn_id=STORAGE_CONN": 'storage_conn_id="aws_default"'})
+    deploy_variant(
+        home / "dags" / "nightly_classification.py",
+        home / "dags" / "e2e_nightly_s3.py",
+        {
+            f'"{NIGHTLY}"': f'"{S3_DAG}"',
+            'schedule="@daily"': "schedule=None",
+            'OUTPUT_ROOT + "/nightly_classification/{{ ds }}/"': f'"s3://{bucket}/nightly/{{{{ ds }}}}/"',
+            "storage_conn_id=STORAGE_CONN": 'storage_conn_id="aws_default"',
+        },
+    )
 
-    boto3.client("s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
     emulator = EmulatorServer(EmulatorConfig(processing_seconds=PROCESSING_SECONDS)).start()
     emulator.control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
     output = home / "output"
@@ -100,7 +114,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
             stack.unpause(dag_id)
         scheduled = {}
         for dag_id in (NIGHTLY, EVAL, BACKFILL):
-            run = wait_for(f"the scheduler to start a run of {dag_id}", lambda dag_id=dag_id: stack.runs(dag_id), 120)[0]
+            run = wait_for(f"the scheduler to start a run of {dag_id}", lambda dag_id=dag_id: stack.runs(dag_id), 120)[
+                0
+            ]
             scheduled[dag_id] = stack.wait_for_run(dag_id, run["dag_run_id"])
         print(f"Scheduled runs done {time.monotonic() - started:.0f} s after start")
         yield Deployment(stack, emulator, output, bucket, s3_server, scheduled)
@@ -134,8 +150,10 @@ def test_scheduled_runs_of_the_three_task_and_one_task_flows_land_complete_resul
     assert landed["counts"]["succeeded"] == REVIEWS
     # One batch per scheduled run (the backfill DAG's latest date is the third), none canceled.
     made = deployment.batches()
-    ours = {*stack.xcom(NIGHTLY, nightly["dag_run_id"], "submit"),
-            *stack.xcom(EVAL, eval_run["dag_run_id"], "answers")["batch_ids"]}
+    ours = {
+        *stack.xcom(NIGHTLY, nightly["dag_run_id"], "submit"),
+        *stack.xcom(EVAL, eval_run["dag_run_id"], "answers")["batch_ids"],
+    }
     assert len(made) == 3 and ours <= {batch["id"] for batch in made}
     assert not any(batch["canceled"] for batch in made)
 
@@ -152,8 +170,11 @@ def test_triggerer_killed_while_tasks_are_deferred_then_restarted_completes_with
         stack.wait_for_task_state(NIGHTLY, nightly, "wait", {"deferred"})
         stack.wait_for_task_state(EVAL, evaluation, "answers", {"deferred"})
         polls = control.state(custom_ids=False)["calls"].get("retrieve", 0)
-        wait_for("the triggerer to poll the batches", lambda: control.state(custom_ids=False)["calls"]
-                 .get("retrieve", 0) > polls + 2, 60)
+        wait_for(
+            "the triggerer to poll the batches",
+            lambda: control.state(custom_ids=False)["calls"].get("retrieve", 0) > polls + 2,
+            60,
+        )
 
         stack.kill("triggerer", signal.SIGKILL)
         time.sleep(3)
@@ -203,9 +224,11 @@ def test_rate_limit_storm_and_two_hour_outage_while_waiting_are_ridden_out(deplo
         stack.wait_for_task_state(NIGHTLY, run_id, "wait", {"deferred"})
         start = deployment.responses()
         outage_started = control.now()
-        control.inject({"endpoint": "retrieve", "status": 429, "count": 4},
-                       {"endpoint": "retrieve", "status": 529, "count": 4},
-                       {"endpoint": "retrieve", "status": 503, "for_seconds": 2 * 3600})
+        control.inject(
+            {"endpoint": "retrieve", "status": 429, "count": 4},
+            {"endpoint": "retrieve", "status": 529, "count": 4},
+            {"endpoint": "retrieve", "status": 503, "for_seconds": 2 * 3600},
+        )
 
         def failed_polls() -> int:
             now = deployment.responses()
@@ -272,8 +295,13 @@ def test_output_to_an_s3_compatible_server_lands_like_local_output(deployment: D
     run_id = stack.trigger(S3_DAG, "2026-11-05T00:00:00Z")
     stack.wait_for_run(S3_DAG, run_id)
 
-    s3 = boto3.client("s3", endpoint_url=deployment.s3_url, aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=deployment.s3_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     prefix = "nightly/2026-11-05/"
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=deployment.bucket, Prefix=prefix)["Contents"]}
     manifest = json.loads(s3.get_object(Bucket=deployment.bucket, Key=prefix + "_manifest.json")["Body"].read())

@@ -13,18 +13,25 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batch.ledger import TaskKey
-from airflow_provider_claude_batch.batch.requests import plan_batches, prepare_requests
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.record_store import RecordStore, TaskStateRecordStore
+from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
 from airflow_provider_claude_batch.storage import as_path
-from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
+from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
+from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+from airflow_provider_claude_batch.submit.record import TaskKey
+from airflow_provider_claude_batch.submit.store import RecordStore, TaskStateRecordStore
 from tests.dag_runner import requires_task_state_store, run_dag, write_dag
 from tests.helpers import make_requests
 
-POLICY = CreatePolicy(reconcile_seconds=1, reconcile_poll_seconds=0.1, backoff_seconds=0.05,
-                      claim_settle_seconds=0.5, claim_stale_seconds=60, claim_poll_seconds=0.05)
+POLICY = CreatePolicy(
+    reconcile_seconds=1,
+    reconcile_poll_seconds=0.1,
+    backoff_seconds=0.05,
+    claim_settle_seconds=0.5,
+    claim_stale_seconds=60,
+    claim_poll_seconds=0.05,
+)
 
 
 class MetastoreAccessor:
@@ -80,34 +87,40 @@ def _race(store: RecordStore, key: TaskKey) -> list[list[str]]:
     return [results[1], results[2]]
 
 
-def _assert_one_create_per_batch(control: EmulatorControl, outcome: list[list[str]],
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def _assert_one_create_per_batch(
+    control: EmulatorControl, outcome: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
     state = control.state()
     assert state["batches_created"] == 2 and state["calls"]["create"] == 2
     assert outcome[0] == outcome[1] == [b["id"] for b in state["batches"]]
     assert "holds the claim" in caplog.text  # the second attempt waited on the first one's claim
 
 
-def test_two_attempts_on_local_disk_create_once(claude_conn: str, control: EmulatorControl, tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_two_attempts_on_local_disk_create_once(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
-    outcome = _race(SubmissionLedger(as_path(str(tmp_path)), settle_seconds=0.5), TaskKey("d", "t", "r"))
+    outcome = _race(PathRecordStore(as_path(str(tmp_path)), settle_seconds=0.5), TaskKey("d", "t", "r"))
     _assert_one_create_per_batch(control, outcome, caplog)
 
 
-def test_two_attempts_on_s3_create_once(claude_conn: str, control: EmulatorControl, s3_bucket: str,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_two_attempts_on_s3_create_once(
+    claude_conn: str, control: EmulatorControl, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
-    store = SubmissionLedger(as_path(f"s3://{s3_bucket}/state", "aws_default"), settle_seconds=0.5)
+    store = PathRecordStore(as_path(f"s3://{s3_bucket}/state", "aws_default"), settle_seconds=0.5)
     _assert_one_create_per_batch(control, _race(store, TaskKey("d", "t", "r")), caplog)
 
 
 @requires_task_state_store
-def test_two_attempts_on_the_task_state_store_create_once(airflow_db: Path, claude_conn: str,
-                                                          control: EmulatorControl,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
-    run = run_dag(write_dag(airflow_db, "concurrent_store", "from airflow.sdk import task\n"
-                                                            "@task\ndef submit():\n    return 1\nsubmit()")).run
+def test_two_attempts_on_the_task_state_store_create_once(
+    airflow_db: Path, claude_conn: str, control: EmulatorControl, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = run_dag(
+        write_dag(
+            airflow_db, "concurrent_store", "from airflow.sdk import task\n@task\ndef submit():\n    return 1\nsubmit()"
+        )
+    ).run
     caplog.set_level(logging.INFO)
     store = TaskStateRecordStore(MetastoreAccessor(run.dag_id, run.run_id, "submit"), settle_seconds=0.5)
     outcome = _race(store, TaskKey(run.dag_id, "submit", run.run_id))

@@ -18,10 +18,16 @@ pytestmark = pytest.mark.slow
 
 
 def _demo(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("AIRFLOW", "ANTHROPIC_", "CLAUDE_BATCH_EXAMPLES_"))}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "run_demo.py")], capture_output=True, text=True,
-                          env={**clean, "CLAUDE_BATCH_DEMO_HOME": str(home), **env}, timeout=600)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ANTHROPIC_", "CLAUDE_BATCH_EXAMPLES_"))
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_demo.py")],
+        capture_output=True,
+        text=True,
+        env={**clean, "CLAUDE_BATCH_DEMO_HOME": str(home), **env},
+        timeout=600,
+    )
 
 
 def test_without_a_key_the_demo_runs_the_nightly_example_on_the_emulator_and_reports_cost(tmp_path: Path) -> None:
@@ -38,9 +44,14 @@ def test_without_a_key_the_demo_runs_the_nightly_example_on_the_emulator_and_rep
 
 
 def test_with_a_key_the_demo_says_what_it_will_spend_before_submitting_to_the_api(
-        tmp_path: Path, emulator: EmulatorServer) -> None:
-    demo = _demo(tmp_path, ANTHROPIC_API_KEY=emulator.api_key, ANTHROPIC_BASE_URL=emulator.url,
-                 CLAUDE_BATCH_EXAMPLES_POLL_SECONDS="1")
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    demo = _demo(
+        tmp_path,
+        ANTHROPIC_API_KEY=emulator.api_key,
+        ANTHROPIC_BASE_URL=emulator.url,
+        CLAUDE_BATCH_EXAMPLES_POLL_SECONDS="1",
+    )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
     announcement = out.index("ANTHROPIC_API_KEY is set: this run submits 60 short reviews")

@@ -37,21 +37,29 @@ def client(emulator: EmulatorServer) -> Iterator[anthropic.Anthropic]:
         yield sdk
 
 
-@pytest.mark.parametrize("headers", [
-    {"content-type": "text/plain"},                                # what a cross-site form can send
-    {"content-type": "application/json"},                          # JSON, but no key
-    {"content-type": "application/json", "x-api-key": "guessed"},  # a wrong key
-    {"content-type": "text/plain", "x-api-key": "emulator-key"},   # the key, but not JSON
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},  # what a cross-site form can send
+        {"content-type": "application/json"},  # JSON, but no key
+        {"content-type": "application/json", "x-api-key": "guessed"},  # a wrong key
+        {"content-type": "text/plain", "x-api-key": "emulator-key"},  # the key, but not JSON
+    ],
+)
 def test_a_web_page_cannot_switch_key_checking_off_or_inject_faults(
-        emulator: EmulatorServer, client: anthropic.Anthropic, headers: dict[str, str]) -> None:
-    for route, payload in (("config", {"api_key": None}),
-                           ("faults", {"faults": [{"endpoint": "*", "status": 500, "count": 100}]})):
+    emulator: EmulatorServer, client: anthropic.Anthropic, headers: dict[str, str]
+) -> None:
+    for route, payload in (
+        ("config", {"api_key": None}),
+        ("faults", {"faults": [{"endpoint": "*", "status": 500, "count": 100}]}),
+    ):
         status, answer = _post(f"{emulator.url}/_emulator/{route}", json.dumps(payload).encode(), headers)
         assert status in (401, 415), answer
         assert answer["type"] == "error"
-    with (anthropic.Anthropic(base_url=emulator.url, api_key="not-the-key", max_retries=0) as stranger,
-          pytest.raises(anthropic.AuthenticationError)):
+    with (
+        anthropic.Anthropic(base_url=emulator.url, api_key="not-the-key", max_retries=0) as stranger,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
         stranger.messages.batches.list()
     client.messages.batches.list()  # no fault was injected
     assert emulator.control.state()["faults_pending"] == []
@@ -72,25 +80,29 @@ def test_the_api_key_or_the_control_token_opens_the_control_routes(emulator: Emu
     assert emulator.control.state()["batches_created"] == 0
 
 
-@pytest.mark.parametrize(("route", "body"), [
-    ("config", b"{not json"),
-    ("config", b"[1, 2]"),
-    ("config", b'{"processing_seconds": "soon"}'),
-    ("config", b'{"max_body_bytes": -1}'),
-    ("config", b'{"no_such_setting": 1}'),
-    ("clock", b'{"advance_seconds": "an hour"}'),
-    ("clock", b'{"set_epoch": null}'),
-    ("faults", b'{"faults": "all of them"}'),
-    ("faults", b'{"faults": [{"endpoint": "list", "status": 500, "count": "three"}]}'),
-    ("faults", b'{"faults": [{"endpoint": "list", "status": "500"}]}'),
-    ("faults", b'{"faults": [{"endpoint": "list", "for_seconds": "long"}]}'),
-    ("faults", b'{"faults": [{"endpoint": "nowhere"}]}'),
-    ("outcomes", b'{"rules": [{"match": "(unclosed"}]}'),
-    ("outcomes", b'{"rules": [{"match": "x", "times": "twice"}]}'),
-    ("outcomes", b'{"rules": [7]}'),
-])
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("config", b"{not json"),
+        ("config", b"[1, 2]"),
+        ("config", b'{"processing_seconds": "soon"}'),
+        ("config", b'{"max_body_bytes": -1}'),
+        ("config", b'{"no_such_setting": 1}'),
+        ("clock", b'{"advance_seconds": "an hour"}'),
+        ("clock", b'{"set_epoch": null}'),
+        ("faults", b'{"faults": "all of them"}'),
+        ("faults", b'{"faults": [{"endpoint": "list", "status": 500, "count": "three"}]}'),
+        ("faults", b'{"faults": [{"endpoint": "list", "status": "500"}]}'),
+        ("faults", b'{"faults": [{"endpoint": "list", "for_seconds": "long"}]}'),
+        ("faults", b'{"faults": [{"endpoint": "nowhere"}]}'),
+        ("outcomes", b'{"rules": [{"match": "(unclosed"}]}'),
+        ("outcomes", b'{"rules": [{"match": "x", "times": "twice"}]}'),
+        ("outcomes", b'{"rules": [7]}'),
+    ],
+)
 def test_malformed_control_input_gets_a_400_and_breaks_nothing_later(
-        emulator: EmulatorServer, client: anthropic.Anthropic, route: str, body: bytes) -> None:
+    emulator: EmulatorServer, client: anthropic.Anthropic, route: str, body: bytes
+) -> None:
     headers = {"content-type": "application/json", "x-api-key": emulator.control_token}
     status, answer = _post(f"{emulator.url}/_emulator/{route}", body, headers)
     assert status == 400, answer
@@ -105,9 +117,11 @@ def test_malformed_control_input_gets_a_400_and_breaks_nothing_later(
 # ---- bodies, over raw sockets against a separate emulator process ------------------------------------
 def _send_headers(port: int, content_length: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"POST /v1/messages/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: emulator-key\r\n"
-                 f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
-                 f"content-length: {content_length}\r\n\r\n".encode())
+    sock.sendall(
+        f"POST /v1/messages/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: emulator-key\r\n"
+        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+        f"content-length: {content_length}\r\n\r\n".encode()
+    )
     return sock
 
 
@@ -123,7 +137,8 @@ def _status_of(sock: socket.socket) -> int:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_a_declared_content_length_is_not_allocated_and_a_stalled_body_times_out(
-        emulator_process: EmulatorProcess) -> None:
+    emulator_process: EmulatorProcess,
+) -> None:
     control = emulator_process.control
     control.configure(body_idle_seconds=2.0, body_total_seconds=60.0)
     declared = 200_000_000
@@ -147,12 +162,14 @@ def test_a_trickling_body_times_out_while_others_are_served(emulator_process: Em
     control.configure(body_idle_seconds=1.0, body_total_seconds=2.0)
     stop = threading.Event()
     with _send_headers(emulator_process.port, 10_000) as trickling:
+
         def trickle() -> None:
             while not stop.wait(0.2):
                 try:
                     trickling.sendall(b" ")
                 except OSError:
                     return
+
         feeder = threading.Thread(target=trickle, daemon=True)
         feeder.start()
         try:

@@ -33,8 +33,7 @@ def _wait_ended(client: anthropic.Anthropic, batch_id: str) -> MessageBatch:
 def test_create_retrieve_and_results_round_trip(client: anthropic.Anthropic, control: EmulatorControl) -> None:
     control.configure(processing_seconds=0.2)
     control.set_outcomes({"match": "req-3", "outcome": "errored", "error_type": "overloaded_error"})
-    requests = [*make_requests(5),
-                {"custom_id": "bad-params", "params": message_params(max_tokens=0)}]
+    requests = [*make_requests(5), {"custom_id": "bad-params", "params": message_params(max_tokens=0)}]
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
     assert batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 6
@@ -101,8 +100,9 @@ def test_delete_only_after_the_batch_ended(client: anthropic.Anthropic, control:
         client.messages.batches.retrieve(batch.id)
 
 
-def test_clock_jumps_expire_a_batch_and_archive_its_results(client: anthropic.Anthropic,
-                                                           control: EmulatorControl) -> None:
+def test_clock_jumps_expire_a_batch_and_archive_its_results(
+    client: anthropic.Anthropic, control: EmulatorControl
+) -> None:
     control.configure(processing_seconds=48 * 3600)
     control.set_outcomes({"match": "req-0", "outcome": "expired"})
     batch = client.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
@@ -118,8 +118,10 @@ def test_clock_jumps_expire_a_batch_and_archive_its_results(client: anthropic.An
 
 
 def test_a_wrong_key_gets_401(emulator: EmulatorServer) -> None:
-    with (anthropic.Anthropic(base_url=emulator.url, api_key="sk-wrong", max_retries=0) as wrong,
-          pytest.raises(anthropic.AuthenticationError) as caught):
+    with (
+        anthropic.Anthropic(base_url=emulator.url, api_key="sk-wrong", max_retries=0) as wrong,
+        pytest.raises(anthropic.AuthenticationError) as caught,
+    ):
         wrong.messages.batches.list()
     assert caught.value.status_code == 401
     assert caught.value.type == "authentication_error"
@@ -127,8 +129,10 @@ def test_a_wrong_key_gets_401(emulator: EmulatorServer) -> None:
 
 
 def test_the_x_api_key_header_is_accepted_too(emulator: EmulatorServer) -> None:
-    response = httpx2.get(f"{emulator.url}/v1/messages/batches",
-                          headers={"x-api-key": emulator.api_key, "anthropic-version": "2023-06-01"})
+    response = httpx2.get(
+        f"{emulator.url}/v1/messages/batches",
+        headers={"x-api-key": emulator.api_key, "anthropic-version": "2023-06-01"},
+    )
     assert response.status_code == 200
     missing_version = httpx2.get(f"{emulator.url}/v1/messages/batches", headers={"x-api-key": emulator.api_key})
     assert missing_version.status_code == 400
@@ -146,9 +150,15 @@ def test_unknown_ids_and_paths_get_404_envelopes(client: anthropic.Anthropic) ->
 
 
 def test_a_foreign_workspace_header_is_refused(emulator: EmulatorServer) -> None:
-    with (anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0,
-                              default_headers={"anthropic-workspace-id": "wrkspc_other"}) as sdk,
-          pytest.raises(anthropic.PermissionDeniedError)):
+    with (
+        anthropic.Anthropic(
+            base_url=emulator.url,
+            api_key=emulator.api_key,
+            max_retries=0,
+            default_headers={"anthropic-workspace-id": "wrkspc_other"},
+        ) as sdk,
+        pytest.raises(anthropic.PermissionDeniedError),
+    ):
         sdk.messages.batches.list()
 
 
@@ -171,13 +181,21 @@ def test_a_body_over_the_size_limit_gets_413(client: anthropic.Anthropic, contro
     assert control.state()["batches_created"] == 0
 
 
-@pytest.mark.parametrize(("status", "error_class", "error_type"), [
-    (429, anthropic.RateLimitError, "rate_limit_error"),
-    (500, anthropic.InternalServerError, "api_error"),
-    (529, anthropic.OverloadedError, "overloaded_error"),
-])
-def test_status_faults_per_endpoint(client: anthropic.Anthropic, control: EmulatorControl, status: int,
-                                    error_class: type[anthropic.APIStatusError], error_type: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "error_class", "error_type"),
+    [
+        (429, anthropic.RateLimitError, "rate_limit_error"),
+        (500, anthropic.InternalServerError, "api_error"),
+        (529, anthropic.OverloadedError, "overloaded_error"),
+    ],
+)
+def test_status_faults_per_endpoint(
+    client: anthropic.Anthropic,
+    control: EmulatorControl,
+    status: int,
+    error_class: type[anthropic.APIStatusError],
+    error_type: str,
+) -> None:
     control.inject({"endpoint": "list", "status": status, "retry_after": 2})
     with pytest.raises(error_class) as caught:
         client.messages.batches.list()
@@ -223,8 +241,10 @@ def test_the_sdks_own_retry_of_a_lost_create_pays_twice(emulator: EmulatorServer
 
 def test_a_create_that_times_out_still_made_the_batch(emulator: EmulatorServer, control: EmulatorControl) -> None:
     control.inject({"endpoint": "create", "kind": "lost_response", "mode": "timeout", "delay_seconds": 1.0})
-    with (anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0, timeout=0.3) as sdk,
-          pytest.raises(anthropic.APITimeoutError)):
+    with (
+        anthropic.Anthropic(base_url=emulator.url, api_key=emulator.api_key, max_retries=0, timeout=0.3) as sdk,
+        pytest.raises(anthropic.APITimeoutError),
+    ):
         sdk.messages.batches.create(requests=make_requests(2))  # type: ignore[arg-type]
     time.sleep(0.8)
     assert control.state()["batches_created"] == 1

@@ -50,8 +50,12 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
 
     bag = DagBag(dag_folder=str(examples))
     assert bag.import_errors == {}
-    assert {"claude_batch_nightly_classification", "claude_batch_eval_run", "claude_batch_backfill_partitions",
-            "claude_batch_smoke"} <= set(bag.dag_ids)
+    assert {
+        "claude_batch_nightly_classification",
+        "claude_batch_eval_run",
+        "claude_batch_backfill_partitions",
+        "claude_batch_smoke",
+    } <= set(bag.dag_ids)
     for dag_id in ("claude_batch_nightly_classification", "claude_batch_eval_run", "claude_batch_backfill_partitions"):
         assert bag.get_dag(dag_id).doc_md, dag_id  # each says when to use it
 

@@ -75,9 +75,17 @@ async def test_the_async_client_is_built_once_and_closed(claude_conn: str, contr
 
 
 def test_an_anthropic_type_connection_works(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MY_ANTHROPIC", json.dumps({
-        "conn_type": "anthropic", "host": emulator.url, "password": emulator.api_key,
-        "extra": {"anthropic_client_kwargs": {"timeout": 15, "max_retries": 1}}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MY_ANTHROPIC",
+        json.dumps(
+            {
+                "conn_type": "anthropic",
+                "host": emulator.url,
+                "password": emulator.api_key,
+                "extra": {"anthropic_client_kwargs": {"timeout": 15, "max_retries": 1}},
+            }
+        ),
+    )
     hook = ClaudeBatchHook(claude_batch_conn_id="my_anthropic")
     assert hook.settings.timeout == 15
     assert hook.create_batch(make_requests(1)).type == "message_batch"
@@ -90,33 +98,45 @@ def test_test_connection_reports_success(claude_conn: str) -> None:
 
 
 def test_test_connection_reports_a_rejected_key(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(
-        {"conn_type": "claude_batch", "host": emulator.url, "password": SECRET}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT",
+        json.dumps({"conn_type": "claude_batch", "host": emulator.url, "password": SECRET}),
+    )
     ok, message = ClaudeBatchHook().test_connection()
     assert not ok
     assert "Authentication failed" in message and SECRET not in message
 
 
 def test_test_connection_reports_an_unreachable_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(
-        {"conn_type": "claude_batch", "host": "http://127.0.0.1:9", "password": SECRET, "extra": {"timeout": 2}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT",
+        json.dumps(
+            {"conn_type": "claude_batch", "host": "http://127.0.0.1:9", "password": SECRET, "extra": {"timeout": 2}}
+        ),
+    )
     ok, message = ClaudeBatchHook().test_connection()
     assert not ok
     assert "Cannot reach http://127.0.0.1:9" in message and SECRET not in message
 
 
 def test_test_connection_without_a_key(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(
-        {"conn_type": "claude_batch", "host": emulator.url}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps({"conn_type": "claude_batch", "host": emulator.url})
+    )
     ok, message = ClaudeBatchHook().test_connection()
     assert not ok and "No API key" in message
 
 
-def test_the_key_never_reaches_logs_reprs_or_errors(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps(
-        {"conn_type": "claude_batch", "host": emulator.url, "password": SECRET}))
+def test_the_key_never_reaches_logs_reprs_or_errors(
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT",
+        json.dumps({"conn_type": "claude_batch", "host": emulator.url, "password": SECRET}),
+    )
     caplog.set_level(logging.DEBUG)
     hook = ClaudeBatchHook()
     seen = [repr(hook), str(hook), repr(hook.settings), repr(vars(hook))]

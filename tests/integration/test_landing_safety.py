@@ -16,7 +16,7 @@ import pytest
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.exceptions import ClaudeBatchError, ResultsArchivedError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.landing import land_results
+from airflow_provider_claude_batch.output.land import land_results
 from airflow_provider_claude_batch.storage import as_path
 from tests.helpers import make_requests
 
@@ -28,9 +28,17 @@ ID_SET_BYTES_PER_REQUEST = 112
 def _ended_batch(control: EmulatorControl, count: int, prefix: str = "req") -> str:
     control.configure(processing_seconds=0)
     hook = ClaudeBatchHook()
-    body = [{"custom_id": f"{prefix}-{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 16,
-                                                      "messages": [{"role": "user", "content": "x" * 400}]}}
-            for i in range(count)]
+    body = [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "params": {
+                "model": "claude-sonnet-5-5",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "x" * 400}],
+            },
+        }
+        for i in range(count)
+    ]
     return hook.create_batch(body).id
 
 
@@ -46,8 +54,14 @@ def _visible_files(root: Path) -> dict[str, str]:
 
 def _probe(output: str, batch_id: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.landing_probe", output, batch_id], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.landing_probe", output, batch_id],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _kill_mid_stream(process: subprocess.Popen[str], staging_root: Path) -> None:
@@ -65,7 +79,8 @@ def _kill_mid_stream(process: subprocess.Popen[str], staging_root: Path) -> None
 
 
 def test_a_kill_mid_stream_leaves_no_file_then_the_previous_complete_files(
-        claude_conn: str, control: EmulatorControl, tmp_path: Path) -> None:
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     batch_id = _ended_batch(control, 3000)
     out = tmp_path / "out"
     out.mkdir()
@@ -77,7 +92,8 @@ def test_a_kill_mid_stream_leaves_no_file_then_the_previous_complete_files(
     complete = _visible_files(out)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == {
-        k: v for k, v in complete.items() if k != "_manifest.json"}
+        k: v for k, v in complete.items() if k != "_manifest.json"
+    }
 
     control.inject({"endpoint": "results", "kind": "slow_stream", "delay_seconds": 0.3})
     _kill_mid_stream(_probe(str(out), batch_id), out)
@@ -89,8 +105,9 @@ def test_a_kill_mid_stream_leaves_no_file_then_the_previous_complete_files(
     assert rerun["files"] == manifest["files"]  # a re-run rewrites identical content
 
 
-def test_a_kill_mid_stream_publishes_nothing_to_s3(claude_conn: str, control: EmulatorControl, tmp_path: Path,
-                                                    s3_server: str, s3_bucket: str) -> None:
+def test_a_kill_mid_stream_publishes_nothing_to_s3(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path, s3_server: str, s3_bucket: str
+) -> None:
     from tests.integration.test_land_results import _objects
 
     batch_id = _ended_batch(control, 3000)
@@ -104,8 +121,9 @@ def test_a_kill_mid_stream_publishes_nothing_to_s3(claude_conn: str, control: Em
     assert len(_objects(s3_server, s3_bucket)) == 4  # raw, results, failures, manifest
 
 
-def test_an_exception_mid_stream_leaves_nothing_behind(claude_conn: str, control: EmulatorControl,
-                                                       tmp_path: Path) -> None:
+def test_an_exception_mid_stream_leaves_nothing_behind(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     batch_id = _ended_batch(control, 500)
     out = tmp_path / "out"
     control.inject({"endpoint": "results", "kind": "cut_stream", "after_lines": 200, "count": 3})
@@ -114,8 +132,9 @@ def test_an_exception_mid_stream_leaves_nothing_behind(claude_conn: str, control
     assert list(out.iterdir()) == []  # no final file and no staging left
 
 
-def test_an_exception_mid_stream_leaves_nothing_on_s3(claude_conn: str, control: EmulatorControl,
-                                                      s3_server: str, s3_bucket: str) -> None:
+def test_an_exception_mid_stream_leaves_nothing_on_s3(
+    claude_conn: str, control: EmulatorControl, s3_server: str, s3_bucket: str
+) -> None:
     from tests.integration.test_land_results import _objects
 
     batch_id = _ended_batch(control, 500)
@@ -126,8 +145,8 @@ def test_an_exception_mid_stream_leaves_nothing_on_s3(claude_conn: str, control:
 
 
 def test_a_failed_upload_publishes_no_partial_object_and_no_manifest(
-        claude_conn: str, control: EmulatorControl, s3_server: str, s3_bucket: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    claude_conn: str, control: EmulatorControl, s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from tests.integration.test_land_results import _objects
@@ -143,15 +162,16 @@ def test_a_failed_upload_publishes_no_partial_object_and_no_manifest(
             raise ConnectionResetError("upload interrupted")
         return real_copy(source, target, length)
 
-    monkeypatch.setattr("airflow_provider_claude_batch.landing.shutil.copyfileobj", copy_then_break)
+    monkeypatch.setattr("airflow_provider_claude_batch.output.land.shutil.copyfileobj", copy_then_break)
     with pytest.raises(ConnectionResetError):
         land_results(ClaudeBatchHook(), [batch_id], as_path(f"s3://aws_default@{s3_bucket}/out/"))
     objects = _objects(s3_server, s3_bucket)
     assert list(objects) == [f"out/raw/{batch_id}.jsonl"]  # the first file, whole; nothing partial; no manifest
 
 
-def test_a_stream_that_breaks_once_is_read_again_without_duplicate_rows(claude_conn: str, control: EmulatorControl,
-                                                                        tmp_path: Path) -> None:
+def test_a_stream_that_breaks_once_is_read_again_without_duplicate_rows(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     batch_id = _ended_batch(control, 500)
     out = tmp_path / "out"
     control.inject({"endpoint": "results", "kind": "cut_stream", "after_lines": 200})
@@ -164,8 +184,9 @@ def test_a_stream_that_breaks_once_is_read_again_without_duplicate_rows(claude_c
 
 
 @pytest.mark.slow
-def test_memory_does_not_grow_with_the_number_of_results(claude_conn: str, control: EmulatorControl,
-                                                         tmp_path: Path, record_metric) -> None:  # type: ignore[no-untyped-def]
+def test_memory_does_not_grow_with_the_number_of_results(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path, record_metric
+) -> None:  # type: ignore[no-untyped-def]
     growth = {}
     for count in (10_000, 100_000):
         batch_id = _ended_batch(control, count, prefix=f"m{count}")
@@ -178,8 +199,10 @@ def test_memory_does_not_grow_with_the_number_of_results(claude_conn: str, contr
     # batch, bounded by the API's 100,000 requests per batch): 90,000 more IDs of this size are about 10 MB.
     id_set = 90_000 * ID_SET_BYTES_PER_REQUEST
     assert growth[100_000] - growth[10_000] < 8 * 2**20 + id_set, growth
-    record_metric("landing, peak RSS growth", f"{growth[10_000] / 1e6:.1f} MB for 10k results, "
-                                              f"{growth[100_000] / 1e6:.1f} MB for 100k results")
+    record_metric(
+        "landing, peak RSS growth",
+        f"{growth[10_000] / 1e6:.1f} MB for 10k results, {growth[100_000] / 1e6:.1f} MB for 100k results",
+    )
 
 
 def test_archived_results_fail_at_once_with_dates(claude_conn: str, control: EmulatorControl, tmp_path: Path) -> None:
@@ -190,8 +213,13 @@ def test_archived_results_fail_at_once_with_dates(claude_conn: str, control: Emu
     assert "results" not in control.state()["calls"]
 
 
-def test_results_close_to_expiry_warn(claude_conn: str, control: EmulatorControl, tmp_path: Path,
-                                      capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_results_close_to_expiry_warn(
+    claude_conn: str,
+    control: EmulatorControl,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     batch_id = _ended_batch(control, 2)
     control.advance(27 * 86400)
     land_results(ClaudeBatchHook(), [batch_id], as_path(str(tmp_path / "out")), now=control.now)

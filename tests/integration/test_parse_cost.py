@@ -35,12 +35,16 @@ def _public_modules(*, include_emulator: bool) -> list[str]:
 
 
 def _probe(modules: list[str]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(modules)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(modules)], capture_output=True, text=True, check=True, timeout=120
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-DAG_FACING = ["airflow_provider_claude_batch.operators.claude_batch", "airflow_provider_claude_batch.sensors.claude_batch"]
+DAG_FACING = [
+    "airflow_provider_claude_batch.operators.claude_batch",
+    "airflow_provider_claude_batch.sensors.claude_batch",
+]
 
 
 def _measure(modules: list[str], label: str, record_metric, repeats: int) -> None:  # type: ignore[no-untyped-def]
@@ -49,9 +53,11 @@ def _measure(modules: list[str], label: str, record_metric, repeats: int) -> Non
         assert run["anthropic_loaded"] == []
     added = statistics.median(float(r["added_seconds"]) for r in runs)  # type: ignore[arg-type]
     sdk = statistics.median(float(r["sdk_seconds"]) for r in runs)  # type: ignore[arg-type]
-    record_metric(f"parse cost: {label} over `import airflow.sdk`",
-                  f"{added * 1000:.1f} ms median of {repeats} (airflow.sdk itself: {sdk * 1000:.0f} ms); "
-                  f"{len(runs[0]['added_modules'])} modules added")  # type: ignore[arg-type]
+    record_metric(
+        f"parse cost: {label} over `import airflow.sdk`",
+        f"{added * 1000:.1f} ms median of {repeats} (airflow.sdk itself: {sdk * 1000:.0f} ms); "
+        f"{len(runs[0]['added_modules'])} modules added",
+    )  # type: ignore[arg-type]
 
 
 def test_what_a_dag_file_imports_does_not_import_the_sdk_and_is_measured(record_metric) -> None:  # type: ignore[no-untyped-def]

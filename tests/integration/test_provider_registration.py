@@ -38,9 +38,12 @@ def test_providers_manager_sees_the_hook_and_the_form() -> None:
     assert hook.connection_id_attribute_name == "claude_batch_conn_id"
 
 
-@pytest.mark.skipif(AIRFLOW_VERSION < (3, 1), reason="Airflow 3.0 reads a hook's form fields and relabeling only "
-                    "when WTForms imports (3.0 does not install it); 3.1 reads the provider info's conn-fields. "
-                    "On 3.0 the extras go in the connection's Extra JSON.")
+@pytest.mark.skipif(
+    AIRFLOW_VERSION < (3, 1),
+    reason="Airflow 3.0 reads a hook's form fields and relabeling only "
+    "when WTForms imports (3.0 does not install it); 3.1 reads the provider info's conn-fields. "
+    "On 3.0 the extras go in the connection's Extra JSON.",
+)
 @pytest.mark.filterwarnings("ignore:ProvidersManager.hooks is deprecated")
 def test_the_connection_form_has_the_extra_fields_and_labels() -> None:
     from airflow.providers_manager import ProvidersManager
@@ -56,9 +59,11 @@ def test_the_connection_form_has_the_extra_fields_and_labels() -> None:
 def test_airflow_providers_list_shows_it(tmp_path: Path) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
-    listed = subprocess.run([str(airflow), "providers", "list"], capture_output=True, text=True, env=env,
-                            timeout=300, check=True)
+    listed = subprocess.run(
+        [str(airflow), "providers", "list"], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
     assert "airflow-provider-claude-batch" in listed.stdout
-    hooks = subprocess.run([str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env,
-                           timeout=300, check=True)
+    hooks = subprocess.run(
+        [str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
     assert "claude_batch" in hooks.stdout and "ClaudeBatchHook" in hooks.stdout

@@ -16,7 +16,7 @@ import pendulum
 import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
-from airflow_provider_claude_batch.record_store import STORE_KEY
+from airflow_provider_claude_batch.submit.store import STORE_KEY
 from tests.dag_runner import requires_task_state_store, rerun_cleared, run_dag, task_state_store_value, write_dag
 
 DATE = pendulum.datetime(2026, 4, 1, tz="UTC")
@@ -29,10 +29,14 @@ def dags(airflow_db: Path, claude_conn: str) -> Path:
 
 
 def _submit(n: int = 2, extra: str = "") -> str:
-    requests = f"[{{'custom_id': f'r{{i}}', 'params': {{'messages': [{{'role': 'user', 'content': f'item {{i}}'}}]}}}} " \
-               f"for i in range({n})]"
-    return (f'submit = ClaudeBatchSubmitOperator(task_id="submit", requests={requests}, model="claude-sonnet-5-5", '
-            f'max_tokens=32, create_policy=FAST{extra})')
+    requests = (
+        f"[{{'custom_id': f'r{{i}}', 'params': {{'messages': [{{'role': 'user', 'content': f'item {{i}}'}}]}}}} "
+        f"for i in range({n})]"
+    )
+    return (
+        f'submit = ClaudeBatchSubmitOperator(task_id="submit", requests={requests}, model="claude-sonnet-5-5", '
+        f"max_tokens=32, create_policy=FAST{extra})"
+    )
 
 
 def _try_number(result: object, task_id: str) -> int:
@@ -41,7 +45,8 @@ def _try_number(result: object, task_id: str) -> int:
 
 @requires_task_state_store
 def test_a_retry_after_the_worker_died_reattaches_through_the_store(
-        dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> None:
+    dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.helpers import die_after_create
 
     made = die_after_create(monkeypatch, 1, "worker killed before the batch ID was recorded")
@@ -51,7 +56,7 @@ def test_a_retry_after_the_worker_died_reattaches_through_the_store(
     assert control.state()["batches_created"] == 1
     assert result.xcom("submit") == made
     record = task_state_store_value(result.run, "submit", STORE_KEY)
-    assert [p["batch_id"] for p in record["parts"]] == made and "\"custom_ids\"" not in json.dumps(record)
+    assert [p["batch_id"] for p in record["parts"]] == made and '"custom_ids"' not in json.dumps(record)
     assert not (HOME_RECORDS / "store_retry").exists()  # nothing on the worker's disk
 
 
@@ -75,8 +80,15 @@ def test_a_cleared_run_reattaches_and_a_deleted_run_starts_afresh(dags: Path, co
 def test_an_explicit_state_path_wins_over_the_store(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
     dag = write_dag(dags, "store_explicit", _submit(2, f", state_path={str(tmp_path)!r}"))
     first = run_dag(dag, DATE)
-    record = json.loads((tmp_path / "store_explicit" / first.run.run_id.replace(":", "%3A").replace("+", "%2B")
-                         / "submit" / "submission.json").read_text())
+    record = json.loads(
+        (
+            tmp_path
+            / "store_explicit"
+            / first.run.run_id.replace(":", "%3A").replace("+", "%2B")
+            / "submit"
+            / "submission.json"
+        ).read_text()
+    )
     assert record["parts"][0]["batch_id"] == first.xcom("submit")[0]
     assert task_state_store_value(first.run, "submit", STORE_KEY) is None
     run_dag(dag, DATE)  # the run is re-created, the file record stays: re-attached
@@ -85,7 +97,8 @@ def test_an_explicit_state_path_wins_over_the_store(dags: Path, control: Emulato
 
 @requires_task_state_store
 def test_a_record_on_the_old_local_default_is_reattached_and_moved_to_the_store(
-        dags: Path, control: EmulatorControl) -> None:
+    dags: Path, control: EmulatorControl
+) -> None:
     legacy = write_dag(dags, "store_legacy", _submit(2, f", state_path={'file://' + str(HOME_RECORDS)!r}"))
     first = run_dag(legacy, DATE)
     assert task_state_store_value(first.run, "submit", STORE_KEY) is None
@@ -97,7 +110,8 @@ def test_a_record_on_the_old_local_default_is_reattached_and_moved_to_the_store(
 
 
 def test_without_a_usable_store_a_non_local_executor_is_refused_before_any_call(
-        dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", "True")  # the store would forget on success
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor,KubernetesExecutor")
     dag = write_dag(dags, "store_refused", _submit(2, ", retries=2, retry_delay=timedelta(0)"))
@@ -110,33 +124,40 @@ def test_without_a_usable_store_a_non_local_executor_is_refused_before_any_call(
     assert not (HOME_RECORDS / "store_refused").exists()
 
 
-def test_without_the_store_a_local_executor_keeps_the_local_disk(claude_conn: str, control: EmulatorControl,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_store_a_local_executor_keeps_the_local_disk(
+    claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow_provider_claude_batch.exceptions import StateNotSharedError
-    from airflow_provider_claude_batch.record_store import open_record_store
-    from airflow_provider_claude_batch.submission import SubmissionLedger
+    from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+    from airflow_provider_claude_batch.submit.store import open_record_store
 
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     store = open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0)
-    assert isinstance(store, SubmissionLedger) and str(HOME_RECORDS) in store.location
+    assert isinstance(store, PathRecordStore) and str(HOME_RECORDS) in store.location
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "airflow.providers.celery.executors.celery_executor.CeleryExecutor")
     with pytest.raises(StateNotSharedError, match="no task state store"):
         open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0)
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__STATE_PATH", "s3://bucket/state")
-    assert open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0).location \
+    assert (
+        open_record_store(state_path=None, storage_conn_id=None, context={}, settle_seconds=0).location
         == "s3://bucket/state"
+    )
 
 
 @requires_task_state_store
 def test_a_corrupt_record_fails_with_its_location_without_retrying_or_creating(
-        dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from airflow._shared.state import TaskScope
     from airflow.state import get_state_backend
 
     dag = write_dag(dags, "store_corrupt", _submit(2, ", retries=2, retry_delay=timedelta(0)"))
     first = run_dag(dag, DATE)
-    get_state_backend().set(TaskScope(dag_id=first.run.dag_id, run_id=first.run.run_id, task_id="submit"),
-                            STORE_KEY, json.dumps({"version": 1, "parts": "??"}))
+    get_state_backend().set(
+        TaskScope(dag_id=first.run.dag_id, run_id=first.run.run_id, task_id="submit"),
+        STORE_KEY,
+        json.dumps({"version": 1, "parts": "??"}),
+    )
     capfd.readouterr()
     broken = rerun_cleared(dag, DATE)
     assert broken.task_state("submit") == "failed" and _try_number(broken, "submit") == 2  # this try only
@@ -156,12 +177,16 @@ def test_a_corrupt_record_fails_with_its_location_without_retrying_or_creating(
 
 
 @requires_task_state_store
-def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path, control: EmulatorControl,
-                                                                      tmp_path: Path) -> None:
+def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
     control.configure(processing_seconds=0.2)
     control.set_outcomes({"match": "r1", "outcome": "errored", "error_type": "overloaded_error", "times": 1})
     out = tmp_path / "out"
-    dag = write_dag(dags, "store_rounds", f"""
+    dag = write_dag(
+        dags,
+        "store_rounds",
+        f"""
         from airflow.sdk import task
 
         @task.claude_batch(output_path={str(out)!r}, model="claude-sonnet-5-5", max_tokens=16, deferrable=True,
@@ -171,7 +196,8 @@ def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path
                     for i in range(3)]
 
         batch()
-    """)
+    """,
+    )
     first = run_dag(dag, DATE)
     assert first.task_state("batch") == "success"
     assert control.state()["batches_created"] == 2
@@ -186,7 +212,8 @@ def test_follow_up_rounds_and_a_decorated_input_live_in_shared_places(dags: Path
 
 @requires_task_state_store
 def test_a_try_that_failed_cleanly_gives_its_claim_back_so_the_retry_creates_at_once(
-        dags: Path, control: EmulatorControl) -> None:
+    dags: Path, control: EmulatorControl
+) -> None:
     import time
 
     control.inject({"endpoint": "create", "status": 429, "count": 3})  # try 1 gives up after FAST's 3 attempts
@@ -201,8 +228,8 @@ def test_a_try_that_failed_cleanly_gives_its_claim_back_so_the_retry_creates_at_
 
 @requires_task_state_store
 def test_a_claim_left_by_a_dead_worker_is_taken_over_once_it_goes_stale(
-        dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    dags: Path, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
     real_create = ClaudeBatchHook.create_batch_streamed
@@ -215,10 +242,15 @@ def test_a_claim_left_by_a_dead_worker_is_taken_over_once_it_goes_stale(
         return real_create(self, chunks, size)
 
     monkeypatch.setattr(ClaudeBatchHook, "create_batch_streamed", die_before_the_first_create)
-    policy = ("CreatePolicy(attempts=3, reconcile_seconds=1, reconcile_poll_seconds=0.2, backoff_seconds=0.1, "
-              "claim_settle_seconds=0.2, claim_stale_seconds=2, claim_poll_seconds=0.2)")
-    dag = write_dag(dags, "store_takeover", _submit(2, ", retries=1, retry_delay=timedelta(0)").replace(
-        "create_policy=FAST", f"create_policy={policy}"))
+    policy = (
+        "CreatePolicy(attempts=3, reconcile_seconds=1, reconcile_poll_seconds=0.2, backoff_seconds=0.1, "
+        "claim_settle_seconds=0.2, claim_stale_seconds=2, claim_poll_seconds=0.2)"
+    )
+    dag = write_dag(
+        dags,
+        "store_takeover",
+        _submit(2, ", retries=1, retry_delay=timedelta(0)").replace("create_policy=FAST", f"create_policy={policy}"),
+    )
     result = run_dag(dag)
     assert result.task_state("submit") == "success"
     assert control.state()["batches_created"] == 1

@@ -59,11 +59,11 @@ def servers() -> Iterator[tuple[_Server, _Server]]:
         server.httpd.server_close()
 
 
-def test_a_redirect_to_another_origin_is_refused_and_the_key_is_not_sent(
-        servers: tuple[_Server, _Server]) -> None:
+def test_a_redirect_to_another_origin_is_refused_and_the_key_is_not_sent(servers: tuple[_Server, _Server]) -> None:
     redirector, elsewhere = servers
-    settings = ClientSettings(api_key=Secret(KEY), base_url=redirector.url, max_retries=0,
-                              extra_headers={"x-gateway-key": GATEWAY_KEY})
+    settings = ClientSettings(
+        api_key=Secret(KEY), base_url=redirector.url, max_retries=0, extra_headers={"x-gateway-key": GATEWAY_KEY}
+    )
     with pytest.raises(anthropic.APIStatusError) as raised:
         build_client(settings).messages.batches.retrieve("msgbatch_1")
     assert raised.value.status_code == 302 and KEY not in str(raised.value)

@@ -10,18 +10,20 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_claude_batch.batch.results import ExpectedResults
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.exceptions import BatchInFlightError, BatchInputError, ResultsMismatchError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.landing import LandingSettings, land_results
+from airflow_provider_claude_batch.output.land import LandingSettings, land_results
+from airflow_provider_claude_batch.results.fold import ExpectedResults
 from airflow_provider_claude_batch.storage import as_path
 from tests.dag_runner import run_dag, write_dag
 
-HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, " \
-         "ClaudeBatchResultsOperator\n"
-REQUESTS = ('[{"custom_id": f"r{i}", "params": {"messages": [{"role": "user", "content": f"item {i}"}]}} '
-            "for i in range(6)]")
+HEADER = (
+    "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, ClaudeBatchResultsOperator\n"
+)
+REQUESTS = (
+    '[{"custom_id": f"r{i}", "params": {"messages": [{"role": "user", "content": f"item {i}"}]}} for i in range(6)]'
+)
 # Landing reads a stream up to three times in the task; a fault served on every read fails it.
 EVERY_READ = 3
 DATE = datetime(2026, 3, 1, tzinfo=UTC)  # the same logical date again is a clear and re-run of the same task instances
@@ -33,29 +35,38 @@ def dags(airflow_db: Path, claude_conn: str) -> Path:
 
 
 def _three_tasks(tmp_path: Path, out: Path, batch_ids: str = "submit.output", extra: str = "") -> str:
-    return HEADER + f"""
+    return (
+        HEADER
+        + f"""
 submit = ClaudeBatchSubmitOperator(task_id="submit", requests={REQUESTS}, model="claude-sonnet-5-5", max_tokens=16,
-                                   state_path={str(tmp_path / 'state')!r}, max_requests_per_batch=4)
+                                   state_path={str(tmp_path / "state")!r}, max_requests_per_batch=4)
 wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
 land = ClaudeBatchResultsOperator(task_id="land", batch_ids={batch_ids}, output_path={str(out)!r}{extra})
 submit >> wait >> land
 """
+    )
 
 
 def _one_task(tmp_path: Path, out: Path, extra: str = "") -> str:
-    return HEADER + f"""
+    return (
+        HEADER
+        + f"""
 batch = ClaudeBatchOperator(task_id="batch", requests={REQUESTS}, model="claude-sonnet-5-5", max_tokens=16,
-                            state_path={str(tmp_path / 'state')!r}, output_path={str(out)!r}, deferrable=True,
+                            state_path={str(tmp_path / "state")!r}, output_path={str(out)!r}, deferrable=True,
                             poll_interval=0.2, create_policy=FAST{extra})
 """
+    )
 
 
 def _published(out: Path) -> list[str]:
     """What a reader sees under the output: every file outside hidden staging folders."""
     if not out.exists():
         return []
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(out).parts))
+    return sorted(
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(out).parts)
+    )
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -64,7 +75,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("fault", ["duplicate_line", "unknown_result"])
 def test_the_results_operator_refuses_a_wrong_stream_and_a_rerun_lands_it(
-        dags: Path, control: EmulatorControl, tmp_path: Path, fault: str) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path, fault: str
+) -> None:
     control.configure(processing_seconds=0.2)
     out = tmp_path / "out"
     dag = write_dag(dags, f"wrong_stream_{fault}", _three_tasks(tmp_path, out, extra=", formats=['jsonl', 'csv']"))
@@ -83,15 +95,32 @@ def test_the_results_operator_refuses_a_wrong_stream_and_a_rerun_lands_it(
 
 
 def test_bare_batch_ids_are_still_checked_for_duplicates_and_counts(
-        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
     control.configure(processing_seconds=0)
     hook = ClaudeBatchHook()
-    batch_id = hook.create_batch([{"custom_id": f"b{i}", "params": {"model": "claude-sonnet-5-5", "max_tokens": 8,
-                                   "messages": [{"role": "user", "content": "x"}]}} for i in range(5)]).id
+    batch_id = hook.create_batch(
+        [
+            {
+                "custom_id": f"b{i}",
+                "params": {
+                    "model": "claude-sonnet-5-5",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            }
+            for i in range(5)
+        ]
+    ).id
     out = tmp_path / "out"
-    dag = write_dag(dags, "bare_ids", HEADER + f"""
+    dag = write_dag(
+        dags,
+        "bare_ids",
+        HEADER
+        + f"""
 land = ClaudeBatchResultsOperator(task_id="land", batch_ids={batch_id!r}, output_path={str(out)!r})
-""")
+""",
+    )
     control.inject({"endpoint": "results", "kind": "duplicate_line", "count": EVERY_READ})
     failed = run_dag(dag, DATE)
     assert failed.task_state("land") == "failed" and _published(out) == []
@@ -103,7 +132,8 @@ land = ClaudeBatchResultsOperator(task_id="land", batch_ids={batch_id!r}, output
 
 @pytest.mark.parametrize("fault", ["duplicate_line", "unknown_result"])
 def test_the_one_task_flow_keeps_exactly_one_row_per_input_custom_id(
-        dags: Path, control: EmulatorControl, tmp_path: Path, fault: str) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path, fault: str
+) -> None:
     control.configure(processing_seconds=0.2)
     control.set_outcomes({"match": "r3", "outcome": "errored", "error_type": "overloaded_error", "times": 1})
     out = tmp_path / "out"
@@ -125,19 +155,35 @@ def test_the_one_task_flow_keeps_exactly_one_row_per_input_custom_id(
 
 def _ended_batch(control: EmulatorControl, ids: list[str]) -> str:
     control.configure(processing_seconds=0)
-    return ClaudeBatchHook().create_batch([
-        {"custom_id": c, "params": {"model": "claude-sonnet-5-5", "max_tokens": 8,
-                                    "messages": [{"role": "user", "content": c}]}} for c in ids]).id
+    return (
+        ClaudeBatchHook()
+        .create_batch(
+            [
+                {
+                    "custom_id": c,
+                    "params": {
+                        "model": "claude-sonnet-5-5",
+                        "max_tokens": 8,
+                        "messages": [{"role": "user", "content": c}],
+                    },
+                }
+                for c in ids
+            ]
+        )
+        .id
+    )
 
 
-def test_a_direct_landing_names_the_batch_counts_and_custom_ids(control: EmulatorControl, claude_conn: str,
-                                                                tmp_path: Path) -> None:
+def test_a_direct_landing_names_the_batch_counts_and_custom_ids(
+    control: EmulatorControl, claude_conn: str, tmp_path: Path
+) -> None:
     ids = [f"q{i}" for i in range(5)]
     batch_id = _ended_batch(control, ids)
     control.inject({"endpoint": "results", "kind": "unknown_result", "count": EVERY_READ})
     with pytest.raises(ResultsMismatchError) as raised:
-        land_results(ClaudeBatchHook(), [batch_id], as_path(str(tmp_path)),
-                     expected={batch_id: ExpectedResults(5, None, ids)})
+        land_results(
+            ClaudeBatchHook(), [batch_id], as_path(str(tmp_path)), expected={batch_id: ExpectedResults(5, None, ids)}
+        )
     message = str(raised.value)
     assert batch_id in message and "5 requests, 5 results for 5 distinct custom_ids" in message
     assert "'never-submitted'" in message and "1 missing" in message
@@ -145,11 +191,17 @@ def test_a_direct_landing_names_the_batch_counts_and_custom_ids(control: Emulato
 
 
 def test_a_batch_id_that_is_not_the_apis_shape_fails_before_any_call(
-        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    dag = write_dag(dags, "bad_batch_id", HEADER + f"""
+    dag = write_dag(
+        dags,
+        "bad_batch_id",
+        HEADER
+        + f"""
 land = ClaudeBatchResultsOperator(task_id="land", batch_ids=["msgbatch_../../../tmp/x"], output_path={str(out)!r})
-""")
+""",
+    )
     assert run_dag(dag).task_state("land") == "failed"
     assert control.state()["calls"] == {}
     assert _published(out) == []
@@ -157,8 +209,9 @@ land = ClaudeBatchResultsOperator(task_id="land", batch_ids=["msgbatch_../../../
         land_results(ClaudeBatchHook(), ["msgbatch_a/../b"], as_path(str(out)))
 
 
-def test_a_retrieved_batch_with_another_id_is_an_error(control: EmulatorControl, claude_conn: str,
-                                                       tmp_path: Path) -> None:
+def test_a_retrieved_batch_with_another_id_is_an_error(
+    control: EmulatorControl, claude_conn: str, tmp_path: Path
+) -> None:
     batch_id = _ended_batch(control, ["a"])
 
     class _OtherIdHook(ClaudeBatchHook):
@@ -173,8 +226,9 @@ def test_a_retrieved_batch_with_another_id_is_an_error(control: EmulatorControl,
 
 
 @pytest.mark.parametrize("link", ["raw", "results.jsonl", "_manifest.json"])
-def test_a_symlink_inside_the_output_is_not_followed_out_of_it(control: EmulatorControl, claude_conn: str,
-                                                               tmp_path: Path, link: str) -> None:
+def test_a_symlink_inside_the_output_is_not_followed_out_of_it(
+    control: EmulatorControl, claude_conn: str, tmp_path: Path, link: str
+) -> None:
     batch_id = _ended_batch(control, ["a", "b"])
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
@@ -186,8 +240,9 @@ def test_a_symlink_inside_the_output_is_not_followed_out_of_it(control: Emulator
     assert not (out / "_manifest.json").exists() or link == "_manifest.json"
 
 
-def test_a_round_folder_linked_out_of_the_output_is_refused(dags: Path, control: EmulatorControl,
-                                                            tmp_path: Path) -> None:
+def test_a_round_folder_linked_out_of_the_output_is_refused(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
     control.configure(processing_seconds=0)
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
@@ -198,11 +253,16 @@ def test_a_round_folder_linked_out_of_the_output_is_refused(dags: Path, control:
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_parquet_keep_the_text(
-        dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
     control.configure(processing_seconds=0.2)
     formula = '=HYPERLINK("http://evil.example","open")'
-    control.set_outcomes({"match": "r0", "text": formula}, {"match": "r1", "text": "-1+2"},
-                         {"match": "r2", "text": "@SUM(A1)"}, {"match": "r3", "text": "\tTAB"})
+    control.set_outcomes(
+        {"match": "r0", "text": formula},
+        {"match": "r1", "text": "-1+2"},
+        {"match": "r2", "text": "@SUM(A1)"},
+        {"match": "r3", "text": "\tTAB"},
+    )
     out = tmp_path / "out"
     dag = write_dag(dags, "csv_safety", _three_tasks(tmp_path, out, extra=", formats=['jsonl', 'csv', 'parquet']"))
     assert run_dag(dag).task_state("land") == "success"
@@ -216,8 +276,9 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_parquet_kee
     assert cells["r4"].startswith("Emulated reply")
     as_served = {"r0": formula, "r1": "-1+2", "r2": "@SUM(A1)", "r3": "\tTAB"}
     jsonl = {r["custom_id"]: r["text"] for r in _rows(out / "results.jsonl")}
-    parquet = dict(zip(*pq.read_table(out / "results.parquet", columns=["custom_id", "text"]).to_pydict().values(),
-                       strict=True))
+    parquet = dict(
+        zip(*pq.read_table(out / "results.parquet", columns=["custom_id", "text"]).to_pydict().values(), strict=True)
+    )
     for text in (jsonl, parquet):
         assert {k: text[k] for k in as_served} == as_served
 
@@ -226,8 +287,12 @@ def test_the_one_task_flow_csv_is_neutralised_too(dags: Path, control: EmulatorC
     control.configure(processing_seconds=0.2)
     control.set_outcomes({"match": "r0", "text": "=1+1"})
     out = tmp_path / "out"
-    assert run_dag(write_dag(dags, "one_task_csv", _one_task(tmp_path, out, extra=", formats=['jsonl', 'csv']"))
-                   ).task_state("batch") == "success"
+    assert (
+        run_dag(
+            write_dag(dags, "one_task_csv", _one_task(tmp_path, out, extra=", formats=['jsonl', 'csv']"))
+        ).task_state("batch")
+        == "success"
+    )
     import csv
 
     with open(out / "results.csv", newline="") as handle:
@@ -240,11 +305,25 @@ def test_landing_settings_default_reads_three_times(tmp_path: Path) -> None:
 
 
 def test_a_model_without_a_price_leaves_the_cost_incomplete_not_silently_zero(
-        control: EmulatorControl, claude_conn: str, tmp_path: Path) -> None:
+    control: EmulatorControl, claude_conn: str, tmp_path: Path
+) -> None:
     control.configure(processing_seconds=0)
-    batch_id = ClaudeBatchHook().create_batch([
-        {"custom_id": "a", "params": {"model": "claude-unpriced-9-9", "max_tokens": 8,
-                                      "messages": [{"role": "user", "content": "a"}]}}]).id
+    batch_id = (
+        ClaudeBatchHook()
+        .create_batch(
+            [
+                {
+                    "custom_id": "a",
+                    "params": {
+                        "model": "claude-unpriced-9-9",
+                        "max_tokens": 8,
+                        "messages": [{"role": "user", "content": "a"}],
+                    },
+                }
+            ]
+        )
+        .id
+    )
     manifest = land_results(ClaudeBatchHook(), [batch_id], as_path(str(tmp_path)))
     assert manifest["cost"]["batch_usd"] == 0 and manifest["cost"]["unpriced_models"] == ["claude-unpriced-9-9"]
     assert manifest["usage_total"]["input_tokens"] > 0

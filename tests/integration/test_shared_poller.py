@@ -13,11 +13,11 @@ from typing import Any
 import anthropic
 import pytest
 
-from airflow_provider_claude_batch.batch import waiting
 from airflow_provider_claude_batch.emulator import EmulatorControl, EmulatorServer
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.triggers import poller as poller_module
 from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
+from airflow_provider_claude_batch.wait import poller as poller_module
+from airflow_provider_claude_batch.wait import tracker as waiting
 from tests.helpers import make_requests
 
 
@@ -77,7 +77,8 @@ def errors_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[str, ...], 
 
 
 async def test_many_triggers_in_one_loop_list_their_batches_with_one_client(
-        claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]) -> None:
+    claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]
+) -> None:
     control.configure(processing_seconds=60)
     ids = _create(20)
     started = time.monotonic()
@@ -95,8 +96,9 @@ async def test_many_triggers_in_one_loop_list_their_batches_with_one_client(
     assert not poller_module._pollers.get(asyncio.get_running_loop())
 
 
-async def test_a_lone_trigger_and_a_few_batches_are_retrieved_as_before(claude_conn: str,
-                                                                         control: EmulatorControl) -> None:
+async def test_a_lone_trigger_and_a_few_batches_are_retrieved_as_before(
+    claude_conn: str, control: EmulatorControl
+) -> None:
     control.configure(processing_seconds=0.3)
     ids = _create(3)
     events = await asyncio.gather(_run(_trigger(ids[:2])), _run(_trigger(ids[2:])))
@@ -106,7 +108,8 @@ async def test_a_lone_trigger_and_a_few_batches_are_retrieved_as_before(claude_c
 
 
 async def test_a_wanted_batch_missing_from_the_listing_is_still_retrieved(
-        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> None:
+    claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(poller_module, "PAGE_LIMIT", 5)  # 8 wanted: one page of the 5 newest, the 3 oldest not on it
     control.configure(processing_seconds=60)
     ids = _create(8)
@@ -118,23 +121,31 @@ async def test_a_wanted_batch_missing_from_the_listing_is_still_retrieved(
 
 
 async def test_a_rate_limited_or_failing_list_call_reaches_every_trigger_and_all_recover(
-        claude_conn: str, control: EmulatorControl, errors_seen: list[tuple[tuple[str, ...], int | None]]) -> None:
+    claude_conn: str, control: EmulatorControl, errors_seen: list[tuple[tuple[str, ...], int | None]]
+) -> None:
     control.configure(processing_seconds=1.0)
     ids = _create(10)
-    control.inject({"endpoint": "list", "status": 429, "retry_after": 0.1, "count": 1},
-                   {"endpoint": "list", "status": 529, "count": 1})
+    control.inject(
+        {"endpoint": "list", "status": 429, "retry_after": 0.1, "count": 1},
+        {"endpoint": "list", "status": 529, "count": 1},
+    )
     events = await asyncio.gather(*(_run(_trigger([b])) for b in ids))
     assert [e["status"] for e in events] == ["ended"] * 10
-    assert {(batch_ids[0], status) for batch_ids, status in errors_seen} == \
-        {(b, status) for b in ids for status in (429, 529)}
+    assert {(batch_ids[0], status) for batch_ids, status in errors_seen} == {
+        (b, status) for b in ids for status in (429, 529)
+    }
     state = control.state(custom_ids=False)
     assert state["responses"]["list 429"] == 1 and state["responses"]["list 529"] == 1
     assert "cancel" not in state["calls"]
 
 
 async def test_a_refused_list_call_falls_back_to_retrieves_and_never_logs_the_key(
-        claude_conn: str, control: EmulatorControl, emulator: EmulatorServer,
-        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    claude_conn: str,
+    control: EmulatorControl,
+    emulator: EmulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     caplog.set_level(logging.INFO)
     control.configure(processing_seconds=0.3)
     ids = _create(8)
@@ -148,10 +159,16 @@ async def test_a_refused_list_call_falls_back_to_retrieves_and_never_logs_the_ke
 
 
 async def test_two_connections_never_share_a_client_or_a_listing(
-        claude_conn: str, control: EmulatorControl, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
-        built_clients: list[anthropic.AsyncAnthropic]) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_OTHER", json.dumps({
-        "conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key}))
+    claude_conn: str,
+    control: EmulatorControl,
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    built_clients: list[anthropic.AsyncAnthropic],
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_BATCH_OTHER",
+        json.dumps({"conn_type": "claude_batch", "host": emulator.url, "password": emulator.api_key}),
+    )
     control.configure(processing_seconds=60)
     ids = _create(16)
     loop = asyncio.get_running_loop()
@@ -163,9 +180,11 @@ async def test_two_connections_never_share_a_client_or_a_listing(
             await asyncio.sleep(0.01)
 
     watcher = asyncio.create_task(watch())
-    events = await asyncio.gather(*(_run(_trigger([b])) for b in ids[:8]),
-                                  *(_run(_trigger([b], "claude_batch_other")) for b in ids[8:]),
-                                  _end_every_batch_after(control, 0.5))
+    events = await asyncio.gather(
+        *(_run(_trigger([b])) for b in ids[:8]),
+        *(_run(_trigger([b], "claude_batch_other")) for b in ids[8:]),
+        _end_every_batch_after(control, 0.5),
+    )
     await asyncio.wait_for(watcher, 1)
     assert [e["status"] for e in events[:16]] == ["ended"] * 16
     assert set(seen) == {"claude_batch_default", "claude_batch_other"}
@@ -176,13 +195,14 @@ async def test_two_connections_never_share_a_client_or_a_listing(
 
 
 async def test_a_trigger_cancelled_mid_wait_does_not_disturb_the_others(
-        claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]) -> None:
+    claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]
+) -> None:
     control.configure(processing_seconds=0.8)
     ids = _create(12)
     tasks = [asyncio.create_task(_run(_trigger([b]))) for b in ids]
-    await asyncio.sleep(0.02)   # waiting for the client or for the first cycle
+    await asyncio.sleep(0.02)  # waiting for the client or for the first cycle
     tasks[0].cancel()
-    await asyncio.sleep(0.3)    # between polls, or in a cycle
+    await asyncio.sleep(0.3)  # between polls, or in a cycle
     tasks[1].cancel()
     tasks[2].cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,7 +213,8 @@ async def test_a_trigger_cancelled_mid_wait_does_not_disturb_the_others(
 
 
 async def test_the_shared_client_is_closed_when_the_last_trigger_leaves_not_before(
-        claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]) -> None:
+    claude_conn: str, control: EmulatorControl, built_clients: list[anthropic.AsyncAnthropic]
+) -> None:
     control.configure(processing_seconds=3600)
     ids = _create(2)
     short = asyncio.create_task(_run(_trigger([ids[0]], deadline=time.time() + 0.3)))

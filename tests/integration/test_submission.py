@@ -8,12 +8,13 @@ import json
 import time
 from pathlib import Path
 
-from airflow_provider_claude_batch.batch.ledger import TaskKey
-from airflow_provider_claude_batch.batch.requests import iter_jsonl, plan_batches, prepare_requests
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.requests.prepare import iter_jsonl, plan_batches, prepare_requests
 from airflow_provider_claude_batch.storage import as_path
-from airflow_provider_claude_batch.submission import CreatePolicy, SubmissionLedger, Submitter
+from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
+from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+from airflow_provider_claude_batch.submit.record import TaskKey
 from tests.helpers import make_requests
 
 KEY = TaskKey("dag", "submit", "manual__1")
@@ -23,12 +24,13 @@ POLICY = CreatePolicy(reconcile_seconds=0.5, reconcile_poll_seconds=0.1, backoff
 def _setup(tmp_path: Path, count: int, max_requests: int) -> tuple[Submitter, object, list[object]]:
     prepared, _, _ = prepare_requests(list(enumerate(make_requests(count), 1)))
     plans = plan_batches(prepared, max_requests=max_requests)
-    submitter = Submitter(ClaudeBatchHook(), SubmissionLedger(as_path(str(tmp_path))), POLICY)
+    submitter = Submitter(ClaudeBatchHook(), PathRecordStore(as_path(str(tmp_path))), POLICY)
     return submitter, prepared, plans  # type: ignore[return-value]
 
 
-def test_an_intent_without_a_batch_creates_after_looking(claude_conn: str, control: EmulatorControl,
-                                                          tmp_path: Path) -> None:
+def test_an_intent_without_a_batch_creates_after_looking(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     submitter, prepared, plans = _setup(tmp_path, 2, 100)
     record = submitter.open_record(KEY, prepared, plans, force_resubmit=False, attempt_id="a")  # type: ignore[arg-type]
     record = record.with_intent(0, time.time())
@@ -40,8 +42,9 @@ def test_an_intent_without_a_batch_creates_after_looking(claude_conn: str, contr
     assert submitter.ledger.load(KEY).batch_ids == record.batch_ids  # type: ignore[union-attr]
 
 
-def test_a_batch_already_claimed_by_another_part_is_never_adopted(claude_conn: str, control: EmulatorControl,
-                                                                  tmp_path: Path) -> None:
+def test_a_batch_already_claimed_by_another_part_is_never_adopted(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     submitter, prepared, plans = _setup(tmp_path, 4, 2)
     record = submitter.open_record(KEY, prepared, plans, force_resubmit=False, attempt_id="a")  # type: ignore[arg-type]
     record = submitter.submit_part(record, record.parts[0], prepared, plans[0])  # type: ignore[arg-type]
@@ -63,13 +66,14 @@ def test_a_500_on_create_looks_before_retrying(claude_conn: str, control: Emulat
     assert record.batch_ids == [state["batches"][0]["id"]]
 
 
-def test_a_record_from_before_lines_were_sent_as_written_is_reattached(claude_conn: str, control: EmulatorControl,
-                                                                       tmp_path: Path) -> None:
+def test_a_record_from_before_lines_were_sent_as_written_is_reattached(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
     """A task retried across the upgrade: its record holds the sha256 of every request as msgspec
     encoded it, the retry reads the same (spaced) JSONL as written, and must not pay again."""
     source = tmp_path / "requests.jsonl"
     source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in make_requests(5)))
-    submitter = Submitter(ClaudeBatchHook(), SubmissionLedger(as_path(str(tmp_path / "ledger"))), POLICY)
+    submitter = Submitter(ClaudeBatchHook(), PathRecordStore(as_path(str(tmp_path / "ledger"))), POLICY)
     earlier, _, _ = prepare_requests(list(iter_jsonl(source.read_bytes().splitlines())))  # every request re-encoded
     legacy = hashlib.sha256(earlier.buffer).hexdigest()
     plans = plan_batches(earlier)
@@ -88,5 +92,6 @@ def test_a_record_from_before_lines_were_sent_as_written_is_reattached(claude_co
     source.write_bytes(source.read_bytes().replace(b'"req-4"', b'"req-5"'))
     with source.open("rb") as handle:
         changed, _, _ = prepare_requests(iter_jsonl(handle))
-    assert submitter.open_record(KEY, changed, plan_batches(changed), force_resubmit=False,
-                                 attempt_id="c").batch_ids == []
+    assert (
+        submitter.open_record(KEY, changed, plan_batches(changed), force_resubmit=False, attempt_id="c").batch_ids == []
+    )

@@ -14,8 +14,8 @@ import pytest
 from airflow_provider_claude_batch.emulator import EmulatorControl, EmulatorServer
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.triggers import claude_batch as trigger_module
-from airflow_provider_claude_batch.triggers import poller as poller_module
 from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger, ClaudeBatchTrigger
+from airflow_provider_claude_batch.wait import poller as poller_module
 from tests.helpers import make_requests
 
 
@@ -33,15 +33,27 @@ def test_it_serializes_ids_and_settings_but_never_the_key(claude_conn: str, emul
     trigger = _trigger(["msgbatch_a", "msgbatch_b"], cancel_on_kill=True)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_claude_batch.triggers.claude_batch.ClaudeBatchTrigger"
-    assert set(kwargs) == {"batch_ids", "conn_id", "deadline", "poll_interval", "max_poll_interval",
-                           "error_budget", "cancel_on_kill", "started_at"}
+    assert set(kwargs) == {
+        "batch_ids",
+        "conn_id",
+        "deadline",
+        "poll_interval",
+        "max_poll_interval",
+        "error_budget",
+        "cancel_on_kill",
+        "started_at",
+    }
     assert emulator.api_key not in repr(kwargs)
     assert ClaudeBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
 async def test_it_waits_with_one_async_client_logs_progress_and_closes_it(
-        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    claude_conn: str,
+    control: EmulatorControl,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     control.configure(processing_seconds=0.4)
     hook = ClaudeBatchHook()
     ids = [hook.create_batch(make_requests(2, f"p{i}")).id for i in range(2)]
@@ -89,16 +101,24 @@ class _FakeTI:
     dag_id, task_id, run_id, map_index = "d", "t", "r", -1
 
 
-@pytest.mark.parametrize(("state", "cancel_on_kill", "canceled"), [
-    ("failed", True, True),          # the user marked the deferred task failed: stop spending
-    (None, True, False),             # cleared: the next try re-attaches, so keep the batch
-    ("success", True, False),        # marked success: keep the work
-    ("deferred", True, False),       # moved to another triggerer: nothing happened to the task
-    ("failed", False, False),        # cancel_on_kill off
-])
+@pytest.mark.parametrize(
+    ("state", "cancel_on_kill", "canceled"),
+    [
+        ("failed", True, True),  # the user marked the deferred task failed: stop spending
+        (None, True, False),  # cleared: the next try re-attaches, so keep the batch
+        ("success", True, False),  # marked success: keep the work
+        ("deferred", True, False),  # moved to another triggerer: nothing happened to the task
+        ("failed", False, False),  # cancel_on_kill off
+    ],
+)
 async def test_on_kill_cancels_only_when_the_user_marked_the_task_failed(
-        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch,
-        state: str | None, cancel_on_kill: bool, canceled: bool) -> None:
+    claude_conn: str,
+    control: EmulatorControl,
+    monkeypatch: pytest.MonkeyPatch,
+    state: str | None,
+    cancel_on_kill: bool,
+    canceled: bool,
+) -> None:
     control.configure(processing_seconds=3600)
     batch_id = ClaudeBatchHook().create_batch(make_requests(1)).id
 
@@ -116,20 +136,23 @@ def _lookup_fails(**kwargs: Any) -> Any:
     raise ConnectionError("API server unreachable")
 
 
-@pytest.mark.parametrize(("answer", "canceled"), [
-    ({"r": {"t": "deferred"}}, False),     # a triggerer hand-off (Airflow 3.3 calls on_kill): still deferred
-    ({"r": {"t": "queued"}}, False),       # the trigger fired / the task resumes elsewhere
-    ({"r": {"t": "scheduled"}}, False),
-    ({"r": {"t": "restarting"}}, False),   # a triggerer restart
-    ({"r": {"t": "up_for_retry"}}, False),
-    ({"r": {}}, False),                    # cleared: state None
-    ({}, False),                           # unknown task instance
-    (_lookup_fails, False),                # the lookup itself failed: never cancel on doubt
-    ({"r": {"t": "failed"}}, True),        # a user marked it failed: stop spending
-])
+@pytest.mark.parametrize(
+    ("answer", "canceled"),
+    [
+        ({"r": {"t": "deferred"}}, False),  # a triggerer hand-off (Airflow 3.3 calls on_kill): still deferred
+        ({"r": {"t": "queued"}}, False),  # the trigger fired / the task resumes elsewhere
+        ({"r": {"t": "scheduled"}}, False),
+        ({"r": {"t": "restarting"}}, False),  # a triggerer restart
+        ({"r": {"t": "up_for_retry"}}, False),
+        ({"r": {}}, False),  # cleared: state None
+        ({}, False),  # unknown task instance
+        (_lookup_fails, False),  # the lookup itself failed: never cancel on doubt
+        ({"r": {"t": "failed"}}, True),  # a user marked it failed: stop spending
+    ],
+)
 async def test_on_kill_reads_the_state_from_the_api_and_cancels_only_a_failed_task(
-        claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, answer: Any,
-        canceled: bool) -> None:
+    claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch, answer: Any, canceled: bool
+) -> None:
     """Through the real state lookup (`task_state.current_task_state`), stubbed only where the API server answers."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -193,7 +216,8 @@ print(json.dumps({"imported_in": imported_in, "status": payload["status"],
 
 
 def test_the_first_trigger_in_a_triggerer_loads_the_sdk_off_the_event_loop(
-        claude_conn: str, emulator: EmulatorServer) -> None:
+    claude_conn: str, emulator: EmulatorServer
+) -> None:
     """A triggerer runs every trigger in one event loop: importing the SDK there (seconds, once per
     process) would freeze all of them, so the first client is built in a worker thread."""
     import json
@@ -203,8 +227,14 @@ def test_the_first_trigger_in_a_triggerer_loads_the_sdk_off_the_event_loop(
 
     batch = ClaudeBatchHook().create_batch(make_requests(1))
     emulator.control.advance(3600)
-    probe = subprocess.run([sys.executable, "-c", _FIRST_RUN_PROBE, batch.id], capture_output=True, text=True,
-                           env=os.environ.copy(), timeout=120, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", _FIRST_RUN_PROBE, batch.id],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+        check=True,
+    )
     report = json.loads(probe.stdout.strip().splitlines()[-1])
     assert report["status"] == "ended"
     assert report["imported_in"], "the probe did not see the SDK being imported"

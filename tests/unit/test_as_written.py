@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_claude_batch.batch import as_written
+from airflow_provider_claude_batch.requests import schema as as_written
 
 
 def test_object_lines_finds_every_newline_of_a_block_of_one_object_per_line() -> None:
@@ -12,16 +12,19 @@ def test_object_lines_finds_every_newline_of_a_block_of_one_object_per_line() ->
     assert as_written.object_lines(b'{"a":1}') == []
 
 
-@pytest.mark.parametrize("part", [
-    b'{"a":1}\n\n{"b":2}',        # a blank line
-    b'{"a":1}\n \n{"b":2}',       # a line of spaces
-    b'{"a":1}\r\n{"b":2}',        # a CR: the per-line road keeps it as written
-    b' {"a":1}\n{"b":2}',         # spacing before the first line
-    b'{"a":1}\n{"b":2} ',         # after the last
-    b'{"a":\n{"b":2}}',           # a value over two lines
-    b'[{"a":1}]\n{"b":2}',        # not an object
-    b'',
-])
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'{"a":1}\n\n{"b":2}',  # a blank line
+        b'{"a":1}\n \n{"b":2}',  # a line of spaces
+        b'{"a":1}\r\n{"b":2}',  # a CR: the per-line road keeps it as written
+        b' {"a":1}\n{"b":2}',  # spacing before the first line
+        b'{"a":1}\n{"b":2} ',  # after the last
+        b'{"a":\n{"b":2}}',  # a value over two lines
+        b'[{"a":1}]\n{"b":2}',  # not an object
+        b"",
+    ],
+)
 def test_object_lines_leaves_doubtful_blocks_to_the_lines(part: bytes) -> None:
     assert as_written.object_lines(part) is None
 

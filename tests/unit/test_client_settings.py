@@ -34,11 +34,17 @@ def test_defaults_leave_the_base_url_to_the_sdk() -> None:
 
 
 def test_every_form_field_is_read() -> None:
-    conn = FakeConnection(host="https://gateway.example.com/anthropic", extra={
-        "workspace_id": "wrkspc_1", "timeout": "30", "max_retries": 5,
-        "beta_headers": "output-300k-2026-03-24, other-beta", "proxy": "http://proxy:3128",
-        "api_version": "2023-06-01",
-    })
+    conn = FakeConnection(
+        host="https://gateway.example.com/anthropic",
+        extra={
+            "workspace_id": "wrkspc_1",
+            "timeout": "30",
+            "max_retries": 5,
+            "beta_headers": "output-300k-2026-03-24, other-beta",
+            "proxy": "http://proxy:3128",
+            "api_version": "2023-06-01",
+        },
+    )
     settings = ClientSettings.from_connection(conn)
     assert settings.base_url == "https://gateway.example.com/anthropic"
     assert settings.timeout == 30.0 and settings.max_retries == 5
@@ -55,33 +61,42 @@ def test_ui_prefixed_extras_are_read_too() -> None:
     assert ClientSettings.from_connection(conn).workspace_id == "wrkspc_2"
 
 
-@pytest.mark.parametrize(("host", "port", "expected"), [
-    ("127.0.0.1", 8765, "http://127.0.0.1:8765"),
-    ("localhost:9000", None, "http://localhost:9000"),
-    ("api.anthropic.com", None, "https://api.anthropic.com"),
-    ("http://127.0.0.1", 8765, "http://127.0.0.1:8765"),
-    ("http://127.0.0.1:1234/", 8765, "http://127.0.0.1:1234"),
-])
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 8765, "http://127.0.0.1:8765"),
+        ("localhost:9000", None, "http://localhost:9000"),
+        ("api.anthropic.com", None, "https://api.anthropic.com"),
+        ("http://127.0.0.1", 8765, "http://127.0.0.1:8765"),
+        ("http://127.0.0.1:1234/", 8765, "http://127.0.0.1:1234"),
+    ],
+)
 def test_a_bare_host_gets_a_scheme(host: str, port: int | None, expected: str) -> None:
     assert ClientSettings.from_connection(FakeConnection(host=host, port=port)).base_url == expected
 
 
 def test_an_existing_anthropic_connection_works() -> None:
-    conn = FakeConnection(conn_type="anthropic", host="https://proxy.example", extra={
-        "anthropic_client_kwargs": {"timeout": 45, "max_retries": 7, "default_headers": {"x-team": "etl"}}})
+    conn = FakeConnection(
+        conn_type="anthropic",
+        host="https://proxy.example",
+        extra={"anthropic_client_kwargs": {"timeout": 45, "max_retries": 7, "default_headers": {"x-team": "etl"}}},
+    )
     settings = ClientSettings.from_connection(conn)
     assert settings.base_url == "https://proxy.example"
     assert settings.timeout == 45 and settings.max_retries == 7
     assert settings.default_headers == {"x-team": "etl"}
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [
-    ({"timeout": "soon"}, "timeout"),
-    ({"timeout": 0}, "timeout"),
-    ({"max_retries": -1}, "max_retries"),
-    ({"max_retries": "many"}, "max_retries"),
-    ({"anthropic_client_kwargs": "nope"}, "anthropic_client_kwargs"),
-])
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"timeout": "soon"}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_retries": "many"}, "max_retries"),
+        ({"anthropic_client_kwargs": "nope"}, "anthropic_client_kwargs"),
+    ],
+)
 def test_bad_fields_name_the_connection_and_the_field(extra: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment) as caught:
         ClientSettings.from_connection(FakeConnection(conn_id="my_conn", extra=extra))

@@ -43,8 +43,11 @@ def test_full_messages_params_pass() -> None:
     params = message_params(
         system=[{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
         tools=[{"name": "t", "input_schema": {"type": "object"}}],
-        messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "AA"}}]},
-                  {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}],
+        messages=[
+            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "AA"}}]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "and?"},
+        ],
     )
     assert params_problem(_raw(params), "2026-10-21") is None
 
@@ -58,8 +61,13 @@ def test_outcomes_are_deterministic() -> None:
 
 
 def test_a_rule_with_times_fails_a_request_twice_then_lets_it_succeed() -> None:
-    planner = OutcomePlanner([OutcomeRule.from_dict(
-        {"match": "flaky-.*", "outcome": "errored", "error_type": "overloaded_error", "times": 2})])
+    planner = OutcomePlanner(
+        [
+            OutcomeRule.from_dict(
+                {"match": "flaky-.*", "outcome": "errored", "error_type": "overloaded_error", "times": 2}
+            )
+        ]
+    )
     outcomes = [planner.plan("flaky-1", _raw(message_params()), "2026-10-21") for _ in range(3)]
     assert [o.outcome for o in outcomes] == ["errored", "errored", "succeeded"]
     assert outcomes[0].error_type == "overloaded_error"
@@ -67,31 +75,37 @@ def test_a_rule_with_times_fails_a_request_twice_then_lets_it_succeed() -> None:
 
 
 def test_rules_choose_text_and_expiry() -> None:
-    planner = OutcomePlanner([
-        OutcomeRule.from_dict({"match": "late-.*", "outcome": "expired"}),
-        OutcomeRule.from_dict({"match": ".*", "choices": ["positive", "negative"]}),
-    ])
+    planner = OutcomePlanner(
+        [
+            OutcomeRule.from_dict({"match": "late-.*", "outcome": "expired"}),
+            OutcomeRule.from_dict({"match": ".*", "choices": ["positive", "negative"]}),
+        ]
+    )
     assert planner.plan("late-1", _raw(message_params()), "2026-10-21").outcome == "expired"
     texts = {planner.plan(f"r{i}", _raw(message_params()), "2026-10-21").text for i in range(20)}
     assert texts == {"positive", "negative"}
 
 
 def test_cache_control_requests_report_cache_tokens() -> None:
-    params = message_params(system=[{"type": "text", "text": "x" * 400,
-                                      "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+    params = message_params(
+        system=[{"type": "text", "text": "x" * 400, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    )
     records = [OutcomePlanner().plan(f"c{i}", _raw(params), "2026-10-21") for i in range(16)]
     assert any(r.cache_write_1h > 0 for r in records)
     assert any(r.cache_read > 0 for r in records)
     assert all(r.cache_write_5m == 0 for r in records)
 
 
-@pytest.mark.parametrize("bad", [
-    {"match": "("},
-    {"match": ".*", "outcome": "exploded"},
-    {"match": ".*", "outcome": "errored", "error_type": "nope"},
-    {"match": ".*", "times": 0},
-    {"match": ".*", "colour": "red"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"match": "("},
+        {"match": ".*", "outcome": "exploded"},
+        {"match": ".*", "outcome": "errored", "error_type": "nope"},
+        {"match": ".*", "times": 0},
+        {"match": ".*", "colour": "red"},
+    ],
+)
 def test_a_malformed_rule_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(Exception, match=r".+"):
         OutcomeRule.from_dict(bad)

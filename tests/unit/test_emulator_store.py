@@ -82,16 +82,20 @@ def test_results_come_in_another_order_than_the_requests(store: BatchStore) -> N
     assert got != wanted
 
 
-@pytest.mark.parametrize(("requests", "fragment"), [
-    ([], "at least 1"),
-    ([{"custom_id": "has space", "params": {}}], "requests.0.custom_id"),
-    ([{"custom_id": "x" * 65, "params": {}}], "requests.0.custom_id"),
-    ([{"custom_id": "a", "params": {}}, {"custom_id": "a", "params": {}}], "duplicate"),
-    ([{"custom_id": "a"}], "requests.0.params"),
-    ([{"params": {}}], "requests.0.custom_id"),
-])
-def test_create_refuses_a_malformed_batch_outright(store: BatchStore, requests: list[dict[str, object]],
-                                                   fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("requests", "fragment"),
+    [
+        ([], "at least 1"),
+        ([{"custom_id": "has space", "params": {}}], "requests.0.custom_id"),
+        ([{"custom_id": "x" * 65, "params": {}}], "requests.0.custom_id"),
+        ([{"custom_id": "a", "params": {}}, {"custom_id": "a", "params": {}}], "duplicate"),
+        ([{"custom_id": "a"}], "requests.0.params"),
+        ([{"params": {}}], "requests.0.custom_id"),
+    ],
+)
+def test_create_refuses_a_malformed_batch_outright(
+    store: BatchStore, requests: list[dict[str, object]], fragment: str
+) -> None:
     with pytest.raises(ApiError) as caught:
         store.create(_body(requests), V)
     assert caught.value.status == 400

@@ -18,14 +18,14 @@ import httpx2
 import pytest
 from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
-from airflow_provider_claude_batch.batch.results import (
+from airflow_provider_claude_batch.output.land import LandingSettings, land_results
+from airflow_provider_claude_batch.results.fold import (
     TABLE_COLUMNS,
     MalformedResultError,
     Totals,
     encode_row,
     fold_line,
 )
-from airflow_provider_claude_batch.landing import LandingSettings, land_results
 from airflow_provider_claude_batch.storage import as_path
 
 CREATED = datetime(2026, 11, 1, tzinfo=UTC)
@@ -33,18 +33,30 @@ CREATED = datetime(2026, 11, 1, tzinfo=UTC)
 
 def _result(custom_id: str, i: int) -> bytes:
     if i % 5 == 1:
-        result: dict[str, object] = {"type": "errored", "error": {"type": "error", "error": {
-            "type": "overloaded_error", "message": f"busy é {i}"}}}
+        result: dict[str, object] = {
+            "type": "errored",
+            "error": {"type": "error", "error": {"type": "overloaded_error", "message": f"busy é {i}"}},
+        }
     elif i % 5 == 2:
         result = {"type": "expired"}
     elif i % 5 == 3:
         result = {"type": "canceled"}
     else:
-        result = {"type": "succeeded", "message": {
-            "id": f"msg_{i}", "model": "claude-sonnet-5-5", "stop_reason": "end_turn",
-            "content": [{"type": "text", "text": f"reply \u2603 \"{i}\"\n" + "x" * (i * 37 % 300)}],
-            "usage": {"input_tokens": i, "output_tokens": 2 * i, "cache_read_input_tokens": 1,
-                      "service_tier": "batch"}}}
+        result = {
+            "type": "succeeded",
+            "message": {
+                "id": f"msg_{i}",
+                "model": "claude-sonnet-5-5",
+                "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": f'reply \u2603 "{i}"\n' + "x" * (i * 37 % 300)}],
+                "usage": {
+                    "input_tokens": i,
+                    "output_tokens": 2 * i,
+                    "cache_read_input_tokens": 1,
+                    "service_tier": "batch",
+                },
+            },
+        }
     return json.dumps({"custom_id": custom_id, "result": result}, ensure_ascii=False).encode()
 
 
@@ -58,7 +70,7 @@ def _cut(body: bytes, sizes: list[int]) -> list[bytes]:
     chunks, start, index = [], 0, 0
     while start < len(body):
         size = sizes[index % len(sizes)]
-        chunks.append(body[start:start + size])
+        chunks.append(body[start : start + size])
         start += size
         index += 1
     return chunks
@@ -91,10 +103,19 @@ class _Hook:
 
     def retrieve_batch(self, batch_id: str) -> MessageBatch:
         return MessageBatch(
-            id=batch_id, type="message_batch", processing_status="ended", created_at=CREATED, ended_at=CREATED,
-            expires_at=CREATED, archived_at=None, cancel_initiated_at=None, results_url=f"https://x/{batch_id}",
-            request_counts=MessageBatchRequestCounts(processing=0, succeeded=self.counts[batch_id], errored=0,
-                                                     canceled=0, expired=0))
+            id=batch_id,
+            type="message_batch",
+            processing_status="ended",
+            created_at=CREATED,
+            ended_at=CREATED,
+            expires_at=CREATED,
+            archived_at=None,
+            cancel_initiated_at=None,
+            results_url=f"https://x/{batch_id}",
+            request_counts=MessageBatchRequestCounts(
+                processing=0, succeeded=self.counts[batch_id], errored=0, canceled=0, expired=0
+            ),
+        )
 
     @contextmanager
     def open_results(self, batch: MessageBatch) -> Iterator[_Response]:
@@ -103,21 +124,29 @@ class _Hook:
 
 
 def _land(hook: _Hook, batch_ids: list[str], out: Path, formats: tuple[str, ...] = ("jsonl", "csv")) -> dict:
-    return land_results(hook, batch_ids, as_path(str(out)), LandingSettings(formats=formats),  # type: ignore[arg-type]
-                        now=lambda: CREATED.timestamp() + 60)
+    return land_results(
+        hook,
+        batch_ids,
+        as_path(str(out)),
+        LandingSettings(formats=formats),  # type: ignore[arg-type]
+        now=lambda: CREATED.timestamp() + 60,
+    )
 
 
 def _expected_tables(bodies: list[tuple[str, bytes]]) -> dict[str, bytes]:
     """The files as landing wrote them one line at a time: one decode, one dict row, one encode each."""
-    rows = [fold_line(line, batch_id, Totals()) for batch_id, body in bodies for line in body.split(b"\n")
-            if line.strip()]
+    rows = [
+        fold_line(line, batch_id, Totals()) for batch_id, body in bodies for line in body.split(b"\n") if line.strip()
+    ]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=TABLE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(f.row for f in rows)
-    return {"results.jsonl": b"".join(encode_row(f.row) for f in rows),
-            "failures.jsonl": b"".join(encode_row(f.row) for f in rows if f.failed),
-            "results.csv": text.getvalue().encode()}
+    return {
+        "results.jsonl": b"".join(encode_row(f.row) for f in rows),
+        "failures.jsonl": b"".join(encode_row(f.row) for f in rows if f.failed),
+        "results.csv": text.getvalue().encode(),
+    }
 
 
 def _assert_manifest_describes_the_files(manifest: dict, out: Path) -> None:
@@ -125,15 +154,24 @@ def _assert_manifest_describes_the_files(manifest: dict, out: Path) -> None:
         data = (out / info["name"]).read_bytes()
         assert (info["bytes"], info["sha256"]) == (len(data), hashlib.sha256(data).hexdigest()), info["name"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        {"raw", "_manifest.json"} | {f["name"] for f in manifest["files"] if "/" not in f["name"]})
+        {"raw", "_manifest.json"} | {f["name"] for f in manifest["files"] if "/" not in f["name"]}
+    )
 
 
-@pytest.mark.parametrize("sizes", [
-    [7], [1], [1 << 18], [3, 1000, 1, 4096, 250], [len(b'{"custom_id"')],
-])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [7],
+        [1],
+        [1 << 18],
+        [3, 1000, 1, 4096, 250],
+        [len(b'{"custom_id"')],
+    ],
+)
 @pytest.mark.parametrize("final_newline", [True, False])
-def test_lines_cut_anywhere_by_the_chunks_land_as_one_line_at_a_time(sizes: list[int], final_newline: bool,
-                                                                     tmp_path: Path) -> None:
+def test_lines_cut_anywhere_by_the_chunks_land_as_one_line_at_a_time(
+    sizes: list[int], final_newline: bool, tmp_path: Path
+) -> None:
     body = _served("r", 300, final_newline=final_newline)
     hook = _Hook({"msgbatch_b1": [_cut(body, sizes)]}, {"msgbatch_b1": 300})
     manifest = _land(hook, ["msgbatch_b1"], tmp_path)
@@ -160,8 +198,10 @@ def test_a_later_batch_that_breaks_midway_is_read_again_and_every_row_lands_once
     first, second = _served("one", 200), _served("two", 500)
     broken = _Broken(_cut(second, [999])[:10], httpx2.RemoteProtocolError("peer closed connection"))
     short = _cut(b"".join(second.splitlines(keepends=True)[:400]), [4096])  # ends early: 400 lines of 500
-    hook = _Hook({"msgbatch_b1": [_cut(first, [1000])], "msgbatch_b2": [broken, short, _cut(second, [5000])]},
-                 {"msgbatch_b1": 200, "msgbatch_b2": 500})
+    hook = _Hook(
+        {"msgbatch_b1": [_cut(first, [1000])], "msgbatch_b2": [broken, short, _cut(second, [5000])]},
+        {"msgbatch_b1": 200, "msgbatch_b2": 500},
+    )
     manifest = _land(hook, ["msgbatch_b1", "msgbatch_b2"], tmp_path, formats=("jsonl", "csv", "parquet"))
     assert hook.opened == ["msgbatch_b1", "msgbatch_b2", "msgbatch_b2", "msgbatch_b2"]
     for name, expected in _expected_tables([("msgbatch_b1", first), ("msgbatch_b2", second)]).items():

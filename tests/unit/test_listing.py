@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
-from airflow_provider_claude_batch.batch.events import BatchSnapshot, snapshot
-from airflow_provider_claude_batch.batch.listing import (
+from airflow_provider_claude_batch.wait.events import BatchSnapshot, snapshot
+from airflow_provider_claude_batch.wait.listing import (
     LIST_THRESHOLD,
     MAX_COALESCE_SECONDS,
     ListedBatch,
@@ -23,14 +23,18 @@ from airflow_provider_claude_batch.batch.listing import (
     page_cap,
     use_listing,
 )
-from airflow_provider_claude_batch.batch.waiting import WaitTracker
+from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def listed(batch_id: str, age_hours: float = 1.0) -> ListedBatch:
-    return ListedBatch(batch_id, "in_progress", {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0,
-                                                 "expired": 0}, NOW - timedelta(hours=age_hours))
+    return ListedBatch(
+        batch_id,
+        "in_progress",
+        {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+        NOW - timedelta(hours=age_hours),
+    )
 
 
 def page(*batches: ListedBatch, has_more: bool = True) -> ListPage:
@@ -77,7 +81,7 @@ def test_paging_stops_past_the_oldest_wanted_batch_or_past_a_batch_lifetime() ->
     assert known.feed(page(listed("a", 1.0), listed("b", 1.5))) is True
     assert known.feed(page(listed("c", 1.9), listed("d", 2.1))) is False
     unknown = ListingScan(frozenset({"x"}), now, max_pages=10)
-    assert unknown.feed(page(listed("a", 2.0), listed("b", 24.5))) is True   # within 24 h + 1 h margin
+    assert unknown.feed(page(listed("a", 2.0), listed("b", 24.5))) is True  # within 24 h + 1 h margin
     assert unknown.feed(page(listed("c", 25.5))) is False
 
 
@@ -87,20 +91,38 @@ def test_the_oldest_creation_time_is_known_only_if_every_batch_was_seen() -> Non
 
 
 def test_a_listed_batch_gives_the_same_snapshot_as_the_sdk_object() -> None:
-    body = msgspec.json.encode({"data": [{
-        "id": "msgbatch_1", "type": "message_batch", "processing_status": "ended",
-        "request_counts": {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0},
-        "created_at": "2026-11-22T10:00:00.123456Z", "expires_at": "2026-11-23T10:00:00.123456Z",
-        "ended_at": "2026-11-22T11:00:00Z", "archived_at": None, "cancel_initiated_at": None,
-        "results_url": "https://example/results", "a_field_added_later": {"x": 1}}],
-        "has_more": False, "first_id": "msgbatch_1", "last_id": "msgbatch_1"})
+    body = msgspec.json.encode(
+        {
+            "data": [
+                {
+                    "id": "msgbatch_1",
+                    "type": "message_batch",
+                    "processing_status": "ended",
+                    "request_counts": {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0},
+                    "created_at": "2026-11-22T10:00:00.123456Z",
+                    "expires_at": "2026-11-23T10:00:00.123456Z",
+                    "ended_at": "2026-11-22T11:00:00Z",
+                    "archived_at": None,
+                    "cancel_initiated_at": None,
+                    "results_url": "https://example/results",
+                    "a_field_added_later": {"x": 1},
+                }
+            ],
+            "has_more": False,
+            "first_id": "msgbatch_1",
+            "last_id": "msgbatch_1",
+        }
+    )
     (batch,) = decode_page(body).data
     counts = {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0}
     sdk_like = SimpleNamespace(
-        id="msgbatch_1", processing_status="ended",
+        id="msgbatch_1",
+        processing_status="ended",
         request_counts=SimpleNamespace(to_dict=lambda: counts),
         created_at=datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC),
-        ended_at=datetime(2026, 11, 22, 11, 0, tzinfo=UTC), cancel_initiated_at=None)
+        ended_at=datetime(2026, 11, 22, 11, 0, tzinfo=UTC),
+        cancel_initiated_at=None,
+    )
     assert batch.snapshot() == snapshot(sdk_like)
 
 

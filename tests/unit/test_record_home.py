@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from airflow_provider_claude_batch.batch.ledger import (
+from airflow_provider_claude_batch.exceptions import BatchInputError, StateNotSharedError
+from airflow_provider_claude_batch.submit.record import (
     Claim,
     PartRecord,
     SubmissionRecord,
@@ -15,36 +16,43 @@ from airflow_provider_claude_batch.batch.ledger import (
     part_claim,
     successor_claim,
 )
-from airflow_provider_claude_batch.exceptions import BatchInputError, StateNotSharedError
-from airflow_provider_claude_batch.record_store import choose_record_home, is_local_executor, settled_claim
+from airflow_provider_claude_batch.submit.store import choose_record_home, is_local_executor, settled_claim
 
 
-@pytest.mark.parametrize(("setting", "local"), [
-    ("LocalExecutor", True),
-    ("SequentialExecutor", True),
-    ("airflow.executors.local_executor.LocalExecutor", True),
-    ("LocalExecutor, SequentialExecutor", True),
-    ("CeleryExecutor", False),
-    ("KubernetesExecutor", False),
-    ("CeleryExecutor,KubernetesExecutor", False),
-    ("LocalExecutor,CeleryExecutor", False),  # a multi-executor list with any remote executor
-    ("fast:my.pkg.LocalExecutor,slow:my.pkg.EdgeExecutor", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    ("setting", "local"),
+    [
+        ("LocalExecutor", True),
+        ("SequentialExecutor", True),
+        ("airflow.executors.local_executor.LocalExecutor", True),
+        ("LocalExecutor, SequentialExecutor", True),
+        ("CeleryExecutor", False),
+        ("KubernetesExecutor", False),
+        ("CeleryExecutor,KubernetesExecutor", False),
+        ("LocalExecutor,CeleryExecutor", False),  # a multi-executor list with any remote executor
+        ("fast:my.pkg.LocalExecutor,slow:my.pkg.EdgeExecutor", False),
+        ("", False),
+    ],
+)
 def test_only_executors_on_the_schedulers_machine_count_as_local(setting: str, local: bool) -> None:
     assert is_local_executor(setting) is local
 
 
 def test_the_record_home_rule() -> None:
     choose = choose_record_home
-    assert choose(state_path="s3://b/s", store_available=True, clear_on_success=False, executor="CeleryExecutor") \
-        == "path"
-    assert choose(state_path=None, store_available=True, clear_on_success=False, executor="CeleryExecutor") \
+    assert (
+        choose(state_path="s3://b/s", store_available=True, clear_on_success=False, executor="CeleryExecutor") == "path"
+    )
+    assert (
+        choose(state_path=None, store_available=True, clear_on_success=False, executor="CeleryExecutor")
         == "task_state_store"
-    assert choose(state_path=None, store_available=False, clear_on_success=False, executor="LocalExecutor") \
-        == "local_disk"
-    assert choose(state_path=None, store_available=True, clear_on_success=True, executor="LocalExecutor") \
-        == "local_disk"
+    )
+    assert (
+        choose(state_path=None, store_available=False, clear_on_success=False, executor="LocalExecutor") == "local_disk"
+    )
+    assert (
+        choose(state_path=None, store_available=True, clear_on_success=True, executor="LocalExecutor") == "local_disk"
+    )
     for store, clear in ((False, False), (True, True)):
         with pytest.raises(StateNotSharedError) as refused:
             choose(state_path=None, store_available=store, clear_on_success=clear, executor="CeleryExecutor")
@@ -59,14 +67,27 @@ def test_a_settled_claim_is_lost_to_a_rival_write_during_the_settle_time() -> No
     def rival_writes(_: float) -> None:  # the rival read "free" before our write and writes after it
         register["c"] = Claim("b", 2.0)
 
-    won = settled_claim(lambda: register.get("c"), lambda c: register.__setitem__("c", c), Claim("a", 1.0), 1.0,
-                        sleep=rival_writes)
+    won = settled_claim(
+        lambda: register.get("c"), lambda c: register.__setitem__("c", c), Claim("a", 1.0), 1.0, sleep=rival_writes
+    )
     assert won.holder == "b"
-    assert settled_claim(lambda: register.get("c"), lambda c: register.__setitem__("c", c), Claim("c", 3.0), 1.0,
-                         sleep=lambda _: None).holder == "b"  # held: no write at all
+    assert (
+        settled_claim(
+            lambda: register.get("c"),
+            lambda c: register.__setitem__("c", c),
+            Claim("c", 3.0),
+            1.0,
+            sleep=lambda _: None,
+        ).holder
+        == "b"
+    )  # held: no write at all
     free: dict[str, Claim] = {}
-    assert settled_claim(lambda: free.get("c"), lambda c: free.__setitem__("c", c), Claim("a", 1.0), 1.0,
-                         sleep=lambda _: None).holder == "a"
+    assert (
+        settled_claim(
+            lambda: free.get("c"), lambda c: free.__setitem__("c", c), Claim("a", 1.0), 1.0, sleep=lambda _: None
+        ).holder
+        == "a"
+    )
 
 
 def _record(**changes: object) -> SubmissionRecord:

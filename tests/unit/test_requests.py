@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from airflow_provider_claude_batch.batch import requests as requests_module
-from airflow_provider_claude_batch.batch.requests import (
+from airflow_provider_claude_batch.requests import prepare as requests_module
+from airflow_provider_claude_batch.requests.prepare import (
     FINGERPRINT_PREFIX,
     BatchPlan,
     PreparedRequests,
@@ -35,14 +35,21 @@ def _numbered(items: list[object]) -> list[tuple[int, object]]:
 
 
 def test_defaults_fill_only_what_a_request_leaves_out() -> None:
-    requests = [{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
-                {"custom_id": "b", "params": message_params(model="claude-opus-5-5", max_tokens=7)}]
-    prepared, problems, bad = prepare_requests(_numbered(requests),
-                                               RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system="s"))
+    requests = [
+        {"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+        {"custom_id": "b", "params": message_params(model="claude-opus-5-5", max_tokens=7)},
+    ]
+    prepared, problems, bad = prepare_requests(
+        _numbered(requests), RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system="s")
+    )
     assert bad == 0 and not problems
     body = json.loads(prepared.body(0, 2))
-    assert body["requests"][0]["params"] == {"messages": [{"role": "user", "content": "x"}],
-                                             "model": "claude-haiku-5-5", "max_tokens": 99, "system": "s"}
+    assert body["requests"][0]["params"] == {
+        "messages": [{"role": "user", "content": "x"}],
+        "model": "claude-haiku-5-5",
+        "max_tokens": 99,
+        "system": "s",
+    }
     assert body["requests"][1]["params"]["model"] == "claude-opus-5-5"
     assert body["requests"][1]["params"]["max_tokens"] == 7
 
@@ -50,48 +57,83 @@ def test_defaults_fill_only_what_a_request_leaves_out() -> None:
 def test_full_messages_params_pass_through_untouched() -> None:
     params = message_params(
         system=[{"type": "text", "text": "ctx", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
-        tools=[{"name": "lookup", "input_schema": {"type": "object"}}], tool_choice={"type": "auto"},
-        messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                            "data": "AAAA"}},
-                                               {"type": "document", "source": {"type": "text", "data": "doc"}}]},
-                  {"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}],
-        thinking={"type": "enabled", "budget_tokens": 1024}, metadata={"user_id": "u"})
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "auto"},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "document", "source": {"type": "text", "data": "doc"}},
+                ],
+            },
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "next"},
+        ],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        metadata={"user_id": "u"},
+    )
     prepared, _, bad = prepare_requests(_numbered([{"custom_id": "x", "params": params}]))
     assert bad == 0
     assert json.loads(prepared.body(0, 1))["requests"][0]["params"] == params
 
 
-@pytest.mark.parametrize(("request_", "reason"), [
-    ({"custom_id": "a b", "params": message_params()}, "custom_id must be 1-64"),
-    ({"custom_id": "x" * 65, "params": message_params()}, "custom_id must be 1-64"),
-    ({"custom_id": 5, "params": message_params()}, "custom_id is missing or not a string"),
-    ({"params": message_params()}, "custom_id is missing"),
-    ({"custom_id": "a"}, "params is missing"),
-    ({"custom_id": "a", "params": [1]}, "params is missing or not an object"),
-    ({"custom_id": "a", "params": message_params(), "extra": 1}, "unexpected key(s) ['extra']"),
-    ({"custom_id": "a", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}, "model"),
-    ({"custom_id": "a", "params": message_params(max_tokens=True)}, "max_tokens"),
-    ({"custom_id": "a", "params": message_params(max_tokens=0)}, "at least 1"),
-    ({"custom_id": "a", "params": message_params(messages=[])}, "messages is empty"),
-    ({"custom_id": "a", "params": message_params(messages=[{"role": "system", "content": "x"}])}, "role"),
-    ({"custom_id": "a", "params": message_params(messages=[{"role": "user", "content": ""}])}, "content"),
-    ({"custom_id": "a", "params": message_params(stream=True)}, "streaming"),
-    ({"custom_id": "a", "params": message_params(speed="fast")}, "fast mode"),
-    ({"custom_id": "a", "params": message_params(metadata={"when": object()})}, "not JSON-serializable"),
-    ("text", "expected an object"),
-    # values msgspec would send as something else (null, a list, base64, a string) instead of refusing
-    ({"custom_id": "a", "params": message_params(temperature=math.nan)}, "params.temperature is nan, and JSON has no"),
-    ({"custom_id": "a", "params": message_params(temperature=-math.inf)}, "params.temperature is -inf"),
-    ({"custom_id": "a", "params": message_params(stop_sequences={"x"})}, "params.stop_sequences is a set;"),
-    ({"custom_id": "a", "params": message_params(metadata={"user_id": b"u"})}, "params.metadata.user_id is a bytes"),
-    ({"custom_id": "a", "params": message_params(metadata={1: "u"})}, "params.metadata has the key 1"),
-    ({"custom_id": "a", "params": message_params(metadata={"at": datetime.date(2026, 1, 1)})}, "metadata.at is a date"),
-    ({"custom_id": "a", "params": message_params(messages=[{"role": "user", "content": [{"t": decimal.Decimal(1)}]}])},
-     "params.messages[0].content[0].t is a Decimal"),
-    ({"custom_id": "a", "params": message_params("\ud800")}, "text that is not valid Unicode (surrogates not allowed"),
-    ({"custom_id": "a", "params": message_params(metadata=functools.reduce(lambda x, _: [x], range(100_000), []))},
-     "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        ({"custom_id": "a b", "params": message_params()}, "custom_id must be 1-64"),
+        ({"custom_id": "x" * 65, "params": message_params()}, "custom_id must be 1-64"),
+        ({"custom_id": 5, "params": message_params()}, "custom_id is missing or not a string"),
+        ({"params": message_params()}, "custom_id is missing"),
+        ({"custom_id": "a"}, "params is missing"),
+        ({"custom_id": "a", "params": [1]}, "params is missing or not an object"),
+        ({"custom_id": "a", "params": message_params(), "extra": 1}, "unexpected key(s) ['extra']"),
+        ({"custom_id": "a", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}, "model"),
+        ({"custom_id": "a", "params": message_params(max_tokens=True)}, "max_tokens"),
+        ({"custom_id": "a", "params": message_params(max_tokens=0)}, "at least 1"),
+        ({"custom_id": "a", "params": message_params(messages=[])}, "messages is empty"),
+        ({"custom_id": "a", "params": message_params(messages=[{"role": "system", "content": "x"}])}, "role"),
+        ({"custom_id": "a", "params": message_params(messages=[{"role": "user", "content": ""}])}, "content"),
+        ({"custom_id": "a", "params": message_params(stream=True)}, "streaming"),
+        ({"custom_id": "a", "params": message_params(speed="fast")}, "fast mode"),
+        ({"custom_id": "a", "params": message_params(metadata={"when": object()})}, "not JSON-serializable"),
+        ("text", "expected an object"),
+        # values msgspec would send as something else (null, a list, base64, a string) instead of refusing
+        (
+            {"custom_id": "a", "params": message_params(temperature=math.nan)},
+            "params.temperature is nan, and JSON has no",
+        ),
+        ({"custom_id": "a", "params": message_params(temperature=-math.inf)}, "params.temperature is -inf"),
+        ({"custom_id": "a", "params": message_params(stop_sequences={"x"})}, "params.stop_sequences is a set;"),
+        (
+            {"custom_id": "a", "params": message_params(metadata={"user_id": b"u"})},
+            "params.metadata.user_id is a bytes",
+        ),
+        ({"custom_id": "a", "params": message_params(metadata={1: "u"})}, "params.metadata has the key 1"),
+        (
+            {"custom_id": "a", "params": message_params(metadata={"at": datetime.date(2026, 1, 1)})},
+            "metadata.at is a date",
+        ),
+        (
+            {
+                "custom_id": "a",
+                "params": message_params(messages=[{"role": "user", "content": [{"t": decimal.Decimal(1)}]}]),
+            },
+            "params.messages[0].content[0].t is a Decimal",
+        ),
+        (
+            {"custom_id": "a", "params": message_params("\ud800")},
+            "text that is not valid Unicode (surrogates not allowed",
+        ),
+        (
+            {
+                "custom_id": "a",
+                "params": message_params(metadata=functools.reduce(lambda x, _: [x], range(100_000), [])),
+            },
+            "nested too deeply",
+        ),
+    ],
+)
 def test_each_kind_of_bad_request_is_named(request_: object, reason: str) -> None:
     _prepared, problems, bad = prepare_requests(_numbered([request_]))
     assert bad == 1
@@ -103,8 +145,10 @@ def test_problems_are_counted_in_full_but_only_the_first_few_are_kept() -> None:
     requests: list[object] = [{"custom_id": f"bad {i}", "params": message_params()} for i in range(25)]
     prepared, problems, bad = prepare_requests(_numbered(requests))
     assert bad == 25 and len(problems) == 10 and prepared.requests_read == 25
-    assert str(problems[0]) == "line 1 (custom_id 'bad 0'): custom_id must be 1-64 characters of letters, digits, " \
-                               "'_' or '-'"
+    assert (
+        str(problems[0]) == "line 1 (custom_id 'bad 0'): custom_id must be 1-64 characters of letters, digits, "
+        "'_' or '-'"
+    )
 
 
 def test_duplicates_across_the_whole_input_name_both_lines() -> None:
@@ -161,18 +205,35 @@ def test_jsonl_lines_are_numbered_and_bad_json_is_a_problem() -> None:
 
 
 def test_rows_become_requests_through_a_template() -> None:
-    build = template_params_builder({"model": "claude-haiku-5-5", "max_tokens": 5,
-                                     "messages": [{"role": "user", "content": "Rate {text} in {{json}}"}]})
+    build = template_params_builder(
+        {
+            "model": "claude-haiku-5-5",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "Rate {text} in {{json}}"}],
+        }
+    )
     rows = [(2, {"id": "r1", "text": "great"}), (3, {"id": "", "text": "x"}), (4, {"id": "r3"})]
     out = list(rows_to_requests(rows, custom_id_column="id", build_params=build))
-    assert out[0] == (2, {"custom_id": "r1", "params": {"model": "claude-haiku-5-5", "max_tokens": 5,
-                                                        "messages": [{"role": "user", "content": "Rate great in {json}"}]}})
+    assert out[0] == (
+        2,
+        {
+            "custom_id": "r1",
+            "params": {
+                "model": "claude-haiku-5-5",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "Rate great in {json}"}],
+            },
+        },
+    )
     assert isinstance(out[1][1], Problem) and "'id' is missing" in out[1][1].reason
-    assert isinstance(out[2][1], Problem) and out[2][1].reason == \
-        "placeholder {text} names no column of the row (its columns: 'id')"
+    assert (
+        isinstance(out[2][1], Problem)
+        and out[2][1].reason == "placeholder {text} names no column of the row (its columns: 'id')"
+    )
 
 
 # ---- the JSONL road: the same checks with less Python per line, the same bytes and fingerprint ----
+
 
 def _jsonl(requests: list[object]) -> list[bytes]:
     return [json.dumps(r).encode() + b"\n" for r in requests]
@@ -181,12 +242,15 @@ def _jsonl(requests: list[object]) -> list[bytes]:
 Prepared = tuple[PreparedRequests, list[Problem], int]
 
 
-def _both_roads(lines: list[bytes], defaults: RequestDefaults | None = None,
-                **limits: int) -> tuple[Prepared, Prepared]:
+def _both_roads(
+    lines: list[bytes], defaults: RequestDefaults | None = None, **limits: int
+) -> tuple[Prepared, Prepared]:
     """The JSONL road and the reference road (the same lines decoded first, then given as entries)."""
     defaults = defaults or RequestDefaults()
-    return (prepare_requests(iter_jsonl(lines), defaults, **limits),
-            prepare_requests(list(iter_jsonl(lines)), defaults, **limits))
+    return (
+        prepare_requests(iter_jsonl(lines), defaults, **limits),
+        prepare_requests(list(iter_jsonl(lines)), defaults, **limits),
+    )
 
 
 def _items(prepared: PreparedRequests) -> list[bytes]:
@@ -206,18 +270,21 @@ def _same(fast: PreparedRequests, reference: PreparedRequests) -> None:
 def _identical(one: PreparedRequests, other: PreparedRequests) -> None:
     """Byte for byte: how a JSONL input is read (whole, in blocks, line by line) changes nothing sent."""
     assert one.buffer == other.buffer and one.fingerprint == other.fingerprint
-    assert (list(one.starts), list(one.ends), one.custom_ids, one.as_written) == \
-           (list(other.starts), list(other.ends), other.custom_ids, other.as_written)
+    assert (list(one.starts), list(one.ends), one.custom_ids, one.as_written) == (
+        list(other.starts),
+        list(other.ends),
+        other.custom_ids,
+        other.as_written,
+    )
 
 
 GOLDEN_LINES = [
     b'{"custom_id": "spaced", "params": {"model": "claude-sonnet-5-5", "max_tokens": 64, '
     b'"messages": [{"role": "user", "content": "caf\\u00e9 \\/ \\"q\\" \\t \\u0001 \\ud83d\\ude00"}]}}\n',
-    '{"custom_id":"raw-utf8","params":{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"日本 é"}]}}\n'
-    .encode(),
+    '{"custom_id":"raw-utf8","params":{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"日本 é"}]}}\n'.encode(),
     b'  {"params": {"messages": [{"role": "assistant", "content": [{"type": "text", "text": "x"}]}], '
     b'"max_tokens": 5, "model": "m"}, "custom_id": "params-first"} \r\n',
-    b'\n',
+    b"\n",
     b'{"custom_id":"numbers","params":{"model":"m","max_tokens":7,"temperature":0.7,"top_p":1E2,"x":1e-05,'
     b'"big":12345678901234567890,"neg":-0,"f":-0.0,"messages":[{"role":"user","content":"n"}]}}\n',
     b'{"custom_id":"dup-keys","params":{"model":"a","max_tokens":3,"model":"b","messages":[{"role":"user",'
@@ -231,8 +298,10 @@ GOLDEN_DEFAULTS = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, syste
 # What versions before lines were sent as written computed for GOLDEN_LINES (every request as msgspec
 # encodes it), with GOLDEN_DEFAULTS and without the default system: a record written then must still
 # recognise the same input, or a task retried across the upgrade would submit (and pay for) it again.
-GOLDEN_FINGERPRINTS = {"system": "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3",
-                       "no system": "e706aa783cc3687f03349aefae0f3838c9ffbf5564d898b6b3be25427eeb59fe"}
+GOLDEN_FINGERPRINTS = {
+    "system": "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3",
+    "no system": "e706aa783cc3687f03349aefae0f3838c9ffbf5564d898b6b3be25427eeb59fe",
+}
 
 
 @pytest.mark.parametrize("which", sorted(GOLDEN_FINGERPRINTS))
@@ -252,7 +321,7 @@ def test_a_retry_after_an_upgrade_still_recognises_the_same_input(which: str, as
     assert fast.custom_ids == ["spaced", "raw-utf8", "params-first", "numbers", "dup-keys", "defaults", "stream-false"]
     assert fast.as_written == (1 if which == "system" else 6)  # the line without a system, or without a model
     sent = json.loads(fast.body(0, len(fast)))["requests"]
-    assert sent[0]["params"]["messages"][0]["content"] == "caf\u00e9 / \"q\" \t \u0001 \U0001f600"
+    assert sent[0]["params"]["messages"][0]["content"] == 'caf\u00e9 / "q" \t \u0001 \U0001f600'
     assert sent[2]["custom_id"] == "params-first" and sent[2]["params"]["max_tokens"] == 5
     assert sent[4]["params"]["model"] == "b" and sent[4]["params"]["messages"][0]["content"] == "e"
     assert sent[5]["params"]["model"] == "claude-haiku-5-5"
@@ -262,20 +331,27 @@ def test_a_line_a_typed_decode_accepts_is_sent_as_written() -> None:
     spaced = json.dumps({"params": message_params("caf\u00e9"), "custom_id": "first"}).encode()
     compact = json.dumps({"custom_id": "second", "params": message_params()}, separators=(",", ":")).encode()
     filled = b'{"custom_id": "third", "params": {"messages": [{"role": "user", "content": "x"}]}}'
-    prepared, _, bad = prepare_requests(iter_jsonl(io.BytesIO(b"\n".join([spaced, compact, filled]) + b"\n")),
-                                        RequestDefaults(model="claude-haiku-5-5", max_tokens=9))
+    prepared, _, bad = prepare_requests(
+        iter_jsonl(io.BytesIO(b"\n".join([spaced, compact, filled]) + b"\n")),
+        RequestDefaults(model="claude-haiku-5-5", max_tokens=9),
+    )
     assert bad == 0 and prepared.as_written == 2
-    assert prepared.body(0, 3) == (b'{"requests":[' + spaced + b"," + compact + b',{"custom_id":"third","params":'
-                                   b'{"messages":[{"role":"user","content":"x"}],"model":"claude-haiku-5-5",'
-                                   b'"max_tokens":9}}]}')
+    assert prepared.body(0, 3) == (
+        b'{"requests":[' + spaced + b"," + compact + b',{"custom_id":"third","params":'
+        b'{"messages":[{"role":"user","content":"x"}],"model":"claude-haiku-5-5",'
+        b'"max_tokens":9}}]}'
+    )
     assert _items(prepared) == [spaced, compact, _items(prepared)[2]]
 
 
 def test_a_clean_file_is_taken_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     per_line = requests_module._Preparer._add_lines
-    monkeypatch.setattr(requests_module._Preparer, "_add_lines",
-                        lambda self, lines, decoder: calls.append(1) or per_line(self, lines, decoder))
+    monkeypatch.setattr(
+        requests_module._Preparer,
+        "_add_lines",
+        lambda self, lines, decoder: calls.append(1) or per_line(self, lines, decoder),
+    )
     data = b"".join(_jsonl(make_requests(500)))
     prepared, _, bad = prepare_requests(iter_jsonl(io.BytesIO(data)))
     assert bad == 0 and not calls and prepared.as_written == 500
@@ -287,10 +363,15 @@ def test_a_clean_file_is_taken_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch
 
 def test_a_jsonl_file_finds_the_same_problems_as_the_same_requests_given_as_dicts() -> None:
     bad: list[object] = [
-        {"custom_id": "a b", "params": message_params()}, {"custom_id": "x" * 65, "params": message_params()},
-        {"custom_id": "a\n", "params": message_params()}, {"custom_id": 5, "params": message_params()},
-        {"custom_id": "", "params": message_params()}, {"custom_id": "caf\u00e9", "params": message_params()},
-        {"params": message_params()}, {"custom_id": "p1"}, {"custom_id": "p2", "params": [1]},
+        {"custom_id": "a b", "params": message_params()},
+        {"custom_id": "x" * 65, "params": message_params()},
+        {"custom_id": "a\n", "params": message_params()},
+        {"custom_id": 5, "params": message_params()},
+        {"custom_id": "", "params": message_params()},
+        {"custom_id": "caf\u00e9", "params": message_params()},
+        {"params": message_params()},
+        {"custom_id": "p1"},
+        {"custom_id": "p2", "params": [1]},
         {"custom_id": "p3", "params": message_params(), "extra": 1},
         {"custom_id": "p4", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}},
         {"custom_id": "p5", "params": message_params(max_tokens=True)},
@@ -308,7 +389,9 @@ def test_a_jsonl_file_finds_the_same_problems_as_the_same_requests_given_as_dict
         {"custom_id": "p17", "params": message_params(messages=["hi"])},
         {"custom_id": "p18", "params": message_params(messages={"role": "user", "content": "x"})},
         {"custom_id": "req-1", "params": message_params()},  # a duplicate
-        "text", [1], None,
+        "text",
+        [1],
+        None,
         [{"custom_id": "two-in-one", "params": message_params()}, {"custom_id": "two", "params": message_params()}],
     ]
     good = [*make_requests(3), {"custom_id": "s", "params": message_params(stream=False)}]
@@ -328,8 +411,10 @@ def test_a_bad_line_in_the_middle_is_named_by_its_line_number_and_nothing_is_pre
     lines[499] = b'{"custom_id": "req-499", "params": {"model": "m", "max_tokens": "64", "messages": []}}\n'
     prepared, problems, bad = prepare_requests(iter_jsonl(lines))
     assert bad == 1
-    assert [str(p) for p in problems] == ["line 500 (custom_id 'req-499'): params.max_tokens is missing or not "
-                                          "an integer (set it per request or with max_tokens=)"]
+    assert [str(p) for p in problems] == [
+        "line 500 (custom_id 'req-499'): params.max_tokens is missing or not "
+        "an integer (set it per request or with max_tokens=)"
+    ]
     assert len(prepared) == 499  # what was built before the bad line, which the caller never sends
 
 
@@ -337,8 +422,10 @@ def test_duplicate_custom_ids_name_the_line_that_had_it_first() -> None:
     lines = _jsonl([*make_requests(5), make_requests(3)[2], *make_requests(2, "other"), make_requests(1)[0]])
     (_, problems, bad), (_, reference_problems, _) = _both_roads(lines)
     assert bad == 2 and problems == reference_problems
-    assert [str(p) for p in problems] == ["line 6 (custom_id 'req-2'): duplicate custom_id (first seen on line 3)",
-                                          "line 9 (custom_id 'req-0'): duplicate custom_id (first seen on line 1)"]
+    assert [str(p) for p in problems] == [
+        "line 6 (custom_id 'req-2'): duplicate custom_id (first seen on line 3)",
+        "line 9 (custom_id 'req-0'): duplicate custom_id (first seen on line 1)",
+    ]
 
 
 def test_a_line_that_is_not_utf_8_is_a_problem_not_a_crash() -> None:
@@ -350,9 +437,11 @@ def test_a_line_that_is_not_utf_8_is_a_problem_not_a_crash() -> None:
 
 
 def test_defaults_fill_jsonl_requests_after_their_own_keys() -> None:
-    requests = [{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
-                {"custom_id": "b", "params": message_params(model="claude-opus-5-5", max_tokens=7)},
-                {"custom_id": "c", "params": {"messages": [{"role": "user", "content": "y"}], "system": None}}]
+    requests = [
+        {"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+        {"custom_id": "b", "params": message_params(model="claude-opus-5-5", max_tokens=7)},
+        {"custom_id": "c", "params": {"messages": [{"role": "user", "content": "y"}], "system": None}},
+    ]
     defaults = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system=[{"type": "text", "text": "s"}])
     (fast, _, bad), _ = _both_roads(_jsonl(requests), defaults)
     as_dicts, _, _ = prepare_requests(_numbered(requests), defaults)
@@ -361,11 +450,11 @@ def test_defaults_fill_jsonl_requests_after_their_own_keys() -> None:
     assert list(json.loads(fast.body(0, 1))["requests"][0]["params"]) == ["messages", "model", "max_tokens", "system"]
 
 
-@pytest.mark.parametrize("defaults", [RequestDefaults(model=""), RequestDefaults(max_tokens=0),
-                                      RequestDefaults(system=[{"when": object()}])])
+@pytest.mark.parametrize(
+    "defaults", [RequestDefaults(model=""), RequestDefaults(max_tokens=0), RequestDefaults(system=[{"when": object()}])]
+)
 def test_a_default_that_is_itself_bad_is_named_as_the_dicts_would_be(defaults: RequestDefaults) -> None:
-    lines = _jsonl([{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
-                    *make_requests(2)])
+    lines = _jsonl([{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}}, *make_requests(2)])
     (fast, problems, bad), (reference, reference_problems, reference_bad) = _both_roads(lines, defaults)
     assert (problems, bad) == (reference_problems, reference_bad) and bad >= 1
     assert problems[0].line == 1
@@ -375,12 +464,15 @@ def test_a_default_that_is_itself_bad_is_named_as_the_dicts_would_be(defaults: R
 def test_random_inputs_take_either_road_to_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(20261122)
     pieces = ["x", "caf\u00e9", "\u65e5\u672c", "\n", '"', "\\", "\u0001", "\U0001f600", " "]
-    variants = [lambda p: p, lambda p: {**p, "temperature": rng.choice([0, 0.5, 1e-7, 2])},
-                lambda p: {k: p[k] for k in reversed(list(p))},
-                lambda p: {**p, "messages": [{"role": "user", "content": [{"type": "text", "text": "t"}]}]},
-                lambda p: {**p, "max_tokens": rng.choice([0, -1, True, 1.5, "8", None, 2**70])},
-                lambda p: {**p, "stream": rng.choice([False, True, None])},
-                lambda p: {k: v for k, v in p.items() if k != rng.choice(["model", "max_tokens", "messages"])}]
+    variants = [
+        lambda p: p,
+        lambda p: {**p, "temperature": rng.choice([0, 0.5, 1e-7, 2])},
+        lambda p: {k: p[k] for k in reversed(list(p))},
+        lambda p: {**p, "messages": [{"role": "user", "content": [{"type": "text", "text": "t"}]}]},
+        lambda p: {**p, "max_tokens": rng.choice([0, -1, True, 1.5, "8", None, 2**70])},
+        lambda p: {**p, "stream": rng.choice([False, True, None])},
+        lambda p: {k: v for k, v in p.items() if k != rng.choice(["model", "max_tokens", "messages"])},
+    ]
     for _ in range(20):
         requests: list[object] = []
         for i in range(rng.randint(1, 60)):
@@ -418,12 +510,19 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
         "stream": [*good[:3], *_jsonl([{"custom_id": "s", "params": message_params(stream=True)}]), *good[3:]],
         "two in one spaced": [*good[:5], good[5].rstrip(b"\n") + b" " + good[6], *good[7:]],
         # two values on one line and one value over two lines: as many values as lines, none of them a line
-        "split": [*good[:5], good[5].rstrip(b"\n") + b" " + good[6][:good[6].index(b"{", 2)].rstrip() + b"\n",
-                  good[6][good[6].index(b"{", 2):], *good[7:]],
+        "split": [
+            *good[:5],
+            good[5].rstrip(b"\n") + b" " + good[6][: good[6].index(b"{", 2)].rstrip() + b"\n",
+            good[6][good[6].index(b"{", 2) :],
+            *good[7:],
+        ],
         # msgspec does not check the UTF-8 of a value it skips (an unchecked key) or keeps raw (content blocks)
         "bad utf-8": [*good[:4], good[4].replace(b'"params": {', b'"params": {"x": "\xff", '), *good[5:]],
-        "bad utf-8 raw": [*good[:4], good[4].replace(b'"content": "', b'"content": [{"text": "\xff"}], "y": "'),
-                          *good[5:]],
+        "bad utf-8 raw": [
+            *good[:4],
+            good[4].replace(b'"content": "', b'"content": [{"text": "\xff"}], "y": "'),
+            *good[5:],
+        ],
     }
     for name, lines in cases.items():
         for block in (64, 600, 1 << 20):
@@ -431,8 +530,16 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
             as_file, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
             by_lines, line_problems, line_bad = prepare_requests(iter_jsonl(lines))
             assert (problems, bad) == (line_problems, line_bad), (name, block)
-            bad_lines = {"two in one": [6], "dup in block": [41], "dup far": [71], "stream": [4], "bad utf-8": [5],
-                         "bad utf-8 raw": [5], "split": [6, 7], "two in one spaced": [6]}.get(name, [])
+            bad_lines = {
+                "two in one": [6],
+                "dup in block": [41],
+                "dup far": [71],
+                "stream": [4],
+                "bad utf-8": [5],
+                "bad utf-8 raw": [5],
+                "split": [6, 7],
+                "two in one spaced": [6],
+            }.get(name, [])
             assert [p.line for p in problems] == bad_lines, (name, block)
             if not bad:
                 _identical(as_file, by_lines)
@@ -448,14 +555,19 @@ def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkey
 
 
 def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = b"".join([*_jsonl(make_requests(30)), b"\n", b'  {"custom_id": "w", "params": ' +
-                     json.dumps(message_params("\u00e9\u65e5")).encode() + b"} \r\n",
-                     *_jsonl(make_requests(3, "tail"))])[:-1]
+    data = b"".join(
+        [
+            *_jsonl(make_requests(30)),
+            b"\n",
+            b'  {"custom_id": "w", "params": ' + json.dumps(message_params("\u00e9\u65e5")).encode() + b"} \r\n",
+            *_jsonl(make_requests(3, "tail")),
+        ]
+    )[:-1]
     monkeypatch.setattr(requests_module, "READ_BYTES", 7)
     by_lines, _, _ = prepare_requests(iter_jsonl(data.splitlines(keepends=True)))
     without_newlines, _, _ = prepare_requests(iter_jsonl(data.splitlines()))
     as_file, _, _ = prepare_requests(iter_jsonl(io.BytesIO(data)))
-    in_blocks, _, _ = prepare_requests(iter_jsonl_blocks(data[i:i + 100] for i in range(0, len(data), 100)))
+    in_blocks, _, _ = prepare_requests(iter_jsonl_blocks(data[i : i + 100] for i in range(0, len(data), 100)))
     as_dicts, _, _ = prepare_requests(list(iter_jsonl(io.BytesIO(data))))
     for prepared in (as_file, in_blocks):
         _identical(prepared, by_lines)
@@ -481,7 +593,9 @@ def test_jsonl_splits_at_the_count_limit_like_the_dicts(limit: int) -> None:
     requests = make_requests(25)
     (fast, _, _), (reference, _, _) = _both_roads(_jsonl(requests))
     plans = plan_batches(fast, max_requests=limit)
-    assert [(p.first, p.stop) for p in plans] == [(p.first, p.stop) for p in plan_batches(reference, max_requests=limit)]
+    assert [(p.first, p.stop) for p in plans] == [
+        (p.first, p.stop) for p in plan_batches(reference, max_requests=limit)
+    ]
     assert plans == _plans_one_by_one(fast, limit, 10**9)
     assert [p.request_count for p in plans] == [min(limit, 25 - first) for first in range(0, 25, limit)]
 
@@ -512,8 +626,11 @@ def _plans_one_by_one(prepared: PreparedRequests, max_requests: int, max_body_by
     first = 0
     while first < len(prepared):
         stop = first + 1
-        while (stop < len(prepared) and stop - first < max_requests
-               and prepared.body_size(first, stop + 1) <= max_body_bytes):
+        while (
+            stop < len(prepared)
+            and stop - first < max_requests
+            and prepared.body_size(first, stop + 1) <= max_body_bytes
+        ):
             stop += 1
         plans.append(BatchPlan(len(plans), first, stop, prepared.body_size(first, stop)))
         first = stop
@@ -525,8 +642,9 @@ def test_the_bisected_split_matches_the_one_by_one_split_on_uneven_sizes() -> No
     requests = [{"custom_id": f"r-{i}", "params": message_params("x" * rng.randint(0, 300))} for i in range(300)]
     prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(requests)))
     for max_requests, max_body_bytes in [(100_000, 2_000), (7, 5_000), (13, 1_000), (1, 10_000), (100_000, 10**8)]:
-        assert plan_batches(prepared, max_requests=max_requests, max_body_bytes=max_body_bytes) == \
-               _plans_one_by_one(prepared, max_requests, max_body_bytes)
+        assert plan_batches(prepared, max_requests=max_requests, max_body_bytes=max_body_bytes) == _plans_one_by_one(
+            prepared, max_requests, max_body_bytes
+        )
 
 
 def test_a_follow_up_round_recognises_its_record_from_before_lines_were_sent_as_written() -> None:
@@ -542,22 +660,33 @@ def test_a_follow_up_round_recognises_its_record_from_before_lines_were_sent_as_
 def test_an_input_the_earlier_version_refused_is_not_taken_for_its_record() -> None:
     """A number too big for msgspec, in a field nobody checks, is sent as written now; the earlier
     version refused the line, so no record of it can exist, and comparing must not crash."""
-    lines = [json.dumps({"custom_id": "big", "params": {**message_params(), "metadata": {"n": 1}}}).encode()
-             .replace(b'"n": 1', b'"n": 1e400')]
+    lines = [
+        json.dumps({"custom_id": "big", "params": {**message_params(), "metadata": {"n": 1}}})
+        .encode()
+        .replace(b'"n": 1', b'"n": 1e400')
+    ]
     prepared, _, bad = prepare_requests(iter_jsonl(lines))
     assert bad == 0 and prepared.as_written == 1
     assert not prepared.recognises("0" * 64)
 
 
 def test_every_request_is_counted_after_the_first_bad_one_on_every_road(monkeypatch: pytest.MonkeyPatch) -> None:
-    """"N of M requests are invalid": M counts the good requests after a bad one too (they are not kept)."""
-    requests: list[object] = [*make_requests(3), {"custom_id": "bad one", "params": message_params()},
-                              *make_requests(6, "after"), "not a request", *make_requests(2, "tail")]
+    """ "N of M requests are invalid": M counts the good requests after a bad one too (they are not kept)."""
+    requests: list[object] = [
+        *make_requests(3),
+        {"custom_id": "bad one", "params": message_params()},
+        *make_requests(6, "after"),
+        "not a request",
+        *make_requests(2, "tail"),
+    ]
     lines = [*_jsonl(requests[:5]), b"\n", b"{oops\n", *_jsonl(requests[5:])]
     monkeypatch.setattr(requests_module, "READ_BYTES", 300)
-    for name, entries in {"dicts": _numbered(requests), "lines": iter_jsonl(lines),
-                          "file": iter_jsonl(io.BytesIO(b"".join(lines))),
-                          "decoded lines": list(iter_jsonl(lines))}.items():
+    for name, entries in {
+        "dicts": _numbered(requests),
+        "lines": iter_jsonl(lines),
+        "file": iter_jsonl(io.BytesIO(b"".join(lines))),
+        "decoded lines": list(iter_jsonl(lines)),
+    }.items():
         prepared, _, bad = prepare_requests(entries)
         expected_bad = 2 if name == "dicts" else 3
         assert (bad, prepared.requests_read, len(prepared)) == (expected_bad, 11 + expected_bad, 3), name
@@ -567,8 +696,12 @@ def test_every_request_is_counted_after_the_first_bad_one_on_every_road(monkeypa
 
 @pytest.mark.parametrize("system", [math.nan, {"x"}, b"s"])
 def test_a_default_msgspec_would_change_is_refused_on_every_road(system: object) -> None:
-    lines = _jsonl([{"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
-                    *({"custom_id": f"own-{i}", "params": message_params(system="own")} for i in range(2))])
+    lines = _jsonl(
+        [
+            {"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}},
+            *({"custom_id": f"own-{i}", "params": message_params(system="own")} for i in range(2)),
+        ]
+    )
     defaults = RequestDefaults(model="m", max_tokens=3, system=system)  # type: ignore[arg-type]
     (fast, problems, bad), (_, reference_problems, reference_bad) = _both_roads(lines, defaults)
     assert (problems, bad) == (reference_problems, reference_bad) and bad == 1

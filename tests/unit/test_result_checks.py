@@ -8,10 +8,10 @@ import json
 import msgspec
 import pytest
 
-from airflow_provider_claude_batch.batch.ledger import PartRecord, SubmissionRecord, TaskKey
-from airflow_provider_claude_batch.batch.pricing import cost_of
-from airflow_provider_claude_batch.batch.requests import BatchPlan
-from airflow_provider_claude_batch.batch.results import (
+from airflow_provider_claude_batch.emulator.faults import UNKNOWN_CUSTOM_ID, Fault, tampered_results
+from airflow_provider_claude_batch.output.land import expected_from_record, result_problems, spreadsheet_safe
+from airflow_provider_claude_batch.requests.prepare import BatchPlan
+from airflow_provider_claude_batch.results.fold import (
     NEGATIVE_USAGE,
     SUCCEEDED_WITHOUT_USAGE,
     UNKNOWN_RESULT_TYPE,
@@ -24,8 +24,8 @@ from airflow_provider_claude_batch.batch.results import (
     results_mismatch,
     valid_batch_id,
 )
-from airflow_provider_claude_batch.emulator.faults import UNKNOWN_CUSTOM_ID, Fault, tampered_results
-from airflow_provider_claude_batch.landing import expected_from_record, result_problems, spreadsheet_safe
+from airflow_provider_claude_batch.results.pricing import cost_of
+from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey
 
 IDS = [f"r{i}" for i in range(10)]
 
@@ -37,20 +37,26 @@ def _seen(*blocks: list[str]) -> SeenIds:
     return seen
 
 
-@pytest.mark.parametrize("expected", [
-    ExpectedResults(10), ExpectedResults(10, custom_ids_digest(IDS)), ExpectedResults(10, None, IDS)])
+@pytest.mark.parametrize(
+    "expected", [ExpectedResults(10), ExpectedResults(10, custom_ids_digest(IDS)), ExpectedResults(10, None, IDS)]
+)
 def test_exactly_the_submitted_custom_ids_in_any_order_and_blocks_pass(expected: ExpectedResults) -> None:
     assert results_mismatch("msgbatch_x", _seen(IDS[7:], IDS[:3], IDS[3:7]), expected) is None
 
 
-@pytest.mark.parametrize("expected", [
-    ExpectedResults(10), ExpectedResults(10, custom_ids_digest(IDS)), ExpectedResults(10, None, IDS)])
-@pytest.mark.parametrize("blocks", [
-    [[*IDS[:9], "r0"]],  # twice within a block
-    [IDS[:5], [*IDS[5:9], "r2"]],  # twice across blocks
-])
-def test_a_duplicated_line_in_place_of_a_missing_one_is_named(expected: ExpectedResults,
-                                                              blocks: list[list[str]]) -> None:
+@pytest.mark.parametrize(
+    "expected", [ExpectedResults(10), ExpectedResults(10, custom_ids_digest(IDS)), ExpectedResults(10, None, IDS)]
+)
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [[*IDS[:9], "r0"]],  # twice within a block
+        [IDS[:5], [*IDS[5:9], "r2"]],  # twice across blocks
+    ],
+)
+def test_a_duplicated_line_in_place_of_a_missing_one_is_named(
+    expected: ExpectedResults, blocks: list[list[str]]
+) -> None:
     problem = results_mismatch("msgbatch_x", _seen(*blocks), expected)
     assert problem is not None
     assert "msgbatch_x" in problem and "10 requests, 10 results for 9 distinct custom_ids" in problem
@@ -73,7 +79,8 @@ def test_a_result_for_an_unknown_custom_id_is_refused_by_the_input_or_the_record
 def test_more_or_fewer_distinct_results_than_requests_are_refused_without_a_record() -> None:
     assert "1 missing" in (results_mismatch("msgbatch_x", _seen(IDS[:9]), ExpectedResults(10)) or "")
     assert "1 more custom_ids than requests" in (
-        results_mismatch("msgbatch_x", _seen([*IDS, "extra"]), ExpectedResults(10)) or "")
+        results_mismatch("msgbatch_x", _seen([*IDS, "extra"]), ExpectedResults(10)) or ""
+    )
 
 
 def test_the_digest_is_order_independent_and_separates_ids() -> None:
@@ -82,14 +89,31 @@ def test_the_digest_is_order_independent_and_separates_ids() -> None:
     assert custom_ids_digest(IDS) != custom_ids_digest(IDS[:9])
 
 
-@pytest.mark.parametrize("batch_id", ["msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "msgbatch_emu_0a1b2c", "msgbatch_" + "a" * 300])
+@pytest.mark.parametrize(
+    "batch_id", ["msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "msgbatch_emu_0a1b2c", "msgbatch_" + "a" * 300]
+)
 def test_batch_ids_of_the_api_and_the_emulator_are_valid(batch_id: str) -> None:
     assert valid_batch_id(batch_id)
 
 
-@pytest.mark.parametrize("batch_id", [
-    "msgbatch_../../etc", "msgbatch_a/b", "msgbatch_a%2fb", "msgbatch_a b", "msgbatch_a\n", "msgbatch_",
-    "msgbatch_.x", "../msgbatch_a", "batch_abc", "", "msgbatch_a\\b", 7, None])
+@pytest.mark.parametrize(
+    "batch_id",
+    [
+        "msgbatch_../../etc",
+        "msgbatch_a/b",
+        "msgbatch_a%2fb",
+        "msgbatch_a b",
+        "msgbatch_a\n",
+        "msgbatch_",
+        "msgbatch_.x",
+        "../msgbatch_a",
+        "batch_abc",
+        "",
+        "msgbatch_a\\b",
+        7,
+        None,
+    ],
+)
 def test_anything_else_never_names_a_file(batch_id: object) -> None:
     assert not valid_batch_id(batch_id)
 
@@ -99,26 +123,39 @@ def _line(custom_id: str, result: dict[str, object]) -> bytes:
 
 
 def _succeeded(usage: dict[str, object] | None) -> dict[str, object]:
-    message: dict[str, object] = {"id": "msg_1", "model": "claude-sonnet-5-5", "content": [{"type": "text", "text": "hi"}]}
+    message: dict[str, object] = {
+        "id": "msg_1",
+        "model": "claude-sonnet-5-5",
+        "content": [{"type": "text", "text": "hi"}],
+    }
     if usage is not None:
         message["usage"] = usage
     return {"type": "succeeded", "message": message}
 
 
 def test_results_whose_usage_cannot_be_counted_are_flagged_never_counted_as_zero_or_negative() -> None:
-    block = b"".join([
-        _line("ok", _succeeded({"input_tokens": 10, "output_tokens": 5})),
-        _line("no-usage", _succeeded(None)),
-        _line("no-output", _succeeded({"input_tokens": 10})),
-        _line("negative", _succeeded({"input_tokens": -1000, "output_tokens": 5})),
-        _line("negative-cache", _succeeded({"input_tokens": 1, "output_tokens": 5, "cache_read_input_tokens": -9})),
-        _line("no-message", {"type": "succeeded"}),
-        _line("odd", {"type": "deferred_forever"}),
-    ])
+    block = b"".join(
+        [
+            _line("ok", _succeeded({"input_tokens": 10, "output_tokens": 5})),
+            _line("no-usage", _succeeded(None)),
+            _line("no-output", _succeeded({"input_tokens": 10})),
+            _line("negative", _succeeded({"input_tokens": -1000, "output_tokens": 5})),
+            _line("negative-cache", _succeeded({"input_tokens": 1, "output_tokens": 5, "cache_read_input_tokens": -9})),
+            _line("no-message", {"type": "succeeded"}),
+            _line("odd", {"type": "deferred_forever"}),
+        ]
+    )
     totals = Totals()
     folded = fold_lines(block, "msgbatch_x", totals)
-    assert [r.custom_id for r in folded.rows] == ["ok", "no-usage", "no-output", "negative", "negative-cache",
-                                                  "no-message", "odd"]
+    assert [r.custom_id for r in folded.rows] == [
+        "ok",
+        "no-usage",
+        "no-output",
+        "negative",
+        "negative-cache",
+        "no-message",
+        "odd",
+    ]
     assert totals.counts["succeeded"] == 6 and totals.counts["deferred_forever"] == 1
     usage = totals.usage_by_model["claude-sonnet-5-5"]
     assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (1, 10, 5, 0)
@@ -136,10 +173,23 @@ def test_results_whose_usage_cannot_be_counted_are_flagged_never_counted_as_zero
     assert merged.problems[NEGATIVE_USAGE] == 4 and len(merged.problem_examples[SUCCEEDED_WITHOUT_USAGE]) == 5
 
 
-@pytest.mark.parametrize(("cell", "written"), [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+1", "'+1+1"), ("-2+3", "'-2+3"),
-    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"), ("", ""),
-    ("a=b", "a=b"), (None, None), (-5, -5), (12, 12)])
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("plain", "plain"),
+        ("", ""),
+        ("a=b", "a=b"),
+        (None, None),
+        (-5, -5),
+        (12, 12),
+    ],
+)
 def test_cells_a_spreadsheet_would_run_get_a_leading_quote(cell: object, written: object) -> None:
     assert spreadsheet_safe(cell) == written
 
@@ -158,11 +208,14 @@ def _record(ids: list[str], sizes: list[int]) -> tuple[SubmissionRecord, list[Ba
 def test_expectations_come_from_the_record_and_the_input_when_it_was_split_the_same_way() -> None:
     record, plans = _record(IDS, [4, 6])
     expected = expected_from_record(record, IDS, plans)
-    assert expected == {"msgbatch_0": ExpectedResults(4, custom_ids_digest(IDS[:4]), IDS[:4]),
-                        "msgbatch_1": ExpectedResults(6, custom_ids_digest(IDS[4:]), IDS[4:])}
+    assert expected == {
+        "msgbatch_0": ExpectedResults(4, custom_ids_digest(IDS[:4]), IDS[:4]),
+        "msgbatch_1": ExpectedResults(6, custom_ids_digest(IDS[4:]), IDS[4:]),
+    }
     other_split = [BatchPlan(0, 0, 5, 100), BatchPlan(1, 5, 10, 100)]
-    assert all(e.custom_ids is None and e.custom_ids_sha256 for e in
-               expected_from_record(record, IDS, other_split).values())
+    assert all(
+        e.custom_ids is None and e.custom_ids_sha256 for e in expected_from_record(record, IDS, other_split).values()
+    )
     assert expected_from_record(None) == {}
 
 
@@ -196,7 +249,9 @@ def test_stream_faults_apply_to_the_results_endpoint_only() -> None:
         Fault.from_dict({"endpoint": "retrieve", "kind": "unknown_result"}, now=0)
 
 
-@pytest.mark.parametrize("given", ["../../v1/models", "msgbatch_1,..", ["msgbatch_ok", "msgbatch_a/b"], "msgbatch_1?x=1"])
+@pytest.mark.parametrize(
+    "given", ["../../v1/models", "msgbatch_1,..", ["msgbatch_ok", "msgbatch_a/b"], "msgbatch_1?x=1"]
+)
 def test_batch_ids_given_to_the_sensor_or_results_operator_are_checked_before_any_call(given: object) -> None:
     """The sensor's (and the results operator's) IDs go into request paths, trigger kwargs and Console links."""
     from airflow_provider_claude_batch.exceptions import BatchInputError

@@ -6,14 +6,7 @@ import json
 
 import pytest
 
-from airflow_provider_claude_batch.batch.pricing import (
-    Usage,
-    cost_of,
-    price_for,
-    prices_from_overrides,
-    standard_cost,
-)
-from airflow_provider_claude_batch.batch.results import (
+from airflow_provider_claude_batch.results.fold import (
     TABLE_COLUMNS,
     MalformedResultError,
     Totals,
@@ -21,6 +14,13 @@ from airflow_provider_claude_batch.batch.results import (
     encode_rows,
     fold_line,
     fold_lines,
+)
+from airflow_provider_claude_batch.results.pricing import (
+    Usage,
+    cost_of,
+    price_for,
+    prices_from_overrides,
+    standard_cost,
 )
 
 
@@ -31,15 +31,27 @@ def _line(result: dict[str, object], custom_id: str = "c1") -> bytes:
 SUCCEEDED = {
     "type": "succeeded",
     "message": {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-5-5",
-        "content": [{"type": "thinking", "thinking": "..."}, {"type": "text", "text": "Hello"},
-                    {"type": "tool_use", "id": "t", "name": "x", "input": {}}, {"type": "text", "text": "there"}],
-        "stop_reason": "end_turn", "future_field": {"anything": 1},
-        "usage": {"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 30,
-                  "cache_read_input_tokens": 200,
-                  "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
-                  "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1},
-                  "service_tier": "batch"},
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-5-5",
+        "content": [
+            {"type": "thinking", "thinking": "..."},
+            {"type": "text", "text": "Hello"},
+            {"type": "tool_use", "id": "t", "name": "x", "input": {}},
+            {"type": "text", "text": "there"},
+        ],
+        "stop_reason": "end_turn",
+        "future_field": {"anything": 1},
+        "usage": {
+            "input_tokens": 100,
+            "output_tokens": 50,
+            "cache_creation_input_tokens": 30,
+            "cache_read_input_tokens": 200,
+            "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+            "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 1},
+            "service_tier": "batch",
+        },
     },
 }
 
@@ -49,21 +61,42 @@ def test_a_succeeded_line_becomes_a_row_with_every_usage_field() -> None:
     folded = fold_line(_line(SUCCEEDED), "msgbatch_1", totals)
     assert not folded.failed
     assert folded.row == {
-        "custom_id": "c1", "batch_id": "msgbatch_1", "result_type": "succeeded", "text": "Hello\nthere",
-        "stop_reason": "end_turn", "model": "claude-sonnet-5-5", "message_id": "msg_1",
-        "input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 30, "cache_read_input_tokens": 200,
-        "cache_write_5m_tokens": 10, "cache_write_1h_tokens": 20, "web_search_requests": 2, "web_fetch_requests": 1,
-        "service_tier": "batch", "error_type": None, "error_message": None,
+        "custom_id": "c1",
+        "batch_id": "msgbatch_1",
+        "result_type": "succeeded",
+        "text": "Hello\nthere",
+        "stop_reason": "end_turn",
+        "model": "claude-sonnet-5-5",
+        "message_id": "msg_1",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_creation_input_tokens": 30,
+        "cache_read_input_tokens": 200,
+        "cache_write_5m_tokens": 10,
+        "cache_write_1h_tokens": 20,
+        "web_search_requests": 2,
+        "web_fetch_requests": 1,
+        "service_tier": "batch",
+        "error_type": None,
+        "error_message": None,
     }
     usage = totals.usage_by_model["claude-sonnet-5-5"]
-    assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens, usage.cache_read_tokens) == (1, 100, 50, 10, 20, 200)
+    assert (
+        usage.requests,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.cache_read_tokens,
+    ) == (1, 100, 50, 10, 20, 200)
 
 
 def test_errored_lines_read_the_nested_error_type_and_the_flat_one_too() -> None:
     totals = Totals()
-    nested = {"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"},
-                                           "request_id": None}}
+    nested = {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}, "request_id": None},
+    }
     flat = {"type": "errored", "error": {"type": "invalid_request_error", "message": "bad"}}
     first = fold_line(_line(nested, "a"), "b", totals)
     second = fold_line(_line(flat, "b"), "b", totals)
@@ -92,8 +125,10 @@ def test_a_cache_write_without_its_split_counts_at_the_5_minute_rate() -> None:
 
 def test_every_row_has_the_table_columns_in_order_and_encodes_the_same_one_by_one_or_in_bulk() -> None:
     errored = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x"}}}
-    rows = [fold_line(_line(result, kind), "b", Totals()).row
-            for kind, result in (("s", SUCCEEDED), ("e", errored), ("x", {"type": "expired"}))]
+    rows = [
+        fold_line(_line(result, kind), "b", Totals()).row
+        for kind, result in (("s", SUCCEEDED), ("e", errored), ("x", {"type": "expired"}))
+    ]
     assert all(tuple(row) == TABLE_COLUMNS for row in rows)
     assert encode_rows(rows) == b"".join(encode_row(row) for row in rows)
 
@@ -103,13 +138,25 @@ def test_a_line_that_is_not_the_api_shape_stops_landing() -> None:
         fold_line(b'{"custom_id": "x"}', "msgbatch_9", Totals())
 
 
-ERRORED = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "x \u00e9 \"y\""}}}
-ONE_BLOCK = {"type": "succeeded", "message": {
-    "id": "msg_2", "model": "claude-haiku-4-5", "content": [{"type": "text", "text": "multi\nline \u2603 \\ \"q\""}],
-    "stop_reason": "max_tokens", "usage": {"input_tokens": 120_000, "output_tokens": 3}}}
+ERRORED = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": 'x \u00e9 "y"'}}}
+ONE_BLOCK = {
+    "type": "succeeded",
+    "message": {
+        "id": "msg_2",
+        "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": 'multi\nline \u2603 \\ "q"'}],
+        "stop_reason": "max_tokens",
+        "usage": {"input_tokens": 120_000, "output_tokens": 3},
+    },
+}
 MIXED = [
-    _line(SUCCEEDED, "s1"), _line(ERRORED, "e1"), _line({"type": "expired"}, "x1"), _line({"type": "canceled"}, "c1"),
-    _line(ONE_BLOCK, "s2"), _line({"type": "succeeded"}, "s3"), _line({"type": "some_future_type"}, "f1"),
+    _line(SUCCEEDED, "s1"),
+    _line(ERRORED, "e1"),
+    _line({"type": "expired"}, "x1"),
+    _line({"type": "canceled"}, "c1"),
+    _line(ONE_BLOCK, "s2"),
+    _line({"type": "succeeded"}, "s3"),
+    _line({"type": "some_future_type"}, "f1"),
     _line({"type": "errored", "error": {"type": "invalid_request_error", "message": "bad"}}, "e2"),
 ]
 
@@ -142,20 +189,29 @@ def test_blank_lines_crlf_and_a_last_line_without_newline_fold_like_before() -> 
     assert totals == expected
 
 
-@pytest.mark.parametrize("block", [
-    MIXED[0] + b" " + MIXED[1] + b"\n",  # two results on one line
-    MIXED[0].replace(b", ", b",\n", 1) + b"\n",  # one result over two lines
-    MIXED[0] + b"\n" + b'{"custom_id": "x"}\n',  # not the API's shape
-    MIXED[0] + b"\n" + MIXED[1][:-5] + b"\n",  # cut short
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        MIXED[0] + b" " + MIXED[1] + b"\n",  # two results on one line
+        MIXED[0].replace(b", ", b",\n", 1) + b"\n",  # one result over two lines
+        MIXED[0] + b"\n" + b'{"custom_id": "x"}\n',  # not the API's shape
+        MIXED[0] + b"\n" + MIXED[1][:-5] + b"\n",  # cut short
+    ],
+)
 def test_a_block_with_a_line_that_is_not_one_result_stops_landing(block: bytes) -> None:
     with pytest.raises(MalformedResultError, match="a result line of batch msgbatch_9 is not valid"):
         fold_lines(block, "msgbatch_9", Totals())
 
 
 def test_batch_cost_is_half_the_standard_cost_with_cache_multipliers() -> None:
-    usage = Usage(requests=1, input_tokens=1_000_000, output_tokens=1_000_000, cache_write_5m_tokens=1_000_000,
-                  cache_write_1h_tokens=1_000_000, cache_read_tokens=1_000_000)
+    usage = Usage(
+        requests=1,
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        cache_write_5m_tokens=1_000_000,
+        cache_write_1h_tokens=1_000_000,
+        cache_read_tokens=1_000_000,
+    )
     price = price_for("claude-sonnet-4-5")
     assert price is not None
     # $3 in + $15 out + 1.25 x 3 + 2 x 3 + 0.1 x 3 = 28.05 standard
@@ -178,8 +234,12 @@ def test_special_cache_read_rates_and_long_prompt_bands() -> None:
     haiku = price_for("claude-haiku-5-5")
     assert haiku is not None
     short = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
-    long = Usage(input_tokens=1_000_000, output_tokens=1_000_000, long_prompt_input_tokens=1_000_000,
-                 long_prompt_output_tokens=1_000_000)
+    long = Usage(
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        long_prompt_input_tokens=1_000_000,
+        long_prompt_output_tokens=1_000_000,
+    )
     assert standard_cost(short, haiku) == pytest.approx(0.60)
     assert standard_cost(long, haiku) == pytest.approx(3.00)
 
@@ -215,7 +275,8 @@ def test_every_model_id_of_the_installed_sdk_is_priced_or_known_to_be_unpriced()
 
 
 def test_price_overrides_replace_or_add_models() -> None:
-    table = prices_from_overrides({"claude-sonnet-5-5": {"input": 1, "output": 2}, "my-model": {"input": 4,
-                                                                                               "output": 8}})
+    table = prices_from_overrides(
+        {"claude-sonnet-5-5": {"input": 1, "output": 2}, "my-model": {"input": 4, "output": 8}}
+    )
     cost = cost_of({"my-model": Usage(input_tokens=1_000_000)}, table)
     assert cost.standard_usd == pytest.approx(4) and cost.batch_usd == pytest.approx(2)

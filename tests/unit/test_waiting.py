@@ -6,25 +6,36 @@ import random
 
 import pytest
 
-from airflow_provider_claude_batch.batch.events import BatchSnapshot, WaitOutcome
-from airflow_provider_claude_batch.batch.ledger import PartRecord, SubmissionRecord, TaskKey, matches_part
-from airflow_provider_claude_batch.batch.polling import ErrorBudget, classify_status, next_poll_delay, progress_line
-from airflow_provider_claude_batch.batch.queue import fits, listing_can_stop, queued_total
-from airflow_provider_claude_batch.batch.requests import plan_batches, prepare_requests
-from airflow_provider_claude_batch.batch.waiting import WaitTracker
+from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
+from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, queued_total
+from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey, matches_part
+from airflow_provider_claude_batch.wait.events import BatchSnapshot, WaitOutcome
+from airflow_provider_claude_batch.wait.polling import ErrorBudget, classify_status, next_poll_delay, progress_line
+from airflow_provider_claude_batch.wait.tracker import WaitTracker
 from tests.helpers import make_requests
 
 
 def shot(batch_id: str, status: str = "in_progress", canceled: bool = False) -> BatchSnapshot:
     counts = {"processing": 2, "succeeded": 0} if status != "ended" else {"processing": 0, "succeeded": 2}
-    return BatchSnapshot(batch_id, status, counts, "2026-01-01T00:00:00+00:00",
-                         cancel_initiated_at="2026-01-01T01:00:00+00:00" if canceled else None)
+    return BatchSnapshot(
+        batch_id,
+        status,
+        counts,
+        "2026-01-01T00:00:00+00:00",
+        cancel_initiated_at="2026-01-01T01:00:00+00:00" if canceled else None,
+    )
 
 
 def tracker(**overrides: object) -> WaitTracker:
-    settings: dict[str, object] = {"batch_ids": ["a", "b"], "deadline": 10_000.0, "poll_interval": 30.0,
-                                   "max_poll_interval": 300.0, "error_budget": 3600.0, "started_at": 0.0,
-                                   "rng": random.Random(1)}
+    settings: dict[str, object] = {
+        "batch_ids": ["a", "b"],
+        "deadline": 10_000.0,
+        "poll_interval": 30.0,
+        "max_poll_interval": 300.0,
+        "error_budget": 3600.0,
+        "started_at": 0.0,
+        "rng": random.Random(1),
+    }
     settings.update(overrides)
     return WaitTracker(**settings)  # type: ignore[arg-type]
 
@@ -37,10 +48,22 @@ def test_polling_starts_at_the_interval_and_backs_off_for_old_batches_with_jitte
     assert next_poll_delay(30, 300, 20 * 3600, rng) <= 300
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (None, "transient"), (408, "transient"), (409, "transient"), (429, "transient"), (500, "transient"),
-    (503, "transient"), (529, "transient"), (400, "fatal"), (401, "fatal"), (403, "fatal"), (404, "fatal"),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (None, "transient"),
+        (408, "transient"),
+        (409, "transient"),
+        (429, "transient"),
+        (500, "transient"),
+        (503, "transient"),
+        (529, "transient"),
+        (400, "fatal"),
+        (401, "fatal"),
+        (403, "fatal"),
+        (404, "fatal"),
+    ],
+)
 def test_only_errors_that_waiting_cannot_fix_are_fatal(status: int | None, kind: str) -> None:
     assert classify_status(status) == kind
 
@@ -85,18 +108,28 @@ def test_the_tracker_stops_at_once_on_fatal_errors_and_at_the_deadline() -> None
 
 
 def test_progress_lines_count_states_and_requests() -> None:
-    line = progress_line({"a": "ended", "b": "in_progress"},
-                         {"a": {"succeeded": 3, "errored": 1, "processing": 0}, "b": {"processing": 4}}, 125)
-    assert line == "2 batch(es): 1 ended, 1 in_progress; 8 requests (errored 1, processing 4, succeeded 3); " \
-                   "50% done; waiting 2.1 min"
+    line = progress_line(
+        {"a": "ended", "b": "in_progress"},
+        {"a": {"succeeded": 3, "errored": 1, "processing": 0}, "b": {"processing": 4}},
+        125,
+    )
+    assert (
+        line == "2 batch(es): 1 ended, 1 in_progress; 8 requests (errored 1, processing 4, succeeded 3); "
+        "50% done; waiting 2.1 min"
+    )
 
 
 def test_events_round_trip_and_refuse_garbage() -> None:
     outcome = WaitOutcome("ended", ["a"], {"a": shot("a", "ended", canceled=True)}, "done")
     again = WaitOutcome.from_payload(outcome.to_payload())
     assert again == outcome and again.batches["a"].canceled
-    for garbage in (None, "success", {"status": "weird", "batch_ids": []}, {"status": "ended"},
-                    {"status": "error", "batch_ids": ["a"], "error_kind": "cosmic"}):
+    for garbage in (
+        None,
+        "success",
+        {"status": "weird", "batch_ids": []},
+        {"status": "ended"},
+        {"status": "error", "batch_ids": ["a"], "error_kind": "cosmic"},
+    ):
         with pytest.raises(ValueError, match="wait trigger"):
             WaitOutcome.from_payload(garbage)
 
@@ -107,7 +140,10 @@ def test_the_submission_record_round_trips_and_tracks_intent_and_ids() -> None:
     key = TaskKey("dag", "task", "scheduled__2026-01-01T00:00:00+00:00", 3)
     record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, now=1.0, attempt_id="t1")
     assert [(p.first_custom_id, p.last_custom_id, p.request_count) for p in record.parts] == [
-        ("req-0", "req-1", 2), ("req-2", "req-3", 2), ("req-4", "req-4", 1)]
+        ("req-0", "req-1", 2),
+        ("req-2", "req-3", 2),
+        ("req-4", "req-4", 1),
+    ]
     record = record.with_intent(1, 5.0).with_batch(1, "msgbatch_1", 6.0)
     assert record.batch_ids == ["msgbatch_1"] and not record.complete
     assert SubmissionRecord.from_json(record.to_json()) == record

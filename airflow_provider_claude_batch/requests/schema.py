@@ -84,7 +84,8 @@ def plain_custom_ids(custom_ids: list[str]) -> bool:
 
 def valid_utf8(data: bytes) -> bool:
     """A typed decode does not check the UTF-8 of what it skips or keeps raw, and the API would refuse
-    the whole body for one bad byte: checked here (ASCII, the usual case, in one fast scan)."""
+    the whole body for one bad byte: checked here (ASCII, the usual case, in one fast scan).
+    """
     if data.isascii():
         return True
     try:

@@ -1,5 +1,6 @@
 """Describe SDK errors for logs and messages without importing the SDK (duck-typed), and mask
-anything secret-shaped in the text we build."""
+anything secret-shaped in the text we build.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from urllib.parse import urlsplit
 # they are what an engineer needs to find a call, and they open nothing.
 _ANTHROPIC_KEY = re.compile(r"sk-ant-[A-Za-z0-9_\-]*")
 _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
-_LONG_TOKEN = re.compile(r"(?<![A-Za-z0-9_\-+=])(?=[A-Za-z0-9_\-+=]*[0-9])(?=[A-Za-z0-9_\-+=]*[A-Za-z])"
-                         r"[A-Za-z0-9_\-+=]{32,}")
+_LONG_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_\-+=])(?=[A-Za-z0-9_\-+=]*[0-9])(?=[A-Za-z0-9_\-+=]*[A-Za-z])"
+    r"[A-Za-z0-9_\-+=]{32,}"
+)
 _API_ID = re.compile(r"(msgbatch|req|wrkspc|msg)_[A-Za-z0-9_]+")
 MASK = "***"
 
 
 def mask_secrets(text: str) -> str:
     """`text` with every secret-shaped part replaced by `***` (a key pasted into the wrong field of a
-    connection must not come back in an error message or a log line)."""
+    connection must not come back in an error message or a log line).
+    """
     text = _ANTHROPIC_KEY.sub("sk-ant-" + MASK, text)
     text = _USERINFO.sub(MASK + "@", text)
     return _LONG_TOKEN.sub(lambda m: m.group(0) if _API_ID.fullmatch(m.group(0)) else MASK, text)
@@ -28,7 +32,8 @@ def mask_secrets(text: str) -> str:
 
 def secret_shaped_parts(text: str) -> list[str]:
     """The parts of `text` that `mask_secrets` hides (to register them with Airflow's log masker, so
-    that the HTTP library's own log lines hide them too)."""
+    that the HTTP library's own log lines hide them too).
+    """
     parts = _ANTHROPIC_KEY.findall(text) + [m[:-1] for m in _USERINFO.findall(text)]
     return parts + [m for m in _LONG_TOKEN.findall(text) if not _API_ID.fullmatch(m)]
 
@@ -43,7 +48,8 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 def same_origin(url: str, base_url: str) -> bool:
     """Whether `url` is served by the origin of `base_url`. A path without scheme and host is (the
-    client joins it onto its base URL); `//host/...` is not."""
+    client joins it onto its base URL); `//host/...` is not.
+    """
     parts = urlsplit(url.strip())
     if not parts.scheme and not parts.netloc:
         return True

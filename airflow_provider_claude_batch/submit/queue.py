@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.batch.polling import BATCH_LIFETIME, DEADLINE_MARGIN
+from airflow_provider_claude_batch.wait.polling import BATCH_LIFETIME, DEADLINE_MARGIN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -1,6 +1,7 @@
 """Wait for batches inside a worker task (poke mode, or `wait_for_completion` without deferral),
 and turn any wait's outcome into success or the right error. The decisions are `WaitTracker`'s,
-the same the trigger follows."""
+the same the trigger follows.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.api_errors import retry_after
-from airflow_provider_claude_batch.batch.events import BatchSnapshot, WaitOutcome, snapshot
 from airflow_provider_claude_batch.exceptions import (
     BatchApiError,
     BatchApiRefusedError,
     BatchCanceledError,
     BatchWaitTimeoutError,
 )
+from airflow_provider_claude_batch.hooks.api_errors import retry_after
+from airflow_provider_claude_batch.wait.events import BatchSnapshot, WaitOutcome, snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_claude_batch.batch.waiting import Decision, WaitTracker
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.wait.tracker import Decision, WaitTracker
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def poll_once(hook: ClaudeBatchHook, tracker: WaitTracker, now: float) -> Decisi
     return decision
 
 
-def wait_in_task(hook: ClaudeBatchHook, tracker: WaitTracker,
-                 sleep: Callable[[float], None] = time.sleep) -> WaitOutcome:
+def wait_in_task(
+    hook: ClaudeBatchHook, tracker: WaitTracker, sleep: Callable[[float], None] = time.sleep
+) -> WaitOutcome:
     while True:
         decision = poll_once(hook, tracker, time.time())
         if decision.outcome is not None:
@@ -66,9 +68,11 @@ def raise_unless_ended_cleanly(outcome: WaitOutcome) -> None:
     canceled = [b for b in outcome.batches.values() if b.canceled]
     if canceled:
         raise BatchCanceledError(
-            "Canceled before it finished: " + "; ".join(_counts(b) for b in canceled)
+            "Canceled before it finished: "
+            + "; ".join(_counts(b) for b in canceled)
             + ". Whatever succeeded before the cancel can still be landed from the results.",
-            outcome.batch_ids)
+            outcome.batch_ids,
+        )
 
 
 def _counts(batch: BatchSnapshot) -> str:

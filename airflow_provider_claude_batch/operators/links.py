@@ -34,7 +34,7 @@ class ClaudeConsoleBatchLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
-        from airflow_provider_claude_batch.compat import conf
+        from airflow_provider_claude_batch._compat import conf
 
         batch_ids: Any = XCom.get_value(ti_key=ti_key, key=BATCH_IDS_XCOM_KEY)
         if not isinstance(batch_ids, list) or len(batch_ids) <= self.index:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from airflow_provider_claude_batch.batch.events import BatchSnapshot, ErrorKind, WaitOutcome, WaitStatus
-from airflow_provider_claude_batch.batch.polling import ErrorBudget, classify_status, next_poll_delay, progress_line
+from airflow_provider_claude_batch.wait.events import BatchSnapshot, ErrorKind, WaitOutcome, WaitStatus
+from airflow_provider_claude_batch.wait.polling import ErrorBudget, classify_status, next_poll_delay, progress_line
 
 if TYPE_CHECKING:
     import random
@@ -44,8 +44,7 @@ class WaitTracker:
         return self._budget.failures
 
     def pending(self) -> list[str]:
-        return [b for b in self.batch_ids
-                if b not in self.latest or self.latest[b].processing_status != "ended"]
+        return [b for b in self.batch_ids if b not in self.latest or self.latest[b].processing_status != "ended"]
 
     def _finish(self, status: WaitStatus, message: str, error_kind: ErrorKind | None = None) -> Decision:
         outcome = WaitOutcome(status, list(self.batch_ids), dict(self.latest), message, error_kind)
@@ -69,19 +68,24 @@ class WaitTracker:
             latest[shot.id] = shot
         if not self.pending():
             return self._finish("ended", "Every batch has ended.")
-        return self._sleep(next_poll_delay(self.poll_interval, self.max_poll_interval,
-                                          now - self.started_at, self.rng), now)
+        return self._sleep(
+            next_poll_delay(self.poll_interval, self.max_poll_interval, now - self.started_at, self.rng), now
+        )
 
-    def after_error(self, status_code: int | None, retry_after: float | None, described: str,
-                    now: float) -> Decision:
+    def after_error(self, status_code: int | None, retry_after: float | None, described: str, now: float) -> Decision:
         """Fatal errors end the wait; transient ones are ridden out until the budget is spent."""
         if classify_status(status_code) == "fatal":
             return self._finish("error", f"The API refused to report on the batches: {described}", "refused")
         self._budget.record_failure(now)
         if self._budget.exhausted(now):
-            return self._finish("error", (
-                f"The API kept failing for {self.error_budget / 60:.0f} min (last: {described}); the "
-                "batches were left running and a retry of the task re-attaches to them."), "unavailable")
+            return self._finish(
+                "error",
+                (
+                    f"The API kept failing for {self.error_budget / 60:.0f} min (last: {described}); the "
+                    "batches were left running and a retry of the task re-attaches to them."
+                ),
+                "unavailable",
+            )
         return self._sleep(self._budget.retry_delay(retry_after, self.poll_interval, self.rng), now)
 
     def progress_due(self, now: float, every: float) -> bool:
@@ -92,5 +96,8 @@ class WaitTracker:
         return False
 
     def progress(self, now: float) -> str:
-        return progress_line({b: s.processing_status for b, s in self.latest.items()},
-                             {b: s.request_counts for b, s in self.latest.items()}, now - self.started_at)
+        return progress_line(
+            {b: s.processing_status for b, s in self.latest.items()},
+            {b: s.request_counts for b, s in self.latest.items()},
+            now - self.started_at,
+        )

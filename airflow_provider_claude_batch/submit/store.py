@@ -35,21 +35,23 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from airflow_provider_claude_batch.batch.ledger import Claim, SubmissionRecord, TaskKey
 from airflow_provider_claude_batch.exceptions import StateNotSharedError, SubmissionRecordError
+from airflow_provider_claude_batch.submit.record import Claim, SubmissionRecord, TaskKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_claude_batch.submission import SubmissionLedger
+    from airflow_provider_claude_batch.submit.path_store import PathRecordStore
 
 log = logging.getLogger(__name__)
 
 RecordHome = Literal["path", "task_state_store", "local_disk"]
 LOCAL_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor"})
 STORE_KEY = "claude_batch.submission"
-DELETE_WARNING = ("Do not delete it to get past this error: without it the next try cannot see the batches "
-                  "already created and pays for them again.")
+DELETE_WARNING = (
+    "Do not delete it to get past this error: without it the next try cannot see the batches "
+    "already created and pays for them again."
+)
 
 
 class RecordStore(Protocol):
@@ -75,14 +77,16 @@ class RecordStore(Protocol):
 
 def is_local_executor(executor_setting: str) -> bool:
     """True when every executor in `[core] executor` (a comma-separated list, entries possibly
-    ``alias:module.Class``) runs tasks on the scheduler's machine."""
+    ``alias:module.Class``) runs tasks on the scheduler's machine.
+    """
     names = [entry.strip().rsplit(":", 1)[-1].rsplit(".", 1)[-1] for entry in executor_setting.split(",")]
     names = [n for n in names if n]
     return bool(names) and all(n in LOCAL_EXECUTORS for n in names)
 
 
-def choose_record_home(*, state_path: str | None, store_available: bool, clear_on_success: bool,
-                       executor: str) -> RecordHome:
+def choose_record_home(
+    *, state_path: str | None, store_available: bool, clear_on_success: bool, executor: str
+) -> RecordHome:
     """Where the record goes; raises `StateNotSharedError` when only a disk other workers cannot see is left."""
     if state_path:
         return "path"
@@ -90,17 +94,26 @@ def choose_record_home(*, state_path: str | None, store_available: bool, clear_o
         return "task_state_store"
     if is_local_executor(executor):
         return "local_disk"
-    why = ("[state_store] clear_on_success = True deletes the task state store's record when the task succeeds"
-           if store_available else "the task has no task state store (Airflow < 3.3, or a context without one)")
+    why = (
+        "[state_store] clear_on_success = True deletes the task state store's record when the task succeeds"
+        if store_available
+        else "the task has no task state store (Airflow < 3.3, or a context without one)"
+    )
     raise StateNotSharedError(
         f"No shared place for the submission record: {why}, and the default under $AIRFLOW_HOME is on this "
         f"worker's disk, which a retry on another worker of [core] executor = {executor} cannot read (it would "
         "submit and pay again). Set [claude_batch] state_path (or the operator's state_path) to storage every "
-        "worker shares, e.g. s3://bucket/claude-batch-state. Nothing was submitted.")
+        "worker shares, e.g. s3://bucket/claude-batch-state. Nothing was submitted."
+    )
 
 
-def settled_claim(read: Callable[[], Claim | None], write: Callable[[Claim], None], mine: Claim,
-                  settle_seconds: float, sleep: Callable[[float], None] = time.sleep) -> Claim:
+def settled_claim(
+    read: Callable[[], Claim | None],
+    write: Callable[[Claim], None],
+    mine: Claim,
+    settle_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Claim:
     """Claim a last-writer-wins register (Fischer's mutual exclusion): read; if free, write, wait, read back.
 
     Of attempts racing for a free register, at most one reads back its own claim, provided each
@@ -113,16 +126,25 @@ def settled_claim(read: Callable[[], Claim | None], write: Callable[[Claim], Non
     sleep(settle_seconds)
     current = read()
     if current is None:
-        raise SubmissionRecordError("A claim written to the submission record's store vanished; another process "
-                                    "is deleting it. Nothing was created for it.")
+        raise SubmissionRecordError(
+            "A claim written to the submission record's store vanished; another process "
+            "is deleting it. Nothing was created for it."
+        )
     return current
 
 
 class TaskStateRecordStore:
     """Records in Airflow's task state store (one key per round), re-attaching a record found on `legacy`."""
 
-    def __init__(self, accessor: Any, *, settle_seconds: float, legacy: SubmissionLedger | None = None,
-                 round_number: int = 0, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        accessor: Any,
+        *,
+        settle_seconds: float,
+        legacy: PathRecordStore | None = None,
+        round_number: int = 0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.accessor = accessor
         self.settle_seconds = settle_seconds
         self.legacy = legacy
@@ -136,8 +158,13 @@ class TaskStateRecordStore:
 
     def for_round(self, round_number: int) -> TaskStateRecordStore:
         legacy = self.legacy.for_round(round_number) if self.legacy is not None else None
-        return TaskStateRecordStore(self.accessor, settle_seconds=self.settle_seconds, legacy=legacy,
-                                    round_number=round_number, sleep=self.sleep)
+        return TaskStateRecordStore(
+            self.accessor,
+            settle_seconds=self.settle_seconds,
+            legacy=legacy,
+            round_number=round_number,
+            sleep=self.sleep,
+        )
 
     def load(self, key: TaskKey) -> SubmissionRecord | None:
         raw = self.accessor.get(self.record_key)
@@ -149,7 +176,8 @@ class TaskStateRecordStore:
             raise SubmissionRecordError(
                 f"The submission record in {self.location} for {key.relative_path()} is unreadable ({exc}). Compare "
                 "it with the API's batch list (the REST API's task state store endpoints show it) and repair it, or "
-                f"pass force_resubmit=True to submit anew on purpose. {DELETE_WARNING}") from exc
+                f"pass force_resubmit=True to submit anew on purpose. {DELETE_WARNING}"
+            ) from exc
 
     def save(self, record: SubmissionRecord) -> None:
         from airflow.sdk.execution_time.context import NEVER_EXPIRE
@@ -183,29 +211,35 @@ class TaskStateRecordStore:
             return None
         record = self.legacy.load(key)
         if record is not None:
-            log.warning("Re-attaching the submission record found at %s (written before records moved to the task "
-                        "state store); it is kept in the store from now on", self.legacy.path(key))
+            log.warning(
+                "Re-attaching the submission record found at %s (written before records moved to the task "
+                "state store); it is kept in the store from now on",
+                self.legacy.path(key),
+            )
             self.save(record)
         return record
 
 
-def open_record_store(*, state_path: Any, storage_conn_id: str | None, context: Any,
-                      settle_seconds: float) -> RecordStore:
+def open_record_store(
+    *, state_path: Any, storage_conn_id: str | None, context: Any, settle_seconds: float
+) -> RecordStore:
     """The record store for this task instance, by `choose_record_home`; raises before any API call."""
-    from airflow_provider_claude_batch.compat import conf
+    from airflow_provider_claude_batch._compat import conf
     from airflow_provider_claude_batch.storage import as_path
-    from airflow_provider_claude_batch.submission import SubmissionLedger
+    from airflow_provider_claude_batch.submit.path_store import PathRecordStore
 
     explicit = state_path or conf.get("claude_batch", "state_path", fallback=None)
     accessor = context.get("task_state_store") if context is not None else None
     home = choose_record_home(
-        state_path=str(explicit) if explicit else None, store_available=accessor is not None,
+        state_path=str(explicit) if explicit else None,
+        store_available=accessor is not None,
         clear_on_success=conf.getboolean("state_store", "clear_on_success", fallback=False),
-        executor=str(conf.get("core", "executor", fallback="LocalExecutor")))
+        executor=str(conf.get("core", "executor", fallback="LocalExecutor")),
+    )
     if home == "path":
         assert explicit
-        return SubmissionLedger(as_path(explicit, storage_conn_id), settle_seconds=settle_seconds)
-    local = SubmissionLedger(as_path(local_default_path()), settle_seconds=settle_seconds)
+        return PathRecordStore(as_path(explicit, storage_conn_id), settle_seconds=settle_seconds)
+    local = PathRecordStore(as_path(local_default_path()), settle_seconds=settle_seconds)
     if home == "local_disk":
         return local
     return TaskStateRecordStore(accessor, settle_seconds=settle_seconds, legacy=local)

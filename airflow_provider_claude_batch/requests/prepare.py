@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import msgspec
 
-from airflow_provider_claude_batch.batch import as_written
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
+from airflow_provider_claude_batch.requests import schema as as_written
 
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _CUSTOM_ID_CHARS = string.ascii_letters + string.digits + "_-"  # `not s.strip(these)`: 3x faster than the pattern
@@ -37,8 +37,10 @@ BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
 SHOWN_PROBLEMS = 10
 _ROLES = ("user", "assistant")
-_REJECTED_IN_BATCHES = {"stream": "streaming is not supported in batches",
-                        "speed": "fast mode is not supported in batches"}
+_REJECTED_IN_BATCHES = {
+    "stream": "streaming is not supported in batches",
+    "speed": "fast mode is not supported in batches",
+}
 _HASH_BLOCK_BYTES = 1 << 20  # the buffer is hashed in pieces this big (each a copy) as it grows
 READ_BYTES = 1 << 20  # a JSONL file is read in blocks this big
 _BACKGROUND_HASH_BYTES = 1 << 16  # below this, a thread costs more than the hashing it would overlap
@@ -190,8 +192,12 @@ def _encode_item(custom_id: str, params: Mapping[str, Any]) -> bytes:
     return _encoder.encode({"custom_id": custom_id, "params": params})
 
 
-def prepare_requests(entries: Iterable[tuple[int, object]], defaults: RequestDefaults = RequestDefaults(),
-                     *, max_body_bytes: int = API_MAX_BODY_BYTES) -> tuple[PreparedRequests, list[Problem], int]:
+def prepare_requests(
+    entries: Iterable[tuple[int, object]],
+    defaults: RequestDefaults = RequestDefaults(),
+    *,
+    max_body_bytes: int = API_MAX_BODY_BYTES,
+) -> tuple[PreparedRequests, list[Problem], int]:
     """Validate and serialize `(line number, request)` pairs.
 
     Returns the prepared requests, the first problems found, and how many requests were bad in all.
@@ -285,8 +291,12 @@ class _Preparer:
         count = len(newlines) + 1
         custom_ids = as_written.accepted_custom_ids(requests)
         seen = self.seen
-        if len(custom_ids) != count or not as_written.plain_custom_ids(custom_ids) \
-                or not seen.keys().isdisjoint(custom_ids) or len(set(custom_ids)) != count:
+        if (
+            len(custom_ids) != count
+            or not as_written.plain_custom_ids(custom_ids)
+            or not seen.keys().isdisjoint(custom_ids)
+            or len(set(custom_ids)) != count
+        ):
             return False  # (a line asking to stream or holding two requests, a custom_id seen before)
         seen.update(zip(custom_ids, range(self.number + 1, self.number + 1 + count), strict=True))
         self.number += count
@@ -307,12 +317,16 @@ class _Preparer:
 
     def _add_lines(self, lines: Iterable[bytes], decoder: msgspec.json.Decoder[as_written.Decoded]) -> None:
         """Line by line: as written if the typed decode accepts the line; else decoded, checked, given
-        the defaults and encoded by msgspec as the reference road does; else named by `add`."""
+        the defaults and encoded by msgspec as the reference road does; else named by `add`.
+        """
         prepared = self.prepared
         seen, item_limit, roles, id_chars = self.seen, self.item_limit, _ROLES, _CUSTOM_ID_CHARS
         decode_typed, decode = decoder.decode, _decoder.decode
-        fills = [(name, value) for name in ("model", "max_tokens", "system")
-                 if (value := getattr(self.defaults, name)) is not None]
+        fills = [
+            (name, value)
+            for name in ("model", "max_tokens", "system")
+            if (value := getattr(self.defaults, name)) is not None
+        ]
         # A default msgspec would encode as something else (a NaN, a set): every line goes to `add`, which names it
         fills_not_json = not_json_reason(dict(fills)) is not None
         custom_id: Any  # JSON, until the checks below say what it is
@@ -329,8 +343,14 @@ class _Preparer:
                 pass
             else:
                 custom_id = typed.custom_id
-                if not (self.bad or typed.params.stream or custom_id.strip(id_chars) or custom_id in seen
-                        or len(line) > item_limit or not as_written.valid_utf8(line)):
+                if not (
+                    self.bad
+                    or typed.params.stream
+                    or custom_id.strip(id_chars)
+                    or custom_id in seen
+                    or len(line) > item_limit
+                    or not as_written.valid_utf8(line)
+                ):
                     prepared.as_written += 1
                     self._keep(number, custom_id, line)
                     continue
@@ -342,17 +362,28 @@ class _Preparer:
                 continue
             custom_id = entry.get("custom_id") if type(entry) is dict else None
             params = entry.get("params") if type(custom_id) is str else None
-            if type(params) is not dict or len(entry) != 2 or not 0 < len(custom_id) <= 64 \
-                    or custom_id.strip(id_chars) or "speed" in params \
-                    or params.get("stream", False) is not False:
+            if (
+                type(params) is not dict
+                or len(entry) != 2
+                or not 0 < len(custom_id) <= 64
+                or custom_id.strip(id_chars)
+                or "speed" in params
+                or params.get("stream", False) is not False
+            ):
                 self.add(number, entry)
                 continue
             for name, value in fills:  # in place, in RequestDefaults.apply's order
                 if name not in params:
                     params[name] = value
             model, max_tokens, messages = params.get("model"), params.get("max_tokens"), params.get("messages")
-            good = (type(model) is str and model and type(max_tokens) is int and max_tokens >= 1
-                    and type(messages) is list and messages)
+            good = (
+                type(model) is str
+                and model
+                and type(max_tokens) is int
+                and max_tokens >= 1
+                and type(messages) is list
+                and messages
+            )
             if good:
                 for message in messages:
                     if type(message) is not dict or message.get("role") not in roles:
@@ -391,7 +422,8 @@ class _BackgroundSha256:
     """sha256 fed piece by piece on a second thread (hashlib releases the GIL), so hashing the
     buffer overlaps the checking and encoding of the lines that follow instead of adding its time
     after (about 0.4 s per 100 MB on a CPU without SHA instructions). One piece in flight at a time,
-    in order: the digest is that of one sha256 over the whole buffer."""
+    in order: the digest is that of one sha256 over the whole buffer.
+    """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
@@ -508,8 +540,10 @@ def undecodable_reason(line: bytes, exc: Exception) -> str:
 
 def not_utf8_reason(line: bytes, exc: UnicodeDecodeError) -> str:
     """A line's UTF-8 error as the user can find it: the byte and where it is in the line."""
-    return (f"not valid UTF-8: byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line "
-            "(save the file as UTF-8; Latin-1 or Windows-1252 text looks like this)")
+    return (
+        f"not valid UTF-8: byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line "
+        "(save the file as UTF-8; Latin-1 or Windows-1252 text looks like this)"
+    )
 
 
 def check_params(params: Mapping[str, Any]) -> str | None:
@@ -539,8 +573,9 @@ def check_params(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def plan_batches(prepared: PreparedRequests, *, max_requests: int = API_MAX_REQUESTS,
-                 max_body_bytes: int = API_MAX_BODY_BYTES) -> list[BatchPlan]:
+def plan_batches(
+    prepared: PreparedRequests, *, max_requests: int = API_MAX_REQUESTS, max_body_bytes: int = API_MAX_BODY_BYTES
+) -> list[BatchPlan]:
     """Split into as few batches as the count and size limits allow, keeping the input order.
 
     Each batch takes as many requests as fit (a bisection over the item end offsets), and always at
@@ -563,7 +598,8 @@ def plan_batches(prepared: PreparedRequests, *, max_requests: int = API_MAX_REQU
 class JsonlEntries:
     """A JSONL input: a binary file (read in blocks), the file's bytes in blocks split anywhere, or
     its lines. Iterated: the numbered decoded lines, blank ones skipped, a bad one a Problem. Given to
-    `prepare_requests`: the same requests, checked with less Python per line."""
+    `prepare_requests`: the same requests, checked with less Python per line.
+    """
 
     def __init__(self, source: Iterable[bytes], *, blocks: bool) -> None:
         self.source = source
@@ -597,7 +633,8 @@ def read_blocks(handle: Any) -> Iterator[bytes]:
 
 def iter_jsonl(source: Iterable[bytes]) -> JsonlEntries:
     """Number and decode JSONL lines (a binary file's, or the given lines); blank lines are skipped, a
-    bad line becomes a Problem."""
+    bad line becomes a Problem.
+    """
     return JsonlEntries(source, blocks=callable(getattr(source, "read", None)))
 
 
@@ -608,7 +645,8 @@ def iter_jsonl_blocks(blocks: Iterable[bytes]) -> JsonlEntries:
 
 def _block_parts(blocks: Iterable[bytes]) -> Iterator[bytes]:
     """Each block's complete lines, joined by their newlines (the last one's left off); the last line
-    of the input may end without one."""
+    of the input may end without one.
+    """
     pending: list[bytes] = []  # the start of a line that has not ended yet (one line may span blocks)
     for block in blocks:
         cut = block.rfind(b"\n")
@@ -636,8 +674,9 @@ class TemplateError(ValueError):
     """A params_template that no row could fill (a bad placeholder): refused before any row is read."""
 
 
-def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: str,
-                     build_params: ParamsBuilder) -> Iterator[tuple[int, object]]:
+def rows_to_requests(
+    rows: Iterable[tuple[int, object]], *, custom_id_column: str, build_params: ParamsBuilder
+) -> Iterator[tuple[int, object]]:
     """ETL input: each row becomes `{"custom_id": row[custom_id_column], "params": build_params(row)}`.
 
     Whatever `build_params` raises is that row's problem, named with its line, never an error that
@@ -655,8 +694,15 @@ def rows_to_requests(rows: Iterable[tuple[int, object]], *, custom_id_column: st
             yield number, Problem(number, None, f"column {custom_id_column!r} is missing or empty")
             continue
         if isinstance(custom_id, bool) or not isinstance(custom_id, str | int):  # 1.0 would become "1.0"
-            yield number, Problem(number, None, f"column {custom_id_column!r} must be text or a whole number, "
-                                                f"got {type(custom_id).__name__} {custom_id!r:.40}")
+            yield (
+                number,
+                Problem(
+                    number,
+                    None,
+                    f"column {custom_id_column!r} must be text or a whole number, "
+                    f"got {type(custom_id).__name__} {custom_id!r:.40}",
+                ),
+            )
             continue
         custom_id = str(custom_id)
         try:
@@ -731,10 +777,18 @@ def _placeholders(text: str, path: str) -> tuple[str, ...]:
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
-        if not name or name.isdigit() or "." in name or "[" in name or "{" in (spec or "") \
-                or conversion not in (None, "s", "r", "a"):
-            raise TemplateError(f"{path}: placeholder {{{name}}} must name a column, as {{column}} "
-                                "(no positions, attributes, indexes or nested placeholders)")
+        if (
+            not name
+            or name.isdigit()
+            or "." in name
+            or "[" in name
+            or "{" in (spec or "")
+            or conversion not in (None, "s", "r", "a")
+        ):
+            raise TemplateError(
+                f"{path}: placeholder {{{name}}} must name a column, as {{column}} "
+                "(no positions, attributes, indexes or nested placeholders)"
+            )
         names.append(name)
     return tuple(dict.fromkeys(names))
 
@@ -749,5 +803,7 @@ def _check_placeholder_value(row: Mapping[str, Any], name: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise RowError(f"placeholder {{{name}}}: the row's value is {value!r}")
     if not isinstance(value, str | int | float):
-        raise RowError(f"placeholder {{{name}}}: the row's value is a {type(value).__name__}; a template places "
-                       "text and numbers (use build_params for anything else)")
+        raise RowError(
+            f"placeholder {{{name}}}: the row's value is a {type(value).__name__}; a template places "
+            "text and numbers (use build_params for anything else)"
+        )

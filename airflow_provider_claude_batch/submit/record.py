@@ -19,7 +19,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from airflow_provider_claude_batch.batch.requests import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan
 
 RECORD_VERSION = 1
 
@@ -67,14 +67,27 @@ class SubmissionRecord:
     version: int = RECORD_VERSION
 
     @classmethod
-    def new(cls, key: TaskKey, fingerprint: str, plans: Sequence[BatchPlan], custom_ids: Sequence[str],
-            now: float | None = None, attempt_id: str = "") -> SubmissionRecord:
+    def new(
+        cls,
+        key: TaskKey,
+        fingerprint: str,
+        plans: Sequence[BatchPlan],
+        custom_ids: Sequence[str],
+        now: float | None = None,
+        attempt_id: str = "",
+    ) -> SubmissionRecord:
         now = time.time() if now is None else now
-        from airflow_provider_claude_batch.batch.results import custom_ids_digest
+        from airflow_provider_claude_batch.results.fold import custom_ids_digest
 
         parts = tuple(
-            PartRecord(p.index, p.request_count, p.body_bytes, custom_ids[p.first], custom_ids[p.stop - 1],
-                       custom_ids_sha256=custom_ids_digest(custom_ids[p.first:p.stop]))
+            PartRecord(
+                p.index,
+                p.request_count,
+                p.body_bytes,
+                custom_ids[p.first],
+                custom_ids[p.stop - 1],
+                custom_ids_sha256=custom_ids_digest(custom_ids[p.first : p.stop]),
+            )
             for p in plans
         )
         return cls(key, fingerprint, parts, now, now, attempt_id, secrets.token_hex(8))
@@ -105,8 +118,10 @@ class SubmissionRecord:
 
     def merged_with(self, other: SubmissionRecord) -> SubmissionRecord:
         """This record, plus the batch IDs `other` (the same record as another attempt saved it) has and this lacks."""
-        parts = tuple(mine if mine.batch_id or not theirs.batch_id else theirs
-                      for mine, theirs in zip(self.parts, other.parts, strict=True))
+        parts = tuple(
+            mine if mine.batch_id or not theirs.batch_id else theirs
+            for mine, theirs in zip(self.parts, other.parts, strict=True)
+        )
         return dataclasses.replace(self, parts=parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,8 +154,9 @@ class SubmissionRecord:
         return cls.from_dict(msgspec.json.decode(data))
 
 
-def matches_part(part: PartRecord, *, request_total: int, created_at: float, since: float,
-                 claimed: Iterable[str], batch_id: str) -> bool:
+def matches_part(
+    part: PartRecord, *, request_total: int, created_at: float, since: float, claimed: Iterable[str], batch_id: str
+) -> bool:
     """Could this listed batch be the one a lost create made for `part`?
 
     The API has no labels, so a batch is recognised by its request count and by having been

@@ -19,9 +19,10 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.api_errors import describe_api_error
-from airflow_provider_claude_batch.batch.events import BatchSnapshot, snapshot
-from airflow_provider_claude_batch.batch.listing import (
+from airflow_provider_claude_batch.hooks.api_errors import describe_api_error
+from airflow_provider_claude_batch.hooks.claude_batch import BATCHES_PATH, ClaudeBatchHook
+from airflow_provider_claude_batch.wait.events import BatchSnapshot, snapshot
+from airflow_provider_claude_batch.wait.listing import (
     PAGE_LIMIT,
     ListingScan,
     answer_for,
@@ -30,8 +31,7 @@ from airflow_provider_claude_batch.batch.listing import (
     page_cap,
     use_listing,
 )
-from airflow_provider_claude_batch.batch.polling import classify_status
-from airflow_provider_claude_batch.hooks.claude_batch import BATCHES_PATH, ClaudeBatchHook
+from airflow_provider_claude_batch.wait.polling import classify_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -131,8 +131,7 @@ class SharedPoller:
         (answers are handed out a few per turn of the loop) keeps in step with the others.
         """
         loop = asyncio.get_running_loop()
-        request = _Request(tuple(batch_ids), loop.time() + (patience if self.users > 1 else 0.0),
-                           loop.create_future())
+        request = _Request(tuple(batch_ids), loop.time() + (patience if self.users > 1 else 0.0), loop.create_future())
         self._queue.append(request)
         if self._cycle is None:
             self._start_by(request.start_by)
@@ -191,8 +190,13 @@ class SharedPoller:
             if count % ANSWERS_PER_TURN == 0:
                 await asyncio.sleep(0)
 
-    async def _list(self, client: AsyncAnthropic, wanted: list[str], found: dict[str, BatchSnapshot],
-                    errors: dict[str, BaseException]) -> None:
+    async def _list(
+        self,
+        client: AsyncAnthropic,
+        wanted: list[str],
+        found: dict[str, BatchSnapshot],
+        errors: dict[str, BaseException],
+    ) -> None:
         """Fill `found` from the listing; a transient error goes to every batch not found yet.
 
         An error that waiting cannot fix, or a page that is not shaped like the API's, leaves the
@@ -202,8 +206,9 @@ class SharedPoller:
         import httpx2
         import msgspec
 
-        scan = ListingScan(frozenset(wanted), time.time(), page_cap(len(wanted)),
-                           oldest_known(wanted, self._created_at))
+        scan = ListingScan(
+            frozenset(wanted), time.time(), page_cap(len(wanted)), oldest_known(wanted, self._created_at)
+        )
         params: dict[str, object] = {"limit": PAGE_LIMIT}
         try:
             while True:
@@ -232,8 +237,12 @@ class SharedPoller:
 
     def _refuse_listing(self, reason: str) -> None:
         self._listing_paused_until = time.monotonic() + LISTING_PAUSE_SECONDS
-        log.warning("Listing batches on connection %r failed (%s); retrieving each batch instead for %.0f min",
-                    self.conn_id, reason, LISTING_PAUSE_SECONDS / 60)
+        log.warning(
+            "Listing batches on connection %r failed (%s); retrieving each batch instead for %.0f min",
+            self.conn_id,
+            reason,
+            LISTING_PAUSE_SECONDS / 60,
+        )
 
     def forget(self, batch_ids: Sequence[str]) -> None:
         for batch_id in batch_ids:

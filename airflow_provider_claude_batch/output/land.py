@@ -27,9 +27,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import msgspec
 from msgspec.structs import astuple
 
-from airflow_provider_claude_batch.batch.events import total_requests
-from airflow_provider_claude_batch.batch.pricing import ModelPrice, cost_of
-from airflow_provider_claude_batch.batch.results import (
+from airflow_provider_claude_batch.exceptions import (
+    BatchInFlightError,
+    BatchInputError,
+    ClaudeBatchError,
+    ResultsArchivedError,
+    ResultsMismatchError,
+)
+from airflow_provider_claude_batch.results.fold import (
     TABLE_COLUMNS,
     ExpectedResults,
     SeenIds,
@@ -40,14 +45,9 @@ from airflow_provider_claude_batch.batch.results import (
     results_mismatch,
     valid_batch_id,
 )
-from airflow_provider_claude_batch.exceptions import (
-    BatchInFlightError,
-    BatchInputError,
-    ClaudeBatchError,
-    ResultsArchivedError,
-    ResultsMismatchError,
-)
+from airflow_provider_claude_batch.results.pricing import ModelPrice, cost_of
 from airflow_provider_claude_batch.storage import is_local
+from airflow_provider_claude_batch.wait.events import total_requests
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,9 +56,9 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
 
-    from airflow_provider_claude_batch.batch.ledger import SubmissionRecord
-    from airflow_provider_claude_batch.batch.requests import BatchPlan
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan
+    from airflow_provider_claude_batch.submit.record import SubmissionRecord
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "_manifest.json"
@@ -144,12 +144,16 @@ class _SinkMark:
 
 class _Tables:
     """The files every batch adds rows to, written as results are parsed: the table (JSONL, CSV) and
-    the failures. Batches are landed one after another, so each file is the batches' rows in order."""
+    the failures. Batches are landed one after another, so each file is the batches' rows in order.
+    """
 
     def __init__(self, staging: _Staging, formats: Sequence[str]) -> None:
         # The JSONL table is also what Parquet is built from, so it is staged for either format.
-        self.jsonl = (_Sink(staging.file("results.jsonl"), published="jsonl" in formats)
-                      if "jsonl" in formats or "parquet" in formats else None)
+        self.jsonl = (
+            _Sink(staging.file("results.jsonl"), published="jsonl" in formats)
+            if "jsonl" in formats or "parquet" in formats
+            else None
+        )
         self.failures = _Sink(staging.file("failures.jsonl"))
         self.csv = _Sink(staging.file("results.csv")) if "csv" in formats else None
         self._csv_text = io.StringIO()
@@ -207,27 +211,36 @@ def spreadsheet_safe_row(values: Sequence[Any]) -> list[Any]:
 
 def check_batch_ids(batch_ids: Sequence[str]) -> None:
     """Batch IDs name files under the output and go into request paths, trigger kwargs and Console links:
-    refuse any that is not the API's shape, before any call."""
+    refuse any that is not the API's shape, before any call.
+    """
     bad = [b for b in batch_ids if not valid_batch_id(b)]
     if bad:
         raise BatchInputError(
             f"Not a Message Batch ID: {', '.join(repr(b) for b in bad[:5])}. IDs look like msgbatch_ followed by "
-            "letters, digits and underscores; nothing was asked of the API.")
+            "letters, digits and underscores; nothing was asked of the API."
+        )
 
 
-def expected_from_record(record: SubmissionRecord | None, custom_ids: Sequence[str] | None = None,
-                         plans: Sequence[BatchPlan] = ()) -> dict[str, ExpectedResults]:
+def expected_from_record(
+    record: SubmissionRecord | None, custom_ids: Sequence[str] | None = None, plans: Sequence[BatchPlan] = ()
+) -> dict[str, ExpectedResults]:
     """What each recorded batch's results must hold: its count and custom_ids' sha256, and the custom_ids
-    themselves when the input at hand was split as the record says (a list slice: 8 bytes per ID)."""
+    themselves when the input at hand was split as the record says (a list slice: 8 bytes per ID).
+    """
     expected: dict[str, ExpectedResults] = {}
     for part in record.parts if record is not None else ():
         if part.batch_id is None:
             continue
         plan = plans[part.index] if part.index < len(plans) else None
         exact = None
-        if custom_ids is not None and plan is not None and plan.request_count == part.request_count \
-                and custom_ids[plan.first] == part.first_custom_id and custom_ids[plan.stop - 1] == part.last_custom_id:
-            exact = custom_ids[plan.first:plan.stop]
+        if (
+            custom_ids is not None
+            and plan is not None
+            and plan.request_count == part.request_count
+            and custom_ids[plan.first] == part.first_custom_id
+            and custom_ids[plan.stop - 1] == part.last_custom_id
+        ):
+            exact = custom_ids[plan.first : plan.stop]
         expected[part.batch_id] = ExpectedResults(part.request_count, part.custom_ids_sha256, exact)
     return expected
 
@@ -240,16 +253,27 @@ def check_retention(batch: MessageBatch, warning_seconds: float, now: float) -> 
         raise ResultsArchivedError(
             f"The results of batch {batch.id} (created {_iso(created)}) were archived on {_iso(archived_at)}, "
             "29 days after creation, and can no longer be downloaded. Land results well before that.",
-            [batch.id])
+            [batch.id],
+        )
     if now >= archived_at - warning_seconds:
-        log.warning("The results of batch %s expire on %s (%.1f days from now): land them now",
-                    batch.id, _iso(archived_at), (archived_at - now) / 86400)
+        log.warning(
+            "The results of batch %s expire on %s (%.1f days from now): land them now",
+            batch.id,
+            _iso(archived_at),
+            (archived_at - now) / 86400,
+        )
 
 
-def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: ObjectStoragePath,
-                 settings: LandingSettings = LandingSettings(), now: Callable[[], float] = time.time, *,
-                 expected: Mapping[str, ExpectedResults] | None = None,
-                 within: ObjectStoragePath | None = None) -> dict[str, Any]:
+def land_results(
+    hook: ClaudeBatchHook,
+    batch_ids: Sequence[str],
+    output: ObjectStoragePath,
+    settings: LandingSettings = LandingSettings(),
+    now: Callable[[], float] = time.time,
+    *,
+    expected: Mapping[str, ExpectedResults] | None = None,
+    within: ObjectStoragePath | None = None,
+) -> dict[str, Any]:
     """Land every batch under `output` and return the manifest (also written as `_manifest.json`).
 
     Each batch's stream must hold exactly one result per submitted custom_id: `expected` says what
@@ -266,16 +290,20 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
             import pyarrow  # noqa: F401
         except ImportError:
             raise BatchInputError(
-                "Parquet output needs pyarrow: pip install 'airflow-provider-claude-batch[parquet]'.") from None
+                "Parquet output needs pyarrow: pip install 'airflow-provider-claude-batch[parquet]'."
+            ) from None
     batches = []
     for batch_id in batch_ids:
         batch = hook.retrieve_batch(batch_id)
         if batch.id != batch_id:
-            raise BatchInFlightError(f"Asked the API for batch {batch_id} and it answered with batch {batch.id!r}; "
-                                     "nothing was landed.", [batch_id])
+            raise BatchInFlightError(
+                f"Asked the API for batch {batch_id} and it answered with batch {batch.id!r}; nothing was landed.",
+                [batch_id],
+            )
         if batch.processing_status != "ended":
-            raise ClaudeBatchError(f"Batch {batch_id} is {batch.processing_status}; wait for it to end first.",
-                                   list(batch_ids))
+            raise ClaudeBatchError(
+                f"Batch {batch_id} is {batch.processing_status}; wait for it to end first.", list(batch_ids)
+            )
         check_retention(batch, settings.expiry_warning_seconds, now())
         batches.append(batch)
     staging = _Staging(output, within)
@@ -283,9 +311,17 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
     try:
         tables = _Tables(staging, settings.formats)
         expected = expected or {}
-        landed = [_land_batch(hook, batch, staging, tables, settings,
-                              expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts)))
-                  for batch in batches]
+        landed = [
+            _land_batch(
+                hook,
+                batch,
+                staging,
+                tables,
+                settings,
+                expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts)),
+            )
+            for batch in batches
+        ]
         totals = Totals()
         for item in landed:
             totals.add(item.totals)
@@ -303,11 +339,18 @@ def land_results(hook: ClaudeBatchHook, batch_ids: Sequence[str], output: Object
         staging.cleanup()
 
 
-def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, tables: _Tables,
-                settings: LandingSettings, expected: ExpectedResults) -> _BatchLanded:
+def _land_batch(
+    hook: ClaudeBatchHook,
+    batch: MessageBatch,
+    staging: _Staging,
+    tables: _Tables,
+    settings: LandingSettings,
+    expected: ExpectedResults,
+) -> _BatchLanded:
     """One pass over the batch's results stream; a stream that breaks, or does not hold exactly one
     result per submitted custom_id, is read again from the start (and the rows this batch had added
-    so far are taken back first)."""
+    so far are taken back first).
+    """
     start = tables.mark()
     for attempt in range(1, settings.stream_attempts + 1):
         totals = Totals()
@@ -333,13 +376,20 @@ def _land_batch(hook: ClaudeBatchHook, batch: MessageBatch, staging: _Staging, t
                 raise _IncompleteResults(f"{totals.requests} result lines for {expected.count} requests")
             mismatch = results_mismatch(batch.id, seen, expected)
             if mismatch is not None:
-                raise ResultsMismatchError(mismatch[0].upper() + mismatch[1:] + ". Nothing was published; a retry "
-                                           "of the task reads the results again.", [batch.id])
+                raise ResultsMismatchError(
+                    mismatch[0].upper() + mismatch[1:] + ". Nothing was published; a retry "
+                    "of the task reads the results again.",
+                    [batch.id],
+                )
         except Exception as exc:
             if not _is_retryable_stream_error(exc) or attempt == settings.stream_attempts:
                 raise
-            log.warning("Results of batch %s broke off (attempt %d: %s); reading them again from the start",
-                        batch.id, attempt, exc)
+            log.warning(
+                "Results of batch %s broke off (attempt %d: %s); reading them again from the start",
+                batch.id,
+                attempt,
+                exc,
+            )
             tables.rollback(start)
             continue
         finally:
@@ -371,8 +421,9 @@ class _Receiver:
         self._thread.start()
         return self._chunks()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         # Normally the thread has already finished; after an error here it stops at its next chunk.
         self._stop.set()
         self._thread.join(timeout=30)
@@ -415,19 +466,30 @@ def _is_retryable_stream_error(exc: Exception) -> bool:
     import anthropic
     import httpx2
 
-    return isinstance(exc, _IncompleteResults | ResultsMismatchError | httpx2.TransportError
-                      | anthropic.APIConnectionError) or (
-        isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
+    return isinstance(
+        exc, _IncompleteResults | ResultsMismatchError | httpx2.TransportError | anthropic.APIConnectionError
+    ) or (isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 500)
 
 
 def _parquet(staging: _Staging, landed: list[_BatchLanded]) -> FileInfo:
     """Built from the staged JSONL table (written whether or not JSONL is published); row groups of
-    10,000 rows, restarted at each batch."""
+    10,000 rows, restarted at each batch.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    text_columns = {"custom_id", "batch_id", "result_type", "text", "stop_reason", "model", "message_id",
-                    "service_tier", "error_type", "error_message"}
+    text_columns = {
+        "custom_id",
+        "batch_id",
+        "result_type",
+        "text",
+        "stop_reason",
+        "model",
+        "message_id",
+        "service_tier",
+        "error_type",
+        "error_message",
+    }
     schema = pa.schema([(c, pa.string() if c in text_columns else pa.int64()) for c in TABLE_COLUMNS])
     path = staging.file("results.parquet")
     rows = 0
@@ -451,21 +513,31 @@ def _parquet(staging: _Staging, landed: list[_BatchLanded]) -> FileInfo:
     return FileInfo("results.parquet", os.path.getsize(path), digest.hexdigest(), rows)
 
 
-def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Totals, files: list[FileInfo],
-              settings: LandingSettings, now: float) -> dict[str, Any]:
+def _manifest(
+    output: ObjectStoragePath,
+    landed: list[_BatchLanded],
+    totals: Totals,
+    files: list[FileInfo],
+    settings: LandingSettings,
+    now: float,
+) -> dict[str, Any]:
     cost = cost_of(totals.usage_by_model, settings.prices) if settings.prices else cost_of(totals.usage_by_model)
     batches = []
     for item in landed:
         batch = item.batch
         created = batch.created_at.timestamp()
-        batches.append({
-            "id": batch.id, "created_at": _iso(created),
-            "ended_at": _iso(batch.ended_at.timestamp()) if batch.ended_at else None,
-            "results_expire_at": _iso(created + RESULTS_RETENTION_SECONDS),
-            "canceled": batch.cancel_initiated_at is not None,
-            "request_counts": batch.request_counts.to_dict(), "raw_file": item.raw.name,
-            "results_checked_against": item.checked_against,
-        })
+        batches.append(
+            {
+                "id": batch.id,
+                "created_at": _iso(created),
+                "ended_at": _iso(batch.ended_at.timestamp()) if batch.ended_at else None,
+                "results_expire_at": _iso(created + RESULTS_RETENTION_SECONDS),
+                "canceled": batch.cancel_initiated_at is not None,
+                "request_counts": batch.request_counts.to_dict(),
+                "raw_file": item.raw.name,
+                "results_checked_against": item.checked_against,
+            }
+        )
     return {
         "manifest_version": MANIFEST_VERSION,
         "written_at": _iso(now),
@@ -476,8 +548,10 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
         "failed": totals.failed,
         "failed_fraction": round(totals.failed / totals.requests, 6) if totals.requests else 0.0,
         "error_types": totals.error_types,
-        "usage": {model: {k: v for k, v in vars(u).items() if not k.startswith("long_prompt")}
-                  for model, u in sorted(totals.usage_by_model.items())},
+        "usage": {
+            model: {k: v for k, v in vars(u).items() if not k.startswith("long_prompt")}
+            for model, u in sorted(totals.usage_by_model.items())
+        },
         "usage_total": totals.usage_total(),
         "cost": cost.to_dict(),
         "cost_complete": not totals.problems and not cost.unpriced_models,  # (tokens of either are not priced)
@@ -488,8 +562,10 @@ def _manifest(output: ObjectStoragePath, landed: list[_BatchLanded], totals: Tot
 
 def result_problems(totals: Totals) -> dict[str, dict[str, Any]]:
     """The manifest's flags: results whose usage could not be counted, with a few custom_ids each."""
-    return {kind: {"results": number, "examples": totals.problem_examples.get(kind, [])}
-            for kind, number in sorted(totals.problems.items())}
+    return {
+        kind: {"results": number, "examples": totals.problem_examples.get(kind, [])}
+        for kind, number in sorted(totals.problems.items())
+    }
 
 
 def _iso(epoch: float) -> str:
@@ -516,8 +592,10 @@ class _Staging:
     def _check_inside(self, path: str) -> None:
         resolved = os.path.realpath(path)
         if resolved != self.boundary and not resolved.startswith(self.boundary + os.sep):
-            raise BatchInputError(f"{path} leads out of the output folder {self.boundary} (to {resolved}, through a "
-                                  "symlink); remove the link. Nothing was published.")
+            raise BatchInputError(
+                f"{path} leads out of the output folder {self.boundary} (to {resolved}, through a "
+                "symlink); remove the link. Nothing was published."
+            )
 
     def file(self, name: str) -> str:
         path = os.path.join(self.root, name)

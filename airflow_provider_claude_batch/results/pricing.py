@@ -59,8 +59,9 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "claude-sonnet-5-5": ModelPrice(2, 10),
     # model page (in/out of both bands). Whether the 100K "prompt" counts cache tokens is unconfirmed (here it
     # does); cache tokens of a long prompt are billed at the short band's rates (the long ones are unconfirmed).
-    "claude-haiku-5-5": ModelPrice(0.10, 0.50, long_prompt_threshold=100_000, long_prompt_input=0.50,
-                                    long_prompt_output=2.50),
+    "claude-haiku-5-5": ModelPrice(
+        0.10, 0.50, long_prompt_threshold=100_000, long_prompt_input=0.50, long_prompt_output=2.50
+    ),
     "claude-fable-5-1": _FABLE_5_1,  # pricing; caching (0.025x read)
     "claude-mythos-5-1": _FABLE_5_1,  # pricing; caching (0.025x read)
     "claude-fable-5": _FABLE_5,  # pricing
@@ -113,9 +114,14 @@ class Cost:
         return self.standard_usd - self.batch_usd
 
     def to_dict(self) -> dict[str, object]:
-        return {"batch_usd": round(self.batch_usd, 6), "standard_usd": round(self.standard_usd, 6),
-                "savings_usd": round(self.savings_usd, 6), "unpriced_models": sorted(self.unpriced_models),
-                "prices_as_of": PRICES_AS_OF, "prices_source": PRICES_SOURCE}
+        return {
+            "batch_usd": round(self.batch_usd, 6),
+            "standard_usd": round(self.standard_usd, 6),
+            "savings_usd": round(self.savings_usd, 6),
+            "unpriced_models": sorted(self.unpriced_models),
+            "prices_as_of": PRICES_AS_OF,
+            "prices_source": PRICES_SOURCE,
+        }
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> ModelPrice | None:
@@ -133,8 +139,11 @@ def price_for(model: str, prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> 
 def standard_cost(usage: Usage, price: ModelPrice) -> float:
     """What the same tokens cost through the Messages API at standard prices."""
     base_in = usage.input_tokens * price.input
-    cached = (usage.cache_write_5m_tokens * CACHE_WRITE_5M + usage.cache_write_1h_tokens * CACHE_WRITE_1H
-              + usage.cache_read_tokens * price.cache_read_multiplier) * price.input
+    cached = (
+        usage.cache_write_5m_tokens * CACHE_WRITE_5M
+        + usage.cache_write_1h_tokens * CACHE_WRITE_1H
+        + usage.cache_read_tokens * price.cache_read_multiplier
+    ) * price.input
     out = usage.output_tokens * price.output
     if price.long_prompt_input is not None and price.long_prompt_output is not None:
         # Requests over the threshold were counted apart; bill their input and output at the long band.
@@ -166,12 +175,22 @@ def prices_from_overrides(overrides: Mapping[str, Mapping[str, float]] | None) -
         try:
             price = ModelPrice(**values)  # type: ignore[arg-type]
         except TypeError as exc:  # a misspelt or missing key
-            raise BatchInputError(f"price_overrides[{model!r}]: {exc} (keys: input, output, cache_read_multiplier, "
-                                  "long_prompt_threshold, long_prompt_input, long_prompt_output)") from None
-        bad = [name for name, value in vars(price).items() if value is not None and not (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0)]
+            raise BatchInputError(
+                f"price_overrides[{model!r}]: {exc} (keys: input, output, cache_read_multiplier, "
+                "long_prompt_threshold, long_prompt_input, long_prompt_output)"
+            ) from None
+        bad = [
+            name
+            for name, value in vars(price).items()
+            if value is not None
+            and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            )
+        ]
         if bad:
-            raise BatchInputError(f"price_overrides[{model!r}]: {', '.join(bad)} must be a number of at least 0 "
-                                  "(dollars per million tokens); a cost is never negative.")
+            raise BatchInputError(
+                f"price_overrides[{model!r}]: {', '.join(bad)} must be a number of at least 0 "
+                "(dollars per million tokens); a cost is never negative."
+            )
         table[model] = price
     return table

@@ -1,4 +1,4 @@
-"""Names the package takes from Airflow that moved between 3.0 and 3.1 (the floor is 3.0).
+"""Every Airflow name the package takes that moved between 3.0 and 3.1, or that is not public API.
 
 Airflow 3.1 made `airflow.sdk` the one public home of the hook base class, the config object, the
 exceptions and the decorator helpers; 3.0 still keeps them in `airflow.*`. Importing from here keeps
@@ -43,16 +43,32 @@ else:
         from airflow.utils.operator_helpers import determine_kwargs
 
 
-
 async def aget_connection(hook: BaseHook, conn_id: str) -> Any:
     """The connection, looked up without blocking the event loop: `aget_connection` on Airflow 3.1+;
-    on 3.0, which has no async lookup, the sync one through `sync_to_async` (as 3.0's triggerer needs)."""
+    on 3.0, which has no async lookup, the sync one through `sync_to_async` (as 3.0's triggerer needs).
+    """
     lookup = getattr(hook, "aget_connection", None)
     if lookup is not None:
         return await lookup(conn_id)
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(hook.get_connection)(conn_id)
+
+
+def current_task_state(ti: Any) -> str | None:
+    """The state of `ti` (anything with dag_id, task_id, run_id, map_index) now; None if unknown.
+
+    Private Airflow API (the Task SDK's runtime task instance): no public call answers this yet.
+    Raises what the lookup raises: callers decide how to log it (and never cancel on doubt).
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=ti.dag_id, map_index=ti.map_index, task_ids=[ti.task_id], run_ids=[ti.run_id]
+    )
+    key = ti.task_id if (ti.map_index is None or ti.map_index < 0) else f"{ti.task_id}_{ti.map_index}"
+    state = states.get(ti.run_id, {}).get(key)
+    return str(getattr(state, "value", state)) if state is not None else None
 
 
 __all__ = [
@@ -64,5 +80,6 @@ __all__ = [
     "aget_connection",
     "conf",
     "context_merge",
+    "current_task_state",
     "determine_kwargs",
 ]

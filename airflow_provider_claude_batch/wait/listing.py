@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from airflow_provider_claude_batch.batch.events import BatchSnapshot
-from airflow_provider_claude_batch.batch.queue import listing_can_stop
+from airflow_provider_claude_batch.submit.queue import listing_can_stop
+from airflow_provider_claude_batch.wait.events import BatchSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +32,8 @@ class ListedBatch(msgspec.Struct, gc=False):
     """The fields of a listed MessageBatch that a wait needs; the rest of the object is skipped.
 
     Untracked by the garbage collector (it holds only strings, ints and datetimes, so it cannot be in
-    a reference cycle): a page of 1,000 adds nothing for a collection to walk."""
+    a reference cycle): a page of 1,000 adds nothing for a collection to walk.
+    """
 
     id: str
     processing_status: str
@@ -45,8 +46,11 @@ class ListedBatch(msgspec.Struct, gc=False):
         """The same BatchSnapshot that `events.snapshot` makes from the SDK's MessageBatch."""
         ended, canceled = self.ended_at, self.cancel_initiated_at
         return BatchSnapshot(
-            id=self.id, processing_status=self.processing_status, request_counts=self.request_counts,
-            created_at=self.created_at.isoformat(), ended_at=ended.isoformat() if ended is not None else None,
+            id=self.id,
+            processing_status=self.processing_status,
+            request_counts=self.request_counts,
+            created_at=self.created_at.isoformat(),
+            ended_at=ended.isoformat() if ended is not None else None,
             cancel_initiated_at=canceled.isoformat() if canceled is not None else None,
         )
 
@@ -125,8 +129,9 @@ def oldest_known(batch_ids: Iterable[str], created_at: Mapping[str, float]) -> f
     return oldest
 
 
-def answer_for(batch_ids: Sequence[str], found: Mapping[str, BatchSnapshot],
-               errors: Mapping[str, BaseException]) -> list[BatchSnapshot] | BaseException:
+def answer_for(
+    batch_ids: Sequence[str], found: Mapping[str, BatchSnapshot], errors: Mapping[str, BaseException]
+) -> list[BatchSnapshot] | BaseException:
     """One trigger's share of a cycle: its snapshots, or the first error met by one of its batches."""
     for batch_id in batch_ids:
         error = errors.get(batch_id)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_claude_batch.batch.pricing import Usage
+from airflow_provider_claude_batch.results.pricing import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -41,7 +41,8 @@ BATCH_ID_PATTERN = re.compile(r"msgbatch_[A-Za-z0-9][A-Za-z0-9_]*")
 
 class TableRow(msgspec.Struct, gc=False):
     """One row of the flat table. Field order is column order: a row encodes to the same JSON as
-    the dict of its columns."""
+    the dict of its columns.
+    """
 
     custom_id: str
     batch_id: str
@@ -167,7 +168,7 @@ class Totals:
             self.problems[kind] = self.problems.get(kind, 0) + number
         for kind, examples in other.problem_examples.items():
             kept = self.problem_examples.setdefault(kind, [])
-            kept += examples[:EXAMPLES_KEPT - len(kept)]
+            kept += examples[: EXAMPLES_KEPT - len(kept)]
 
     def flag(self, kind: str, custom_id: str) -> None:
         self.problems[kind] = self.problems.get(kind, 0) + 1
@@ -200,7 +201,8 @@ class FoldedLines:
 
 def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
     """Complete result lines (newline-separated; the last may lack its newline) to their rows, counted
-    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing."""
+    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing.
+    """
     lines = block.count(b"\n") + (not block.endswith(b"\n"))
     try:
         parsed = _decoder.decode_lines(block)
@@ -223,8 +225,9 @@ def _decode_line(line: bytes, batch_id: str) -> _Line:
         raise MalformedResultError(f"a result line of batch {batch_id} is not valid: {exc}") from None
 
 
-def _fold_parsed(parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow],
-                 failed: list[TableRow]) -> None:
+def _fold_parsed(
+    parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow], failed: list[TableRow]
+) -> None:
     counts = totals.counts
     usage_by_model = totals.usage_by_model
     append = rows.append
@@ -255,14 +258,28 @@ def _fold_parsed(parsed: list[_Line], batch_id: str, totals: Totals, rows: list[
             model = message.model
             tools = usage.server_tool_use
             row = TableRow(
-                line.custom_id, batch_id, "succeeded", text, message.stop_reason, model, message.id,
-                input_tokens, output_tokens, usage.cache_creation_input_tokens or 0, read, write_5m, write_1h,
-                (tools.web_search_requests or 0) if tools else 0, (tools.web_fetch_requests or 0) if tools else 0,
-                usage.service_tier)
+                line.custom_id,
+                batch_id,
+                "succeeded",
+                text,
+                message.stop_reason,
+                model,
+                message.id,
+                input_tokens,
+                output_tokens,
+                usage.cache_creation_input_tokens or 0,
+                read,
+                write_5m,
+                write_1h,
+                (tools.web_search_requests or 0) if tools else 0,
+                (tools.web_fetch_requests or 0) if tools else 0,
+                usage.service_tier,
+            )
             append(row)
             # One test for all five counts: the bitwise or of ints is negative when any one is.
-            if (input_tokens | output_tokens | write_5m | write_1h | read
-                    | (usage.cache_creation_input_tokens or 0)) < 0:
+            if (
+                input_tokens | output_tokens | write_5m | write_1h | read | (usage.cache_creation_input_tokens or 0)
+            ) < 0:
                 totals.flag(NEGATIVE_USAGE, line.custom_id)
                 continue
             model_usage = usage_by_model.get(model)
@@ -394,14 +411,19 @@ def results_mismatch(batch_id: str, seen: SeenIds, expected: ExpectedResults) ->
         problems.append(f"{len(unknown)} not submitted in this batch (e.g. {_examples(unknown)})")
     elif distinct > expected.count:
         problems.append(f"{distinct - expected.count} more custom_ids than requests")
-    if not problems and expected.custom_ids is None and expected.custom_ids_sha256 is not None \
-            and custom_ids_digest(seen.ids) != expected.custom_ids_sha256:
-        problems.append("the custom_ids are not the submitted ones (their sha256 differs from the "
-                        "submission record's)")
+    if (
+        not problems
+        and expected.custom_ids is None
+        and expected.custom_ids_sha256 is not None
+        and custom_ids_digest(seen.ids) != expected.custom_ids_sha256
+    ):
+        problems.append("the custom_ids are not the submitted ones (their sha256 differs from the submission record's)")
     if not problems:
         return None
-    return (f"the results of batch {batch_id} do not match what was submitted: {expected.count} requests, "
-            f"{seen.results} results for {distinct} distinct custom_ids; " + "; ".join(problems))
+    return (
+        f"the results of batch {batch_id} do not match what was submitted: {expected.count} requests, "
+        f"{seen.results} results for {distinct} distinct custom_ids; " + "; ".join(problems)
+    )
 
 
 def _examples(custom_ids: Sequence[str]) -> str:

@@ -13,16 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_claude_batch.batch.results import (
+from airflow_provider_claude_batch.exceptions import ResultsMismatchError
+from airflow_provider_claude_batch.output.land import (
+    MANIFEST_VERSION,
+    FileInfo,
+    _iso,
+    _Sink,
+    _Staging,
+    spreadsheet_safe,
+)
+from airflow_provider_claude_batch.results.fold import (
     EXAMPLES_KEPT,
     FAILED_TYPES,
     RESULT_TYPES,
     TABLE_COLUMNS,
     encode_row,
 )
-from airflow_provider_claude_batch.batch.rounds import RoundsIndex
-from airflow_provider_claude_batch.exceptions import ResultsMismatchError
-from airflow_provider_claude_batch.landing import MANIFEST_VERSION, FileInfo, _iso, _Sink, _Staging, spreadsheet_safe
+from airflow_provider_claude_batch.results.rounds import RoundsIndex
 from airflow_provider_claude_batch.storage import binary_lines
 
 if TYPE_CHECKING:
@@ -45,8 +52,9 @@ def read_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
                 yield decoder.decode(line)
 
 
-def finalize_rounds(output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]], formats: Sequence[str],
-                    now: float) -> dict[str, Any]:
+def finalize_rounds(
+    output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]], formats: Sequence[str], now: float
+) -> dict[str, Any]:
     """Write the final table and the manifest over every round; returns the manifest."""
     index = RoundsIndex()
     for number in range(1, len(manifests)):
@@ -85,7 +93,8 @@ def finalize_rounds(output: ObjectStoragePath, manifests: Sequence[Mapping[str, 
             raise ResultsMismatchError(
                 f"The rounds fold into {results.rows} rows for {manifests[0]['requests']} requests (one per input "
                 "custom_id expected); nothing was published.",
-                [b["id"] for m in manifests for b in m["batches"]])
+                [b["id"] for m in manifests for b in m["batches"]],
+            )
         files = []
         for sink, name in ((results, "results.jsonl"), (failures, "failures.jsonl"), (table_csv, "results.csv")):
             if sink is not None:
@@ -98,8 +107,15 @@ def finalize_rounds(output: ObjectStoragePath, manifests: Sequence[Mapping[str, 
         staging.cleanup()
 
 
-def _manifest(output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]], counts: dict[str, int],
-              error_types: dict[str, int], files: list[FileInfo], requests: int, now: float) -> dict[str, Any]:
+def _manifest(
+    output: ObjectStoragePath,
+    manifests: Sequence[Mapping[str, Any]],
+    counts: dict[str, int],
+    error_types: dict[str, int],
+    files: list[FileInfo],
+    requests: int,
+    now: float,
+) -> dict[str, Any]:
     failed = sum(counts[t] for t in FAILED_TYPES)
     batch_usd = sum(m["cost"]["batch_usd"] for m in manifests)
     standard_usd = sum(m["cost"]["standard_usd"] for m in manifests)
@@ -112,9 +128,17 @@ def _manifest(output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]],
         "manifest_version": MANIFEST_VERSION,
         "written_at": _iso(now),
         "output_path": str(output),
-        "rounds": [{"round": number, "folder": f"rounds/round-{number}", "batch_ids": [b["id"] for b in m["batches"]],
-                    "requests": m["requests"], "counts": m["counts"], "cost": m["cost"]}
-                   for number, m in enumerate(manifests)],
+        "rounds": [
+            {
+                "round": number,
+                "folder": f"rounds/round-{number}",
+                "batch_ids": [b["id"] for b in m["batches"]],
+                "requests": m["requests"],
+                "counts": m["counts"],
+                "cost": m["cost"],
+            }
+            for number, m in enumerate(manifests)
+        ],
         "batches": [b for m in manifests for b in m["batches"]],
         "requests": requests,
         "counts": counts,
@@ -124,10 +148,14 @@ def _manifest(output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]],
         "usage_total": usage_total,
         "cost_complete": all(m.get("cost_complete", True) for m in manifests),
         "result_problems": _merged_problems(manifests),
-        "cost": {"batch_usd": round(batch_usd, 6), "standard_usd": round(standard_usd, 6),
-                 "savings_usd": round(standard_usd - batch_usd, 6),
-                 "unpriced_models": sorted({u for m in manifests for u in m["cost"]["unpriced_models"]}),
-                 "prices_as_of": first_cost["prices_as_of"], "prices_source": first_cost["prices_source"]},
+        "cost": {
+            "batch_usd": round(batch_usd, 6),
+            "standard_usd": round(standard_usd, 6),
+            "savings_usd": round(standard_usd - batch_usd, 6),
+            "unpriced_models": sorted({u for m in manifests for u in m["cost"]["unpriced_models"]}),
+            "prices_as_of": first_cost["prices_as_of"],
+            "prices_source": first_cost["prices_source"],
+        },
         "files": [vars(f) for f in files],
     }
 

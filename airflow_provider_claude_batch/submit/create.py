@@ -13,16 +13,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import secrets
 import time
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from airflow_provider_claude_batch.api_errors import describe_api_error, retry_after
-from airflow_provider_claude_batch.batch.events import total_requests
-from airflow_provider_claude_batch.batch.ledger import (
+from airflow_provider_claude_batch.defaults import CLAIM_SETTLE_SECONDS
+from airflow_provider_claude_batch.exceptions import (
+    BatchApiRefusedError,
+    BatchInputError,
+    ClaudeBatchError,
+)
+from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.submit.record import (
     Claim,
     PartRecord,
     SubmissionRecord,
@@ -32,33 +33,25 @@ from airflow_provider_claude_batch.batch.ledger import (
     part_claim,
     successor_claim,
 )
-from airflow_provider_claude_batch.exceptions import (
-    BatchApiRefusedError,
-    BatchInputError,
-    ClaudeBatchError,
-    SubmissionRecordError,
-)
-from airflow_provider_claude_batch.record_store import DELETE_WARNING, settled_claim
-from airflow_provider_claude_batch.storage import is_local, read_bytes_if_exists, write_atomically
+from airflow_provider_claude_batch.wait.events import total_requests
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
 
-    from airflow_provider_claude_batch.batch.requests import BatchPlan, PreparedRequests
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.record_store import RecordStore
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.submit.store import RecordStore
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "submission.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class CreatePolicy:
     """How hard to try a create, how to look for a batch whose create answer was lost, and how
-    concurrent attempts of one task instance agree on which of them creates."""
+    concurrent attempts of one task instance agree on which of them creates.
+    """
 
     attempts: int = 3
     reconcile_seconds: float = 60.0
@@ -66,116 +59,29 @@ class CreatePolicy:
     clock_skew_seconds: float = 300.0
     backoff_seconds: float = 5.0
     # A claim on a store without conditional writes is won after this long without a rival write.
-    claim_settle_seconds: float = 3.0
+    claim_settle_seconds: float = CLAIM_SETTLE_SECONDS
     # An attempt holding a claim that has written nothing for this long is taken for dead.
     claim_stale_seconds: float = 900.0
     claim_poll_seconds: float = 2.0
 
 
-class SubmissionLedger:
-    """Submission records under one root on object storage, one file per task instance (a `RecordStore`).
-
-    Claims are files next to the record: created with O_EXCL on local disk (atomic, no timing
-    assumption); elsewhere written, left to settle and read back (`settled_claim`), since
-    ObjectStoragePath offers no conditional put.
-    """
-
-    def __init__(self, root: ObjectStoragePath, record_name: str = RECORD_NAME, *,
-                 settle_seconds: float = CreatePolicy.claim_settle_seconds,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.root = root
-        self.record_name = record_name
-        self.settle_seconds = settle_seconds
-        self.sleep = sleep
-
-    @property
-    def location(self) -> str:
-        return str(self.root)
-
-    def folder(self, key: TaskKey) -> ObjectStoragePath:
-        return self.root / key.relative_path()
-
-    def path(self, key: TaskKey) -> ObjectStoragePath:
-        return self.folder(key) / self.record_name
-
-    def for_round(self, round_number: int) -> SubmissionLedger:
-        """The ledger of a follow-up round: its own record next to the first one."""
-        name = RECORD_NAME if round_number == 0 else f"submission-round-{round_number}.json"
-        return SubmissionLedger(self.root, name, settle_seconds=self.settle_seconds, sleep=self.sleep)
-
-    def load(self, key: TaskKey) -> SubmissionRecord | None:
-        path = self.path(key)
-        try:
-            data = read_bytes_if_exists(path)
-        except PermissionError as exc:
-            raise SubmissionRecordError(f"The submission record {path} cannot be read ({exc}): give the workers read "
-                                        f"and write access to it. {DELETE_WARNING}") from exc
-        if data is None:
-            return None
-        try:
-            return SubmissionRecord.from_json(data)
-        except (ValueError, KeyError, TypeError) as exc:  # msgspec.DecodeError is a ValueError
-            raise SubmissionRecordError(
-                f"The submission record {path} is unreadable ({exc}). Compare it with the API's batch list and "
-                f"repair it, or pass force_resubmit=True to submit anew on purpose. {DELETE_WARNING}") from exc
-
-    def save(self, record: SubmissionRecord) -> None:
-        write_atomically(self.path(record.key), record.to_json())
-
-    def _claim_path(self, key: TaskKey, name: str) -> ObjectStoragePath:
-        return self.folder(key) / "claims" / f"{self.record_name.removesuffix('.json')}.{name}.json"
-
-    def release(self, key: TaskKey, name: str, holder: str) -> None:
-        path = self._claim_path(key, name)
-        data = read_bytes_if_exists(path)
-        if data is not None and Claim.from_dict(msgspec.json.decode(data)).holder == holder:
-            path.unlink()
-
-    def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
-        path = self._claim_path(key, name)
-        if is_local(path):
-            return _claim_local_file(path.path, mine)
-
-        def read() -> Claim | None:
-            data = read_bytes_if_exists(path)
-            return Claim.from_dict(msgspec.json.decode(data)) if data is not None else None
-
-        def write(claim: Claim) -> None:
-            write_atomically(path, msgspec.json.encode(claim.to_dict()))
-
-        return settled_claim(read, write, mine, self.settle_seconds, self.sleep)
-
-
-def _claim_local_file(target: str, mine: Claim) -> Claim:
-    """Create `target` holding `mine` only if absent (O_EXCL on a fully written temporary, via link)."""
-    directory = os.path.dirname(target)
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-    with open(temporary, "xb") as handle:
-        handle.write(msgspec.json.encode(mine.to_dict()))
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, target)  # atomic, fails if the target exists: readers never see a half-written claim
-        return mine
-    except FileExistsError:
-        with open(target, "rb") as handle:
-            return Claim.from_dict(msgspec.json.decode(handle.read()))
-    finally:
-        os.unlink(temporary)
-
-
 class Submitter:
-    def __init__(self, hook: ClaudeBatchHook, ledger: RecordStore, policy: CreatePolicy = CreatePolicy(),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        hook: ClaudeBatchHook,
+        ledger: RecordStore,
+        policy: CreatePolicy = CreatePolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.hook = hook
         self.ledger = ledger
         self.policy = policy
         self.sleep = sleep
         self.attempt_id = ""
 
-    def open_record(self, key: TaskKey, prepared: PreparedRequests, plans: list[BatchPlan], *,
-                    force_resubmit: bool, attempt_id: str) -> SubmissionRecord:
+    def open_record(
+        self, key: TaskKey, prepared: PreparedRequests, plans: list[BatchPlan], *, force_resubmit: bool, attempt_id: str
+    ) -> SubmissionRecord:
         """The record to continue: the existing one for the same input, or a new one.
 
         `force_resubmit` starts anew once per task attempt (`attempt_id`, the task instance's id,
@@ -187,25 +93,38 @@ class Submitter:
         forced = force_resubmit and (existing is None or existing.attempt_id != attempt_id)
         if existing is not None and prepared.recognises(existing.fingerprint) and not forced:
             done = existing.batch_ids
-            log.info("Re-attaching to the submission recorded for this task instance (%d of %d batches created: %s)",
-                     len(done), len(existing.parts), ", ".join(done) or "none yet")
+            log.info(
+                "Re-attaching to the submission recorded for this task instance (%d of %d batches created: %s)",
+                len(done),
+                len(existing.parts),
+                ", ".join(done) or "none yet",
+            )
             return existing
         record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
         previous = existing.identity if existing is not None else None
-        rival, won = self._win_or_wait(key, lambda g: successor_claim(existing) + f"-gen-{g}",
-                                       done=lambda r: r is not None and r.identity != previous)
+        rival, won = self._win_or_wait(
+            key,
+            lambda g: successor_claim(existing) + f"-gen-{g}",
+            done=lambda r: r is not None and r.identity != previous,
+        )
         if rival is not None:
             if not prepared.recognises(rival.fingerprint):
                 raise ClaudeBatchError(
                     f"Another attempt of this task instance started a submission for a different input at the same "
-                    f"time (record in {self.ledger.location}); nothing was created by this attempt.")
-            log.warning("Another attempt of this task instance started this submission at the same time; "
-                        "continuing its record instead of creating")
+                    f"time (record in {self.ledger.location}); nothing was created by this attempt."
+                )
+            log.warning(
+                "Another attempt of this task instance started this submission at the same time; "
+                "continuing its record instead of creating"
+            )
             return rival
         if existing is not None and existing.batch_ids:
             why = "force_resubmit=True" if forced else "the input changed since the last submission"
-            log.warning("Submitting anew because %s; the earlier batches %s are left as they are (not canceled)",
-                        why, ", ".join(existing.batch_ids))
+            log.warning(
+                "Submitting anew because %s; the earlier batches %s are left as they are (not canceled)",
+                why,
+                ", ".join(existing.batch_ids),
+            )
         with self._released_on_error(key, won):
             self.ledger.save(record)
         return record
@@ -213,19 +132,22 @@ class Submitter:
     @contextlib.contextmanager
     def _released_on_error(self, key: TaskKey, claim_name: str) -> Iterator[None]:
         """Give a claim back when this attempt fails cleanly (the next try need not wait for it to go stale);
-        a worker that dies (SystemExit, a kill) keeps it until `claim_stale_seconds`."""
+        a worker that dies (SystemExit, a kill) keeps it until `claim_stale_seconds`.
+        """
         try:
             yield
         except Exception:
             try:
                 self.ledger.release(key, claim_name, self.attempt_id)
             except Exception as exc:
-                log.warning("Could not give back the claim %s (%s); a retry waits for it to go stale", claim_name,
-                            _short(exc))
+                log.warning(
+                    "Could not give back the claim %s (%s); a retry waits for it to go stale", claim_name, _short(exc)
+                )
             raise
 
-    def _win_or_wait(self, key: TaskKey, claim_name: Callable[[int], str],
-                     done: Callable[[SubmissionRecord | None], bool]) -> tuple[SubmissionRecord | None, str]:
+    def _win_or_wait(
+        self, key: TaskKey, claim_name: Callable[[int], str], done: Callable[[SubmissionRecord | None], bool]
+    ) -> tuple[SubmissionRecord | None, str]:
         """Win claim `claim_name(g)` (None, its name), or wait for its holder to make `done(record)` true (that
         record, "").
 
@@ -245,12 +167,17 @@ class Submitter:
                 if claim_is_stale(holder, record, time.time(), self.policy.claim_stale_seconds):
                     break
                 self.sleep(self.policy.claim_poll_seconds)
-            log.warning("Attempt %s has written nothing for %.0f s; taking over its claim %s", holder.holder,
-                        self.policy.claim_stale_seconds, claim_name(generation))
+            log.warning(
+                "Attempt %s has written nothing for %.0f s; taking over its claim %s",
+                holder.holder,
+                self.policy.claim_stale_seconds,
+                claim_name(generation),
+            )
             generation += 1
 
-    def submit_part(self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests,
-                    plan: BatchPlan) -> SubmissionRecord:
+    def submit_part(
+        self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests, plan: BatchPlan
+    ) -> SubmissionRecord:
         """Make sure `part` has a batch: adopt the one a lost create made, or create it."""
         if part.batch_id:
             return record
@@ -259,16 +186,25 @@ class Submitter:
             # the listing as a lost answer gets, counted from when it was sent.
             found = self._find_created(part, record, part.intent_at + self.policy.reconcile_seconds)
             if found is not None:
-                log.warning("Adopting batch %s, created for part %d by an earlier attempt whose answer was lost",
-                            found.id, part.index)
+                log.warning(
+                    "Adopting batch %s, created for part %d by an earlier attempt whose answer was lost",
+                    found.id,
+                    part.index,
+                )
                 return self._saved(record.with_batch(part.index, found.id, found.created_at.timestamp(), adopted=True))
         identity, index = record.identity, part.index
-        rival, won = self._win_or_wait(record.key, lambda g: part_claim(record, index, g),
-                                       done=lambda r: r is not None and r.identity == identity
-                                       and r.parts[index].batch_id is not None)
+        rival, won = self._win_or_wait(
+            record.key,
+            lambda g: part_claim(record, index, g),
+            done=lambda r: r is not None and r.identity == identity and r.parts[index].batch_id is not None,
+        )
         if rival is not None:
-            log.warning("Batch %s for part %d was created by another attempt of this task instance running at "
-                        "the same time; using it", rival.parts[index].batch_id, index)
+            log.warning(
+                "Batch %s for part %d was created by another attempt of this task instance running at "
+                "the same time; using it",
+                rival.parts[index].batch_id,
+                index,
+            )
             return rival
         latest = self.ledger.load(record.key)
         if latest is not None and latest.identity == identity:
@@ -280,15 +216,17 @@ class Submitter:
             # The attempt we took over from sent a create after the search above: one more look.
             found = self._find_created(taken_over, record, time.time())
             if found is not None:
-                log.warning("Adopting batch %s, created for part %d by the attempt whose claim was taken over",
-                            found.id, index)
+                log.warning(
+                    "Adopting batch %s, created for part %d by the attempt whose claim was taken over", found.id, index
+                )
                 with self._released_on_error(record.key, won):
                     return self._saved(record.with_batch(index, found.id, found.created_at.timestamp(), adopted=True))
         with self._released_on_error(record.key, won):
             return self._create_part(record, record.parts[index], prepared, plan)
 
-    def _create_part(self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests,
-                     plan: BatchPlan) -> SubmissionRecord:
+    def _create_part(
+        self, record: SubmissionRecord, part: PartRecord, prepared: PreparedRequests, plan: BatchPlan
+    ) -> SubmissionRecord:
         """Record the intent and create, up to `policy.attempts` times, looking before each retry of a lost answer."""
         for attempt in range(1, self.policy.attempts + 1):
             record = self._saved(record.with_intent(part.index, time.time()))
@@ -300,21 +238,37 @@ class Submitter:
                 if outcome_unknown:
                     found = self._find_created(part, record, time.time() + self.policy.reconcile_seconds)
                     if found is not None:
-                        log.warning("The create answer for part %d was lost (%s); adopting batch %s it made",
-                                    part.index, _short(exc), found.id)
+                        log.warning(
+                            "The create answer for part %d was lost (%s); adopting batch %s it made",
+                            part.index,
+                            _short(exc),
+                            found.id,
+                        )
                         return self._saved(
-                            record.with_batch(part.index, found.id, found.created_at.timestamp(), adopted=True))
+                            record.with_batch(part.index, found.id, found.created_at.timestamp(), adopted=True)
+                        )
                 if attempt == self.policy.attempts:
                     raise ClaudeBatchError(
                         f"Could not create batch {part.index + 1} of {len(record.parts)} after {attempt} attempts "
                         f"({_short(exc)}). Already created: {', '.join(record.batch_ids) or 'none'}. A retry of "
-                        "the task re-attaches to those and looks for this one before creating it.") from exc
-                log.warning("Create of part %d failed (%s); no batch was made; trying again in %.0f s",
-                            part.index, _short(exc), wait)
+                        "the task re-attaches to those and looks for this one before creating it."
+                    ) from exc
+                log.warning(
+                    "Create of part %d failed (%s); no batch was made; trying again in %.0f s",
+                    part.index,
+                    _short(exc),
+                    wait,
+                )
                 self.sleep(wait)
                 continue
-            log.info("Created batch %s (part %d of %d, %d requests, %.1f MB)", batch.id, part.index + 1,
-                     len(record.parts), part.request_count, part.body_bytes / 1e6)
+            log.info(
+                "Created batch %s (part %d of %d, %d requests, %.1f MB)",
+                batch.id,
+                part.index + 1,
+                len(record.parts),
+                part.request_count,
+                part.body_bytes / 1e6,
+            )
             return self._saved(record.with_batch(part.index, batch.id, batch.created_at.timestamp()))
         raise AssertionError("unreachable")
 
@@ -336,14 +290,19 @@ class Submitter:
             raise exc
         made = f" Batches already created for this input: {', '.join(record.batch_ids)}." if record.batch_ids else ""
         if exc.status_code in (400, 413, 422):
-            raise BatchInputError(f"The API refused the batch ({exc.status_code} {exc.type}: {exc.api_message}); "
-                                  f"nothing was created for it.{made}") from exc
+            raise BatchInputError(
+                f"The API refused the batch ({exc.status_code} {exc.type}: {exc.api_message}); "
+                f"nothing was created for it.{made}"
+            ) from exc
         if exc.status_code in (401, 403):
-            raise BatchApiRefusedError(f"The API refused the key ({exc.status_code} {exc.type}); nothing was "
-                                       "created for this part.", record.batch_ids) from exc
+            raise BatchApiRefusedError(
+                f"The API refused the key ({exc.status_code} {exc.type}); nothing was created for this part.",
+                record.batch_ids,
+            ) from exc
         if exc.status_code == 429 and exc.error_code == "enforced_spend_limit_reached":
             raise ClaudeBatchError(
-                f"The organization's monthly spend cap is reached; nothing was created.{made}") from exc
+                f"The organization's monthly spend cap is reached; nothing was created.{made}"
+            ) from exc
         wait = retry_after(exc) or self.policy.backoff_seconds
         return exc.status_code >= 500 and exc.status_code != 529, wait
 
@@ -369,8 +328,9 @@ class Submitter:
             if created < since:
                 break
             total = total_requests(batch.request_counts)
-            if matches_part(part, request_total=total, created_at=created, since=since, claimed=claimed,
-                            batch_id=batch.id):
+            if matches_part(
+                part, request_total=total, created_at=created, since=since, claimed=claimed, batch_id=batch.id
+            ):
                 matches.append(batch)
         return min(matches, key=lambda b: b.created_at) if matches else None
 

@@ -18,9 +18,21 @@ from airflow_provider_claude_batch.defaults import (
     DEFAULT_POLL_INTERVAL,
 )
 
-__all__ = ["BATCH_LIFETIME", "DEADLINE_MARGIN", "DEFAULT_ERROR_BUDGET", "DEFAULT_MAX_POLL_INTERVAL",
-           "DEFAULT_POLL_INTERVAL", "REFUSED_STATUSES", "ErrorBudget", "QueueCheck", "classify_status",
-           "default_deadline", "next_poll_delay", "progress_line", "queue_check_after_error"]
+__all__ = [
+    "BATCH_LIFETIME",
+    "DEADLINE_MARGIN",
+    "DEFAULT_ERROR_BUDGET",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "REFUSED_STATUSES",
+    "ErrorBudget",
+    "QueueCheck",
+    "classify_status",
+    "default_deadline",
+    "next_poll_delay",
+    "progress_line",
+    "queue_check_after_error",
+]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -33,8 +45,9 @@ REFUSED_STATUSES = frozenset({401, 403, 404, 407})
 ErrorKind = Literal["transient", "fatal"]
 
 
-def next_poll_delay(poll_interval: float, max_interval: float, waited_seconds: float,
-                    rng: random.Random | None = None) -> float:
+def next_poll_delay(
+    poll_interval: float, max_interval: float, waited_seconds: float, rng: random.Random | None = None
+) -> float:
     """Start at `poll_interval`; once a batch has run for an hour, stretch towards `max_interval`.
 
     Up to 10% jitter so that many waiting triggers do not poll in lockstep.
@@ -80,8 +93,7 @@ class ErrorBudget:
     def exhausted(self, now: float) -> bool:
         return self.first_failure_at is not None and now - self.first_failure_at >= self.budget_seconds
 
-    def retry_delay(self, retry_after: float | None, poll_interval: float,
-                    rng: random.Random | None = None) -> float:
+    def retry_delay(self, retry_after: float | None, poll_interval: float, rng: random.Random | None = None) -> float:
         """Honour the server's retry-after; else back off exponentially from 2 s up to the poll interval x 4."""
         if retry_after is not None and retry_after > 0:
             return float(retry_after)
@@ -99,10 +111,17 @@ class QueueCheck:
     kind: Literal["refused", "unavailable"] | None = None
 
 
-def queue_check_after_error(budget: ErrorBudget, status_code: int | None, retry_after_seconds: float | None,
-                            poll_interval: float, now: float, rng: random.Random | None = None) -> QueueCheck:
+def queue_check_after_error(
+    budget: ErrorBudget,
+    status_code: int | None,
+    retry_after_seconds: float | None,
+    poll_interval: float,
+    now: float,
+    rng: random.Random | None = None,
+) -> QueueCheck:
     """The wait trigger's rules for the queue guard: a refusal ends at once, other errors are ridden
-    out for the budget (backing off), then the wait ends instead of looping on a broken URL forever."""
+    out for the budget (backing off), then the wait ends instead of looping on a broken URL forever.
+    """
     if classify_status(status_code) == "fatal":
         return QueueCheck("stop", kind="refused")
     budget.record_failure(now)
@@ -130,6 +149,7 @@ def progress_line(statuses: Mapping[str, str], counts: Mapping[str, Mapping[str,
     percent = 100.0 * done / requests if requests else 0.0
     states = ", ".join(f"{n} {s}" for s, n in sorted(per_state.items()))
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(totals.items()) if n)
-    return (f"{len(statuses)} batch(es): {states}; {requests} requests ({kinds}); "
-            f"{percent:.0f}% done; waiting {elapsed / 60:.1f} min")
-
+    return (
+        f"{len(statuses)} batch(es): {states}; {requests} requests ({kinds}); "
+        f"{percent:.0f}% done; waiting {elapsed / 60:.1f} min"
+    )

@@ -31,9 +31,14 @@ class BatchSnapshot:
         return self.cancel_initiated_at is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "processing_status": self.processing_status,
-                "request_counts": dict(self.request_counts), "created_at": self.created_at,
-                "ended_at": self.ended_at, "cancel_initiated_at": self.cancel_initiated_at}
+        return {
+            "id": self.id,
+            "processing_status": self.processing_status,
+            "request_counts": dict(self.request_counts),
+            "created_at": self.created_at,
+            "ended_at": self.ended_at,
+            "cancel_initiated_at": self.cancel_initiated_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,13 @@ class WaitOutcome:
     error_kind: ErrorKind | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"status": self.status, "batch_ids": list(self.batch_ids), "message": self.message,
-                "error_kind": self.error_kind,
-                "batches": {k: v.to_dict() for k, v in self.batches.items()}}
+        return {
+            "status": self.status,
+            "batch_ids": list(self.batch_ids),
+            "message": self.message,
+            "error_kind": self.error_kind,
+            "batches": {k: v.to_dict() for k, v in self.batches.items()},
+        }
 
     @classmethod
     def from_payload(cls, event: object) -> WaitOutcome:
@@ -63,9 +72,11 @@ class WaitOutcome:
         raw_batches = event.get("batches") or {}
         batches = {
             key: BatchSnapshot(
-                id=str(value["id"]), processing_status=str(value["processing_status"]),
+                id=str(value["id"]),
+                processing_status=str(value["processing_status"]),
                 request_counts={str(k): int(v) for k, v in dict(value["request_counts"]).items()},
-                created_at=value.get("created_at"), ended_at=value.get("ended_at"),
+                created_at=value.get("created_at"),
+                ended_at=value.get("ended_at"),
                 cancel_initiated_at=value.get("cancel_initiated_at"),
             )
             for key, value in dict(raw_batches).items()
@@ -89,8 +100,10 @@ def snapshot(batch: Any) -> BatchSnapshot:
         return value.isoformat() if value is not None else None
 
     return BatchSnapshot(
-        id=batch.id, processing_status=batch.processing_status,
+        id=batch.id,
+        processing_status=batch.processing_status,
         request_counts={k: int(v) for k, v in batch.request_counts.to_dict().items()},
-        created_at=when(batch.created_at), ended_at=when(batch.ended_at),
+        created_at=when(batch.created_at),
+        ended_at=when(batch.ended_at),
         cancel_initiated_at=when(batch.cancel_initiated_at),
     )

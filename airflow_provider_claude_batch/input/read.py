@@ -18,7 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_claude_batch.batch.requests import (
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
+from airflow_provider_claude_batch.exceptions import BatchInputError
+from airflow_provider_claude_batch.requests.prepare import (
     ParamsBuilder,
     Problem,
     TemplateError,
@@ -28,8 +30,6 @@ from airflow_provider_claude_batch.batch.requests import (
     rows_to_requests,
     template_params_builder,
 )
-from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
-from airflow_provider_claude_batch.exceptions import BatchInputError
 from airflow_provider_claude_batch.storage import as_path, binary_lines
 
 if TYPE_CHECKING:
@@ -48,10 +48,12 @@ def numbered(items: Iterable[object]) -> Iterator[tuple[int, object]]:
 def without_bom(start: bytes, source: object) -> bytes:
     """A file's first bytes without a UTF-8 byte order mark; a UTF-16/32 file is refused by name."""
     if start.startswith(UTF8_BOM):
-        return start[len(UTF8_BOM):]
+        return start[len(UTF8_BOM) :]
     if start.startswith(_WIDE_BOMS):
-        raise BatchInputError(f"{source} is UTF-16 or UTF-32 text (it starts with that byte order mark); "
-                              "save it as UTF-8. Nothing was submitted.")
+        raise BatchInputError(
+            f"{source} is UTF-16 or UTF-32 text (it starts with that byte order mark); "
+            "save it as UTF-8. Nothing was submitted."
+        )
     return start
 
 
@@ -119,7 +121,8 @@ def csv_records(lines: Iterable[bytes], *, custom_id_column: str, source: object
 class _Utf8Lines:
     """A binary file's lines as text for `csv.reader`, each decoded as strict UTF-8. A line that is not
     UTF-8 is remembered (and passed on with replacement characters, so the rows after it are still
-    read and checked): the row holding it is refused."""
+    read and checked): the row holding it is refused.
+    """
 
     def __init__(self, lines: Iterable[bytes], source: object) -> None:
         self._lines = iter(lines)
@@ -149,8 +152,9 @@ class _Utf8Lines:
 
 
 def _allow_long_values() -> None:
-    """csv refuses a value over 128 KB by default, and a long document in a prompt is ordinary; no request
-    can be larger than a batch body. The limit is the process's, so it is only ever raised."""
+    """Csv refuses a value over 128 KB by default, and a long document in a prompt is ordinary; no request
+    can be larger than a batch body. The limit is the process's, so it is only ever raised.
+    """
     if csv.field_size_limit() < API_MAX_BODY_BYTES:
         csv.field_size_limit(API_MAX_BODY_BYTES)
 
@@ -170,47 +174,71 @@ def _csv_reason(exc: csv.Error) -> str:
 
 def _width_reason(fields: list[str], header: list[str]) -> str:
     if len(fields) < len(header):
-        missing = ", ".join(repr(name) for name in header[len(fields):][:5])
+        missing = ", ".join(repr(name) for name in header[len(fields) :][:5])
         return f"{len(fields)} field(s) where the header has {len(header)}: no value for {missing}"
-    return (f"{len(fields)} fields where the header has {len(header)} (a value with a comma must be quoted, "
-            '"like, this")')
+    return (
+        f'{len(fields)} fields where the header has {len(header)} (a value with a comma must be quoted, "like, this")'
+    )
 
 
 def _checked_header(names: list[str], custom_id_column: str, where: str) -> list[str]:
     unnamed = [position for position, name in enumerate(names, start=1) if not name.strip()]
     if unnamed:
-        raise BatchInputError(f"{where}: column(s) {unnamed} have no name (a trailing comma?); every column "
-                              "needs one. Nothing was submitted.")
+        raise BatchInputError(
+            f"{where}: column(s) {unnamed} have no name (a trailing comma?); every column "
+            "needs one. Nothing was submitted."
+        )
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
-        raise BatchInputError(f"{where}: the column name(s) {repeated} repeat; a row could not say which value "
-                              "is meant. Nothing was submitted.")
+        raise BatchInputError(
+            f"{where}: the column name(s) {repeated} repeat; a row could not say which value "
+            "is meant. Nothing was submitted."
+        )
     if custom_id_column not in names:
-        raise BatchInputError(f"{where}: no column {custom_id_column!r} (custom_id_column) among "
-                              f"{names[:12]}. Nothing was submitted.")
+        raise BatchInputError(
+            f"{where}: no column {custom_id_column!r} (custom_id_column) among {names[:12]}. Nothing was submitted."
+        )
     return names
 
 
-def request_entries(*, requests: Iterable[object] | None, requests_path: Any, rows: Iterable[object] | None,
-                    rows_path: Any, rows_format: str | None, custom_id_column: str,
-                    params_template: Mapping[str, Any] | None,
-                    build_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
-                    storage_conn_id: str | None) -> Iterable[tuple[int, object]]:
+def request_entries(
+    *,
+    requests: Iterable[object] | None,
+    requests_path: Any,
+    rows: Iterable[object] | None,
+    rows_path: Any,
+    rows_format: str | None,
+    custom_id_column: str,
+    params_template: Mapping[str, Any] | None,
+    build_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
+    storage_conn_id: str | None,
+) -> Iterable[tuple[int, object]]:
     """Numbered request dicts from exactly one of the four input forms (a JSONL file's come as its
-    bytes, which `prepare_requests` checks without decoding them to dicts)."""
-    given = [name for name, value in (("requests", requests), ("requests_path", requests_path),
-                                      ("rows", rows), ("rows_path", rows_path)) if value is not None]
+    bytes, which `prepare_requests` checks without decoding them to dicts).
+    """
+    given = [
+        name
+        for name, value in (
+            ("requests", requests),
+            ("requests_path", requests_path),
+            ("rows", rows),
+            ("rows_path", rows_path),
+        )
+        if value is not None
+    ]
     if len(given) != 1:
         raise BatchInputError(
-            f"Give exactly one of requests, requests_path, rows or rows_path (got {given or 'none'}).")
+            f"Give exactly one of requests, requests_path, rows or rows_path (got {given or 'none'})."
+        )
     if requests is not None:
         return numbered(_listed("requests", requests))
     if requests_path is not None:
         return iter_jsonl_blocks(jsonl_blocks(as_path(requests_path, storage_conn_id)))
     builder = _params_builder(params_template, build_params)
     if rows is not None:
-        return rows_to_requests(numbered(_listed("rows", rows)), custom_id_column=custom_id_column,
-                                build_params=builder)
+        return rows_to_requests(
+            numbered(_listed("rows", rows)), custom_id_column=custom_id_column, build_params=builder
+        )
     path = as_path(rows_path, storage_conn_id)
     kind = (rows_format or path.suffix.lstrip(".")).lower()
     source: Iterable[tuple[int, object]]
@@ -226,13 +254,16 @@ def request_entries(*, requests: Iterable[object] | None, requests_path: Any, ro
 def _listed(name: str, value: object) -> Iterable[object]:
     """`requests`/`rows` as given: a list (or other iterable) of items, not one item or a string."""
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise BatchInputError(f"{name} must be a list of {'requests' if name == 'requests' else 'rows'}, "
-                              f"got {type(value).__name__}. Nothing was submitted.")
+        raise BatchInputError(
+            f"{name} must be a list of {'requests' if name == 'requests' else 'rows'}, "
+            f"got {type(value).__name__}. Nothing was submitted."
+        )
     return value
 
 
-def _params_builder(template: Mapping[str, Any] | None,
-                    build: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None) -> ParamsBuilder:
+def _params_builder(
+    template: Mapping[str, Any] | None, build: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+) -> ParamsBuilder:
     if (template is None) == (build is None):
         raise BatchInputError("Rows need exactly one of params_template or build_params to become requests.")
     if build is not None:

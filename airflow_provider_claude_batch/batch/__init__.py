@@ -1,1 +1,0 @@
-"""Pure batch logic: no Airflow, no network. Functions take bytes or objects and return decisions."""
