@@ -71,6 +71,58 @@ def current_task_state(ti: Any) -> str | None:
     return str(getattr(state, "value", state)) if state is not None else None
 
 
+# ---- not public API: each is imported where used, so that parsing a DAG file does not load it ----
+
+
+def is_resolvable(value: object) -> bool:
+    """Whether `value` is a runtime reference (an XComArg and the like) that resolves against a context."""
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    return isinstance(value, ResolveMixin)
+
+
+def resolve(value: Any, context: Any) -> Any:
+    """`value` resolved against `context` if it is a runtime reference, else `value` unchanged."""
+    return value.resolve(context) if is_resolvable(value) else value
+
+
+def link_upstream(operator: Any, value: object) -> None:
+    """Set the upstream dependency an XComArg given to a non-templated argument implies."""
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    XComArg.apply_upstream_relationship(operator, value)
+
+
+def plain_xcom_source(value: object) -> tuple[str, str] | None:
+    """(task_id, key) of a plain ``task.output``-style XComArg; None for anything else."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    if isinstance(value, PlainXComArg):
+        return str(value.operator.task_id), str(value.key)
+    return None
+
+
+def xcom_value(ti_key: Any, key: str) -> Any:
+    """An XCom value by task instance key, as an operator link reads it in the API server."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return XCom.get_value(ti_key=ti_key, key=key)
+
+
+def never_expire() -> Any:
+    """The task state store's retention for rows that must outlive any cleanup schedule."""
+    from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+    return NEVER_EXPIRE
+
+
+def mask_secret(value: str) -> None:
+    """Register `value` with Airflow's log masker."""
+    from airflow.sdk.log import mask_secret as register
+
+    register(value)
+
+
 __all__ = [
     "AirflowException",
     "AirflowFailException",
@@ -81,5 +133,12 @@ __all__ = [
     "conf",
     "context_merge",
     "current_task_state",
+    "is_resolvable",
+    "link_upstream",
+    "mask_secret",
+    "never_expire",
+    "plain_xcom_source",
+    "resolve",
+    "xcom_value",
     "determine_kwargs",
 ]

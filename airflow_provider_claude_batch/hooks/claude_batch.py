@@ -340,7 +340,7 @@ def _mask_misplaced_secrets(conn: ConnectionLike) -> None:
     register every secret-shaped part of them, so that no log line of the task shows it, ours or the
     HTTP library's (which logs each request's URL).
     """
-    from airflow.sdk.log import mask_secret
+    from airflow_provider_claude_batch._compat import mask_secret
 
     texts = [conn.host or ""] + [str(v) for v in (conn.extra_dejson or {}).values()]
     for part in {p for text in texts for p in secret_shaped_parts(text)}:

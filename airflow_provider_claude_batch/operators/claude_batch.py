@@ -57,18 +57,18 @@ def task_key(context: Context) -> TaskKey:
 
 def resolve_runtime_value(value: Any, context: Context) -> Any:
     """Resolve an XComArg (or any resolvable reference) without Jinja-rendering what it holds."""
-    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+    from airflow_provider_claude_batch._compat import resolve
 
-    return value.resolve(context) if isinstance(value, ResolveMixin) else value
+    return resolve(value, context)
 
 
 def link_upstream(operator: BaseOperator, *values: Any) -> None:
     """Make XComArgs given to non-templated arguments set their upstream dependency, as templated ones do."""
-    from airflow.sdk.definitions.xcom_arg import XComArg
+    from airflow_provider_claude_batch._compat import link_upstream as link
 
     for value in values:
         if value is not None:
-            XComArg.apply_upstream_relationship(operator, value)
+            link(operator, value)
 
 
 def normalize_batch_ids(value: Any) -> list[str]:
@@ -414,14 +414,10 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
             context["ti"].xcom_push(key=SUBMISSION_RECORD_XCOM_KEY, value=record.to_dict())
 
     def _wait_for_queue_room(self, hook: ClaudeBatchHook, needed: int) -> None:
-        from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, still_queued
+        from airflow_provider_claude_batch.submit.queue import fits
+        from airflow_provider_claude_batch.submit.queue_room import queued_requests
 
-        now = time.time()
-        queued = 0
-        for batch in hook.iter_batches(page_size=100):
-            if listing_can_stop(batch.created_at.timestamp(), now):
-                break
-            queued += still_queued(batch.processing_status, batch.request_counts.processing)
+        queued = queued_requests(hook)
         assert self.max_queued_requests is not None
         if fits(queued, needed, self.max_queued_requests):
             return
@@ -711,10 +707,11 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
 
 def _submitting_task_id(batch_ids: Any) -> str | None:
     """The task whose XCom `batch_ids` is (e.g. ``submit.output``), to find its submission record."""
-    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+    from airflow_provider_claude_batch._compat import plain_xcom_source
 
-    if isinstance(batch_ids, PlainXComArg) and batch_ids.key in ("return_value", BATCH_IDS_XCOM_KEY):
-        return str(batch_ids.operator.task_id)
+    source = plain_xcom_source(batch_ids)
+    if source is not None and source[1] in ("return_value", BATCH_IDS_XCOM_KEY):
+        return source[0]
     return None
 
 

@@ -32,11 +32,9 @@ class ClaudeConsoleBatchLink(BaseOperatorLink):
         return f"_link_claude_console_batch_{self.index}"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow_provider_claude_batch._compat import conf, xcom_value
 
-        from airflow_provider_claude_batch._compat import conf
-
-        batch_ids: Any = XCom.get_value(ti_key=ti_key, key=BATCH_IDS_XCOM_KEY)
+        batch_ids: Any = xcom_value(ti_key, BATCH_IDS_XCOM_KEY)
         if not isinstance(batch_ids, list) or len(batch_ids) <= self.index:
             return ""
         template = conf.get("claude_batch", "console_batch_url", fallback=DEFAULT_CONSOLE_BATCH_URL)

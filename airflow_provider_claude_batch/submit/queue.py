@@ -6,12 +6,15 @@ refused. A backfill that submits many partitions at once waits for room instead.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from airflow_provider_claude_batch.wait.polling import BATCH_LIFETIME, DEADLINE_MARGIN
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from datetime import datetime
+
+    from anthropic.types.messages import MessageBatchRequestCounts
 
 LOOKBACK_SECONDS = BATCH_LIFETIME + DEADLINE_MARGIN
 
@@ -21,11 +24,34 @@ def still_queued(processing_status: str, processing: int) -> int:
     return processing if processing_status != "ended" else 0
 
 
-def queued_total(batches: Iterable[tuple[str, int]]) -> int:
-    return sum(still_queued(status, processing) for status, processing in batches)
+class ListedBatchLike(Protocol):
+    """What the tally reads of a listed batch (the SDK's `MessageBatch` has it)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def processing_status(self) -> str: ...
+    @property
+    def request_counts(self) -> MessageBatchRequestCounts: ...
+
+
+@dataclass
+class QueueTally:
+    """The one count of queued requests, fed the batch list newest first (sync or async alike)."""
+
+    now: float
+    total: int = 0
+
+    def add(self, batch: ListedBatchLike) -> bool:
+        """Count one listed batch; False once the listing is old enough to stop reading."""
+        if listing_can_stop(batch.created_at.timestamp(), self.now):
+            return False
+        self.total += still_queued(batch.processing_status, batch.request_counts.processing)
+        return True
 
 
 def fits(queued: int, needed: int, max_queued: int) -> bool:
+    """Whether `needed` more requests stay within the cap."""
     return queued + needed <= max_queued
 
 

@@ -35,6 +35,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from airflow_provider_claude_batch._compat import never_expire
 from airflow_provider_claude_batch.exceptions import StateNotSharedError, SubmissionRecordError
 from airflow_provider_claude_batch.submit.record import Claim, SubmissionRecord, TaskKey
 
@@ -180,9 +181,7 @@ class TaskStateRecordStore:
             ) from exc
 
     def save(self, record: SubmissionRecord) -> None:
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
-
-        self.accessor.set(self.record_key, record.to_dict(), retention=NEVER_EXPIRE)
+        self.accessor.set(self.record_key, record.to_dict(), retention=never_expire())
 
     def release(self, key: TaskKey, name: str, holder: str) -> None:
         raw = self.accessor.get(self._claim_key(name))
@@ -193,8 +192,6 @@ class TaskStateRecordStore:
         return f"{self.record_key}.claim.{name}"
 
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
-
         claim_key = self._claim_key(name)
 
         def read() -> Claim | None:
@@ -202,7 +199,7 @@ class TaskStateRecordStore:
             return Claim.from_dict(raw) if raw is not None else None
 
         def write(claim: Claim) -> None:
-            self.accessor.set(claim_key, claim.to_dict(), retention=NEVER_EXPIRE)
+            self.accessor.set(claim_key, claim.to_dict(), retention=never_expire())
 
         return settled_claim(read, write, mine, self.settle_seconds, self.sleep)
 

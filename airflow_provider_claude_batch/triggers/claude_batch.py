@@ -18,7 +18,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, mask_secrets, retry_after
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, still_queued
+from airflow_provider_claude_batch.submit.queue import fits
+from airflow_provider_claude_batch.submit.queue_room import queued_requests_async
 from airflow_provider_claude_batch.wait.events import WaitOutcome
 from airflow_provider_claude_batch.wait.listing import coalesce_patience
 from airflow_provider_claude_batch.wait.poller import SharedPoller, shared_poller
@@ -33,8 +34,6 @@ from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
-
-    from anthropic import AsyncAnthropic
 
 
 # A progress line when a poll tells something new, else one every 10 minutes: a day-long wait polled
@@ -269,13 +268,3 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
                     self.max_queued,
                 )
             await asyncio.sleep(delay)
-
-
-async def queued_requests_async(client: AsyncAnthropic) -> int:
-    now = time.time()
-    total = 0
-    async for batch in client.messages.batches.list(limit=100):
-        if listing_can_stop(batch.created_at.timestamp(), now):
-            break
-        total += still_queued(batch.processing_status, batch.request_counts.processing)
-    return total

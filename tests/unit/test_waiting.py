@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
 from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
-from airflow_provider_claude_batch.submit.queue import fits, listing_can_stop, queued_total
+from airflow_provider_claude_batch.submit.queue import QueueTally, fits, listing_can_stop
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey, matches_part
 from airflow_provider_claude_batch.wait.events import BatchSnapshot, WaitOutcome
 from airflow_provider_claude_batch.wait.polling import ErrorBudget, classify_status, next_poll_delay, progress_line
@@ -159,6 +161,24 @@ def test_a_listed_batch_matches_a_lost_create_only_by_count_time_and_not_claimed
 
 
 def test_queue_arithmetic() -> None:
-    assert queued_total([("in_progress", 5), ("canceling", 2), ("ended", 0)]) == 7
+    now = 30 * 3600.0
+    listed = [
+        _listed("in_progress", 5, now - 60),
+        _listed("canceling", 2, now - 120),
+        _listed("ended", 0, now - 180),
+        _listed("in_progress", 9, now - 26 * 3600),  # older than a batch can live: the listing stops here
+        _listed("in_progress", 11, now - 27 * 3600),
+    ]
+    tally = QueueTally(now)
+    read = [tally.add(batch) for batch in listed]
+    assert tally.total == 7 and read == [True, True, True, False, False]
     assert fits(7, 3, 10) and not fits(8, 3, 10)
     assert listing_can_stop(created_at=0, now=26 * 3600) and not listing_can_stop(created_at=0, now=3600)
+
+
+def _listed(status: str, processing: int, created_at: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        processing_status=status,
+        created_at=datetime.fromtimestamp(created_at, tz=UTC),
+        request_counts=SimpleNamespace(processing=processing),
+    )
