@@ -133,6 +133,7 @@ __all__ = [
     "conf",
     "context_merge",
     "current_task_state",
+    "determine_kwargs",
     "is_resolvable",
     "link_upstream",
     "mask_secret",
@@ -140,5 +141,4 @@ __all__ = [
     "plain_xcom_source",
     "resolve",
     "xcom_value",
-    "determine_kwargs",
 ]

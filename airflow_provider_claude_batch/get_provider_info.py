@@ -59,6 +59,7 @@ CONN_FIELDS: dict[str, Any] = {
 
 
 def get_provider_info() -> dict[str, Any]:
+    """The provider's metadata (connection type, hook, extra links) that Airflow reads from the entry point."""
     return {
         "package-name": "airflow-provider-claude-batch",
         "name": "Claude Message Batches",

@@ -16,6 +16,7 @@ from airflow_provider_claude_batch.emulator.store import EmulatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve in the foreground until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m airflow_provider_claude_batch.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (default: 8765)")

@@ -13,9 +13,11 @@ class EmulatorClock:
         self._offset = 0.0
 
     def now(self) -> float:
+        """The emulated epoch seconds: real time plus every advance so far."""
         return time.time() + self._offset
 
     def advance(self, seconds: float) -> float:
+        """Move forward by `seconds` (never back) and return the new time."""
         if seconds < 0:
             raise ValueError("the emulator clock only moves forward")
         self._offset += seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +19,8 @@ class EmulatorControl:
     """
 
     def __init__(self, base_url: str, credential: str) -> None:
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"the emulator's URL must be http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._credential = credential
 
@@ -26,13 +29,14 @@ class EmulatorControl:
 
     def _call(self, method: str, route: str, payload: Mapping[str, Any] | None = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(
+        # The scheme was checked in __init__ (http or https only), and the URL is the emulator's own.
+        request = urllib.request.Request(  # noqa: S310
             f"{self.base_url}/_emulator/{route}",
             data=data,
             method=method,
             headers={"content-type": "application/json", "x-api-key": self._credential},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (scheme checked in __init__)
             return json.loads(response.read())
 
     def state(self, *, custom_ids: bool = True) -> dict[str, Any]:
@@ -40,9 +44,11 @@ class EmulatorControl:
         return cast("dict[str, Any]", self._call("GET", f"state?custom_ids={str(custom_ids).lower()}"))
 
     def advance(self, seconds: float) -> float:
+        """Move the emulator's clock forward (expiry, archiving) and return its new epoch."""
         return float(self._call("POST", "clock", {"advance_seconds": seconds})["epoch"])
 
     def now(self) -> float:
+        """The emulator's current epoch, which tests compare deadlines against."""
         return float(self._call("POST", "clock", {})["epoch"])
 
     def configure(self, **settings: Any) -> dict[str, Any]:
@@ -60,6 +66,7 @@ class EmulatorControl:
         self._call("POST", "faults", {"faults": list(faults)})
 
     def clear_faults(self) -> None:
+        """Drop every fault still waiting to be served."""
         self._call("DELETE", "faults")
 
     def reset(self) -> None:

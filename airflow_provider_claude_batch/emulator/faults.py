@@ -68,10 +68,12 @@ class Fault:
 
     @property
     def error_type(self) -> str:
+        """The API error type the real API sends with this status."""
         return ERROR_TYPE_BY_STATUS.get(self.status, "api_error")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], now: float) -> Fault:
+        """A fault from the control route's JSON, checked field by field (`for_seconds` counts from `now`)."""
         data = dict(raw)
         for_seconds = data.pop("for_seconds", None)
         unknown = set(data) - set(cls.__dataclass_fields__)
@@ -100,12 +102,15 @@ class FaultPlan:
         self.served: dict[str, int] = {}
 
     def add(self, fault: Fault) -> None:
+        """Queue a fault behind those already waiting."""
         self._faults.append(fault)
 
     def clear(self) -> None:
+        """Drop every fault not yet served."""
         self._faults.clear()
 
     def pending(self) -> list[dict[str, Any]]:
+        """The faults still to serve, as the state route reports them."""
         return [{"endpoint": f.endpoint, "kind": f.kind, "status": f.status, "count": f.count} for f in self._faults]
 
     def take(self, endpoint: str, now: float) -> Fault | None:
@@ -125,11 +130,10 @@ class FaultPlan:
 
 def tampered_results(lines: Iterable[bytes], fault: Fault | None) -> Iterator[bytes]:
     """The result lines as a `duplicate_line` or `unknown_result` fault serves them (else unchanged)."""
-    kind = fault.kind if fault is not None else None
-    if kind not in ("duplicate_line", "unknown_result"):
+    if fault is None or fault.kind not in ("duplicate_line", "unknown_result"):
         yield from lines
         return
-    assert fault is not None
+    kind = fault.kind
     kept: list[bytes] = list(lines)
     if not kept:
         return

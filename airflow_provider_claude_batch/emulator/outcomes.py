@@ -52,6 +52,7 @@ class OutcomeRule:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> OutcomeRule:
+        """A rule from the control route's JSON; unknown fields and bad patterns are refused."""
         unknown = set(raw) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"unknown outcome rule field(s): {sorted(unknown)}")
@@ -103,6 +104,7 @@ _messages_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def request_digest(custom_id: str, params: bytes) -> int:
+    """A stable number per request, from which its reply text, cache split and order derive."""
     return int.from_bytes(hashlib.blake2b(custom_id.encode() + b"\0" + params, digest_size=8).digest())
 
 
@@ -148,6 +150,7 @@ class OutcomePlanner:
         self._applied: dict[tuple[int, str], int] = {}
 
     def plan(self, custom_id: str, params: bytes, api_version: str) -> RequestRecord:
+        """The outcome of one request: the API's own checks first, then the first matching rule."""
         digest = request_digest(custom_id, params)
         problem = params_problem(params, api_version)
         if problem is not None:
@@ -175,7 +178,8 @@ class OutcomePlanner:
     @staticmethod
     def _succeeded(custom_id: str, params: bytes, digest: int, rule: OutcomeRule | None) -> RequestRecord:
         p = _params_decoder.decode(params)
-        assert isinstance(p.model, str) and isinstance(p.max_tokens, int)
+        if not isinstance(p.model, str) or not isinstance(p.max_tokens, int):
+            raise TypeError("plan() runs params_problem() first: model and max_tokens are checked there")
         if rule is not None and rule.text is not None:
             text = rule.text
         elif rule is not None and rule.choices:

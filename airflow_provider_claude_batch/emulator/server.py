@@ -56,17 +56,21 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
+        """The base URL to give the SDK (`base_url`) or a connection's host."""
         return f"http://{self._host}:{self.port}"
 
     @property
     def api_key(self) -> str:
+        """The key clients must send (any key when the emulator accepts any)."""
         return self.emulator.store.config.api_key or "any-key"
 
     @property
     def control(self) -> EmulatorControl:
+        """A control client holding this server's own token."""
         return EmulatorControl(self.url, self.control_token)
 
     def start(self) -> EmulatorServer:
+        """Bind a free port (or the one asked for) and serve in a daemon thread until `stop()`."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
@@ -86,6 +90,7 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
+        """Ask the server to exit and wait for its thread."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)

@@ -70,6 +70,8 @@ class EmulatorConfig:
 
 @dataclass(eq=False)
 class Batch:
+    """One emulated batch: its requests' planned outcomes and the times that decide its status."""
+
     id: str
     seq: int
     created_at: float
@@ -83,13 +85,16 @@ class Batch:
 
     @property
     def expires_at(self) -> float:
+        """When the API gives up on the batch's unfinished requests (24 h after create)."""
         return self.created_at + EXPIRY_SECONDS
 
     @property
     def archived_after(self) -> float:
+        """When the batch's results stop being served (29 days after create)."""
         return self.created_at + ARCHIVE_SECONDS
 
     def ends_at(self) -> float:
+        """When processing ends: done, expired, or cut short by a cancel."""
         end = min(self.created_at + self.processing_seconds, self.expires_at)
         if self.cancel_initiated_at is not None:
             end = min(end, self.cancel_initiated_at + self.cancel_seconds)
@@ -130,6 +135,7 @@ class BatchStore:
 
     # ---- create -------------------------------------------------------------------------------
     def create(self, body: bytes | bytearray | memoryview, api_version: str) -> Batch:
+        """A new batch from a create body, refused as the API refuses it (limits, duplicate custom_ids)."""
         items = _decode_requests(body, self.config.max_requests)
         seen: dict[str, int] = {}
         records: list[RequestRecord] = []
@@ -157,15 +163,18 @@ class BatchStore:
 
     # ---- read ---------------------------------------------------------------------------------
     def get(self, batch_id: str) -> Batch:
+        """The batch, or the API's 404 for an unknown or deleted one."""
         batch = self._batches.get(batch_id)
         if batch is None or batch.deleted:
             raise ApiError(404, "not_found_error", f"No message batch found with id {batch_id!r}")
         return batch
 
     def is_ended(self, batch: Batch) -> bool:
+        """Whether the batch's processing is over at the emulated time."""
         return self.clock.now() >= batch.ends_at()
 
     def describe(self, batch: Batch, base_url: str, *, just_created: bool = False) -> dict[str, Any]:
+        """The batch as the API's MessageBatch JSON (counts, status, results_url) at the emulated time."""
         """The MessageBatch object exactly as the API returns it (in_progress in a create's answer)."""
         now = self.clock.now()
         ended = now >= batch.ends_at() and not just_created
@@ -229,6 +238,7 @@ class BatchStore:
 
     # ---- change -------------------------------------------------------------------------------
     def cancel(self, batch_id: str) -> Batch:
+        """Start cancelling: unfinished requests end as canceled after `cancel_seconds`."""
         batch = self.get(batch_id)
         batch.cancel_calls += 1
         if self.is_ended(batch):
@@ -242,6 +252,7 @@ class BatchStore:
         return batch
 
     def delete(self, batch_id: str) -> None:
+        """Delete an ended batch; the API refuses to delete one still in progress."""
         batch = self.get(batch_id)
         if not self.is_ended(batch):
             raise ApiError(
@@ -253,6 +264,7 @@ class BatchStore:
         batch.records = []
 
     def reset(self) -> None:
+        """Forget every batch, call count and recorded response."""
         self._batches.clear()
         self.calls.clear()
         self.responses.clear()
@@ -275,6 +287,7 @@ class BatchStore:
 
     # ---- inspection ---------------------------------------------------------------------------
     def inspect(self, *, with_custom_ids: bool) -> dict[str, Any]:
+        """Counters and every batch made, for tests that prove nothing was submitted twice."""
         batches = []
         for batch in sorted(self._batches.values(), key=lambda b: b.seq):
             entry: dict[str, Any] = {

@@ -120,13 +120,15 @@ class ClaudeBatchHook(BaseHook):
     # ---- clients ------------------------------------------------------------------------------
     @cached_property
     def settings(self) -> ClientSettings:
+        """The connection's client settings, read once per hook (secrets masked in the log)."""
         conn: ConnectionLike = self.get_connection(self.claude_batch_conn_id)
         _mask_misplaced_secrets(conn)
         settings = ClientSettings.from_connection(conn)
         self.log.info(
             "%s",
             mask_secrets(
-                f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL} (connection {self.claude_batch_conn_id!r}"
+                f"Claude Batches API at {settings.base_url or DEFAULT_BASE_URL}"
+                f" (connection {self.claude_batch_conn_id!r}"
                 + (f", workspace {settings.workspace_id}" if settings.workspace_id else "")
                 + ")"
             ),
@@ -142,6 +144,7 @@ class ClaudeBatchHook(BaseHook):
         return self.settings
 
     def get_conn(self) -> Anthropic:
+        """The sync SDK client (Airflow's name for it; same as `client`)."""
         return self.client
 
     @cached_property
@@ -163,11 +166,13 @@ class ClaudeBatchHook(BaseHook):
         return self._async_client
 
     async def aclose(self) -> None:
+        """Close the async client, if one was built (triggers call it when they end)."""
         if self._async_client is not None:
             client, self._async_client = self._async_client, None
             await client.close()
 
     def close(self) -> None:
+        """Close the sync client's connection pool, if one was built."""
         if "client" in self.__dict__:
             self.__dict__.pop("client").close()
 
@@ -200,6 +205,7 @@ class ClaudeBatchHook(BaseHook):
         )
 
     def retrieve_batch(self, batch_id: str) -> MessageBatch:
+        """The batch's current status and counts (the SDK retries transient errors)."""
         return self.client.messages.batches.retrieve(batch_id)
 
     def list_batches(
@@ -219,12 +225,15 @@ class ClaudeBatchHook(BaseHook):
         yield from self.list_batches(limit=page_size)
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
+        """Ask the API to cancel the batch: requests not yet processed end as canceled, unbilled."""
         return self.client.messages.batches.cancel(batch_id)
 
     def delete_batch(self, batch_id: str) -> DeletedMessageBatch:
+        """Delete an ended batch and its results from the workspace."""
         return self.client.messages.batches.delete(batch_id)
 
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
+        """`retrieve_batch` for the triggerer's event loop."""
         client = await self.get_async_conn()
         return await client.messages.batches.retrieve(batch_id)
 

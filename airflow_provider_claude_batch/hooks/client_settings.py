@@ -28,7 +28,9 @@ class ConnectionLike(Protocol):
     password: str | None
 
     @property
-    def extra_dejson(self) -> dict[str, Any]: ...
+    def extra_dejson(self) -> dict[str, Any]:
+        """The connection's extra field, parsed from JSON."""
+        ...
 
 
 class Secret:
@@ -40,6 +42,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The credential itself, for the one call that must send it."""
         return self._value
 
     def __repr__(self) -> str:
@@ -73,6 +76,7 @@ class ClientSettings:
 
     @property
     def default_headers(self) -> dict[str, str]:
+        """The headers every request sends: workspace, beta features, API version and the connection's own."""
         headers = dict(self.extra_headers)
         if self.workspace_id:
             headers["anthropic-workspace-id"] = self.workspace_id
@@ -84,6 +88,7 @@ class ClientSettings:
 
     @classmethod
     def from_connection(cls, conn: ConnectionLike) -> ClientSettings:
+        """The settings an Airflow connection describes; a malformed extra raises with the field to fix."""
         extra = conn.extra_dejson or {}
         client_kwargs = extra.get("anthropic_client_kwargs") or {}
         if not isinstance(client_kwargs, Mapping):

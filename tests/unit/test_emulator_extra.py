@@ -14,7 +14,9 @@ def run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("module", ["airflow_provider_claude_batch.emulator", "airflow_provider_claude_batch.emulator.app"])
+@pytest.mark.parametrize(
+    "module", ["airflow_provider_claude_batch.emulator", "airflow_provider_claude_batch.emulator.app"]
+)
 def test_importing_the_emulator_without_its_extra_names_the_install_command(module: str) -> None:
     done = run(f"import {module}")
     assert done.returncode != 0

@@ -48,7 +48,9 @@ def airflow_imports(tree: ast.AST) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
             # `from airflow.sdk import _private` or `from airflow import models` name a module too.
-            names += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") or node.module == "airflow"]
+            names += [
+                f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") or node.module == "airflow"
+            ]
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -60,12 +62,18 @@ def airflow_imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 def private_imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
-    return [f"{path.relative_to(PACKAGE.parent)}:{line}: {name}" for line, name in airflow_imports(tree) if not is_public(name)]
+    return [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {name}"
+        for line, name in airflow_imports(tree)
+        if not is_public(name)
+    ]
 
 
 def test_no_module_but_compat_imports_a_private_airflow_module() -> None:
     found = [hit for path in sorted(PACKAGE.rglob("*.py")) if path != COMPAT for hit in private_imports(path)]
-    assert not found, "private Airflow modules imported outside _compat.py (add a _compat function):\n" + "\n".join(found)
+    assert not found, "private Airflow modules imported outside _compat.py (add a _compat function):\n" + "\n".join(
+        found
+    )
 
 
 def test_the_check_catches_each_way_of_reaching_a_private_module() -> None:
