@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def as_path(location: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
+    """A path, URL or ObjectStoragePath as an ObjectStoragePath (a bare path is a local file)."""
     from airflow.sdk import ObjectStoragePath
 
     if isinstance(location, ObjectStoragePath):
@@ -30,6 +31,7 @@ def as_path(location: str | os.PathLike[str] | ObjectStoragePath, conn_id: str |
 
 
 def is_local(path: ObjectStoragePath) -> bool:
+    """Whether `path` is on this machine's disk (renames are atomic there; uploads elsewhere)."""
     return path.protocol in ("file", "local", "")
 
 
@@ -37,17 +39,18 @@ def read_bytes_if_exists(path: ObjectStoragePath, attempts: int = 5) -> bytes | 
     """The whole object, or None if absent. An object replaced while it was read (s3fs `FileExpired`,
     errno EBUSY: another attempt saved it meanwhile) is read again, from the start.
     """
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         try:
             return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno != errno.EBUSY or attempt == attempts:
+            if exc.errno != errno.EBUSY or attempt >= attempts:
                 raise
             if hasattr(path.fs, "invalidate_cache"):
                 path.fs.invalidate_cache(str(path.path))
-    raise AssertionError("unreachable")
+        attempt += 1
 
 
 def write_atomically(path: ObjectStoragePath, data: bytes) -> None:

@@ -183,7 +183,7 @@ stats = pstats.Stats(profile).stats
 print(json.dumps([[f"{path}:{name}", own] for (path, _, name), (_, _, own, _, _) in stats.items()]))
 """
 _PARTS = (  # where ours' time goes: (label, substrings of "file:function" in cProfile's own-time table)
-    ("decode the lines and build their rows (msgspec, `fold_lines`)", ("batch/results.py", "msgspec.json.Decoder")),
+    ("decode the lines and build their rows (msgspec, `fold_lines`)", ("results/fold.py", "msgspec.json.Decoder")),
     ("encode the rows (`encode_rows`)", ("encode_lines",)),
     ("sha256 of the published files (manifest)", ("_hashlib.HASH",)),
     ("fsync of the published files", ("fsync",)),

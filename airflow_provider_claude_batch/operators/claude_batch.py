@@ -82,7 +82,7 @@ def normalize_batch_ids(value: Any) -> list[str]:
     ids = [i for i in ids if i]
     if not ids:
         raise ValueError("batch_ids is empty: nothing to wait for")
-    from airflow_provider_claude_batch.output.land import check_batch_ids
+    from airflow_provider_claude_batch.results.checks import check_batch_ids
 
     check_batch_ids(ids)
     return list(dict.fromkeys(ids))
@@ -519,9 +519,10 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
     def _advance(self, context: Context) -> dict[str, Any]:
         """Walk the rounds from the first: recorded and landed ones are re-used, the first open one goes on."""
         from airflow_provider_claude_batch.exceptions import BatchInputError
-        from airflow_provider_claude_batch.output.land import LandingSettings, expected_from_record, land_results
+        from airflow_provider_claude_batch.output.land import LandingSettings, land_results
         from airflow_provider_claude_batch.output.rounds import finalize_rounds, read_rows, round_folder
         from airflow_provider_claude_batch.requests.prepare import plan_batches
+        from airflow_provider_claude_batch.results.checks import expected_from_record
         from airflow_provider_claude_batch.results.pricing import prices_from_overrides
         from airflow_provider_claude_batch.results.rounds import retry_ids
         from airflow_provider_claude_batch.storage import as_path
@@ -685,7 +686,8 @@ class ClaudeBatchResultsOperator(ClaudeBatchOperator):
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         if self.max_retry_rounds:
             return super().execute(context)
-        from airflow_provider_claude_batch.output.land import LandingSettings, expected_from_record, land_results
+        from airflow_provider_claude_batch.output.land import LandingSettings, land_results
+        from airflow_provider_claude_batch.results.checks import expected_from_record
         from airflow_provider_claude_batch.results.pricing import prices_from_overrides
         from airflow_provider_claude_batch.storage import as_path
 

@@ -1,1 +1,1 @@
-"""Stage 6, output: staged files committed atomically (raw lines, table, failures), the manifest last."""
+"""Stage 6, output: staged files committed atomically (tables, raw copies), the manifest last; rounds folded."""

@@ -1,1 +1,1 @@
-"""Stage 5, results: fold result lines into rows and usage, price them, plan resubmission rounds."""
+"""Stage 5, results: fold result lines into rows, usage and cost; check them against what was submitted."""

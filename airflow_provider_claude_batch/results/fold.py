@@ -13,8 +13,6 @@ Python's collector run, and in a task process a full collection walks every obje
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +21,7 @@ import msgspec
 from airflow_provider_claude_batch.results.pricing import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator
 
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 FAILED_TYPES = ("errored", "canceled", "expired")
@@ -34,9 +32,6 @@ UNKNOWN_RESULT_TYPE = "unknown_result_type"
 SUCCEEDED_WITHOUT_USAGE = "succeeded_without_usage"
 NEGATIVE_USAGE = "negative_usage"
 EXAMPLES_KEPT = 5
-# What a batch ID must look like before it names a file: the API's prefix, then letters, digits
-# and '_' (the emulator's IDs have one), any length; never '/', '.', '%' or whitespace.
-BATCH_ID_PATTERN = re.compile(r"msgbatch_[A-Za-z0-9][A-Za-z0-9_]*")
 
 
 class TableRow(msgspec.Struct, gc=False):
@@ -132,6 +127,8 @@ class MalformedResultError(ValueError):
 
 @dataclass
 class FoldedLine:
+    """One result line folded on its own: its row as a dict of columns, and whether it failed."""
+
     custom_id: str
     result_type: str
     row: dict[str, Any]
@@ -151,13 +148,16 @@ class Totals:
 
     @property
     def requests(self) -> int:
+        """Results folded so far, of every type."""
         return sum(self.counts.values())
 
     @property
     def failed(self) -> int:
+        """Results that did not succeed (errored, canceled, expired)."""
         return sum(self.counts[t] for t in FAILED_TYPES)
 
     def add(self, other: Totals) -> None:
+        """Count `other` (another batch's totals) into these."""
         for kind, number in other.counts.items():
             self.counts[kind] = self.counts.get(kind, 0) + number
         for kind, number in other.error_types.items():
@@ -171,16 +171,18 @@ class Totals:
             kept += examples[: EXAMPLES_KEPT - len(kept)]
 
     def flag(self, kind: str, custom_id: str) -> None:
+        """Note a result problem of `kind`, keeping the first few custom_ids as examples."""
         self.problems[kind] = self.problems.get(kind, 0) + 1
         examples = self.problem_examples.setdefault(kind, [])
         if len(examples) < EXAMPLES_KEPT:
             examples.append(custom_id)
 
     def usage_total(self) -> dict[str, int]:
+        """Token counts over every model, as the manifest's `usage_total`."""
         total = Usage()
         for usage in self.usage_by_model.values():
             total.add(usage)
-        return {k: v for k, v in vars(total).items() if not k.startswith("long_prompt")}
+        return total.reported()
 
 
 def fold_line(line: bytes, batch_id: str, totals: Totals) -> FoldedLine:
@@ -218,6 +220,22 @@ def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
     return folded
 
 
+def fold_chunks(chunks: Iterable[bytes], batch_id: str, totals: Totals) -> Iterator[FoldedLines]:
+    """The rows of a stream received in chunks cut anywhere: each chunk's complete lines are folded in
+    one block, and a line cut by a chunk's end waits for the rest of it.
+    """
+    pending = b""
+    for chunk in chunks:
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            pending += chunk
+            continue
+        yield fold_lines(pending + chunk[:end], batch_id, totals)
+        pending = chunk[end:]
+    if pending.strip():
+        yield fold_lines(pending, batch_id, totals)
+
+
 def _decode_line(line: bytes, batch_id: str) -> _Line:
     try:
         return _decoder.decode(line)
@@ -228,8 +246,8 @@ def _decode_line(line: bytes, batch_id: str) -> _Line:
 def _fold_parsed(
     parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow], failed: list[TableRow]
 ) -> None:
+    """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`."""
     counts = totals.counts
-    usage_by_model = totals.usage_by_model
     append = rows.append
     for line in parsed:
         result = line.result
@@ -237,63 +255,8 @@ def _fold_parsed(
         counts[kind] = counts.get(kind, 0) + 1
         message = result.message
         usage = message.usage if kind == "succeeded" and message is not None else None
-        input_tokens = usage.input_tokens if usage is not None else None
-        output_tokens = usage.output_tokens if usage is not None else None
-        if message is not None and usage is not None and input_tokens is not None and output_tokens is not None:
-            cache_creation = usage.cache_creation
-            if cache_creation is not None:
-                write_5m = cache_creation.ephemeral_5m_input_tokens or 0
-                write_1h = cache_creation.ephemeral_1h_input_tokens or 0
-            else:
-                # No split reported: count every cache write at the 5-minute rate (an assumption).
-                write_5m = usage.cache_creation_input_tokens or 0
-                write_1h = 0
-            read = usage.cache_read_input_tokens or 0
-            content = message.content
-            if len(content) == 1:  # the usual reply: one text block, no join needed
-                block = content[0]
-                text = block.text if block.type == "text" and block.text is not None else ""
-            else:
-                text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
-            model = message.model
-            tools = usage.server_tool_use
-            row = TableRow(
-                line.custom_id,
-                batch_id,
-                "succeeded",
-                text,
-                message.stop_reason,
-                model,
-                message.id,
-                input_tokens,
-                output_tokens,
-                usage.cache_creation_input_tokens or 0,
-                read,
-                write_5m,
-                write_1h,
-                (tools.web_search_requests or 0) if tools else 0,
-                (tools.web_fetch_requests or 0) if tools else 0,
-                usage.service_tier,
-            )
-            append(row)
-            # One test for all five counts: the bitwise or of ints is negative when any one is.
-            if (
-                input_tokens | output_tokens | write_5m | write_1h | read | (usage.cache_creation_input_tokens or 0)
-            ) < 0:
-                totals.flag(NEGATIVE_USAGE, line.custom_id)
-                continue
-            model_usage = usage_by_model.get(model)
-            if model_usage is None:
-                model_usage = usage_by_model[model] = Usage()
-            model_usage.requests += 1
-            model_usage.input_tokens += input_tokens
-            model_usage.output_tokens += output_tokens
-            model_usage.cache_write_5m_tokens += write_5m
-            model_usage.cache_write_1h_tokens += write_1h
-            model_usage.cache_read_tokens += read
-            if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
-                model_usage.long_prompt_input_tokens += input_tokens
-                model_usage.long_prompt_output_tokens += output_tokens
+        if message is not None and usage is not None and None not in (usage.input_tokens, usage.output_tokens):
+            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals))
             continue
         error_type: str | None = None
         error_message: str | None = None
@@ -310,6 +273,71 @@ def _fold_parsed(
             failed.append(row)
 
 
+def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals) -> TableRow:
+    """A succeeded result's row (its usage reported in full), its usage counted into `totals`."""
+    cache_creation = usage.cache_creation
+    if cache_creation is not None:
+        write_5m = cache_creation.ephemeral_5m_input_tokens or 0
+        write_1h = cache_creation.ephemeral_1h_input_tokens or 0
+    else:
+        # No split reported: count every cache write at the 5-minute rate (an assumption).
+        write_5m = usage.cache_creation_input_tokens or 0
+        write_1h = 0
+    content = message.content
+    if len(content) == 1:  # the usual reply: one text block, no join needed
+        block = content[0]
+        text = block.text if block.type == "text" and block.text is not None else ""
+    else:
+        text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
+    tools = usage.server_tool_use
+    row = TableRow(
+        custom_id,
+        batch_id,
+        "succeeded",
+        text,
+        message.stop_reason,
+        message.model,
+        message.id,
+        usage.input_tokens or 0,  # (never None here: checked by the caller)
+        usage.output_tokens or 0,
+        usage.cache_creation_input_tokens or 0,
+        usage.cache_read_input_tokens or 0,
+        write_5m,
+        write_1h,
+        (tools.web_search_requests or 0) if tools else 0,
+        (tools.web_fetch_requests or 0) if tools else 0,
+        usage.service_tier,
+    )
+    _count_usage(row, totals)
+    return row
+
+
+def _count_usage(row: TableRow, totals: Totals) -> None:
+    """Count a succeeded row's tokens into its model's usage, or flag them if any count is negative."""
+    input_tokens = row.input_tokens or 0
+    output_tokens = row.output_tokens or 0
+    write_5m = row.cache_write_5m_tokens or 0
+    write_1h = row.cache_write_1h_tokens or 0
+    read = row.cache_read_input_tokens or 0
+    # One test for all five counts: the bitwise or of ints is negative when any one is.
+    if (input_tokens | output_tokens | write_5m | write_1h | read | (row.cache_creation_input_tokens or 0)) < 0:
+        totals.flag(NEGATIVE_USAGE, row.custom_id)
+        return
+    model = row.model or ""
+    model_usage = totals.usage_by_model.get(model)
+    if model_usage is None:
+        model_usage = totals.usage_by_model[model] = Usage()
+    model_usage.requests += 1
+    model_usage.input_tokens += input_tokens
+    model_usage.output_tokens += output_tokens
+    model_usage.cache_write_5m_tokens += write_5m
+    model_usage.cache_write_1h_tokens += write_1h
+    model_usage.cache_read_tokens += read
+    if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
+        model_usage.long_prompt_input_tokens += input_tokens
+        model_usage.long_prompt_output_tokens += output_tokens
+
+
 def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
     """The error type sits at result.error.error.type; some documentation reads result.error.type."""
     if envelope is None:
@@ -320,111 +348,10 @@ def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
 
 
 def encode_row(row: dict[str, Any] | TableRow) -> bytes:
+    """One row as a JSONL line: a TableRow and the dict of its columns give the same bytes."""
     return _encoder.encode(row) + b"\n"
 
 
 def encode_rows(rows: list[dict[str, Any]] | list[TableRow]) -> bytes:
     """Many rows as JSONL in one call: the same bytes as `encode_row` of each, joined."""
     return _encoder.encode_lines(rows)
-
-
-def custom_ids_digest(custom_ids: Iterable[str]) -> str:
-    """sha256 over the sorted custom_ids: the same for a batch's requests and its results in any order.
-
-    Kept per batch in the submission record (64 characters however many requests), so landing can
-    tell that a stream holds exactly the submitted custom_ids without keeping them.
-    """
-    digest = hashlib.sha256()
-    for custom_id in sorted(custom_ids):
-        digest.update(custom_id.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def valid_batch_id(batch_id: object) -> bool:
-    return isinstance(batch_id, str) and BATCH_ID_PATTERN.fullmatch(batch_id) is not None
-
-
-@dataclass(frozen=True)
-class ExpectedResults:
-    """What one batch's stream must hold: `count` results, one per submitted custom_id.
-
-    `custom_ids_sha256` (from the submission record) or `custom_ids` (when the input is at hand)
-    say which ones; with neither, only duplicates and the count can be checked.
-    """
-
-    count: int
-    custom_ids_sha256: str | None = None
-    custom_ids: Sequence[str] | None = None
-
-    @property
-    def checked_against(self) -> str:
-        """What the manifest says each custom_id was checked against."""
-        if self.custom_ids is not None:
-            return "input"
-        return "submission record" if self.custom_ids_sha256 is not None else "request counts"
-
-
-class SeenIds:
-    """The custom_ids of one batch's stream so far, duplicates noted as blocks of rows arrive.
-
-    Memory: one set of the batch's custom_ids (at most 100,000 by the API's limit; about 10 MB
-    for 64-character IDs), dropped once the batch is checked.
-    """
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.results = 0
-        self.duplicates: list[str] = []
-
-    def add(self, rows: Sequence[TableRow]) -> None:
-        ids = [row.custom_id for row in rows]
-        self.results += len(ids)
-        if not self.ids.isdisjoint(ids):
-            self.duplicates += [i for i in ids if i in self.ids][:EXAMPLES_KEPT]
-        before = len(self.ids)
-        self.ids.update(ids)
-        if len(self.ids) - before != len(ids):  # a custom_id twice within this block
-            counted: dict[str, int] = {}
-            for custom_id in ids:
-                counted[custom_id] = counted.get(custom_id, 0) + 1
-            self.duplicates += [i for i, n in counted.items() if n > 1][:EXAMPLES_KEPT]
-
-
-def results_mismatch(batch_id: str, seen: SeenIds, expected: ExpectedResults) -> str | None:
-    """Why the stream is not exactly one result per submitted custom_id, or None when it is."""
-    distinct = len(seen.ids)
-    problems = []
-    if seen.results != distinct:
-        problems.append(f"{seen.results - distinct} duplicated (e.g. {_examples(seen.duplicates)})")
-    missing: list[str] = []
-    unknown: list[str] = []
-    if expected.custom_ids is not None:
-        missing = [c for c in expected.custom_ids if c not in seen.ids]
-        if missing or distinct != len(expected.custom_ids):
-            unknown = sorted(seen.ids.difference(expected.custom_ids))
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {_examples(missing)})")
-    elif distinct < expected.count:
-        problems.append(f"{expected.count - distinct} missing")
-    if unknown:
-        problems.append(f"{len(unknown)} not submitted in this batch (e.g. {_examples(unknown)})")
-    elif distinct > expected.count:
-        problems.append(f"{distinct - expected.count} more custom_ids than requests")
-    if (
-        not problems
-        and expected.custom_ids is None
-        and expected.custom_ids_sha256 is not None
-        and custom_ids_digest(seen.ids) != expected.custom_ids_sha256
-    ):
-        problems.append("the custom_ids are not the submitted ones (their sha256 differs from the submission record's)")
-    if not problems:
-        return None
-    return (
-        f"the results of batch {batch_id} do not match what was submitted: {expected.count} requests, "
-        f"{seen.results} results for {distinct} distinct custom_ids; " + "; ".join(problems)
-    )
-
-
-def _examples(custom_ids: Sequence[str]) -> str:
-    return ", ".join(repr(c) for c in list(dict.fromkeys(custom_ids))[:EXAMPLES_KEPT])

@@ -98,22 +98,31 @@ class Usage:
     long_prompt_input_tokens: int = 0
     long_prompt_output_tokens: int = 0
 
+    def reported(self) -> dict[str, int]:
+        """The counts a manifest reports (the long-prompt shares only price them)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("long_prompt")}
+
     def add(self, other: Usage) -> None:
+        """Count `other`'s tokens into these."""
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
 class Cost:
+    """What the usage cost at the batch price, and would have at the standard price."""
+
     batch_usd: float = 0.0
     standard_usd: float = 0.0
     unpriced_models: list[str] = field(default_factory=list)
 
     @property
     def savings_usd(self) -> float:
+        """What the batch discount saved."""
         return self.standard_usd - self.batch_usd
 
     def to_dict(self) -> dict[str, object]:
+        """The manifest's `cost`, rounded to a millionth of a dollar, with the price table's date."""
         return {
             "batch_usd": round(self.batch_usd, 6),
             "standard_usd": round(self.standard_usd, 6),

@@ -17,6 +17,7 @@ RETRYABLE_ERROR_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_
 
 
 def worth_retrying(result_type: str, error_type: str | None) -> bool:
+    """Whether a failure was the service's (or an expiry), so that another round may succeed."""
     if result_type == "expired":
         return True
     return result_type == "errored" and error_type in RETRYABLE_ERROR_TYPES
@@ -38,6 +39,7 @@ class RoundsIndex:
     attempts: dict[str, int] = field(default_factory=dict)
 
     def add_round(self, round_number: int, custom_ids: Iterable[str]) -> None:
+        """Index the custom_ids resubmitted in `round_number`."""
         for custom_id in custom_ids:
             self.last_round[custom_id] = round_number
             self.attempts[custom_id] = self.attempts.get(custom_id, 1) + 1

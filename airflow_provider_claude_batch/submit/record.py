@@ -77,7 +77,7 @@ class SubmissionRecord:
         attempt_id: str = "",
     ) -> SubmissionRecord:
         now = time.time() if now is None else now
-        from airflow_provider_claude_batch.results.fold import custom_ids_digest
+        from airflow_provider_claude_batch.results.checks import custom_ids_digest
 
         parts = tuple(
             PartRecord(

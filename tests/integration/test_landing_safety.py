@@ -162,7 +162,7 @@ def test_a_failed_upload_publishes_no_partial_object_and_no_manifest(
             raise ConnectionResetError("upload interrupted")
         return real_copy(source, target, length)
 
-    monkeypatch.setattr("airflow_provider_claude_batch.output.land.shutil.copyfileobj", copy_then_break)
+    monkeypatch.setattr("airflow_provider_claude_batch.output.staging.shutil.copyfileobj", copy_then_break)
     with pytest.raises(ConnectionResetError):
         land_results(ClaudeBatchHook(), [batch_id], as_path(f"s3://aws_default@{s3_bucket}/out/"))
     objects = _objects(s3_server, s3_bucket)

@@ -14,7 +14,7 @@ from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.exceptions import BatchInFlightError, BatchInputError, ResultsMismatchError
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.output.land import LandingSettings, land_results
-from airflow_provider_claude_batch.results.fold import ExpectedResults
+from airflow_provider_claude_batch.results.checks import ExpectedResults
 from airflow_provider_claude_batch.storage import as_path
 from tests.dag_runner import run_dag, write_dag
 

@@ -9,20 +9,24 @@ import msgspec
 import pytest
 
 from airflow_provider_claude_batch.emulator.faults import UNKNOWN_CUSTOM_ID, Fault, tampered_results
-from airflow_provider_claude_batch.output.land import expected_from_record, result_problems, spreadsheet_safe
+from airflow_provider_claude_batch.output.manifest import result_problems
+from airflow_provider_claude_batch.output.tables import spreadsheet_safe
 from airflow_provider_claude_batch.requests.prepare import BatchPlan
+from airflow_provider_claude_batch.results.checks import (
+    ExpectedResults,
+    SeenIds,
+    custom_ids_digest,
+    expected_from_record,
+    results_mismatch,
+    valid_batch_id,
+)
 from airflow_provider_claude_batch.results.fold import (
     NEGATIVE_USAGE,
     SUCCEEDED_WITHOUT_USAGE,
     UNKNOWN_RESULT_TYPE,
-    ExpectedResults,
-    SeenIds,
     TableRow,
     Totals,
-    custom_ids_digest,
     fold_lines,
-    results_mismatch,
-    valid_batch_id,
 )
 from airflow_provider_claude_batch.results.pricing import cost_of
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey

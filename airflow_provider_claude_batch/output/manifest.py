@@ -1,0 +1,182 @@
+"""The one manifest builder: what was landed (batches, rows, usage, cost, files) in, `_manifest.json` out.
+
+Pure. A single landing and the fold of resubmission rounds each sum up their rows in a `Summary`,
+and `build_manifest` writes the same fields from it for both (a folded landing adds `rounds`, a
+single one the usage per model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECONDS, utc_iso
+from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES
+from airflow_provider_claude_batch.results.pricing import Cost, cost_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from anthropic.types.messages import MessageBatch
+
+    from airflow_provider_claude_batch.results.fold import Totals
+    from airflow_provider_claude_batch.results.pricing import ModelPrice
+
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_VERSION = 1
+# A manifest, or a part of one, as JSON (what `_manifest.json` holds and readers index by key).
+Json = dict[str, Any]
+
+
+@dataclass
+class FileInfo:
+    """One published file, as the manifest lists it."""
+
+    name: str
+    bytes: int = 0
+    sha256: str = ""
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a manifest says of the rows it covers: their counts, usage and cost."""
+
+    requests: int
+    counts: dict[str, int]
+    error_types: dict[str, int]
+    usage_total: dict[str, int]
+    cost: dict[str, object]
+    cost_complete: bool
+    result_problems: dict[str, Json]
+    # Per model: only a single landing has it (round manifests keep theirs).
+    usage: dict[str, dict[str, int]] | None = None
+
+
+def build_manifest(
+    output_path: str,
+    written_at: float,
+    batches: Sequence[Json],
+    summary: Summary,
+    files: Sequence[FileInfo],
+    rounds: Sequence[Json] | None = None,
+) -> Json:
+    """The manifest of a landing under `output_path`: its batches, its rows' summary and its files."""
+    failed = sum(summary.counts.get(kind, 0) for kind in FAILED_TYPES)
+    manifest: Json = {
+        "manifest_version": MANIFEST_VERSION,
+        "written_at": utc_iso(written_at),
+        "output_path": output_path,
+    }
+    if rounds is not None:
+        manifest["rounds"] = list(rounds)
+    manifest |= {
+        "batches": list(batches),
+        "requests": summary.requests,
+        "counts": summary.counts,
+        "failed": failed,
+        "failed_fraction": round(failed / summary.requests, 6) if summary.requests else 0.0,
+        "error_types": summary.error_types,
+    }
+    if summary.usage is not None:
+        manifest["usage"] = summary.usage
+    return manifest | {
+        "usage_total": summary.usage_total,
+        "cost": summary.cost,
+        "cost_complete": summary.cost_complete,
+        "result_problems": summary.result_problems,
+        "files": [vars(f) for f in files],
+    }
+
+
+def manifest_bytes(manifest: Json) -> bytes:
+    """The manifest as `_manifest.json` holds it: indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(manifest), indent=2)
+
+
+def batch_entry(batch: MessageBatch, raw_file: str, checked_against: str) -> Json:
+    """A landed batch as the manifest lists it: its dates, counts, raw file and how it was checked."""
+    created = batch.created_at.timestamp()
+    return {
+        "id": batch.id,
+        "created_at": utc_iso(created),
+        "ended_at": utc_iso(batch.ended_at.timestamp()) if batch.ended_at else None,
+        "results_expire_at": utc_iso(created + RESULTS_RETENTION_SECONDS),
+        "canceled": batch.cancel_initiated_at is not None,
+        "request_counts": batch.request_counts.to_dict(),
+        "raw_file": raw_file,
+        "results_checked_against": checked_against,
+    }
+
+
+def landed_summary(totals: Totals, prices: Mapping[str, ModelPrice] | None = None) -> Summary:
+    """The summary of batches landed in one pass, priced by `prices` (default: the dated table)."""
+    cost = cost_of(totals.usage_by_model, prices) if prices else cost_of(totals.usage_by_model)
+    return Summary(
+        requests=totals.requests,
+        counts=totals.counts,
+        error_types=totals.error_types,
+        usage_total=totals.usage_total(),
+        cost=cost.to_dict(),
+        # Tokens of a flagged result or an unpriced model are not priced.
+        cost_complete=not totals.problems and not cost.unpriced_models,
+        result_problems=result_problems(totals),
+        usage={model: usage.reported() for model, usage in sorted(totals.usage_by_model.items())},
+    )
+
+
+def result_problems(totals: Totals) -> dict[str, Json]:
+    """The manifest's flags: results whose usage could not be counted, with a few custom_ids each."""
+    return {
+        kind: {"results": number, "examples": totals.problem_examples.get(kind, [])}
+        for kind, number in sorted(totals.problems.items())
+    }
+
+
+def round_entry(number: int, manifest: Mapping[str, Any]) -> Json:
+    """One round, as the folded manifest lists it, from the round's own manifest."""
+    return {
+        "round": number,
+        "folder": f"rounds/round-{number}",
+        "batch_ids": [b["id"] for b in manifest["batches"]],
+        "requests": manifest["requests"],
+        "counts": manifest["counts"],
+        "cost": manifest["cost"],
+    }
+
+
+def rounds_summary(
+    manifests: Sequence[Mapping[str, Any]], requests: int, counts: dict[str, int], error_types: dict[str, int]
+) -> Summary:
+    """The summary of the final rows folded from rounds: their counts, and the rounds' usage and cost."""
+    usage_total: dict[str, int] = {}
+    for m in manifests:
+        for name, value in m["usage_total"].items():
+            usage_total[name] = usage_total.get(name, 0) + value
+    first_cost = manifests[0]["cost"]
+    cost = Cost(
+        batch_usd=sum(m["cost"]["batch_usd"] for m in manifests),
+        standard_usd=sum(m["cost"]["standard_usd"] for m in manifests),
+        unpriced_models=sorted({u for m in manifests for u in m["cost"]["unpriced_models"]}),
+    )
+    return Summary(
+        requests=requests,
+        counts=counts,
+        error_types=error_types,
+        usage_total=usage_total,
+        cost=cost.to_dict() | {k: first_cost[k] for k in ("prices_as_of", "prices_source")},
+        cost_complete=all(m.get("cost_complete", True) for m in manifests),
+        result_problems=_merged_problems(manifests),
+    )
+
+
+def _merged_problems(manifests: Sequence[Mapping[str, Any]]) -> dict[str, Json]:
+    merged: dict[str, Json] = {}
+    for m in manifests:
+        for kind, found in m.get("result_problems", {}).items():
+            into = merged.setdefault(kind, {"results": 0, "examples": []})
+            into["results"] += found["results"]
+            into["examples"] = (into["examples"] + found["examples"])[:EXAMPLES_KEPT]
+    return merged
