@@ -1,0 +1,1 @@
+"""The ``@task.claude_batch`` decorator."""

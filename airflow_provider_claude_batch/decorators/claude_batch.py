@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.bases.decorator import TaskDecorator
 
+    from airflow_provider_claude_batch.output.landing import Manifest
+
 
 INPUT_NAME = "input.jsonl"
 INPUT_FOLDER = ".claude_batch"
@@ -52,7 +54,7 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
     def _rows_mode(self) -> bool:
         return self.submission.params_template is not None or self.submission.build_params is not None
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> Manifest:
         """Call the function, store what it returned, and run the one-task flow on that."""
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)

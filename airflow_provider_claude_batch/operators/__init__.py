@@ -1,0 +1,1 @@
+"""The Claude Batch operators and their console links."""

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.openlineage.facet import Dataset, RunFacet
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Asset, AssetAlias, Context, ObjectStoragePath
 
 # What a landing task landed: (output location, batch IDs), for OpenLineage.
 Landed = tuple[str, list[str]]
+# The facets a landing task reports: datasets in and out, no run facets.
+Lineage: TypeAlias = "OperatorLineage[Dataset, RunFacet]"
 
 
-def openlineage_facets(landed: Landed | None) -> OperatorLineage:
+def openlineage_facets(landed: Landed | None) -> Lineage:
     """OpenLineage (when its provider is installed): the batches in, the output location out."""
     from airflow.providers.common.compat.openlineage.facet import Dataset
     from airflow.providers.openlineage.extractors import OperatorLineage

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -19,15 +18,17 @@ from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
-from airflow_provider_claude_batch.wait.waiting import WaitPolicy, Waiting
+from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
+    from collections.abc import Sequence
+
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
-    from airflow_provider_claude_batch.operators.lineage import Landed
+    from airflow_provider_claude_batch.operators.lineage import Landed, Lineage
     from airflow_provider_claude_batch.operators.rounds import Rounds
+    from airflow_provider_claude_batch.output.landing import Manifest
 
 LANDING_PARAMS_DOC = """
     :param output_path: where results land (templated; any object storage). Results never go through XCom.
@@ -106,11 +107,11 @@ class ClaudeBatchOperator(BaseOperator):
         """The submit step this run uses (the decorator gives it the function's stored output)."""
         return self.submission
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Manifest:
         """Walk the rounds: recorded and landed ones are re-used, the first open one goes on."""
         return self._advance(context)
 
-    def resume(self, context: Context, event: object = None) -> dict[str, Any]:
+    def resume(self, context: Context, event: object = None) -> Manifest:
         """A round's batches have ended (or the wait failed): carry on from the records.
 
         A batch canceled outside Airflow is landed with its canceled rows, not retried.
@@ -119,7 +120,7 @@ class ClaudeBatchOperator(BaseOperator):
         self.waiting.raise_for_unended(hook, self.waiting.parse_event(event))
         return self._advance(context)
 
-    def execute_after_queue_wait(self, context: Context, event: object = None) -> dict[str, Any]:
+    def execute_after_queue_wait(self, context: Context, event: object = None) -> Manifest:
         """Resumed when the queue has room: carry on where the records say we are."""
         from airflow_provider_claude_batch.submit.queue_room import raise_unless_room
 
@@ -145,7 +146,7 @@ class ClaudeBatchOperator(BaseOperator):
     def _batches_now(self, batch_ids: list[str]) -> None:
         self._batch_ids = batch_ids
 
-    def _advance(self, context: Context) -> dict[str, Any]:
+    def _advance(self, context: Context) -> Manifest:
         from airflow_provider_claude_batch.operators.lineage import emit_asset_event
         from airflow_provider_claude_batch.output.landing import report_manifest
 
@@ -164,7 +165,7 @@ class ClaudeBatchOperator(BaseOperator):
             make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
         )
 
-    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> OperatorLineage:
+    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> Lineage:
         """OpenLineage (when its provider is installed): the batches in, the output location out."""
         from airflow_provider_claude_batch.operators.lineage import openlineage_facets
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -23,15 +22,16 @@ from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CO
 from airflow_provider_claude_batch.operators.one_task import LANDING_PARAMS_DOC, ROUNDS_PARAM_DOC
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
-from airflow_provider_claude_batch.wait.waiting import WaitPolicy, Waiting
+from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
+    from collections.abc import Sequence
+
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.operators.lineage import Landed
+    from airflow_provider_claude_batch.operators.lineage import Landed, Lineage
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
@@ -210,7 +210,7 @@ class ClaudeBatchResultsOperator(BaseOperator):
             make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
         )
 
-    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> OperatorLineage:
+    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> Lineage:
         """OpenLineage (when its provider is installed): the batches in, the output location out."""
         from airflow_provider_claude_batch.operators.lineage import openlineage_facets
 

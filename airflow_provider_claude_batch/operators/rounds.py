@@ -8,13 +8,14 @@ re-attaches, a landed round is re-used, and the first open one goes on (deferrin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -143,5 +144,6 @@ def _subset(prepared: PreparedRequests, custom_ids: list[str]) -> PreparedReques
         return prepared.subset(custom_ids)
     except KeyError as exc:
         raise BatchInputError(
-            f"The input given for resubmission lacks requests that failed: {exc}; give the same input as the submit task."
+            f"The input given for resubmission lacks requests that failed: {exc}; "
+            "give the same input as the submit task."
         ) from None

@@ -7,7 +7,6 @@ in the worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -29,13 +28,15 @@ from airflow_provider_claude_batch.operators.common import (
     step_arguments,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
+from airflow_provider_claude_batch.submit.create import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
-from airflow_provider_claude_batch.wait.waiting import WaitPolicy, Waiting
+from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_provider_claude_batch.submit.create import CreatePolicy
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.submission import QueuePolicy, RequestLike
 
@@ -86,7 +87,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         state_path: str | ObjectStoragePath | None = None,
         force_resubmit: bool = False,
         queue: QueuePolicy | None = None,
-        create_policy: CreatePolicy | None = None,
+        create_policy: CreatePolicy = CreatePolicy(),  # noqa: B008  (frozen: shared safely)
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,

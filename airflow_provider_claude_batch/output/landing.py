@@ -7,18 +7,29 @@ operator and the one-task operator compose it.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.output.land import LandingSettings
     from airflow_provider_claude_batch.results.fold import ExpectedResults
+
+
+class TaskLog(Protocol):
+    """The task's logger (stdlib or Airflow's structlog-backed one): what the report writes to."""
+
+    def info(self, msg: str, /, *args: object) -> object:
+        """Log at INFO."""
+
+    def warning(self, msg: str, /, *args: object) -> object:
+        """Log at WARNING."""
+
 
 # A manifest as written to `_manifest.json` (JSON: its values are of many types).
 Manifest = dict[str, Any]
@@ -147,7 +158,7 @@ def landed_manifest(folder: ObjectStoragePath, batch_ids: Sequence[str]) -> Mani
     return manifest if [b["id"] for b in manifest.get("batches", [])] == list(batch_ids) else None
 
 
-def report_manifest(log: logging.Logger, manifest: Mapping[str, Any]) -> None:
+def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
     """The landing's summary in the task log: counts, tokens, dollars at batch vs standard price."""
     cost = manifest["cost"]
     usage = manifest["usage_total"]

@@ -24,7 +24,7 @@ from airflow_provider_claude_batch.operators.common import (
     submit_parameters,
 )
 from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
-from airflow_provider_claude_batch.wait.waiting import WaitPolicy, Waiting
+from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

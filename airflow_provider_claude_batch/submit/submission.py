@@ -111,8 +111,6 @@ class Submission:
             raise ValueError(f"max_tokens must be a whole number of at least 1, not {self.max_tokens!r}")
         if self.queue is not None and not isinstance(self.queue, QueuePolicy):
             raise TypeError(f"queue takes a QueuePolicy(max_queued_requests=...), not {type(self.queue).__name__}")
-        if self.create_policy is None:  # an operator passes its `create_policy=None` default through
-            self.create_policy = CreatePolicy()
 
     __doc__ = (__doc__ or "") + PARAMS_DOC
 

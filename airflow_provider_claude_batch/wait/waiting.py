@@ -7,9 +7,7 @@ sensor, the results operator (follow-up rounds) and the one-task operator all wa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, NoReturn, Protocol
 
 from airflow_provider_claude_batch.defaults import (
@@ -22,6 +20,9 @@ from airflow_provider_claude_batch.defaults import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from datetime import timedelta
+
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
 
@@ -43,7 +44,9 @@ class Deferrable(Protocol):
         method_name: str,
         kwargs: dict[str, object] | None = None,
         timeout: timedelta | int | float | None = None,
-    ) -> NoReturn: ...
+    ) -> NoReturn:
+        """Suspend the task until `trigger` fires, then call `method_name`."""
+        ...
 
 
 @dataclass(frozen=True)
