@@ -36,7 +36,8 @@ PARAMS_DOC = """
         ``requests``, ``requests_path``, ``rows``, ``rows_path``; everything is validated before any call.
     :param requests_path: a JSONL file of such requests on any object storage (templated).
     :param rows: rows (dicts) turned into requests by ``params_template`` or ``build_params``.
-    :param rows_path: a JSONL or CSV file of rows (templated); ``rows_format`` overrides the suffix.
+    :param rows_path: a JSONL or CSV file of rows (templated).
+    :param rows_format: ``"jsonl"`` or ``"csv"`` when ``rows_path``'s suffix does not say.
     :param custom_id_column: the row column holding each request's custom_id.
     :param params_template: params with ``{column}`` placeholders, filled from each row.
     :param build_params: ``row -> params``, for what a template cannot say (runs in the worker).

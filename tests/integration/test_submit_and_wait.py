@@ -374,7 +374,9 @@ def test_the_queue_guard_waits_for_room_instead_of_being_refused(
             ]
         )
     dag = write_dag(
-        dags, "queue_guard", _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=5, check_interval=0.2)")
+        dags,
+        "queue_guard",
+        _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=5, check_interval=0.2)"),
     )
     result = run_dag(dag)
     assert result.task_state("submit") == "success"
@@ -385,7 +387,9 @@ def test_the_queue_guard_waits_for_room_instead_of_being_refused(
 def test_a_batch_larger_than_the_queue_cap_is_refused_up_front(
     dags: Path, control: EmulatorControl, tmp_path: Path
 ) -> None:
-    dag = write_dag(dags, "queue_too_small", _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=2)"))
+    dag = write_dag(
+        dags, "queue_too_small", _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=2)")
+    )
     assert run_dag(dag).task_state("submit") == "failed"
     assert control.state()["calls"] == {}
 
