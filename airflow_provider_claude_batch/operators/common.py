@@ -12,9 +12,12 @@ from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
+    from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.operators.lineage import Landed, Lineage
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
+    from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 SUBMISSION_RECORD_XCOM_KEY = "submission_record"
 
@@ -123,3 +126,43 @@ def make_hook(conn_id: str) -> ClaudeBatchHook:
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 
     return ClaudeBatchHook(claude_batch_conn_id=conn_id)
+
+
+def waiting_step(
+    conn_id: str, deferrable: bool | None, poll_interval: float, cancel_on_kill: bool, policy: WaitPolicy | None
+) -> Waiting:
+    """The wait step from an operator's flat parameters (``deferrable=None``: Airflow's default)."""
+    from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
+
+    chosen = default_deferrable() if deferrable is None else deferrable
+    return Waiting(conn_id, chosen, poll_interval, cancel_on_kill, policy or WaitPolicy())
+
+
+class HoldsBatches:
+    """Plumbing (not a role) of a task whose batches cost money: which ones now, and ``on_kill``."""
+
+    claude_batch_conn_id: str
+    waiting: Waiting
+    _batch_ids: list[str]
+    _context: Context | None
+
+    def _batches_now(self, batch_ids: list[str]) -> None:
+        self._batch_ids = batch_ids
+
+    def on_kill(self) -> None:
+        """Cancel the task's batches only when a user marked the task failed (and ``cancel_on_kill``)."""
+        self.waiting.cancel_if_user_failed_the_task(
+            make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
+        )
+
+
+class LandsResults(HoldsBatches):
+    """Plumbing of a task that lands results: what it landed, reported to OpenLineage."""
+
+    _landed: Landed | None
+
+    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> Lineage:
+        """OpenLineage (when its provider is installed): the batches in, the output location out."""
+        from airflow_provider_claude_batch.operators.lineage import openlineage_facets
+
+        return openlineage_facets(self._landed)

@@ -8,27 +8,27 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL
 from airflow_provider_claude_batch.operators.common import (
-    default_deferrable,
+    LandsResults,
     link_upstream,
     make_hook,
     refusals_fail_the_task,
     step_arguments,
+    waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
-from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context, ObjectStoragePath
-    from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
-    from airflow_provider_claude_batch.operators.lineage import Landed, Lineage
+    from airflow_provider_claude_batch.operators.lineage import Landed
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
+    from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 LANDING_PARAMS_DOC = """
     :param output_path: where results land (templated; any object storage). Results never go through XCom.
@@ -45,7 +45,7 @@ ROUNDS_PARAM_DOC = """
 """
 
 
-class ClaudeBatchOperator(BaseOperator):
+class ClaudeBatchOperator(LandsResults, BaseOperator):
     """Submit, wait (deferred), land, and resubmit what is worth retrying, all in one task.
 
     It composes the steps of the three-task flow (`Submission`, `Waiting`, `Landing`) and takes the
@@ -67,12 +67,12 @@ class ClaudeBatchOperator(BaseOperator):
         formats: Sequence[str] = ("jsonl",),
         max_failed_fraction: float | None = None,
         landing_policy: LandingPolicy | None = None,
-        max_retry_rounds: int = 2,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         wait_policy: WaitPolicy | None = None,
         cancel_on_kill: bool = True,
+        max_retry_rounds: int = 2,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_claude_batch.operators.common import reject_foreign_parameters
@@ -91,13 +91,7 @@ class ClaudeBatchOperator(BaseOperator):
         self.claude_batch_conn_id = claude_batch_conn_id
         self.max_retry_rounds = max_retry_rounds
         self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy())
-        self.waiting = Waiting(
-            claude_batch_conn_id,
-            default_deferrable() if deferrable is None else deferrable,
-            poll_interval,
-            cancel_on_kill,
-            wait_policy or WaitPolicy(),
-        )
+        self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._batch_ids: list[str] = []
         self._context: Context | None = None
         self._landed: Landed | None = None
@@ -143,9 +137,6 @@ class ClaudeBatchOperator(BaseOperator):
             on_batches=self._batches_now,
         )
 
-    def _batches_now(self, batch_ids: list[str]) -> None:
-        self._batch_ids = batch_ids
-
     def _advance(self, context: Context) -> Manifest:
         from airflow_provider_claude_batch.operators.lineage import emit_asset_event
         from airflow_provider_claude_batch.output.landing import report_manifest
@@ -158,18 +149,6 @@ class ClaudeBatchOperator(BaseOperator):
         report_manifest(self.log, manifest)
         emit_asset_event(context, self.outlets, rounds.output)
         return self.landing.summary(manifest, rounds.output, all_ids)
-
-    def on_kill(self) -> None:
-        """Cancel the current round's batches only when a user marked the task failed (and ``cancel_on_kill``)."""
-        self.waiting.cancel_if_user_failed_the_task(
-            make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
-        )
-
-    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> Lineage:
-        """OpenLineage (when its provider is installed): the batches in, the output location out."""
-        from airflow_provider_claude_batch.operators.lineage import openlineage_facets
-
-        return openlineage_facets(self._landed)
 
 
 ClaudeBatchOperator.__doc__ = (

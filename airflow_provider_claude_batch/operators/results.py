@@ -10,32 +10,32 @@ from airflow.sdk import BaseOperator
 from airflow_provider_claude_batch.defaults import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL
 from airflow_provider_claude_batch.operators.common import (
     SUBMISSION_RECORD_XCOM_KEY,
-    default_deferrable,
+    LandsResults,
     link_upstream,
     make_hook,
     normalize_batch_ids,
     refusals_fail_the_task,
     reject_foreign_parameters,
     submit_parameters,
+    waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.one_task import LANDING_PARAMS_DOC, ROUNDS_PARAM_DOC
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
-from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context, ObjectStoragePath
-    from airflow.sdk.types import RuntimeTaskInstanceProtocol
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.operators.lineage import Landed, Lineage
+    from airflow_provider_claude_batch.operators.lineage import Landed
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.submission import Submission
+    from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 RESUBMIT_DOC = """
     :param batch_ids: the batches to land: a batch ID, a list (``submit.output``) or a comma-separated
@@ -49,7 +49,7 @@ RESUBMIT_DOC = """
 """
 
 
-class ClaudeBatchResultsOperator(BaseOperator):
+class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
     """Land ended batches' results under ``output_path`` and return the manifest's summary (a small dict).
 
     Files (see the README for their columns): ``raw/<batch_id>.jsonl`` (the results exactly as the
@@ -107,13 +107,7 @@ class ClaudeBatchResultsOperator(BaseOperator):
         self.max_retry_rounds = max_retry_rounds
         self.resubmit = resubmit
         self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy())
-        self.waiting = Waiting(
-            claude_batch_conn_id,
-            default_deferrable() if deferrable is None else deferrable,
-            poll_interval,
-            cancel_on_kill,
-            wait_policy or WaitPolicy(),
-        )
+        self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._submitted_by = _submitting_task_id(batch_ids)
         self._batch_ids: list[str] = []
         self._context: Context | None = None
@@ -200,21 +194,6 @@ class ClaudeBatchResultsOperator(BaseOperator):
             given=ids,
             given_record=record,
         )
-
-    def _batches_now(self, batch_ids: list[str]) -> None:
-        self._batch_ids = batch_ids
-
-    def on_kill(self) -> None:
-        """Cancel a follow-up round's batches only when a user marked the task failed (and ``cancel_on_kill``)."""
-        self.waiting.cancel_if_user_failed_the_task(
-            make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
-        )
-
-    def get_openlineage_facets_on_complete(self, task_instance: RuntimeTaskInstanceProtocol) -> Lineage:
-        """OpenLineage (when its provider is installed): the batches in, the output location out."""
-        from airflow_provider_claude_batch.operators.lineage import openlineage_facets
-
-        return openlineage_facets(self._landed)
 
 
 ClaudeBatchResultsOperator.__doc__ = (

@@ -19,18 +19,18 @@ from airflow_provider_claude_batch.defaults import (
 )
 from airflow_provider_claude_batch.operators.common import (
     LANDING_PARAMETERS,
-    default_deferrable,
+    HoldsBatches,
     link_upstream,
     make_hook,
     publish_record,
     refusals_fail_the_task,
     reject_foreign_parameters,
     step_arguments,
+    waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.submit.create import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
-from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.submission import QueuePolicy, RequestLike
+    from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 WAIT_PARAMS_DOC = """
     :param claude_batch_conn_id: the Claude Batch connection (key, workspace, base URL).
@@ -51,7 +52,7 @@ WAIT_PARAMS_DOC = """
 """
 
 
-class ClaudeBatchSubmitOperator(BaseOperator):
+class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
     """Submit requests as Message Batches (split as needed) and return their IDs.
 
     Every request is validated before any API call. The submission is recorded (in Airflow's task
@@ -101,13 +102,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.submission = Submission(**step_arguments(Submission, locals()))
         self.claude_batch_conn_id = claude_batch_conn_id
         self.wait_for_completion = wait_for_completion
-        self.waiting = Waiting(
-            claude_batch_conn_id,
-            default_deferrable() if deferrable is None else deferrable,
-            poll_interval,
-            cancel_on_kill,
-            wait_policy or WaitPolicy(),
-        )
+        self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._batch_ids: list[str] = []
         self._context: Context | None = None
         link_upstream(self, *self.submission.runtime_inputs())
@@ -155,12 +150,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         batch_ids = self.waiting.finish(make_hook(self.claude_batch_conn_id), event)
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
         return batch_ids
-
-    def on_kill(self) -> None:
-        """Cancel the batches only when a user marked the task failed (and ``cancel_on_kill``)."""
-        self.waiting.cancel_if_user_failed_the_task(
-            make_hook(self.claude_batch_conn_id), self._batch_ids, self._context
-        )
 
 
 ClaudeBatchSubmitOperator.__doc__ = (ClaudeBatchSubmitOperator.__doc__ or "") + PARAMS_DOC + WAIT_PARAMS_DOC
