@@ -1,8 +1,8 @@
 """Backfill-friendly partitions: one batch per logical date, catchup on, and a queue guard.
 
 Use it when you trigger backfills from the Airflow UI over many dates at once: each date submits
-its own batch (re-running a date re-attaches, never pays twice), and `max_queued_requests` makes a
-date wait, deferred, for room in the organization's batch queue instead of being refused.
+its own batch (re-running a date re-attaches, never pays twice), and a `QueuePolicy` makes a date
+wait, deferred, for room in the organization's batch queue instead of being refused.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pendulum
 from _common import CLASSIFY_PARAMS, DATA, DEFAULT_ARGS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
 from airflow.sdk import DAG
 
-from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator
+from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, QueuePolicy
 
 with DAG(
     "claude_batch_backfill_partitions",
@@ -34,5 +34,5 @@ with DAG(
         storage_conn_id=STORAGE_CONN,
         deferrable=True,
         poll_interval=POLL_SECONDS,
-        max_queued_requests=150_000,
+        queue=QueuePolicy(max_queued_requests=150_000),
     )

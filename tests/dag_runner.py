@@ -18,7 +18,9 @@ HEADER = """
 import pendulum
 from datetime import timedelta
 from airflow.sdk import DAG
-from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchSubmitOperator
+from airflow_provider_claude_batch.operators.claude_batch import (
+    ClaudeBatchSubmitOperator, LandingPolicy, QueuePolicy, Submission, WaitPolicy,
+)
 from airflow_provider_claude_batch.sensors.claude_batch import ClaudeBatchSensor
 from airflow_provider_claude_batch.submit.create import CreatePolicy
 FAST = CreatePolicy(attempts=3, reconcile_seconds=2, reconcile_poll_seconds=0.2, backoff_seconds=0.1,

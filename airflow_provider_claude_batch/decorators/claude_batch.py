@@ -9,6 +9,7 @@ record when that is a file (`state_path`, or the local default), else under
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,20 +18,24 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 
 from airflow_provider_claude_batch._compat import context_merge, determine_kwargs
 from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
-from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
+from airflow_provider_claude_batch.operators.one_task import ClaudeBatchOperator
 from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem, not_json_reason
+from airflow_provider_claude_batch.submit.submission import Submission, task_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.bases.decorator import TaskDecorator
 
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.output.landing import Manifest
+
 
 INPUT_NAME = "input.jsonl"
 INPUT_FOLDER = ".claude_batch"
 
 
 class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
+    """The one-task operator, its input what the decorated function returned (stored, then read back)."""
+
     template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *ClaudeBatchOperator.template_fields)
     template_fields_renderers: ClassVar[dict[str, str]] = {**DecoratedOperator.template_fields_renderers}
     custom_operator_name: str = "@task.claude_batch"
@@ -47,9 +52,10 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
 
     @property
     def _rows_mode(self) -> bool:
-        return self.params_template is not None or self.build_params is not None
+        return self.submission.params_template is not None or self.submission.build_params is not None
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> Manifest:
+        """Call the function, store what it returned, and run the one-task flow on that."""
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         returned = self.python_callable(*self.op_args, **kwargs)
@@ -65,17 +71,20 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
         from airflow_provider_claude_batch.storage import as_path
         from airflow_provider_claude_batch.submit.path_store import PathRecordStore
 
-        store = self.record_store(context)
+        store = self.submission.record_store(context)
         key = task_key(context)
         if isinstance(store, PathRecordStore):
             return store.folder(key) / INPUT_NAME
-        return as_path(self.output_path, self.storage_conn_id) / INPUT_FOLDER / key.relative_path() / INPUT_NAME
+        output = as_path(self.output_path, self.submission.storage_conn_id)
+        return output / INPUT_FOLDER / key.relative_path() / INPUT_NAME
 
     def _store_input(self, context: Context, items: Collection[Any]) -> None:
         from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
 
         lines, problems, bad = _json_lines(
-            items, "row" if self._rows_mode else "request", self.custom_id_column if self._rows_mode else "custom_id"
+            items,
+            "row" if self._rows_mode else "request",
+            self.submission.custom_id_column if self._rows_mode else "custom_id",
         )
         if bad:
             raise InvalidRequestsError([str(p) for p in problems], bad, len(lines))
@@ -87,14 +96,12 @@ class _ClaudeBatchDecoratedOperator(DecoratedOperator, ClaudeBatchOperator):
             return
         write_atomically(path, b"".join(lines))
 
-    def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
+    def submission_for(self, context: Context) -> Submission:
+        """The submit step reading the stored input (JSONL rows or requests) instead of calling the function."""
         path = str(self._input_path(context))
-        self.requests = self.rows = None
         if self._rows_mode:
-            self.rows_path, self.rows_format, self.requests_path = path, "jsonl", None
-        else:
-            self.requests_path, self.rows_path = path, None
-        return super().prepare(context)
+            return dataclasses.replace(self.submission, rows_path=path, rows_format="jsonl", rows=None, requests=None)
+        return dataclasses.replace(self.submission, requests_path=path, requests=None, rows=None)
 
 
 def _json_lines(items: Collection[Any], kind: str, id_key: str) -> tuple[list[bytes], list[Problem], int]:

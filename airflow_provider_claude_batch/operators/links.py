@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from airflow.sdk import BaseOperatorLink
@@ -25,16 +25,19 @@ class ClaudeConsoleBatchLink(BaseOperatorLink):
 
     @property
     def name(self) -> str:
+        """The link's label in the task's extra links."""
         return "Claude Console" if self.index == 0 else f"Claude Console (batch {self.index + 1})"
 
     @property
     def xcom_key(self) -> str:
+        """Where Airflow caches this link's URL for the task instance."""
         return f"_link_claude_console_batch_{self.index}"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The Console URL of the index-th batch the task published, or '' before it exists."""
         from airflow_provider_claude_batch._compat import conf, xcom_value
 
-        batch_ids: Any = xcom_value(ti_key, BATCH_IDS_XCOM_KEY)
+        batch_ids: object = xcom_value(ti_key, BATCH_IDS_XCOM_KEY)
         if not isinstance(batch_ids, list) or len(batch_ids) <= self.index:
             return ""
         template = conf.get("claude_batch", "console_batch_url", fallback=DEFAULT_CONSOLE_BATCH_URL)

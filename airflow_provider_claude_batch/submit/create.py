@@ -66,6 +66,8 @@ class CreatePolicy:
 
 
 class Submitter:
+    """Creates each planned batch of a record exactly once: re-attach, adopt a lost create, or create."""
+
     def __init__(
         self,
         hook: ClaudeBatchHook,
@@ -308,7 +310,8 @@ class Submitter:
 
     def _find_created(self, part: PartRecord, record: SubmissionRecord, look_until: float) -> MessageBatch | None:
         """The batch an earlier create made for `part`, if the API lists one by `look_until` (epoch)."""
-        assert part.intent_at is not None
+        if part.intent_at is None:  # only a part whose create was sent can have made a batch
+            return None
         since = part.intent_at - self.policy.clock_skew_seconds
         claimed = set(record.batch_ids)
         while True:

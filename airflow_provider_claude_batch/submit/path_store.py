@@ -46,12 +46,15 @@ class PathRecordStore:
 
     @property
     def location(self) -> str:
+        """Where the records are, for messages."""
         return str(self.root)
 
     def folder(self, key: TaskKey) -> ObjectStoragePath:
+        """The task instance's folder (the record, its claims, the decorator's stored input)."""
         return self.root / key.relative_path()
 
     def path(self, key: TaskKey) -> ObjectStoragePath:
+        """The task instance's record file."""
         return self.folder(key) / self.record_name
 
     def for_round(self, round_number: int) -> PathRecordStore:
@@ -60,6 +63,7 @@ class PathRecordStore:
         return PathRecordStore(self.root, name, settle_seconds=self.settle_seconds, sleep=self.sleep)
 
     def load(self, key: TaskKey) -> SubmissionRecord | None:
+        """The task instance's record, or None when it has none; an unreadable one raises."""
         path = self.path(key)
         try:
             data = read_bytes_if_exists(path)
@@ -79,18 +83,21 @@ class PathRecordStore:
             ) from exc
 
     def save(self, record: SubmissionRecord) -> None:
+        """Write the record atomically (readers see the old one or the new one)."""
         write_atomically(self.path(record.key), record.to_json())
 
     def _claim_path(self, key: TaskKey, name: str) -> ObjectStoragePath:
         return self.folder(key) / "claims" / f"{self.record_name.removesuffix('.json')}.{name}.json"
 
     def release(self, key: TaskKey, name: str, holder: str) -> None:
+        """Give claim `name` back if `holder` holds it."""
         path = self._claim_path(key, name)
         data = read_bytes_if_exists(path)
         if data is not None and Claim.from_dict(msgspec.json.decode(data)).holder == holder:
             path.unlink()
 
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
+        """The holder of claim `name`: `mine` if this call won it (a conditional create where the store has one)."""
         path = self._claim_path(key, name)
         if is_local(path):
             return _claim_local_file(path.path, mine)

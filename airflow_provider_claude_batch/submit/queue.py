@@ -28,11 +28,19 @@ class ListedBatchLike(Protocol):
     """What the tally reads of a listed batch (the SDK's `MessageBatch` has it)."""
 
     @property
-    def created_at(self) -> datetime: ...
+    def created_at(self) -> datetime:
+        """When the batch was created."""
+        ...
+
     @property
-    def processing_status(self) -> str: ...
+    def processing_status(self) -> str:
+        """in_progress, canceling or ended."""
+        ...
+
     @property
-    def request_counts(self) -> MessageBatchRequestCounts: ...
+    def request_counts(self) -> MessageBatchRequestCounts:
+        """The batch's counts; `processing` is what still queues."""
+        ...
 
 
 @dataclass

@@ -6,6 +6,7 @@ Both feed the same `QueueTally`, so the worker's first check and the trigger's l
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.submit.queue import QueueTally
@@ -25,6 +26,21 @@ def queued_requests(hook: ClaudeBatchHook) -> int:
         if not tally.add(batch):
             break
     return tally.total
+
+
+def raise_unless_room(event: object) -> None:
+    """The queue trigger's event: return when it found room, else raise what it met (a refusal is final)."""
+    from airflow_provider_claude_batch.exceptions import BatchApiError, BatchApiRefusedError
+
+    if isinstance(event, Mapping) and event.get("status") == "fits":
+        return
+    message = event.get("message") if isinstance(event, Mapping) else f"no usable event ({event!r})"
+    refused = isinstance(event, Mapping) and event.get("error_kind") == "refused"
+    error = BatchApiRefusedError if refused else BatchApiError
+    raise error(
+        f"Waiting for room in the batch queue failed: {message}"
+        + ("" if refused else "; a retry looks again (nothing was created meanwhile).")
+    )
 
 
 async def queued_requests_async(client: AsyncAnthropic) -> int:

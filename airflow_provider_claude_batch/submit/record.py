@@ -34,6 +34,7 @@ class TaskKey:
     map_index: int = -1
 
     def relative_path(self) -> str:
+        """The task instance as a relative path (quoted parts), for file-based stores."""
         task = self.task_id if self.map_index < 0 else f"{self.task_id}.{self.map_index}"
         return "/".join(urllib.parse.quote(part, safe="") for part in (self.dag_id, self.run_id, task))
 
@@ -57,6 +58,8 @@ class PartRecord:
 
 @dataclass(frozen=True)
 class SubmissionRecord:
+    """What was planned and created for one task instance's input: read by every later try."""
+
     key: TaskKey
     fingerprint: str
     parts: tuple[PartRecord, ...]
@@ -76,6 +79,7 @@ class SubmissionRecord:
         now: float | None = None,
         attempt_id: str = "",
     ) -> SubmissionRecord:
+        """A fresh record for `plans`, before anything is created."""
         now = time.time() if now is None else now
         from airflow_provider_claude_batch.results.checks import custom_ids_digest
 
@@ -99,10 +103,12 @@ class SubmissionRecord:
 
     @property
     def batch_ids(self) -> list[str]:
+        """The batch IDs created so far, in part order."""
         return [p.batch_id for p in self.parts if p.batch_id]
 
     @property
     def complete(self) -> bool:
+        """Whether every part has its batch."""
         return all(p.batch_id for p in self.parts)
 
     def _with_part(self, part: PartRecord) -> SubmissionRecord:
@@ -110,9 +116,11 @@ class SubmissionRecord:
         return dataclasses.replace(self, parts=parts, updated_at=time.time())
 
     def with_intent(self, index: int, at: float) -> SubmissionRecord:
+        """The record with part `index`'s create about to be sent at `at` (epoch)."""
         return self._with_part(dataclasses.replace(self.parts[index], intent_at=at))
 
     def with_batch(self, index: int, batch_id: str, created_at: float, *, adopted: bool = False) -> SubmissionRecord:
+        """The record with part `index`'s batch recorded."""
         part = dataclasses.replace(self.parts[index], batch_id=batch_id, adopted=adopted, created_at=created_at)
         return self._with_part(part)
 
@@ -130,10 +138,11 @@ class SubmissionRecord:
         return value
 
     def to_json(self) -> bytes:
+        """The record as stored in a file."""
         return msgspec.json.format(msgspec.json.encode(self.to_dict()), indent=2)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> SubmissionRecord:
+    def from_dict(cls, raw: object) -> SubmissionRecord:
         """The record `to_dict` wrote; raises ValueError (or KeyError/TypeError) on anything else."""
         if not isinstance(raw, dict):
             raise ValueError(f"a submission record is a JSON object, not {type(raw).__name__}")
@@ -151,6 +160,7 @@ class SubmissionRecord:
 
     @classmethod
     def from_json(cls, data: bytes) -> SubmissionRecord:
+        """A record read from a file; raises on a malformed or newer one."""
         return cls.from_dict(msgspec.json.decode(data))
 
 
@@ -173,10 +183,12 @@ class Claim:
     at: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The claim as stored."""
         return {"holder": self.holder, "at": self.at}
 
     @classmethod
-    def from_dict(cls, raw: Any) -> Claim:
+    def from_dict(cls, raw: object) -> Claim:
+        """A stored claim; raises ValueError on anything else."""
         if not isinstance(raw, dict) or not isinstance(raw.get("holder"), str):
             raise ValueError(f"not a claim: {raw!r}")
         return cls(raw["holder"], float(raw["at"]))

@@ -42,6 +42,8 @@ from airflow_provider_claude_batch.submit.record import Claim, SubmissionRecord,
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from airflow.sdk import Context, ObjectStoragePath
+
     from airflow_provider_claude_batch.submit.path_store import PathRecordStore
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,37 @@ DELETE_WARNING = (
 )
 
 
+class StateAccessor(Protocol):
+    """What the record store uses of Airflow 3.3's task state store accessor (``context["task_state_store"]``)."""
+
+    def get(self, key: str) -> Any:
+        """The stored JSON value, or None."""
+        ...
+
+    def set(self, key: str, value: Any, *, retention: Any = ...) -> None:
+        """Store a JSON value (an upsert) for `retention` (an Airflow retention value)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the key."""
+        ...
+
+
 class RecordStore(Protocol):
     """One task instance's submission records, and claims that let one attempt act at a time."""
 
     @property
-    def location(self) -> str: ...
+    def location(self) -> str:
+        """Where the records are, for messages."""
+        ...
 
-    def load(self, key: TaskKey) -> SubmissionRecord | None: ...
+    def load(self, key: TaskKey) -> SubmissionRecord | None:
+        """The task instance's record, or None when it has none."""
+        ...
 
-    def save(self, record: SubmissionRecord) -> None: ...
+    def save(self, record: SubmissionRecord) -> None:
+        """Store the record (replacing the previous one)."""
+        ...
 
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
         """The holder of claim `name`: `mine` if this call won it, else whoever holds it."""
@@ -73,7 +97,8 @@ class RecordStore(Protocol):
         """Give claim `name` back if `holder` holds it (an attempt that failed before creating)."""
         ...
 
-    def for_round(self, round_number: int) -> RecordStore: ...
+    def for_round(self, round_number: int) -> RecordStore:
+        """The store of a resubmission round's record (round 0 is this one)."""
 
 
 def is_local_executor(executor_setting: str) -> bool:
@@ -139,7 +164,7 @@ class TaskStateRecordStore:
 
     def __init__(
         self,
-        accessor: Any,
+        accessor: StateAccessor,
         *,
         settle_seconds: float,
         legacy: PathRecordStore | None = None,
@@ -155,9 +180,11 @@ class TaskStateRecordStore:
 
     @property
     def location(self) -> str:
+        """Where the records are, for messages."""
         return f"the task state store, key {self.record_key!r}"
 
     def for_round(self, round_number: int) -> TaskStateRecordStore:
+        """The store of a resubmission round's record, under its own key."""
         legacy = self.legacy.for_round(round_number) if self.legacy is not None else None
         return TaskStateRecordStore(
             self.accessor,
@@ -168,6 +195,7 @@ class TaskStateRecordStore:
         )
 
     def load(self, key: TaskKey) -> SubmissionRecord | None:
+        """The record under this store's key (re-attaching one on the legacy path); an unreadable one raises."""
         raw = self.accessor.get(self.record_key)
         if raw is None:
             return self._reattach_legacy(key)
@@ -181,9 +209,11 @@ class TaskStateRecordStore:
             ) from exc
 
     def save(self, record: SubmissionRecord) -> None:
+        """Store the record, never expiring (it must outlive the results' 29 days)."""
         self.accessor.set(self.record_key, record.to_dict(), retention=never_expire())
 
     def release(self, key: TaskKey, name: str, holder: str) -> None:
+        """Give claim `name` back if `holder` holds it."""
         raw = self.accessor.get(self._claim_key(name))
         if raw is not None and Claim.from_dict(raw).holder == holder:
             self.accessor.delete(self._claim_key(name))
@@ -192,6 +222,7 @@ class TaskStateRecordStore:
         return f"{self.record_key}.claim.{name}"
 
     def claim(self, key: TaskKey, name: str, mine: Claim) -> Claim:
+        """The holder of claim `name` (a settled claim: the store has no compare-and-set)."""
         claim_key = self._claim_key(name)
 
         def read() -> Claim | None:
@@ -218,7 +249,11 @@ class TaskStateRecordStore:
 
 
 def open_record_store(
-    *, state_path: Any, storage_conn_id: str | None, context: Any, settle_seconds: float
+    *,
+    state_path: str | ObjectStoragePath | None,
+    storage_conn_id: str | None,
+    context: Context | None,
+    settle_seconds: float,
 ) -> RecordStore:
     """The record store for this task instance, by `choose_record_home`; raises before any API call."""
     from airflow_provider_claude_batch._compat import conf
@@ -233,11 +268,10 @@ def open_record_store(
         clear_on_success=conf.getboolean("state_store", "clear_on_success", fallback=False),
         executor=str(conf.get("core", "executor", fallback="LocalExecutor")),
     )
-    if home == "path":
-        assert explicit
+    if home == "path" and explicit:
         return PathRecordStore(as_path(explicit, storage_conn_id), settle_seconds=settle_seconds)
     local = PathRecordStore(as_path(local_default_path()), settle_seconds=settle_seconds)
-    if home == "local_disk":
+    if home == "local_disk" or accessor is None:
         return local
     return TaskStateRecordStore(accessor, settle_seconds=settle_seconds, legacy=local)
 

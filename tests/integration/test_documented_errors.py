@@ -281,7 +281,8 @@ def test_the_queue_guard_ends_within_its_budget_through_airflow(
 submit = ClaudeBatchSubmitOperator(
     task_id="submit", model="claude-sonnet-5-5", max_tokens=32, state_path={str(tmp_path / "state")!r},
     requests=[{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": "x"}}]}}}}
-              for i in range(3)], max_queued_requests=5, queue_check_interval=0.2, polling_error_budget=2,
+              for i in range(3)], queue=QueuePolicy(max_queued_requests=5, check_interval=0.2),
+    wait_policy=WaitPolicy(error_budget=2),
     create_policy=FAST)
 """,
     )

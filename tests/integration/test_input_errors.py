@@ -251,8 +251,14 @@ def test_a_decorated_function_returning_values_json_cannot_hold_fails_before_any
     [
         ('formats=["jsonl", "xlsx"]', "Unknown output format(s) ['xlsx']"),
         ('formats=["parquet"]', "the one-task flow writes jsonl and csv"),
-        ('price_overrides={"claude-haiku-5-5": {"inptu": 1, "output": 5}}', "price_overrides"),
-        ('price_overrides={"claude-haiku-5-5": {"input": -1, "output": 5}}', "price_overrides"),
+        (
+            'landing_policy=LandingPolicy(price_overrides={"claude-haiku-5-5": {"inptu": 1, "output": 5}})',
+            "price_overrides",
+        ),
+        (
+            'landing_policy=LandingPolicy(price_overrides={"claude-haiku-5-5": {"input": -1, "output": 5}})',
+            "price_overrides",
+        ),
     ],
 )
 def test_one_task_flow_landing_options_it_cannot_honour_fail_before_any_call(

@@ -192,9 +192,9 @@ def test_the_results_operator_resubmits_in_the_three_task_flow(
                                            max_tokens=16, state_path={str(tmp_path / "state")!r})
         wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
         land = ClaudeBatchResultsOperator(task_id="land", batch_ids=submit.output, output_path={str(out)!r},
-                                          max_retry_rounds=2, requests={requests}, model="claude-sonnet-5-5",
-                                          max_tokens=16, state_path={str(tmp_path / "state")!r},
-                                          deferrable=True, poll_interval=0.2)
+                                          max_retry_rounds=2, deferrable=True, poll_interval=0.2,
+                                          resubmit=Submission(requests={requests}, model="claude-sonnet-5-5",
+                                                              max_tokens=16, state_path={str(tmp_path / "state")!r}))
         submit >> wait >> land
     """,
     )

@@ -237,7 +237,7 @@ def test_an_outage_longer_than_the_budget_fails_without_cancelling(
         "long_outage",
         _submit(_requests(2), tmp_path)
         + "\n"
-        + _sensor(", deferrable=True, polling_error_budget=1.0, cancel_on_kill=True"),
+        + _sensor(", deferrable=True, wait_policy=WaitPolicy(error_budget=1.0), cancel_on_kill=True"),
     )
     result = run_dag(dag)
     assert result.task_state("wait") == "failed"
@@ -274,7 +274,7 @@ def test_the_deadline_cancels_only_with_cancel_on_kill(dags: Path, control: Emul
                 _requests(1, f"c{int(cancel)}-"),
                 tmp_path,
                 (
-                    f", wait_for_completion=True, deferrable=True, poll_interval=0.2, wait_timeout=timedelta(seconds=1), "
+                    f", wait_for_completion=True, deferrable=True, poll_interval=0.2, wait_policy=WaitPolicy(timeout=timedelta(seconds=1)), "
                     f"cancel_on_kill={cancel}"
                 ),
             ),
@@ -374,7 +374,9 @@ def test_the_queue_guard_waits_for_room_instead_of_being_refused(
             ]
         )
     dag = write_dag(
-        dags, "queue_guard", _submit(_requests(3), tmp_path, ", max_queued_requests=5, queue_check_interval=0.2")
+        dags,
+        "queue_guard",
+        _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=5, check_interval=0.2)"),
     )
     result = run_dag(dag)
     assert result.task_state("submit") == "success"
@@ -385,7 +387,9 @@ def test_the_queue_guard_waits_for_room_instead_of_being_refused(
 def test_a_batch_larger_than_the_queue_cap_is_refused_up_front(
     dags: Path, control: EmulatorControl, tmp_path: Path
 ) -> None:
-    dag = write_dag(dags, "queue_too_small", _submit(_requests(3), tmp_path, ", max_queued_requests=2"))
+    dag = write_dag(
+        dags, "queue_too_small", _submit(_requests(3), tmp_path, ", queue=QueuePolicy(max_queued_requests=2)")
+    )
     assert run_dag(dag).task_state("submit") == "failed"
     assert control.state()["calls"] == {}
 

@@ -1,0 +1,255 @@
+"""The submit step: read and validate the input, then create each planned batch exactly once.
+
+`Submission` holds the submit settings (input, request defaults, limits, where the record lives,
+the queue guard) and does its I/O through a hook and a record store; the submit operator, the
+one-task operator, the decorator and the results operator's resubmission rounds compose it. The
+create-once-and-adopt rules are `submit.create.Submitter`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
+from airflow_provider_claude_batch.submit.create import CreatePolicy
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.submit.create import Submitter
+    from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
+    from airflow_provider_claude_batch.submit.store import RecordStore
+    from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
+    from airflow_provider_claude_batch.wait.waiting import Deferrable
+
+log = logging.getLogger(__name__)
+
+# A request as given: {"custom_id", "params"}; a row: any mapping of columns.
+RequestLike = Mapping[str, Any]
+PARAMS_DOC = """
+    :param requests: a list of ``{"custom_id", "params"}`` (or an XComArg giving one). Exactly one of
+        ``requests``, ``requests_path``, ``rows``, ``rows_path``; everything is validated before any call.
+    :param requests_path: a JSONL file of such requests on any object storage (templated).
+    :param rows: rows (dicts) turned into requests by ``params_template`` or ``build_params``.
+    :param rows_path: a JSONL or CSV file of rows (templated).
+    :param rows_format: ``"jsonl"`` or ``"csv"`` when ``rows_path``'s suffix does not say.
+    :param custom_id_column: the row column holding each request's custom_id.
+    :param params_template: params with ``{column}`` placeholders, filled from each row.
+    :param build_params: ``row -> params``, for what a template cannot say (runs in the worker).
+    :param model: the model for requests whose params name none (templated).
+    :param max_tokens: the output cap for requests whose params set none: it bounds each request's cost.
+    :param system: the system prompt for requests whose params have none (templated).
+    :param max_requests_per_batch: split into batches of at most this many requests (API cap 100,000);
+        smaller batches end sooner but each is one more create to pay attention to.
+    :param max_batch_bytes: split so no batch body exceeds this (API cap 256 MB).
+    :param storage_conn_id: the connection for object-storage paths (input, state, output).
+    :param state_path: where the submission record lives (templated; default: the task state store). It
+        is what stops a retry on another worker from paying twice: it must be storage every worker shares.
+    :param force_resubmit: submit anew even when the record shows this input was submitted: pays again.
+    :param queue: a `QueuePolicy`: wait (deferred) for room in the workspace's queue before each create.
+    :param create_policy: a `CreatePolicy`: create attempts, lost-answer reconciliation, claims.
+"""
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """The queue guard: wait for room before creating, so many tasks at once are not refused.
+
+    :param max_queued_requests: create a batch only while the workspace's queued requests plus its
+        own stay at or under this; a batch larger than it can never be created (refused up front).
+    :param check_interval: seconds between looks at the queue while waiting (one List page or more each).
+    """
+
+    max_queued_requests: int
+    check_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_queued_requests < 1:
+            raise ValueError(f"max_queued_requests must be at least 1, not {self.max_queued_requests}")
+        if self.check_interval <= 0:
+            raise ValueError(f"check_interval must be > 0 seconds, not {self.check_interval}")
+
+
+@dataclass
+class Submission:
+    """The submit step: its settings (below), reading and planning the input, creating each batch once.
+
+    Mutable only so that Airflow renders its templated fields in place (`template_fields`).
+    """
+
+    template_fields: ClassVar[tuple[str, ...]] = ("requests_path", "rows_path", "state_path", "model", "system")
+
+    requests: Iterable[RequestLike] | None = None
+    requests_path: str | ObjectStoragePath | None = None
+    rows: Iterable[RequestLike] | None = None
+    rows_path: str | ObjectStoragePath | None = None
+    rows_format: str | None = None
+    custom_id_column: str = "custom_id"
+    params_template: Mapping[str, Any] | None = None
+    build_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    system: str | list[Any] | None = None
+    max_requests_per_batch: int = API_MAX_REQUESTS
+    max_batch_bytes: int = API_MAX_BODY_BYTES
+    storage_conn_id: str | None = None
+    state_path: str | ObjectStoragePath | None = None
+    force_resubmit: bool = False
+    queue: QueuePolicy | None = None
+    create_policy: CreatePolicy = field(default_factory=CreatePolicy)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_requests_per_batch <= API_MAX_REQUESTS:
+            raise ValueError(f"max_requests_per_batch must be between 1 and {API_MAX_REQUESTS} (the API's cap)")
+        if not 1 <= self.max_batch_bytes <= API_MAX_BODY_BYTES:
+            raise ValueError(f"max_batch_bytes must be between 1 and {API_MAX_BODY_BYTES} (under the API's 256 MB)")
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or self.max_tokens < 1):
+            raise ValueError(f"max_tokens must be a whole number of at least 1, not {self.max_tokens!r}")
+        if self.queue is not None and not isinstance(self.queue, QueuePolicy):
+            raise TypeError(f"queue takes a QueuePolicy(max_queued_requests=...), not {type(self.queue).__name__}")
+
+    __doc__ = (__doc__ or "") + PARAMS_DOC
+
+    def runtime_inputs(self) -> tuple[object, object]:
+        """The inputs that may be XComArgs (their upstream tasks become dependencies)."""
+        return self.requests, self.rows
+
+    def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
+        """Read, validate, serialize and split the input; raises before any API call if it is bad."""
+        from airflow_provider_claude_batch._compat import resolve
+        from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
+        from airflow_provider_claude_batch.input.read import request_entries
+        from airflow_provider_claude_batch.requests.prepare import RequestDefaults, prepare_requests
+
+        entries = request_entries(
+            requests=resolve(self.requests, context),
+            requests_path=self.requests_path,
+            rows=resolve(self.rows, context),
+            rows_path=self.rows_path,
+            rows_format=self.rows_format,
+            custom_id_column=self.custom_id_column,
+            params_template=self.params_template,
+            build_params=self.build_params,
+            storage_conn_id=self.storage_conn_id,
+        )
+        defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
+        prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
+        if bad:
+            raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
+        if not len(prepared):
+            raise BatchInputError("The input has no requests; nothing was submitted.")
+        plans = self.plan(prepared)
+        log.info(
+            "%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
+            len(prepared),
+            len(prepared.buffer) / 1e6,
+            len(plans),
+            prepared.fingerprint[:16],
+        )
+        return prepared, plans
+
+    def plan(self, prepared: PreparedRequests) -> list[BatchPlan]:
+        """Split `prepared` into batches within the limits; refuses a batch the queue guard could never fit."""
+        from airflow_provider_claude_batch.exceptions import BatchInputError
+        from airflow_provider_claude_batch.requests.prepare import plan_batches
+
+        plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
+        if self.queue is not None:
+            largest = max(p.request_count for p in plans)
+            if largest > self.queue.max_queued_requests:
+                raise BatchInputError(
+                    f"A batch of {largest} requests can never fit max_queued_requests="
+                    f"{self.queue.max_queued_requests}; lower max_requests_per_batch."
+                )
+        return plans
+
+    def record_store(self, context: Context) -> RecordStore:
+        """Where this task instance's submission record lives (see `submit.store`); raises before any API
+        call when that would be a disk other workers cannot read.
+        """
+        from airflow_provider_claude_batch.submit.store import open_record_store
+
+        return open_record_store(
+            state_path=self.state_path,
+            storage_conn_id=self.storage_conn_id,
+            context=context,
+            settle_seconds=self.create_policy.claim_settle_seconds,
+        )
+
+    def open(
+        self,
+        hook: ClaudeBatchHook,
+        store: RecordStore,
+        context: Context,
+        prepared: PreparedRequests,
+        plans: list[BatchPlan],
+        *,
+        force_resubmit: bool | None = None,
+    ) -> tuple[Submitter, SubmissionRecord]:
+        """The record to continue (re-attached, adopted from a concurrent attempt, or new) and its submitter."""
+        from airflow_provider_claude_batch.submit.create import Submitter
+
+        submitter = Submitter(hook, store, self.create_policy)
+        force = self.force_resubmit if force_resubmit is None else force_resubmit
+        record = submitter.open_record(
+            task_key(context), prepared, plans, force_resubmit=force, attempt_id=str(context["ti"].id)
+        )
+        return submitter, record
+
+    def submit_parts(
+        self,
+        task: Deferrable,
+        submitter: Submitter,
+        record: SubmissionRecord,
+        prepared: PreparedRequests,
+        plans: list[BatchPlan],
+        *,
+        on_part: Callable[[SubmissionRecord], None],
+        resume_with: str,
+        error_budget: float,
+    ) -> SubmissionRecord:
+        """Give every planned batch its batch, part by part; defers to `resume_with` while the queue is full."""
+        for part in record.parts:
+            if part.batch_id is None:
+                trigger = self.queue_wait(submitter.hook, part.request_count, error_budget)
+                if trigger is not None:
+                    task.defer(trigger=trigger, method_name=resume_with)
+            record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
+            on_part(record)
+        return record
+
+    def queue_wait(self, hook: ClaudeBatchHook, needed: int, error_budget: float) -> ClaudeBatchQueueTrigger | None:
+        """None when `needed` more requests fit the queue guard (or there is none); else the trigger to wait on."""
+        if self.queue is None:
+            return None
+        from airflow_provider_claude_batch.submit.queue import fits
+        from airflow_provider_claude_batch.submit.queue_room import queued_requests
+        from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
+
+        cap = self.queue.max_queued_requests
+        queued = queued_requests(hook)
+        if fits(queued, needed, cap):
+            return None
+        log.info(
+            "%d requests already queued; %d more would exceed max_queued_requests=%d: waiting deferred",
+            queued,
+            needed,
+            cap,
+        )
+        return ClaudeBatchQueueTrigger(
+            needed, cap, hook.claude_batch_conn_id, poll_interval=self.queue.check_interval, error_budget=error_budget
+        )
+
+
+def task_key(context: Context) -> TaskKey:
+    """The task instance a submission belongs to, from the running task's context."""
+    from airflow_provider_claude_batch.submit.record import TaskKey
+
+    ti = context["ti"]
+    map_index = ti.map_index if ti.map_index is not None else -1
+    return TaskKey(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=map_index)
