@@ -96,7 +96,7 @@ def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequen
     import anthropic
 
     from airflow_provider_claude_batch.exceptions import BatchApiRefusedError
-    from airflow_provider_claude_batch.wait.polling import REFUSED_STATUSES
+    from airflow_provider_claude_batch.wait.errors import REFUSED_STATUSES
 
     try:
         yield
