@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from airflow_provider_claude_batch.wait.polling import BATCH_LIFETIME, DEADLINE_MARGIN
+from airflow_provider_claude_batch.defaults import BATCH_LIFETIME, DEADLINE_MARGIN
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -1,8 +1,8 @@
-"""`ClaudeBatchTrigger`: wait in the triggerer, without a worker slot, until every batch has ended.
+"""The two triggers, declared on `ClaudeBatchBaseTrigger`: wait for batches, wait for queue room.
 
-It serializes only IDs, the conn id, a wall-clock deadline and polling settings (never a key),
-polls through the triggerer's shared poller for its connection (one SDK async client, and one List
-call for many triggers' batches: see `triggers.poller`) and rides out API outages for a time
+`ClaudeBatchTrigger` waits in the triggerer, without a worker slot, until every batch has ended.
+It polls through the triggerer's shared poller for its connection (one SDK async client, and one
+List call for many triggers' batches: see `wait.poller`) and rides out API outages for a time
 budget. It never cancels a batch because of an error of its own: only `on_kill`, when a user marked
 the deferred task failed, and only with `cancel_on_kill`.
 """
@@ -12,28 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, mask_secrets, retry_after
-from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.submit.queue import fits
-from airflow_provider_claude_batch.submit.queue_room import queued_requests_async
-from airflow_provider_claude_batch.wait.events import WaitOutcome
-from airflow_provider_claude_batch.wait.listing import coalesce_patience
-from airflow_provider_claude_batch.wait.poller import SharedPoller, shared_poller
-from airflow_provider_claude_batch.wait.polling import (
+from airflow_provider_claude_batch.defaults import (
+    DEFAULT_CONN_ID,
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    ErrorBudget,
-    queue_check_after_error,
 )
+from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.submit.queue import fits
+from airflow_provider_claude_batch.submit.queue_room import queued_requests_async
+from airflow_provider_claude_batch.triggers.base import ClaudeBatchBaseTrigger
+from airflow_provider_claude_batch.wait.errors import ErrorBudget, decide_after_error
+from airflow_provider_claude_batch.wait.events import WaitOutcome, WaitPayload
+from airflow_provider_claude_batch.wait.listing import coalesce_patience
 from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Mapping, Sequence
+
+    from airflow.triggers.base import BaseTrigger
+    from anthropic import AsyncAnthropic
+
+    from airflow_provider_claude_batch.wait.events import ErrorKind
+    from airflow_provider_claude_batch.wait.poller import SharedPoller
 
 
 # A progress line when a poll tells something new, else one every 10 minutes: a day-long wait polled
@@ -42,13 +46,25 @@ if TYPE_CHECKING:
 PROGRESS_EVERY = 600.0
 
 
-class ClaudeBatchTrigger(BaseTrigger):
+class ClaudeBatchTrigger(ClaudeBatchBaseTrigger):
     """Poll one or many batches until all have ended, the deadline passes, or the API fails for good."""
+
+    classpath = "airflow_provider_claude_batch.triggers.claude_batch.ClaudeBatchTrigger"
+    fields = (
+        "batch_ids",
+        "conn_id",
+        "deadline",
+        "poll_interval",
+        "max_poll_interval",
+        "error_budget",
+        "cancel_on_kill",
+        "started_at",
+    )
 
     def __init__(
         self,
         batch_ids: Sequence[str],
-        conn_id: str = ClaudeBatchHook.default_conn_name,
+        conn_id: str = DEFAULT_CONN_ID,
         *,
         deadline: float,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -67,27 +83,12 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.started_at = time.time() if started_at is None else float(started_at)
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_ids": self.batch_ids,
-                "conn_id": self.conn_id,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-                "started_at": self.started_at,
-            },
-        )
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        async with shared_poller(self.conn_id, self.batch_ids) as poller:
-            outcome = await self._wait(poller)
-        yield TriggerEvent(outcome.to_payload())
+    def polled_batch_ids(self) -> Sequence[str]:
+        """This trigger's batches, polled through the shared poller."""
+        return self.batch_ids
 
     def tracker(self) -> WaitTracker:
+        """A fresh tracker with this trigger's settings (the in-worker loop follows the same rules)."""
         return WaitTracker(
             self.batch_ids,
             self.deadline,
@@ -97,15 +98,15 @@ class ClaudeBatchTrigger(BaseTrigger):
             self.started_at,
         )
 
-    async def _wait(self, poller: SharedPoller) -> WaitOutcome:
-        tracker = self.tracker()
-        try:
-            await poller.client()
-        except Exception as exc:  # a broken connection definition must end the wait with a reason
-            message = mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}")
-            return WaitOutcome("error", self.batch_ids, {}, message, "refused")
+    def error_payload(self, kind: ErrorKind, message: str) -> WaitPayload:
+        """An outcome that names the batches and why the wait ended without them."""
+        return WaitOutcome("error", self.batch_ids, {}, message, kind).to_payload()
+
+    async def wait(self, poller: SharedPoller, client: AsyncAnthropic) -> WaitPayload:
+        """Poll until the tracker finishes; each poll joins the connection's shared cycle."""
         import anthropic  # already loaded by the client build, off the event loop
 
+        tracker = self.tracker()
         loop = asyncio.get_running_loop()
         delay = self.poll_interval
         while True:
@@ -131,7 +132,7 @@ class ClaudeBatchTrigger(BaseTrigger):
                     if tracker.progress_due(now, PROGRESS_EVERY) and self.log.isEnabledFor(logging.INFO):
                         self.log.info("%s", tracker.progress(now))
             if decision.outcome is not None:
-                return decision.outcome
+                return decision.outcome.to_payload()
             delay = decision.delay
             # After a success, the next poll is due `delay` after the cycle read the batches (so the
             # triggers of one cycle stay in step); after an error, `delay` from now (retry-after).
@@ -178,19 +179,22 @@ async def _current_task_state(trigger: BaseTrigger) -> str | None:
         return None
 
 
-class ClaudeBatchQueueTrigger(BaseTrigger):
+class ClaudeBatchQueueTrigger(ClaudeBatchBaseTrigger):
     """Wait until the workspace's queued requests leave room for `needed` more (the queue guard).
 
-    Errors follow the wait trigger's rules: a refusal (401/403/404/407...) ends the wait at once, any
-    other error is ridden out for `error_budget` seconds, then the wait ends with an "unavailable"
-    event (the operator fails, retryably; nothing was created meanwhile).
+    Errors follow the wait trigger's rules (`decide_after_error`): a refusal (401/403/404/407...)
+    ends the wait at once, any other error is ridden out for `error_budget` seconds, then the wait
+    ends with an "unavailable" event (the operator fails, retryably; nothing was created meanwhile).
     """
+
+    classpath = "airflow_provider_claude_batch.triggers.claude_batch.ClaudeBatchQueueTrigger"
+    fields = ("needed", "max_queued", "conn_id", "poll_interval", "error_budget")
 
     def __init__(
         self,
         needed: int,
         max_queued: int,
-        conn_id: str = ClaudeBatchHook.default_conn_name,
+        conn_id: str = DEFAULT_CONN_ID,
         *,
         poll_interval: float = 60.0,
         error_budget: float = DEFAULT_ERROR_BUDGET,
@@ -202,36 +206,13 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.error_budget = float(error_budget)
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "needed": self.needed,
-                "max_queued": self.max_queued,
-                "conn_id": self.conn_id,
-                "poll_interval": self.poll_interval,
-                "error_budget": self.error_budget,
-            },
-        )
+    def error_payload(self, kind: ErrorKind, message: str) -> Mapping[str, object]:
+        """The queue guard's error event: the operator fails, retryably unless `kind` is "refused"."""
+        return {"status": "error", "error_kind": kind, "message": message}
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
-        try:
-            payload = await self._wait(hook)
-        finally:
-            await hook.aclose()
-        yield TriggerEvent(payload)
-
-    async def _wait(self, hook: ClaudeBatchHook) -> dict[str, Any]:
-        try:
-            client = (await hook.get_async_conn()).with_options(max_retries=0)
-        except Exception as exc:  # a broken connection definition must end the wait with a reason
-            return {
-                "status": "error",
-                "error_kind": "refused",
-                "message": mask_secrets(f"Cannot build a client from connection {self.conn_id!r}: {exc}"),
-            }
-        import anthropic  # already loaded by get_async_conn, off the event loop
+    async def wait(self, poller: SharedPoller, client: AsyncAnthropic) -> Mapping[str, object]:
+        """Count the queued requests every `poll_interval` until `needed` more fit under `max_queued`."""
+        import anthropic  # already loaded by the client build, off the event loop
 
         budget = ErrorBudget(self.error_budget)
         while True:
@@ -239,24 +220,20 @@ class ClaudeBatchQueueTrigger(BaseTrigger):
             try:
                 queued = await queued_requests_async(client)
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                described = hook.describe_error(exc)
-                check = queue_check_after_error(
+                described = poller.describe(exc)
+                decision = decide_after_error(
                     budget, getattr(exc, "status_code", None), retry_after(exc), self.poll_interval, time.time()
                 )
-                if check.action == "stop":
-                    spent = "" if check.kind == "refused" else f" for {self.error_budget / 60:.1f} min"
-                    return {
-                        "status": "error",
-                        "error_kind": check.kind,
-                        "message": f"Cannot list batches{spent}: {described}",
-                    }
+                if decision.kind is not None:
+                    spent = "" if decision.kind == "refused" else f" for {self.error_budget / 60:.1f} min"
+                    return self.error_payload(decision.kind, f"Cannot list batches{spent}: {described}")
                 self.log.warning(
                     "Listing batches failed (%s), attempt %d; trying again in %.1f s",
                     described,
                     budget.failures,
-                    check.delay,
+                    decision.delay,
                 )
-                delay = check.delay
+                delay = decision.delay
             else:
                 budget.record_success()
                 if fits(queued, self.needed, self.max_queued):

@@ -1,4 +1,5 @@
-"""The payload a wait trigger hands back to the task, and its validation on resume.
+"""What a wait ends with: the batches' snapshots and the outcome a trigger hands back to the task,
+with its validation on resume. Pure: no Airflow, no SDK at run time.
 
 Everything the resumed method needs travels in the payload: `dag.test()` drops the `kwargs`
 given to `defer()`, so nothing may depend on them.
@@ -8,11 +9,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 WaitStatus = Literal["ended", "timeout", "error"]
 ErrorKind = Literal["refused", "unavailable"]
 _STATUSES = ("ended", "timeout", "error")
+
+
+class SnapshotPayload(TypedDict):
+    """A `BatchSnapshot` as it travels in a trigger event (JSON)."""
+
+    id: str
+    processing_status: str
+    request_counts: dict[str, int]
+    created_at: str | None
+    ended_at: str | None
+    cancel_initiated_at: str | None
+
+
+class WaitPayload(TypedDict):
+    """A `WaitOutcome` as it travels in a trigger event (JSON)."""
+
+    status: WaitStatus
+    batch_ids: list[str]
+    message: str
+    error_kind: ErrorKind | None
+    batches: dict[str, SnapshotPayload]
 
 
 @dataclass(frozen=True)
@@ -28,9 +55,11 @@ class BatchSnapshot:
 
     @property
     def canceled(self) -> bool:
+        """Whether someone asked to cancel the batch (its unfinished requests were not processed)."""
         return self.cancel_initiated_at is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SnapshotPayload:
+        """The snapshot as JSON-ready data for a trigger event."""
         return {
             "id": self.id,
             "processing_status": self.processing_status,
@@ -43,13 +72,16 @@ class BatchSnapshot:
 
 @dataclass(frozen=True)
 class WaitOutcome:
+    """How a wait ended (every batch ended, the deadline passed, or the API failed) and what it saw."""
+
     status: WaitStatus
     batch_ids: list[str]
     batches: dict[str, BatchSnapshot] = field(default_factory=dict)
     message: str = ""
     error_kind: ErrorKind | None = None
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> WaitPayload:
+        """The outcome as a trigger event's payload."""
         return {
             "status": self.status,
             "batch_ids": list(self.batch_ids),
@@ -87,23 +119,23 @@ class WaitOutcome:
         return cls(status, batch_ids, batches, str(event.get("message") or ""), error_kind)
 
 
-def total_requests(request_counts: Any) -> int:
-    """All requests of a batch, whatever their state (the SDK's MessageBatchRequestCounts, duck-typed)."""
+def total_requests(request_counts: MessageBatchRequestCounts) -> int:
+    """All requests of a batch, whatever their state."""
     counts = request_counts
     return int(counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired)
 
 
-def snapshot(batch: Any) -> BatchSnapshot:
-    """A BatchSnapshot from the SDK's MessageBatch (duck-typed, so this module needs no SDK import)."""
+def _isoformat(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
-    def when(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
 
+def snapshot(batch: MessageBatch) -> BatchSnapshot:
+    """A BatchSnapshot from the SDK's MessageBatch."""
     return BatchSnapshot(
         id=batch.id,
         processing_status=batch.processing_status,
-        request_counts={k: int(v) for k, v in batch.request_counts.to_dict().items()},
-        created_at=when(batch.created_at),
-        ended_at=when(batch.ended_at),
-        cancel_initiated_at=when(batch.cancel_initiated_at),
+        request_counts={k: int(v) for k, v in batch.request_counts.model_dump().items()},
+        created_at=_isoformat(batch.created_at),
+        ended_at=_isoformat(batch.ended_at),
+        cancel_initiated_at=_isoformat(batch.cancel_initiated_at),
     )

@@ -56,6 +56,8 @@ class ListedBatch(msgspec.Struct, gc=False):
 
 
 class ListPage(msgspec.Struct, gc=False):
+    """One page of the List endpoint, decoded into the fields a wait needs."""
+
     data: list[ListedBatch]
     has_more: bool = False
     last_id: str | None = None
@@ -70,6 +72,7 @@ def decode_page(body: bytes) -> ListPage:
 
 
 def use_listing(wanted: int) -> bool:
+    """Whether a cycle wanting this many batches lists them rather than retrieving each one."""
     return wanted >= LIST_THRESHOLD
 
 
@@ -115,6 +118,7 @@ class ListingScan:
         return not listing_can_stop(oldest_listed, self.now)
 
     def missing(self) -> list[str]:
+        """The wanted batches the pages read so far did not hold (to be retrieved one by one)."""
         return sorted(self.wanted.difference(self.found))
 
 

@@ -1,6 +1,6 @@
-"""Wait for batches inside a worker task (poke mode, or `wait_for_completion` without deferral),
-and turn any wait's outcome into success or the right error. The decisions are `WaitTracker`'s,
-the same the trigger follows.
+"""The in-worker I/O shell of waiting: poll batches with the sync client inside a task (the sensor's
+poke mode, or waiting without deferral), and turn any wait's outcome into success or the right
+Airflow error. The decisions are `WaitTracker`'s, the same the trigger follows.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def poll_once(hook: ClaudeBatchHook, tracker: WaitTracker, now: float) -> Decisi
 def wait_in_task(
     hook: ClaudeBatchHook, tracker: WaitTracker, sleep: Callable[[float], None] = time.sleep
 ) -> WaitOutcome:
+    """Poll and sleep in this worker until the tracker finishes (the worker slot stays taken)."""
     while True:
         decision = poll_once(hook, tracker, time.time())
         if decision.outcome is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.hooks.api_errors import describe_api_error
 from airflow_provider_claude_batch.hooks.claude_batch import BATCHES_PATH, ClaudeBatchHook
+from airflow_provider_claude_batch.wait.errors import classify_status
 from airflow_provider_claude_batch.wait.events import BatchSnapshot, snapshot
 from airflow_provider_claude_batch.wait.listing import (
     PAGE_LIMIT,
@@ -31,7 +32,6 @@ from airflow_provider_claude_batch.wait.listing import (
     page_cap,
     use_listing,
 )
-from airflow_provider_claude_batch.wait.polling import classify_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -80,6 +80,8 @@ async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
 
 @dataclass(frozen=True)
 class PollAnswer:
+    """One trigger's share of a poll cycle."""
+
     snapshots: list[BatchSnapshot]
     read_at: float  # loop time when the cycle that read them started
 
@@ -96,7 +98,8 @@ class SharedPoller:
     """The poll cycles and the SDK client of one connection in one event loop."""
 
     conn_id: str
-    users: int = 0
+    users: int = 0  # triggers holding the client (the last one closes it)
+    waiting: int = 0  # those of them that poll batches (their polls may share a cycle)
     _hook: ClaudeBatchHook | None = None
     _client: asyncio.Future[AsyncAnthropic] | None = None
     _queue: list[_Request] = field(default_factory=list)
@@ -126,12 +129,14 @@ class SharedPoller:
         """Snapshots of these batches, read after this call started, in their order.
 
         Waits up to `patience` seconds for other triggers' polls to join the same cycle (not at all
-        when this trigger is the connection's only one). Raises the API error the batches met.
+        when this trigger is the connection's only one that polls). Raises the API error the batches met.
         A trigger that times its next poll from `read_at` rather than from when its answer arrived
         (answers are handed out a few per turn of the loop) keeps in step with the others.
         """
         loop = asyncio.get_running_loop()
-        request = _Request(tuple(batch_ids), loop.time() + (patience if self.users > 1 else 0.0), loop.create_future())
+        request = _Request(
+            tuple(batch_ids), loop.time() + (patience if self.waiting > 1 else 0.0), loop.create_future()
+        )
         self._queue.append(request)
         if self._cycle is None:
             self._start_by(request.start_by)
@@ -245,10 +250,12 @@ class SharedPoller:
         )
 
     def forget(self, batch_ids: Sequence[str]) -> None:
+        """Drop what the poller remembers of batches no trigger waits on any more."""
         for batch_id in batch_ids:
             self._created_at.pop(batch_id, None)
 
     async def aclose(self) -> None:
+        """Stop the pending cycle and close the connection's client (when its last trigger leaves)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -266,16 +273,22 @@ class SharedPoller:
 
 @asynccontextmanager
 async def shared_poller(conn_id: str, batch_ids: Sequence[str]) -> AsyncIterator[SharedPoller]:
-    """The running event loop's poller for `conn_id`; the last trigger to leave closes its client."""
+    """The running event loop's poller for `conn_id`; the last trigger to leave closes its client.
+
+    A trigger that polls no batches (the queue trigger) shares the client only.
+    """
     pollers = _pollers.setdefault(asyncio.get_running_loop(), {})
     poller = pollers.get(conn_id)
     if poller is None:
         poller = pollers[conn_id] = SharedPoller(conn_id)
+    polls = 1 if batch_ids else 0
     poller.users += 1
+    poller.waiting += polls
     try:
         yield poller
     finally:
         poller.users -= 1
+        poller.waiting -= polls
         poller.forget(batch_ids)
         if poller.users == 0:
             if pollers.get(conn_id) is poller:

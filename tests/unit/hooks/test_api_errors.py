@@ -1,9 +1,8 @@
 """Pure checks behind the documented errors: masking secret-shaped text, comparing origins, naming a
-failing proxy, and the queue guard's error budget."""
+failing proxy."""
 
 from __future__ import annotations
 
-import random
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from airflow_provider_claude_batch.exceptions import BatchApiRefusedError, ClaudeBatchError
 from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, mask_secrets, same_origin, show_origin
 from airflow_provider_claude_batch.hooks.client_settings import ClientSettings, check_proxy_support
-from airflow_provider_claude_batch.wait.polling import ErrorBudget, classify_status, queue_check_after_error
 
 KEY = "sk-ant-api03-" + "Ab3_xY9-" * 12
 TOKEN = "9f8e7d6c5b4a39281706f5e4d3c2b1a0ZZyyXXww"
@@ -117,35 +115,3 @@ def test_a_socks_proxy_without_socksio_gets_a_clear_message(monkeypatch: pytest.
     assert TOKEN not in str(caught.value)
     check_proxy_support("http://proxy.internal:3128")
     check_proxy_support(None)
-
-
-def test_proxy_authentication_is_a_refusal() -> None:
-    assert classify_status(407) == "fatal"
-
-
-def test_the_queue_guard_ends_at_once_on_a_refusal() -> None:
-    budget = ErrorBudget(60)
-    for status in (401, 403, 404, 407):
-        check = queue_check_after_error(budget, status, None, 1.0, 0.0)
-        assert (check.action, check.kind) == ("stop", "refused")
-
-
-def test_the_queue_guard_rides_out_errors_for_the_budget_then_ends() -> None:
-    budget = ErrorBudget(60)
-    rng = random.Random(1)
-    checks = [
-        queue_check_after_error(budget, status, None, 1.0, now, rng)
-        for now, status in ((0.0, None), (10.0, 503), (59.0, 529))
-    ]
-    assert [c.action for c in checks] == ["retry", "retry", "retry"]
-    assert all(0 < c.delay <= 10 for c in checks)
-    assert queue_check_after_error(budget, None, None, 1.0, 60.0, rng).kind == "unavailable"
-
-
-def test_the_queue_guard_honours_retry_after_and_a_success_resets_the_budget() -> None:
-    budget = ErrorBudget(60)
-    assert queue_check_after_error(budget, 429, 7.0, 1.0, 0.0).delay == 7.0
-    budget.record_success()
-    assert queue_check_after_error(budget, 503, None, 1.0, 100.0).action == "retry"
-    assert queue_check_after_error(budget, 503, None, 1.0, 159.0).action == "retry"
-    assert queue_check_after_error(budget, 503, None, 1.0, 160.0).action == "stop"

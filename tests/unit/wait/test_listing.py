@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -113,17 +112,11 @@ def test_a_listed_batch_gives_the_same_snapshot_as_the_sdk_object() -> None:
             "last_id": "msgbatch_1",
         }
     )
+    from anthropic.types.messages import MessageBatch
+
     (batch,) = decode_page(body).data
-    counts = {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 0}
-    sdk_like = SimpleNamespace(
-        id="msgbatch_1",
-        processing_status="ended",
-        request_counts=SimpleNamespace(to_dict=lambda: counts),
-        created_at=datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC),
-        ended_at=datetime(2026, 11, 22, 11, 0, tzinfo=UTC),
-        cancel_initiated_at=None,
-    )
-    assert batch.snapshot() == snapshot(sdk_like)
+    sdk_batch = MessageBatch.model_validate(msgspec.json.decode(body)["data"][0])
+    assert batch.snapshot() == snapshot(sdk_batch)
 
 
 def test_a_page_not_shaped_like_the_api_is_refused() -> None:
