@@ -39,18 +39,17 @@ def read_bytes_if_exists(path: ObjectStoragePath, attempts: int = 5) -> bytes | 
     """The whole object, or None if absent. An object replaced while it was read (s3fs `FileExpired`,
     errno EBUSY: another attempt saved it meanwhile) is read again, from the start.
     """
-    attempt = 1
-    while True:
+    for attempt in range(1, attempts + 1):
         try:
             return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno != errno.EBUSY or attempt >= attempts:
+            if exc.errno != errno.EBUSY or attempt == attempts:
                 raise
             if hasattr(path.fs, "invalidate_cache"):
                 path.fs.invalidate_cache(str(path.path))
-        attempt += 1
+    raise AssertionError("unreachable")
 
 
 def write_atomically(path: ObjectStoragePath, data: bytes) -> None:
