@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,38 @@ def step_arguments(step: type, arguments: Mapping[str, Any]) -> dict[str, Any]:
     return {f.name: arguments[f.name] for f in dataclasses.fields(step) if f.name in arguments}
 
 
+def takes_step_fields(step: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give an operator `__init__` that passes `step`'s fields on through ``**kwargs`` a signature listing them.
+
+    Airflow reads an operator's parameters from its signature: `default_args` fill only listed
+    parameters, and ``.partial().expand()`` refuses unlisted ones. One list of fields (the step's
+    dataclass) then serves every operator that composes the step.
+    """
+
+    def with_fields(init: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(init)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        rest = [p for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in own}
+        fields = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_field_default(f), annotation=f.type)
+            for f in dataclasses.fields(step)
+            if f.name not in taken
+        ]
+        init.__signature__ = signature.replace(parameters=[*own, *fields, *rest])  # type: ignore[attr-defined]
+        return init
+
+    return with_fields
+
+
+def _field_default(field: dataclasses.Field[Any]) -> object:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return inspect.Parameter.empty
+
+
 def default_deferrable() -> bool:
     """Airflow's `[operators] default_deferrable`, the default of every `deferrable` parameter."""
     return conf.getboolean("operators", "default_deferrable", fallback=False)
@@ -107,7 +140,7 @@ def refusals_fail_the_task(hook: ClaudeBatchHook, batch_ids: Callable[[], Sequen
     import anthropic
 
     from airflow_provider_claude_batch.exceptions import BatchApiRefusedError
-    from airflow_provider_claude_batch.wait.polling import REFUSED_STATUSES
+    from airflow_provider_claude_batch.wait.errors import REFUSED_STATUSES
 
     try:
         yield

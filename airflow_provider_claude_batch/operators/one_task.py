@@ -13,6 +13,7 @@ from airflow_provider_claude_batch.operators.common import (
     make_hook,
     refusals_fail_the_task,
     step_arguments,
+    takes_step_fields,
     waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
@@ -60,6 +61,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
     operator_extra_links = CONSOLE_LINKS
     ui_color = "#e8dccd"
 
+    @takes_step_fields(Submission)
     def __init__(
         self,
         *,

@@ -10,4 +10,6 @@ I/O shells:
 - `loop`: the sync loop in a worker task (sensor poke mode, waiting without deferral);
 - `poller`: the triggerer's async poller, shared by every trigger of a connection in one event loop
   (the triggers themselves are declared in `triggers/`).
+
+The step the operators compose: `waiting.Waiting` (defer to a trigger, or wait in the worker).
 """

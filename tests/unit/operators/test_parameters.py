@@ -128,7 +128,22 @@ def test_every_public_parameter_is_documented() -> None:
 
     for cls in (ClaudeBatchSubmitOperator, ClaudeBatchResultsOperator, ClaudeBatchOperator, ClaudeBatchSensor):
         names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
-        if cls is ClaudeBatchOperator:
-            names += [f.name for f in dataclasses.fields(Submission)]
+        if cls is ClaudeBatchOperator:  # the signature lists the submit step's fields (takes_step_fields)
+            assert {f.name for f in dataclasses.fields(Submission)} <= set(names)
         missing = [n for n in names if f":param {n}:" not in (cls.__doc__ or "")]
         assert not missing, (cls.__name__, missing)
+
+
+def test_the_one_task_operator_lists_the_submit_parameters_for_default_args_and_expand() -> None:
+    """Airflow reads parameters from the signature: default_args and .expand() must reach the submit step."""
+    from airflow.sdk import DAG
+
+    with DAG("signature", schedule=None, default_args={"model": "claude-from-default-args", "max_tokens": 64}):
+        op = ClaudeBatchOperator(task_id="one", output_path="/tmp/out", requests_path="/tmp/in.jsonl")
+        mapped = ClaudeBatchOperator.partial(task_id="mapped", output_path="/tmp/out").expand(
+            requests_path=["/tmp/a.jsonl", "/tmp/b.jsonl"]
+        )
+    assert op.submission.model == "claude-from-default-args" and op.submission.max_tokens == 64
+    assert mapped.expand_input.value == {"requests_path": ["/tmp/a.jsonl", "/tmp/b.jsonl"]}
+    with pytest.raises(TypeError, match="not_a_parameter"):
+        ClaudeBatchOperator.partial(task_id="bad", output_path="/tmp/out").expand(not_a_parameter=[1])
