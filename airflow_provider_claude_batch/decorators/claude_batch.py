@@ -18,13 +18,15 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 from airflow_provider_claude_batch._compat import context_merge, determine_kwargs
 from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
 from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator, task_key
-from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem, not_json_reason
+from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem
+from airflow_provider_claude_batch.requests.schema import not_json_reason
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.bases.decorator import TaskDecorator
 
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
 
 INPUT_NAME = "input.jsonl"
 INPUT_FOLDER = ".claude_batch"

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
     from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.submit.store import RecordStore
@@ -294,7 +295,9 @@ class ClaudeBatchSubmitOperator(ClaudeBatchWaitMixin, BaseOperator):
         """Read, validate, serialize and split the input; raises before any API call if it is bad."""
         from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
         from airflow_provider_claude_batch.input.read import request_entries
-        from airflow_provider_claude_batch.requests.prepare import RequestDefaults, plan_batches, prepare_requests
+        from airflow_provider_claude_batch.requests.hashing import prepare_requests
+        from airflow_provider_claude_batch.requests.plan import plan_batches
+        from airflow_provider_claude_batch.requests.prepare import RequestDefaults
 
         entries = request_entries(
             requests=resolve_runtime_value(self.requests, context),
@@ -521,7 +524,7 @@ class ClaudeBatchOperator(ClaudeBatchSubmitOperator):
         from airflow_provider_claude_batch.exceptions import BatchInputError
         from airflow_provider_claude_batch.output.land import LandingSettings, expected_from_record, land_results
         from airflow_provider_claude_batch.output.rounds import finalize_rounds, read_rows, round_folder
-        from airflow_provider_claude_batch.requests.prepare import plan_batches
+        from airflow_provider_claude_batch.requests.plan import plan_batches
         from airflow_provider_claude_batch.results.pricing import prices_from_overrides
         from airflow_provider_claude_batch.results.rounds import retry_ids
         from airflow_provider_claude_batch.storage import as_path

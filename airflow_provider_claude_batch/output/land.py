@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
 
 log = logging.getLogger(__name__)

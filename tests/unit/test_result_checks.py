@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator.faults import UNKNOWN_CUSTOM_ID, Fault, tampered_results
 from airflow_provider_claude_batch.output.land import expected_from_record, result_problems, spreadsheet_safe
-from airflow_provider_claude_batch.requests.prepare import BatchPlan
+from airflow_provider_claude_batch.requests.plan import BatchPlan
 from airflow_provider_claude_batch.results.fold import (
     NEGATIVE_USAGE,
     SUCCEEDED_WITHOUT_USAGE,

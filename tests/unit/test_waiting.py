@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.submit.queue import QueueTally, fits, listing_can_stop
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey, matches_part
 from airflow_provider_claude_batch.wait.events import BatchSnapshot, WaitOutcome
