@@ -286,15 +286,15 @@ def _verdict(figure: submit.SubmitFigure) -> str:
         "decode (the same checks, done in C, a block per call) is appended to the body buffer as written, with "
         "nothing built per line but its custom_id; any other block is checked line by line, and a line that needs "
         "a default filled in is encoded again. The buffer is hashed (sha256, the fingerprint that recognises a "
-        "resubmission) on a second thread while later blocks are checked; a submission record written by an "
-        "earlier version, whose fingerprint was over re-encoded requests, is still recognised. Nothing is sent "
+        "resubmission) on a second thread while later blocks are checked. Nothing is sent "
         "before every line is validated and the fingerprint recorded, so preparation cannot overlap the upload. "
         + (
             ""
             if time_ratio <= 1.2
             else "Why the time target is missed in this run: the preparation left is reading the file, "
-            "the typed decode and sha256 of 114 MB (about 0.4 s of CPU on this machine, which has no SHA instructions; overlapped only "
-            "when a core is free), and a 2-core machine shared with other work gives it no free core."
+            "the typed decode and sha256 of 114 MB (about 0.4 s of CPU on this machine, which has no SHA "
+            "instructions; overlapped only when a core is free), and a 2-core machine shared with other work "
+            "gives it no free core."
         )
     )
     return " ".join(parts)

@@ -33,7 +33,9 @@ if kind == "anthropic provider 1.2.0":
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 if kind == "ours":
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.requests.prepare import iter_jsonl, prepare_requests, plan_batches
+    from airflow_provider_claude_batch.input.read import iter_jsonl
+    from airflow_provider_claude_batch.requests.hashing import prepare_requests
+    from airflow_provider_claude_batch.requests.plan import plan_batches
 open("/proc/self/clear_refs", "w").write("5")
 base = status("VmRSS")
 started = time.perf_counter()

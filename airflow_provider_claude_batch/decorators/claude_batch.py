@@ -19,7 +19,8 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 from airflow_provider_claude_batch._compat import context_merge, determine_kwargs
 from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
 from airflow_provider_claude_batch.operators.one_task import ClaudeBatchOperator
-from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem, not_json_reason
+from airflow_provider_claude_batch.requests.prepare import SHOWN_PROBLEMS, Problem
+from airflow_provider_claude_batch.requests.schema import not_json_reason
 from airflow_provider_claude_batch.submit.submission import Submission, task_key
 
 if TYPE_CHECKING:

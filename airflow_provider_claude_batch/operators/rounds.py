@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.output.landing import Landing, Manifest
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.results.checks import ExpectedResults
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.store import RecordStore

@@ -1,34 +1,36 @@
-"""Which JSONL request lines can be sent exactly as written: typed decoding in C, no Python per line.
+"""The one definition of a valid batch request: msgspec structs, checked by a typed decode in C.
 
-Decoding every line into Python objects, checking them and encoding them again was most of the time
-spent before an upload (100k requests, 114 MB: about 1.4 s against a 3.5 s upload). A line that a
-typed msgspec decode accepts carries everything the checks in `requests.check_params` ask for, so it
-can be sent as written: a whole block of such lines is decoded in one call (`decode_lines`), and
-nothing is built per line but its custom_id. Anything this decode refuses (a missing field a
-default must fill, a bad value, a blank line) takes the per-line road, which decides and names it.
+A request is valid when `decoder(False)` accepts its JSON; nothing else in the package decides it.
+A refused request is named by `refusal`, which reads msgspec's error (the field it stopped at and
+whether the value was missing, of the wrong type or out of range) through one small table of
+messages, so the user reads "params.max_tokens must be at least 1" rather than msgspec's words.
 
-As written means: a line's bytes without its newline (spacing and a CR included) are its request's
-item in the body, not a re-encoding of the values in it. Two things differ from re-encoding: a
-repeated key reaches the API repeated (the checks saw its last value), and a number beyond what
-Python's float or a 64-bit integer hold, in a field that is not checked, is passed on rather than
-refused.
+The same structs let a JSONL line be sent exactly as written: a typed decode keeps nothing but the
+custom_id, and a whole block of lines is decoded in one call (`decode_lines`). As written means a
+line's bytes without its newline (spacing and a CR included) are its request's item in the body.
+Two things differ from re-encoding it: a repeated key reaches the API repeated (the decode saw its
+last value), and a number beyond what Python's float or a 64-bit integer hold, in a field that is
+not checked, is passed on rather than refused.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
+import string
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Raw
 
-# What a line may be sent as written with. A value the API would refuse fails the decode, and so
-# does a key the checks do not allow: `_Absent` accepts no value at all, so the key must be left out.
+# `_Absent` accepts no value at all: a key of this type must be left out.
 _Absent = Annotated[str, Meta(min_length=1, max_length=0)]
 _NonEmptyText = Annotated[str, Meta(min_length=1)]
 _NonEmptyBlocks = Annotated[list[Raw], Meta(min_length=1)]
-_CustomId = Annotated[str, Meta(min_length=1, max_length=64)]  # its characters: `plain_custom_ids`
+_CUSTOM_ID_CHARACTERS = string.ascii_letters + string.digits + "_-"
+CUSTOM_ID_RULE = "custom_id must be 1-64 characters of letters, digits, '_' or '-'"
 
 
 class _Message(msgspec.Struct, gc=False):
@@ -40,8 +42,8 @@ class _Params(msgspec.Struct, gc=False):
     model: _NonEmptyText
     max_tokens: Annotated[int, Meta(ge=1)]
     messages: Annotated[list[_Message], Meta(min_length=1)]
-    stream: bool = False  # must be false: `accepted_custom_ids` (Literal[False] needs msgspec 0.20)
-    speed: _Absent = ""
+    stream: Literal[False] = False  # batches do not stream
+    speed: _Absent = ""  # nor run in fast mode
 
 
 class _ParamsWithSystem(_Params, gc=False, kw_only=True):
@@ -50,41 +52,86 @@ class _ParamsWithSystem(_Params, gc=False, kw_only=True):
     system: Raw
 
 
-class _Request(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    custom_id: _CustomId
+class Request(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """A valid request: a custom_id and the Messages API params the batch runs it with."""
+
+    custom_id: Annotated[str, Meta(min_length=1, max_length=64)]
     params: _Params
 
+    def __post_init__(self) -> None:
+        # The characters, in Python: a `pattern=` on the field costs a regex call per line, 3x this.
+        if self.custom_id.strip(_CUSTOM_ID_CHARACTERS):
+            raise ValueError(CUSTOM_ID_RULE)
 
-class _RequestNeedingSystem(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    custom_id: _CustomId
-    params: _ParamsWithSystem
+
+class _RequestNeedingSystem(Request, gc=False, forbid_unknown_fields=True):
+    params: _ParamsWithSystem  # a narrower params: a Struct field may be overridden
 
 
-Decoded = _Request | _RequestNeedingSystem
-
-_CUSTOM_ID_CHARS = re.compile(r"[a-zA-Z0-9_-]*")
+Decoded = Request | _RequestNeedingSystem
+REQUEST_KEYS = Request.__struct_fields__
 
 
 @functools.cache
 def decoder(system_required: bool) -> msgspec.json.Decoder[Decoded]:
-    """A request's decoder; its `decode_lines` takes a block of lines in one call."""
-    request: type[Decoded] = _RequestNeedingSystem if system_required else _Request
+    """The request decoder (its `decode_lines` takes a block of lines in one call).
+
+    With `system_required`, a request without params.system is refused: the caller fills in the default.
+    """
+    request: type[Decoded] = _RequestNeedingSystem if system_required else Request
     return msgspec.json.Decoder(request)
 
 
-def accepted_custom_ids(requests: list[Decoded]) -> list[str]:
-    """The custom_ids of the requests that do not ask to stream: shorter than `requests` if any does."""
-    return [request.custom_id for request in requests if not request.params.stream]
+# What each field's refusal says: one message, or (missing or of the wrong type, present but out of range).
+_REASONS: dict[str, str | tuple[str, str]] = {
+    "": "expected an object with custom_id and params, got {kind}",
+    "custom_id": ("custom_id is missing or not a string", CUSTOM_ID_RULE),
+    "params": "params is missing or not an object",
+    "params.model": "params.model is missing (set it per request or with the operator's model=)",
+    "params.max_tokens": (
+        "params.max_tokens is missing or not an integer (set it per request or with max_tokens=)",
+        "params.max_tokens must be at least 1 in a batch",
+    ),
+    "params.messages": ("params.messages is missing or not a list", "params.messages is empty"),
+    "params.messages[]": "params.messages[{0}] needs a role of 'user' or 'assistant'",
+    "params.messages[].role": "params.messages[{0}] needs a role of 'user' or 'assistant'",
+    "params.messages[].content": "params.messages[{0}].content is missing or empty",
+    "params.stream": "params.stream: streaming is not supported in batches",
+    "params.speed": "params.speed: fast mode is not supported in batches",
+}
+_ERROR = re.compile(r"(?s)(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?")
+_FIELD = re.compile(r"Object (?P<how>missing required|contains unknown) field `(?P<name>[^`]*)`")
+_WRONG_TYPE = re.compile(r"Expected `[^`]*`, got ")
+_INDEX = re.compile(r"\[(\d+)\]")
 
 
-def plain_custom_ids(custom_ids: list[str]) -> bool:
-    """All of them letters, digits, '_' or '-' (their lengths are checked by the decode): one C call."""
-    return _CUSTOM_ID_CHARS.fullmatch("".join(custom_ids)) is not None
+def refusal(error: msgspec.ValidationError, request: object) -> str:
+    """Why the schema refused `request` (what was decoded, for the names msgspec's message leaves out)."""
+    parts = _ERROR.fullmatch(str(error))
+    what, path = (parts["what"], parts["path"] or "") if parts else (str(error), "")
+    if what == CUSTOM_ID_RULE:
+        return what
+    field = _FIELD.fullmatch(what)
+    if field and field["how"] == "contains unknown":
+        given = request if isinstance(request, Mapping) else {}
+        unexpected = sorted((key for key in given if key not in REQUEST_KEYS), key=str)
+        return f"unexpected key(s) {unexpected}; a request has only custom_id and params"
+    if field:
+        path = f"{path}.{field['name']}"
+    indexes = _INDEX.findall(path)
+    reason = _REASONS.get(_INDEX.sub("[]", path).lstrip("."))
+    if reason is None:  # (a field the table does not know: msgspec's own words)
+        return f"{path.lstrip('.') or 'the request'}: {what}"
+    if isinstance(reason, tuple):
+        reason = reason[0] if field or _WRONG_TYPE.match(what) else reason[1]
+    return reason.format(*indexes, kind=type(request).__name__)
 
 
 def valid_utf8(data: bytes) -> bool:
-    """A typed decode does not check the UTF-8 of what it skips or keeps raw, and the API would refuse
-    the whole body for one bad byte: checked here (ASCII, the usual case, in one fast scan).
+    """Whether `data` is UTF-8, which the API needs of the whole body.
+
+    A typed decode does not check the UTF-8 of what it skips or keeps raw (ASCII, the usual case, is
+    one fast scan).
     """
     if data.isascii():
         return True
@@ -93,6 +140,56 @@ def valid_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def not_json_reason(value: object, root: str = "params") -> str | None:
+    """Where `value` (named `root`) holds something JSON has no form for, in input order; None if nothing.
+
+    msgspec encodes such values as something else (NaN as null, a set as a list, bytes as base64, an
+    int key as a string), so a Python request holding one would be sent changed. With `root=""` the
+    keys of a mapping are the names. Iterative, so a deeply nested value is walked rather than ending
+    in a RecursionError.
+    """
+    stack: list[tuple[str, object]] = [(root, value)]
+    while stack:
+        path, value = stack.pop()
+        if value is None or isinstance(value, str | int):  # (bool is an int)
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{path} is {value!r}, and JSON has no NaN or infinity"
+            continue
+        if isinstance(value, Mapping):
+            for key in value:
+                if not isinstance(key, str):
+                    return f"{path or 'the request'} has the key {key!r}, and JSON keys are strings"
+            stack.extend((f"{path}.{key}" if path else key, value[key]) for key in reversed(list(value)))
+            continue
+        if isinstance(value, list | tuple):
+            stack.extend((f"{path}[{index}]", value[index]) for index in reversed(range(len(value))))
+            continue
+        return f"{path} is a {type(value).__name__}; JSON holds only dicts, lists, strings, numbers, booleans and None"
+    return None
+
+
+def undecodable_reason(line: bytes, exc: Exception) -> str:
+    """Why a line could not be decoded, with the byte and column for text that is not UTF-8."""
+    if isinstance(exc, RecursionError):
+        return "not valid JSON: nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        try:  # msgspec's position is within one string; the line's is what the user can find
+            line.decode()
+        except UnicodeDecodeError as whole:
+            return not_utf8_reason(line, whole)
+    return f"not valid JSON: {exc}"
+
+
+def not_utf8_reason(line: bytes, exc: UnicodeDecodeError) -> str:
+    """A line's UTF-8 error as the user can find it: the byte and where it is in the line."""
+    return (
+        f"not valid UTF-8: byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line "
+        "(save the file as UTF-8; Latin-1 or Windows-1252 text looks like this)"
+    )
 
 
 def object_lines(part: bytes) -> list[int] | None:

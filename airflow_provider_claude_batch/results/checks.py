@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from anthropic.types.messages import MessageBatch
 
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
     from airflow_provider_claude_batch.results.fold import TableRow
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
 

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.submit.store import RecordStore
 
 log = logging.getLogger(__name__)

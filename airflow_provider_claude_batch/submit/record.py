@@ -19,7 +19,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
 
 RECORD_VERSION = 1
 

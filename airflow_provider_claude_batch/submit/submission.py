@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-    from airflow_provider_claude_batch.requests.prepare import BatchPlan, PreparedRequests
+    from airflow_provider_claude_batch.requests.plan import BatchPlan
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.submit.create import Submitter
     from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.submit.store import RecordStore
@@ -124,7 +125,8 @@ class Submission:
         from airflow_provider_claude_batch._compat import resolve
         from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
         from airflow_provider_claude_batch.input.read import request_entries
-        from airflow_provider_claude_batch.requests.prepare import RequestDefaults, prepare_requests
+        from airflow_provider_claude_batch.requests.hashing import prepare_requests
+        from airflow_provider_claude_batch.requests.prepare import RequestDefaults
 
         entries = request_entries(
             requests=resolve(self.requests, context),
@@ -156,7 +158,7 @@ class Submission:
     def plan(self, prepared: PreparedRequests) -> list[BatchPlan]:
         """Split `prepared` into batches within the limits; refuses a batch the queue guard could never fit."""
         from airflow_provider_claude_batch.exceptions import BatchInputError
-        from airflow_provider_claude_batch.requests.prepare import plan_batches
+        from airflow_provider_claude_batch.requests.plan import plan_batches
 
         plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
         if self.queue is not None:

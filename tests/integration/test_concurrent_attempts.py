@@ -15,7 +15,8 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.storage import as_path
 from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
 from airflow_provider_claude_batch.submit.path_store import PathRecordStore

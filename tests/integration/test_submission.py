@@ -10,7 +10,9 @@ from pathlib import Path
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-from airflow_provider_claude_batch.requests.prepare import iter_jsonl, plan_batches, prepare_requests
+from airflow_provider_claude_batch.input.read import iter_jsonl
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.storage import as_path
 from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
 from airflow_provider_claude_batch.submit.path_store import PathRecordStore
@@ -66,32 +68,37 @@ def test_a_500_on_create_looks_before_retrying(claude_conn: str, control: Emulat
     assert record.batch_ids == [state["batches"][0]["id"]]
 
 
-def test_a_record_from_before_lines_were_sent_as_written_is_reattached(
+def test_a_record_with_the_pre_release_fingerprint_is_a_different_input_submitted_anew(
     claude_conn: str, control: EmulatorControl, tmp_path: Path
 ) -> None:
-    """A task retried across the upgrade: its record holds the sha256 of every request as msgspec
-    encoded it, the retry reads the same (spaced) JSONL as written, and must not pay again."""
+    """A record holding the pre-release fingerprint (the sha256 of every request re-encoded, without
+    the version prefix) does not match any input now: the retry starts a new record and submits, and
+    the earlier batch is left as it is (not canceled). The same input and record form re-attach."""
     source = tmp_path / "requests.jsonl"
     source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in make_requests(5)))
     submitter = Submitter(ClaudeBatchHook(), PathRecordStore(as_path(str(tmp_path / "ledger"))), POLICY)
     earlier, _, _ = prepare_requests(list(iter_jsonl(source.read_bytes().splitlines())))  # every request re-encoded
-    legacy = hashlib.sha256(earlier.buffer).hexdigest()
+    pre_release = hashlib.sha256(earlier.buffer).hexdigest()
     plans = plan_batches(earlier)
     record = submitter.open_record(KEY, earlier, plans, force_resubmit=False, attempt_id="a")
     record = submitter.submit_part(record, record.parts[0], earlier, plans[0])
-    submitter.ledger.save(dataclasses.replace(record, fingerprint=legacy))
+    submitter.ledger.save(dataclasses.replace(record, fingerprint=pre_release))
 
     with source.open("rb") as handle:
         retried, _, _ = prepare_requests(iter_jsonl(handle))
-    assert retried.as_written == 5 and retried.fingerprint != legacy
+    assert retried.as_written == 5 and not retried.recognises(pre_release)
     reopened = submitter.open_record(KEY, retried, plan_batches(retried), force_resubmit=False, attempt_id="b")
-    assert reopened.batch_ids == record.batch_ids
-    assert submitter.submit_part(reopened, reopened.parts[0], retried, plan_batches(retried)[0]) == reopened
-    assert control.state()["batches_created"] == 1
+    assert reopened.batch_ids == [] and reopened.fingerprint == retried.fingerprint
+    resubmitted = submitter.submit_part(reopened, reopened.parts[0], retried, plan_batches(retried)[0])
+    state = control.state()
+    assert state["batches_created"] == 2 and resubmitted.batch_ids != record.batch_ids
+    assert not any(batch["canceled"] for batch in state["batches"])
+    again = submitter.open_record(KEY, retried, plan_batches(retried), force_resubmit=False, attempt_id="c")
+    assert again.batch_ids == resubmitted.batch_ids  # its own record: re-attached, nothing paid twice
 
     source.write_bytes(source.read_bytes().replace(b'"req-4"', b'"req-5"'))
     with source.open("rb") as handle:
         changed, _, _ = prepare_requests(iter_jsonl(handle))
     assert (
-        submitter.open_record(KEY, changed, plan_batches(changed), force_resubmit=False, attempt_id="c").batch_ids == []
+        submitter.open_record(KEY, changed, plan_batches(changed), force_resubmit=False, attempt_id="d").batch_ids == []
     )

@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_claude_batch.emulator.faults import UNKNOWN_CUSTOM_ID, Fault, tampered_results
 from airflow_provider_claude_batch.output.manifest import result_problems
 from airflow_provider_claude_batch.output.tables import spreadsheet_safe
-from airflow_provider_claude_batch.requests.prepare import BatchPlan
+from airflow_provider_claude_batch.requests.plan import BatchPlan
 from airflow_provider_claude_batch.results.checks import (
     ExpectedResults,
     SeenIds,

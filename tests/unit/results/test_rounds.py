@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_claude_batch.requests.prepare import prepare_requests
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
 from airflow_provider_claude_batch.results.rounds import RoundsIndex, retry_ids, worth_retrying
 from tests.helpers import make_requests
 

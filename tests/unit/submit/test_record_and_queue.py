@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from airflow_provider_claude_batch.requests.prepare import plan_batches, prepare_requests
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.submit.queue import QueueTally, fits, listing_can_stop
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey, matches_part
 from tests.helpers import make_requests

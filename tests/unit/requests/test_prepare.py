@@ -13,19 +13,19 @@ import random
 
 import pytest
 
-from airflow_provider_claude_batch.requests import prepare as requests_module
+from airflow_provider_claude_batch.input import read as read_module
+from airflow_provider_claude_batch.input.jsonl import iter_jsonl_blocks
+from airflow_provider_claude_batch.input.read import iter_jsonl
+from airflow_provider_claude_batch.input.rows import rows_to_requests, template_params_builder
+from airflow_provider_claude_batch.requests import hashing as hashing_module
+from airflow_provider_claude_batch.requests import prepare as prepare_module
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.plan import BatchPlan, plan_batches
 from airflow_provider_claude_batch.requests.prepare import (
     FINGERPRINT_PREFIX,
-    BatchPlan,
     PreparedRequests,
     Problem,
     RequestDefaults,
-    iter_jsonl,
-    iter_jsonl_blocks,
-    plan_batches,
-    prepare_requests,
-    rows_to_requests,
-    template_params_builder,
 )
 from tests.helpers import make_requests, message_params
 
@@ -263,8 +263,8 @@ def _same(fast: PreparedRequests, reference: PreparedRequests) -> None:
     assert [json.loads(item) for item in _items(fast)] == [json.loads(item) for item in _items(reference)]
     assert json.loads(fast.body(0, len(fast))) == json.loads(reference.body(0, len(reference)))
     assert fast.fingerprint == FINGERPRINT_PREFIX + hashlib.sha256(fast.buffer).hexdigest()
-    assert reference.as_written == 0 and fast.recognises(hashlib.sha256(reference.buffer).hexdigest())
-    assert not fast.recognises(hashlib.sha256(reference.buffer + b" ").hexdigest())
+    assert reference.as_written == 0 and fast.recognises(fast.fingerprint)
+    assert not fast.recognises(hashlib.sha256(fast.buffer).hexdigest())  # (the pre-release form: not known)
 
 
 def _identical(one: PreparedRequests, other: PreparedRequests) -> None:
@@ -295,10 +295,15 @@ GOLDEN_LINES = [
     b'"messages":[{"role":"user","content":"s"}]}}',
 ]
 GOLDEN_DEFAULTS = RequestDefaults(model="claude-haiku-5-5", max_tokens=99, system=[{"type": "text", "text": "sys"}])
-# What versions before lines were sent as written computed for GOLDEN_LINES (every request as msgspec
-# encodes it), with GOLDEN_DEFAULTS and without the default system: a record written then must still
-# recognise the same input, or a task retried across the upgrade would submit (and pay for) it again.
+# What this version's first release computed for GOLDEN_LINES, with GOLDEN_DEFAULTS and without the
+# default system: a record written then must still recognise the same input, or a retried task would
+# submit (and pay for) it again. The pre-release form (the sha256 of every request re-encoded, without
+# the prefix) is not recognised: such a record is a different input.
 GOLDEN_FINGERPRINTS = {
+    "system": "v2:a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3",
+    "no system": "v2:d495fc156e393fddbd84239c3969471435b1f5df10998410b5939eec5b11d5b5",
+}
+PRE_RELEASE_FINGERPRINTS = {
     "system": "a0d7308d43318b4bcfdd00cea16e17dd548e1a174538c594741c333efd16d5b3",
     "no system": "e706aa783cc3687f03349aefae0f3838c9ffbf5564d898b6b3be25427eeb59fe",
 }
@@ -306,25 +311,19 @@ GOLDEN_FINGERPRINTS = {
 
 @pytest.mark.parametrize("which", sorted(GOLDEN_FINGERPRINTS))
 @pytest.mark.parametrize("as_file", [False, True])
-def test_a_retry_after_an_upgrade_still_recognises_the_same_input(which: str, as_file: bool) -> None:
-    """Spacing, key order, escapes, unicode, floats, big ints, duplicate keys and defaults: the earlier
-    fingerprint is recognised whether the lines are sent as written or encoded again."""
+def test_a_retry_recognises_the_same_input_by_the_fingerprint_it_recorded(which: str, as_file: bool) -> None:
+    """Spacing, key order, escapes, unicode, floats, big ints, duplicate keys and defaults: the
+    fingerprint recorded for these lines is the same whether they are read whole or line by line."""
     defaults = GOLDEN_DEFAULTS if which == "system" else RequestDefaults(model="claude-haiku-5-5", max_tokens=99)
     source = io.BytesIO(b"".join(GOLDEN_LINES)) if as_file else GOLDEN_LINES
     fast, problems, bad = prepare_requests(iter_jsonl(source), defaults)
     reference, _, _ = prepare_requests(list(iter_jsonl(GOLDEN_LINES)), defaults)
     assert bad == 0 and not problems
     _same(fast, reference)
-    assert fast.recognises(GOLDEN_FINGERPRINTS[which])
+    assert fast.fingerprint == GOLDEN_FINGERPRINTS[which] and fast.recognises(GOLDEN_FINGERPRINTS[which])
     assert not fast.recognises(GOLDEN_FINGERPRINTS["no system" if which == "system" else "system"])
-    assert fast.fingerprint.startswith(FINGERPRINT_PREFIX) and not fast.recognises(FINGERPRINT_PREFIX + "0" * 64)
-    assert fast.custom_ids == ["spaced", "raw-utf8", "params-first", "numbers", "dup-keys", "defaults", "stream-false"]
-    assert fast.as_written == (1 if which == "system" else 6)  # the line without a system, or without a model
-    sent = json.loads(fast.body(0, len(fast)))["requests"]
-    assert sent[0]["params"]["messages"][0]["content"] == 'caf\u00e9 / "q" \t \u0001 \U0001f600'
-    assert sent[2]["custom_id"] == "params-first" and sent[2]["params"]["max_tokens"] == 5
-    assert sent[4]["params"]["model"] == "b" and sent[4]["params"]["messages"][0]["content"] == "e"
-    assert sent[5]["params"]["model"] == "claude-haiku-5-5"
+    assert not fast.recognises(PRE_RELEASE_FINGERPRINTS[which])
+    assert not fast.recognises(FINGERPRINT_PREFIX + "0" * 64)
 
 
 def test_a_line_a_typed_decode_accepts_is_sent_as_written() -> None:
@@ -346,9 +345,9 @@ def test_a_line_a_typed_decode_accepts_is_sent_as_written() -> None:
 
 def test_a_clean_file_is_taken_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    per_line = requests_module._Preparer._add_lines
+    per_line = prepare_module._Preparer._add_lines
     monkeypatch.setattr(
-        requests_module._Preparer,
+        prepare_module._Preparer,
         "_add_lines",
         lambda self, lines, decoder: calls.append(1) or per_line(self, lines, decoder),
     )
@@ -485,7 +484,7 @@ def test_random_inputs_take_either_road_to_the_same_result(monkeypatch: pytest.M
         defaults = rng.choice([RequestDefaults(), RequestDefaults(model="m", max_tokens=3, system="s")])
         (fast, problems, bad), (reference, reference_problems, reference_bad) = _both_roads(lines, defaults)
         assert (problems, bad) == (reference_problems, reference_bad)
-        monkeypatch.setattr(requests_module, "READ_BYTES", rng.choice([50, 700, 5000, 1 << 20]))
+        monkeypatch.setattr(read_module, "READ_BYTES", rng.choice([50, 700, 5000, 1 << 20]))
         as_file, file_problems, file_bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))), defaults)
         assert (file_problems, file_bad) == (problems, bad)
         if not bad:
@@ -526,7 +525,7 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
     }
     for name, lines in cases.items():
         for block in (64, 600, 1 << 20):
-            monkeypatch.setattr(requests_module, "READ_BYTES", block)
+            monkeypatch.setattr(read_module, "READ_BYTES", block)
             as_file, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
             by_lines, line_problems, line_bad = prepare_requests(iter_jsonl(lines))
             assert (problems, bad) == (line_problems, line_bad), (name, block)
@@ -547,8 +546,8 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
 
 
 def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(requests_module, "_HASH_BLOCK_BYTES", 500)
-    monkeypatch.setattr(requests_module, "_BACKGROUND_HASH_BYTES", 1)
+    monkeypatch.setattr(prepare_module, "_HASH_BLOCK_BYTES", 500)
+    monkeypatch.setattr(hashing_module, "_BACKGROUND_HASH_BYTES", 1)
     prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(make_requests(200))))
     assert prepared._fingerprint is not None  # hashed on the way, not when asked
     assert prepared.fingerprint == FINGERPRINT_PREFIX + hashlib.sha256(prepared.buffer).hexdigest()
@@ -563,7 +562,7 @@ def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypat
             *_jsonl(make_requests(3, "tail")),
         ]
     )[:-1]
-    monkeypatch.setattr(requests_module, "READ_BYTES", 7)
+    monkeypatch.setattr(read_module, "READ_BYTES", 7)
     by_lines, _, _ = prepare_requests(iter_jsonl(data.splitlines(keepends=True)))
     without_newlines, _, _ = prepare_requests(iter_jsonl(data.splitlines()))
     as_file, _, _ = prepare_requests(iter_jsonl(io.BytesIO(data)))
@@ -583,7 +582,7 @@ def test_a_jsonl_file_checks_the_same_read_whole_in_blocks_or_by_lines(monkeypat
 def test_a_bad_line_in_a_block_boundary_is_still_named_by_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = _jsonl(make_requests(50))
     lines[37] = b'{"custom_id": "req-37", "params": ' + json.dumps(message_params()).encode() + b"\n"
-    monkeypatch.setattr(requests_module, "READ_BYTES", 64)
+    monkeypatch.setattr(read_module, "READ_BYTES", 64)
     _, problems, bad = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
     assert bad == 1 and problems[0].line == 38 and "not valid JSON" in problems[0].reason
 
@@ -647,26 +646,27 @@ def test_the_bisected_split_matches_the_one_by_one_split_on_uneven_sizes() -> No
         )
 
 
-def test_a_follow_up_round_recognises_its_record_from_before_lines_were_sent_as_written() -> None:
+def test_a_follow_up_round_recognises_only_its_own_requests_as_written() -> None:
     lines = _jsonl(make_requests(10))
     as_written, _, _ = prepare_requests(iter_jsonl(io.BytesIO(b"".join(lines))))
     encoded, _, _ = prepare_requests(list(iter_jsonl(lines)))
-    again = ["req-2", "req-7"]
-    assert as_written.subset(again).recognises(hashlib.sha256(encoded.subset(again).buffer).hexdigest())
-    assert not as_written.subset(again).recognises(hashlib.sha256(encoded.subset(["req-2"]).buffer).hexdigest())
-    assert encoded.recognises(hashlib.sha256(encoded.buffer).hexdigest())
+    again = as_written.subset(["req-2", "req-7"])
+    assert bytes(again.buffer) == lines[2].rstrip(b"\n") + b"," + lines[7].rstrip(b"\n")
+    assert again.recognises(as_written.subset(["req-7", "req-2"]).fingerprint)
+    assert not again.recognises(as_written.subset(["req-2"]).fingerprint)
+    assert not again.recognises(encoded.subset(["req-2", "req-7"]).fingerprint)  # (other bytes: re-encoded)
+    assert not again.recognises(hashlib.sha256(encoded.subset(["req-2", "req-7"]).buffer).hexdigest())
 
 
-def test_an_input_the_earlier_version_refused_is_not_taken_for_its_record() -> None:
-    """A number too big for msgspec, in a field nobody checks, is sent as written now; the earlier
-    version refused the line, so no record of it can exist, and comparing must not crash."""
+def test_a_number_too_big_for_msgspec_in_an_unchecked_field_is_sent_as_written() -> None:
+    """msgspec cannot decode 1e400 to a Python value, and need not: the field is not checked."""
     lines = [
         json.dumps({"custom_id": "big", "params": {**message_params(), "metadata": {"n": 1}}})
         .encode()
         .replace(b'"n": 1', b'"n": 1e400')
     ]
     prepared, _, bad = prepare_requests(iter_jsonl(lines))
-    assert bad == 0 and prepared.as_written == 1
+    assert bad == 0 and prepared.as_written == 1 and b"1e400" in prepared.buffer
     assert not prepared.recognises("0" * 64)
 
 
@@ -680,7 +680,7 @@ def test_every_request_is_counted_after_the_first_bad_one_on_every_road(monkeypa
         *make_requests(2, "tail"),
     ]
     lines = [*_jsonl(requests[:5]), b"\n", b"{oops\n", *_jsonl(requests[5:])]
-    monkeypatch.setattr(requests_module, "READ_BYTES", 300)
+    monkeypatch.setattr(read_module, "READ_BYTES", 300)
     for name, entries in {
         "dicts": _numbered(requests),
         "lines": iter_jsonl(lines),

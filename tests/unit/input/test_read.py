@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_claude_batch.exceptions import BatchInputError
-from airflow_provider_claude_batch.input.read import csv_records, request_entries
-from airflow_provider_claude_batch.requests import prepare as requests_module
-from airflow_provider_claude_batch.requests.prepare import (
-    PreparedRequests,
-    Problem,
-    RequestDefaults,
-    TemplateError,
-    prepare_requests,
-    rows_to_requests,
-    template_params_builder,
-)
+from airflow_provider_claude_batch.input import read as read_module
+from airflow_provider_claude_batch.input.csv_records import csv_records
+from airflow_provider_claude_batch.input.read import request_entries
+from airflow_provider_claude_batch.input.rows import TemplateError, rows_to_requests, template_params_builder
+from airflow_provider_claude_batch.requests.hashing import prepare_requests
+from airflow_provider_claude_batch.requests.prepare import PreparedRequests, Problem, RequestDefaults
 from tests.helpers import make_requests, message_params
 
 TEMPLATE = {"messages": [{"role": "user", "content": "Text: {text}"}]}
@@ -195,7 +190,7 @@ def test_a_block_boundary_inside_a_multi_byte_character_changes_nothing(
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in requests).encode()
     whole, _, _ = _prepare(tmp_path, "whole.requests.jsonl", data)
     for block in (5, 7, 11, 64, 333):  # cuts fall inside 3- and 4-byte characters
-        monkeypatch.setattr(requests_module, "READ_BYTES", block)
+        monkeypatch.setattr(read_module, "READ_BYTES", block)
         cut, problems, bad = _prepare(tmp_path, f"cut{block}.requests.jsonl", data)
         assert (bad, problems) == (0, []) and cut.buffer == whole.buffer and cut.fingerprint == whole.fingerprint
 

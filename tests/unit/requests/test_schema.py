@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
 from airflow_provider_claude_batch.requests import schema as as_written
+from tests.helpers import message_params
 
 
 def test_object_lines_finds_every_newline_of_a_block_of_one_object_per_line() -> None:
@@ -29,11 +33,23 @@ def test_object_lines_leaves_doubtful_blocks_to_the_lines(part: bytes) -> None:
     assert as_written.object_lines(part) is None
 
 
-def test_custom_ids_are_checked_for_their_characters_all_at_once() -> None:
-    assert as_written.plain_custom_ids(["a-1", "B_2", "x" * 64])
-    assert not as_written.plain_custom_ids(["ok", "caf\u00e9"])
-    assert not as_written.plain_custom_ids(["ok", "a b"])
-    assert not as_written.plain_custom_ids(["ok", "a\n"])
+def test_custom_ids_are_checked_for_their_characters_and_length_by_the_schema() -> None:
+    def accepted(custom_ids: list[str]) -> bool:
+        lines = b"\n".join(
+            json.dumps({"custom_id": custom_id, "params": message_params()}).encode() for custom_id in custom_ids
+        )
+        try:
+            as_written.decoder(False).decode_lines(lines)
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    assert accepted(["a-1", "B_2", "x" * 64])
+    assert not accepted(["ok", "caf\u00e9"])
+    assert not accepted(["ok", "a b"])
+    assert not accepted(["ok", "a\n"])
+    assert not accepted(["ok", "x" * 65])
+    assert not accepted(["ok", ""])
 
 
 def test_only_utf_8_is_sent_as_written() -> None:
