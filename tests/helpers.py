@@ -7,11 +7,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from airflow import __version__ as _airflow_version
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
+from airflow_provider_claude_batch.results.fold import FAILED_TYPES, TableRow, Totals, _decode_line, _fold_parsed
 
 # (major, minor) of the installed Airflow: tests of features first shipped after the 3.0 floor skip below them.
 AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])
@@ -104,3 +107,21 @@ class EmulatorProcess:
     def reset_peak(self) -> None:
         with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
             refs.write("5")
+
+
+@dataclass
+class FoldedLine:
+    """One result line folded on its own: its row as a dict of columns, and whether it failed."""
+
+    custom_id: str
+    result_type: str
+    row: dict[str, Any]
+    failed: bool
+
+
+def fold_line(line: bytes, batch_id: str, totals: Totals) -> FoldedLine:
+    """The reference for `fold_lines`: one raw line decoded and folded on its own, counted into `totals`."""
+    rows: list[TableRow] = []
+    _fold_parsed([_decode_line(line, batch_id)], batch_id, totals, rows, [])
+    row = rows[0]
+    return FoldedLine(row.custom_id, row.result_type, msgspec.structs.asdict(row), row.result_type in FAILED_TYPES)

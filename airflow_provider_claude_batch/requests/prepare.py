@@ -129,10 +129,6 @@ class PreparedRequests:
         """Whether `recorded` (a submission record's fingerprint) is this input's: the same work, not paid twice."""
         return recorded == self.fingerprint
 
-    def item_size(self, index: int) -> int:
-        """The bytes request `index` takes in a create body."""
-        return self.ends[index] - self.starts[index]
-
     def body_size(self, first: int, stop: int) -> int:
         """The bytes of the create body for requests [first, stop)."""
         return len(BODY_PREFIX) + self.ends[stop - 1] - self.starts[first] + len(BODY_SUFFIX)

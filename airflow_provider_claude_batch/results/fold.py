@@ -126,16 +126,6 @@ class MalformedResultError(ValueError):
 
 
 @dataclass
-class FoldedLine:
-    """One result line folded on its own: its row as a dict of columns, and whether it failed."""
-
-    custom_id: str
-    result_type: str
-    row: dict[str, Any]
-    failed: bool
-
-
-@dataclass
 class Totals:
     """Counts and usage of everything folded so far (one batch, or all of them)."""
 
@@ -183,14 +173,6 @@ class Totals:
         for usage in self.usage_by_model.values():
             total.add(usage)
         return total.reported()
-
-
-def fold_line(line: bytes, batch_id: str, totals: Totals) -> FoldedLine:
-    """One raw line to its table row, counted into `totals`."""
-    rows: list[TableRow] = []
-    _fold_parsed([_decode_line(line, batch_id)], batch_id, totals, rows, [])
-    row = rows[0]
-    return FoldedLine(row.custom_id, row.result_type, msgspec.structs.asdict(row), row.result_type in FAILED_TYPES)
 
 
 @dataclass

@@ -24,9 +24,9 @@ from airflow_provider_claude_batch.results.fold import (
     MalformedResultError,
     Totals,
     encode_row,
-    fold_line,
 )
 from airflow_provider_claude_batch.storage import as_path
+from tests.helpers import fold_line
 
 CREATED = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -12,7 +12,6 @@ from airflow_provider_claude_batch.results.fold import (
     Totals,
     encode_row,
     encode_rows,
-    fold_line,
     fold_lines,
 )
 from airflow_provider_claude_batch.results.pricing import (
@@ -22,6 +21,7 @@ from airflow_provider_claude_batch.results.pricing import (
     prices_from_overrides,
     standard_cost,
 )
+from tests.helpers import fold_line
 
 
 def _line(result: dict[str, object], custom_id: str = "c1") -> bytes:
