@@ -22,7 +22,7 @@ from airflow_provider_claude_batch.operators.claude_batch import (
     ClaudeBatchSubmitOperator, LandingPolicy, QueuePolicy, Submission, WaitPolicy,
 )
 from airflow_provider_claude_batch.sensors.claude_batch import ClaudeBatchSensor
-from airflow_provider_claude_batch.submit.create import CreatePolicy
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 FAST = CreatePolicy(attempts=3, reconcile_seconds=2, reconcile_poll_seconds=0.2, backoff_seconds=0.1,
                     claim_settle_seconds=0.2, claim_poll_seconds=0.1)
 """

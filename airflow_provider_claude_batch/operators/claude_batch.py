@@ -10,7 +10,7 @@ from airflow_provider_claude_batch.operators.one_task import ClaudeBatchOperator
 from airflow_provider_claude_batch.operators.results import ClaudeBatchResultsOperator
 from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_provider_claude_batch.output.landing import LandingPolicy
-from airflow_provider_claude_batch.submit.create import CreatePolicy
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import QueuePolicy, Submission
 from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 

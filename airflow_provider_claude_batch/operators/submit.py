@@ -29,7 +29,7 @@ from airflow_provider_claude_batch.operators.common import (
     waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
-from airflow_provider_claude_batch.submit.create import CreatePolicy
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
 
 if TYPE_CHECKING:

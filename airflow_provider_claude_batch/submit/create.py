@@ -11,18 +11,17 @@ The flow for every planned batch ("part"):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.defaults import CLAIM_SETTLE_SECONDS
 from airflow_provider_claude_batch.exceptions import (
     BatchApiRefusedError,
     BatchInputError,
     ClaudeBatchError,
 )
 from airflow_provider_claude_batch.hooks.api_errors import describe_api_error, retry_after
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.record import (
     Claim,
     PartRecord,
@@ -48,24 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class CreatePolicy:
-    """How hard to try a create, how to look for a batch whose create answer was lost, and how
-    concurrent attempts of one task instance agree on which of them creates.
-    """
-
-    attempts: int = 3
-    reconcile_seconds: float = 60.0
-    reconcile_poll_seconds: float = 5.0
-    clock_skew_seconds: float = 300.0
-    backoff_seconds: float = 5.0
-    # A claim on a store without conditional writes is won after this long without a rival write.
-    claim_settle_seconds: float = CLAIM_SETTLE_SECONDS
-    # An attempt holding a claim that has written nothing for this long is taken for dead.
-    claim_stale_seconds: float = 900.0
-    claim_poll_seconds: float = 2.0
-
-
 class Submitter:
     """Creates each planned batch of a record exactly once: re-attach, adopt a lost create, or create."""
 
@@ -73,7 +54,7 @@ class Submitter:
         self,
         hook: ClaudeBatchHook,
         ledger: RecordStore,
-        policy: CreatePolicy = CreatePolicy(),
+        policy: CreatePolicy = CreatePolicy(),  # noqa: B008  (frozen: shared safely)
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.hook = hook

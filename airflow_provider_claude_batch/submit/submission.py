@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
-from airflow_provider_claude_batch.submit.create import CreatePolicy
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath

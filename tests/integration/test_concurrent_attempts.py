@@ -18,8 +18,9 @@ from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
 from airflow_provider_claude_batch.requests.hashing import prepare_requests
 from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.storage import as_path
-from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
+from airflow_provider_claude_batch.submit.create import Submitter
 from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.record import TaskKey
 from airflow_provider_claude_batch.submit.store import RecordStore, TaskStateRecordStore
 from tests.dag_runner import requires_task_state_store, run_dag, write_dag

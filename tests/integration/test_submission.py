@@ -14,8 +14,9 @@ from airflow_provider_claude_batch.input.read import iter_jsonl
 from airflow_provider_claude_batch.requests.hashing import prepare_requests
 from airflow_provider_claude_batch.requests.plan import plan_batches
 from airflow_provider_claude_batch.storage import as_path
-from airflow_provider_claude_batch.submit.create import CreatePolicy, Submitter
+from airflow_provider_claude_batch.submit.create import Submitter
 from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.record import TaskKey
 from tests.helpers import make_requests
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_claude_batch.output.landing import Landing, landed_manifest
-from airflow_provider_claude_batch.submit.create import CreatePolicy
 from airflow_provider_claude_batch.submit.path_store import PathRecordStore
+from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import QueuePolicy, Submission
 from airflow_provider_claude_batch.wait.waiting import Waiting, WaitPolicy
 from tests.unit.operators.fakes import Deferred, FakeHook, FakeTask, FakeTI
