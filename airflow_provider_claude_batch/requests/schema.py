@@ -31,6 +31,7 @@ _NonEmptyText = Annotated[str, Meta(min_length=1)]
 _NonEmptyBlocks = Annotated[list[Raw], Meta(min_length=1)]
 _CUSTOM_ID_CHARACTERS = string.ascii_letters + string.digits + "_-"
 CUSTOM_ID_RULE = "custom_id must be 1-64 characters of letters, digits, '_' or '-'"
+STREAM_RULE = "params.stream: streaming is not supported in batches"
 
 
 class _Message(msgspec.Struct, gc=False):
@@ -42,8 +43,12 @@ class _Params(msgspec.Struct, gc=False):
     model: _NonEmptyText
     max_tokens: Annotated[int, Meta(ge=1)]
     messages: Annotated[list[_Message], Meta(min_length=1)]
-    stream: Literal[False] = False  # batches do not stream
+    stream: bool = False  # batches do not stream (msgspec 0.19 has no Literal[False]: checked below)
     speed: _Absent = ""  # nor run in fast mode
+
+    def __post_init__(self) -> None:
+        if self.stream:
+            raise ValueError(STREAM_RULE)
 
 
 class _ParamsWithSystem(_Params, gc=False, kw_only=True):
@@ -109,7 +114,7 @@ def refusal(error: msgspec.ValidationError, request: object) -> str:
     """Why the schema refused `request` (what was decoded, for the names msgspec's message leaves out)."""
     parts = _ERROR.fullmatch(str(error))
     what, path = (parts["what"], parts["path"] or "") if parts else (str(error), "")
-    if what == CUSTOM_ID_RULE:
+    if what in (CUSTOM_ID_RULE, STREAM_RULE):
         return what
     field = _FIELD.fullmatch(what)
     if field and field["how"] == "contains unknown":
