@@ -23,6 +23,8 @@ from airflow_provider_claude_batch.results.pricing import Usage
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from airflow_provider_claude_batch.results.structured import OutputCheck
+
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 FAILED_TYPES = ("errored", "canceled", "expired")
 LONG_PROMPT_TOKENS = 100_000
@@ -32,6 +34,8 @@ UNKNOWN_RESULT_TYPE = "unknown_result_type"
 SUCCEEDED_WITHOUT_USAGE = "succeeded_without_usage"
 NEGATIVE_USAGE = "negative_usage"
 EXAMPLES_KEPT = 5
+# The error_type of a succeeded result whose output does not validate against the output_type: a failure.
+INVALID_OUTPUT = "invalid_output"
 
 
 class TableRow(msgspec.Struct, gc=False):
@@ -82,9 +86,13 @@ class _Usage(msgspec.Struct, gc=False):
     service_tier: str | None = None
 
 
+_NO_INPUT = msgspec.Raw(b"")
+
+
 class _Block(msgspec.Struct, gc=False):
     type: str = ""
     text: str | None = None
+    input: msgspec.Raw = _NO_INPUT  # a tool_use block's input, kept as its JSON bytes
 
 
 class _Message(msgspec.Struct, gc=False):
@@ -135,6 +143,9 @@ class Totals:
     # UNKNOWN_RESULT_TYPE etc. -> how many results, and the first few custom_ids.
     problems: dict[str, int] = field(default_factory=dict)
     problem_examples: dict[str, list[str]] = field(default_factory=dict)
+    # With an output_type: succeeded results whose output validated (those that did not are
+    # error_types["invalid_output"]).
+    validated: int = 0
 
     @property
     def requests(self) -> int:
@@ -143,8 +154,8 @@ class Totals:
 
     @property
     def failed(self) -> int:
-        """Results that did not succeed (errored, canceled, expired)."""
-        return sum(self.counts[t] for t in FAILED_TYPES)
+        """Results that did not succeed (errored, canceled, expired) or whose output did not validate."""
+        return sum(self.counts[t] for t in FAILED_TYPES) + self.error_types.get(INVALID_OUTPUT, 0)
 
     def add(self, other: Totals) -> None:
         """Count `other` (another batch's totals) into these."""
@@ -154,6 +165,7 @@ class Totals:
             self.error_types[kind] = self.error_types.get(kind, 0) + number
         for model, usage in other.usage_by_model.items():
             self.usage_by_model.setdefault(model, Usage()).add(usage)
+        self.validated += other.validated
         for kind, number in other.problems.items():
             self.problems[kind] = self.problems.get(kind, 0) + number
         for kind, examples in other.problem_examples.items():
@@ -183,9 +195,10 @@ class FoldedLines:
     failed: list[TableRow]
 
 
-def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
+def fold_lines(block: bytes, batch_id: str, totals: Totals, output: OutputCheck | None = None) -> FoldedLines:
     """Complete result lines (newline-separated; the last may lack its newline) to their rows, counted
-    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing.
+    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing. With
+    `output`, each succeeded result's output is validated and its row gets the typed columns.
     """
     lines = block.count(b"\n") + (not block.endswith(b"\n"))
     try:
@@ -198,11 +211,16 @@ def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
     if parsed is None or len(parsed) != lines:
         parsed = [_decode_line(line, batch_id) for line in block.split(b"\n") if line.strip()]
     folded = FoldedLines([], [])
-    _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
+    if output is None:
+        _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
+    else:
+        _fold_structured(parsed, batch_id, totals, folded, output)
     return folded
 
 
-def fold_chunks(chunks: Iterable[bytes], batch_id: str, totals: Totals) -> Iterator[FoldedLines]:
+def fold_chunks(
+    chunks: Iterable[bytes], batch_id: str, totals: Totals, output: OutputCheck | None = None
+) -> Iterator[FoldedLines]:
     """The rows of a stream received in chunks cut anywhere: each chunk's complete lines are folded in
     one block, and a line cut by a chunk's end waits for the rest of it.
     """
@@ -212,10 +230,10 @@ def fold_chunks(chunks: Iterable[bytes], batch_id: str, totals: Totals) -> Itera
         if not end:
             pending += chunk
             continue
-        yield fold_lines(pending + chunk[:end], batch_id, totals)
+        yield fold_lines(pending + chunk[:end], batch_id, totals, output)
         pending = chunk[end:]
     if pending.strip():
-        yield fold_lines(pending, batch_id, totals)
+        yield fold_lines(pending, batch_id, totals, output)
 
 
 def _decode_line(line: bytes, batch_id: str) -> _Line:
@@ -253,6 +271,39 @@ def _fold_parsed(
         append(row)
         if kind in FAILED_TYPES:
             failed.append(row)
+
+
+def _fold_structured(
+    parsed: list[_Line], batch_id: str, totals: Totals, folded: FoldedLines, output: OutputCheck
+) -> None:
+    """`_fold_parsed`, then each row checked by `output`: typed columns, or an invalid_output failure."""
+    plain = FoldedLines([], [])
+    _fold_parsed(parsed, batch_id, totals, plain.rows, plain.failed)
+    failed_ids = {id(row) for row in plain.failed}
+    error_types = totals.error_types
+    for line, row in zip(parsed, plain.rows, strict=True):
+        message = line.result.message
+        if row.result_type != "succeeded" or row.input_tokens is None or message is None:
+            typed = output.typed(row)
+            folded.rows.append(typed)
+            if id(row) in failed_ids:
+                folded.failed.append(typed)
+            continue
+        checked, valid = output.check(row, _output_of(message, row.text))
+        folded.rows.append(checked)
+        if valid:
+            totals.validated += 1
+        else:
+            error_types[INVALID_OUTPUT] = error_types.get(INVALID_OUTPUT, 0) + 1
+            folded.failed.append(checked)
+
+
+def _output_of(message: _Message, text: str | None) -> bytes | str | None:
+    """The structured output of a reply: the forced tool's input if it called one, else its text (JSON)."""
+    for block in message.content:
+        if block.type == "tool_use" and block.input:
+            return bytes(block.input)
+    return text
 
 
 def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals) -> TableRow:
