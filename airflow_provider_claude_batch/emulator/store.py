@@ -391,6 +391,16 @@ def _result_lines(batch: Batch) -> Iterator[bytes]:
         yield _encoder.encode({"custom_id": record.custom_id, "result": _result(record, codes[index])}) + b"\n"
 
 
+def _content(record: RequestRecord) -> list[dict[str, Any]]:
+    """A reply's content: its text, or (structured output by a forced tool) the tool's call with the object."""
+    if record.tool_name:
+        call_id = f"toolu_emu_{record.digest:016x}"
+        return [
+            {"type": "tool_use", "id": call_id, "name": record.tool_name, "input": msgspec.Raw(record.text.encode())}
+        ]
+    return [{"type": "text", "text": record.text, "citations": None}]
+
+
 def _result(record: RequestRecord, code: int) -> dict[str, Any]:
     kind = _FINAL_NAMES[code]
     if kind == "errored":
@@ -412,7 +422,7 @@ def _result(record: RequestRecord, code: int) -> dict[str, Any]:
             "type": "message",
             "role": "assistant",
             "model": record.model,
-            "content": [{"type": "text", "text": record.text, "citations": None}],
+            "content": _content(record),
             "stop_reason": record.stop_reason,
             "stop_sequence": None,
             "stop_details": None,

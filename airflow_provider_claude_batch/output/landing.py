@@ -72,6 +72,9 @@ class Landing:
     output_type: Any = None
 
     def __post_init__(self) -> None:
+        from airflow_provider_claude_batch.requests.output_type import check_output_type
+
+        check_output_type(self.output_type)
         if self.max_failed_fraction is not None and not 0 <= self.max_failed_fraction <= 1:
             raise ValueError(
                 f"max_failed_fraction is a fraction of requests (0.05 for 5%), not {self.max_failed_fraction}"

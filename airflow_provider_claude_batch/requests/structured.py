@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from airflow_provider_claude_batch.requests.output_type import check_output_type
 from airflow_provider_claude_batch.requests.prepare import Problem
 from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS
 
@@ -72,18 +73,6 @@ class OutputSpec:
             "input_schema": self.request_schema,
         }
         return {"tools": [tool], "tool_choice": {"type": "tool", "name": self.tool_name}}
-
-
-def check_output_type(output_type: object) -> None:
-    """Refuse, when a DAG is parsed, an `output_type` that is neither a Pydantic model class nor a schema dict."""
-    if output_type is None or isinstance(output_type, Mapping):
-        return
-    if isinstance(output_type, type) and callable(getattr(output_type, "model_json_schema", None)):
-        return
-    raise TypeError(
-        "output_type takes a Pydantic model class (class Answer(BaseModel): ...) or a JSON schema dict, "
-        f"not {output_type!r}"
-    )
 
 
 def output_spec(output_type: object) -> OutputSpec:
