@@ -9,10 +9,15 @@ within their lengths. The same digest always gives the same object.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
 
+_HINTS = re.compile(r"\{([^{}]*)\}\s*$")
+_BOUNDS = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems"}
+)
 Form = Literal["native", "tool"]
 _MASK = (1 << 64) - 1
 _WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
@@ -97,8 +102,29 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _hinted(node: dict[str, Any]) -> dict[str, Any]:
+    """`node` with the bounds its description spells out (a strict schema says ``{minimum: 0, maximum: 1}``
+    in words, as keywords the API does not take): a model that reads them keeps to them.
+    """
+    found = _HINTS.search(str(node.get("description", "")))
+    if found is None:
+        return node
+    bounds: dict[str, Any] = {}
+    for part in found.group(1).split(", "):
+        key, _, value = part.partition(": ")
+        if key in _BOUNDS:
+            try:
+                bounds[key] = int(value)
+            except ValueError:
+                try:
+                    bounds[key] = float(value)
+                except ValueError:
+                    continue
+    return {**node, **bounds}
+
+
 def _value(node: dict[str, Any], root: dict[str, Any], digest: int, depth: int) -> Any:
-    node = _resolve(node, root)
+    node = _hinted(_resolve(node, root))
     if "const" in node:
         return node["const"]
     if isinstance(enum := node.get("enum"), list) and enum:
