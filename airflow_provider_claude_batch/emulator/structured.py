@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from airflow_provider_claude_batch.requests.structured import resolve as _resolve
+
 _HINTS = re.compile(r"\{([^{}]*)\}\s*$")
 _BOUNDS = frozenset(
     {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems"}
@@ -90,16 +92,6 @@ def sample(schema: dict[str, Any], digest: int, *, valid: bool = True) -> Any:
 
 def _mix(digest: int, salt: int) -> int:
     return ((digest ^ (salt * 0x9E3779B97F4A7C15)) * 0xBF58476D1CE4E5B9 + salt) & _MASK
-
-
-def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    return node
 
 
 def _hinted(node: dict[str, Any]) -> dict[str, Any]:

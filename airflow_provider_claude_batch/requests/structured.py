@@ -120,13 +120,13 @@ def canonical_json(schema: Mapping[str, Any]) -> bytes:
 
 
 def resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
-    """`node`, or what its local ``$ref`` (``#/$defs/Name``) points at in `root`."""
+    """`node`, or what its local ``$ref`` (``#/$defs/Name``) points at in `root` (with `node`'s other keys)."""
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
         target: Any = root
         for part in ref[2:].split("/"):
             target = target[part]
-        return dict(target)
+        return {**target, **{key: value for key, value in node.items() if key != "$ref"}}
     return dict(node)
 
 

@@ -102,7 +102,7 @@ def test_requests_with_their_own_tools_or_format_are_problems_named_by_line() ->
     problems = [entry for _, entry in out if isinstance(entry, Problem)]
     assert [(p.line, p.custom_id) for p in problems] == [(2, "b"), (4, "c"), (5, "d")]
     assert "tools" in problems[0].reason and "output_config.format" in problems[1].reason
-    prepared, shown, bad = prepare_requests(out, RequestDefaults(model="claude-x", max_tokens=10))
+    _, shown, bad = prepare_requests(out, RequestDefaults(model="claude-x", max_tokens=10))
     assert bad == 3 and [str(p).split(":")[0] for p in shown] == [
         "line 2 (custom_id 'b')",
         "line 4 (custom_id 'c')",
