@@ -18,6 +18,7 @@ import msgspec
 from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
 from airflow_provider_claude_batch.emulator.models import ModelCatalog
 from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
+from airflow_provider_claude_batch.emulator.structured import asked_schema
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -151,7 +152,7 @@ class BatchStore:
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
-            records.append(self.planner.plan(custom_id, params, api_version))
+            records.append(self._refuse_unsupported_format(self.planner.plan(custom_id, params, api_version), params))
         batch = Batch(
             id=_new_batch_id(),
             seq=next(self._seq),
@@ -162,6 +163,22 @@ class BatchStore:
         )
         self._batches[batch.id] = batch
         return batch
+
+    def _refuse_unsupported_format(self, record: RequestRecord, params: bytes) -> RequestRecord:
+        """A native structured-output request for a model without the capability errors, as the API's would."""
+        if record.outcome != "succeeded" or record.tool_name or b'"output_config"' not in params:
+            return record
+        spec = self.models.resolve(record.model)
+        asked = asked_schema(params)
+        if spec is None or spec.structured_outputs or asked is None or asked[0] != "native":
+            return record
+        return RequestRecord(
+            record.custom_id,
+            "errored",
+            record.digest,
+            error_type="invalid_request_error",
+            error_message=f"output_config.format: structured outputs are not supported by {record.model}",
+        )
 
     # ---- read ---------------------------------------------------------------------------------
     def get(self, batch_id: str) -> Batch:

@@ -244,9 +244,17 @@ def _decode_line(line: bytes, batch_id: str) -> _Line:
 
 
 def _fold_parsed(
-    parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow], failed: list[TableRow]
+    parsed: list[_Line],
+    batch_id: str,
+    totals: Totals,
+    rows: list[TableRow],
+    failed: list[TableRow],
+    row_type: type[TableRow] = TableRow,
 ) -> None:
-    """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`."""
+    """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`.
+
+    `row_type`: TableRow, or a subclass of it with an output_type's columns (left empty here).
+    """
     counts = totals.counts
     append = rows.append
     for line in parsed:
@@ -256,7 +264,7 @@ def _fold_parsed(
         message = result.message
         usage = message.usage if kind == "succeeded" and message is not None else None
         if message is not None and usage is not None and None not in (usage.input_tokens, usage.output_tokens):
-            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals))
+            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals, row_type))
             continue
         error_type: str | None = None
         error_message: str | None = None
@@ -267,7 +275,7 @@ def _fold_parsed(
         elif kind == "errored":
             error_type, error_message = _error_of(result.error)
             totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
-        row = TableRow(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
+        row = row_type(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
         append(row)
         if kind in FAILED_TYPES:
             failed.append(row)
@@ -276,37 +284,42 @@ def _fold_parsed(
 def _fold_structured(
     parsed: list[_Line], batch_id: str, totals: Totals, folded: FoldedLines, output: OutputCheck
 ) -> None:
-    """`_fold_parsed`, then each row checked by `output`: typed columns, or an invalid_output failure."""
-    plain = FoldedLines([], [])
-    _fold_parsed(parsed, batch_id, totals, plain.rows, plain.failed)
-    failed_ids = {id(row) for row in plain.failed}
-    error_types = totals.error_types
-    for line, row in zip(parsed, plain.rows, strict=True):
+    """`_fold_parsed` into rows with the output's columns, then each counted succeeded row checked by
+    `output`: its typed columns filled, or it becomes an invalid_output failure.
+    """
+    _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed, output.row_type)
+    check = output.check
+    validated = invalid = 0
+    for line, row in zip(parsed, folded.rows, strict=True):
         message = line.result.message
-        if row.result_type != "succeeded" or row.input_tokens is None or message is None:
-            typed = output.typed(row)
-            folded.rows.append(typed)
-            if id(row) in failed_ids:
-                folded.failed.append(typed)
+        if row.input_tokens is None or message is None:  # failed, or succeeded without usage: nothing to check
             continue
-        checked, valid = output.check(row, _output_of(message, row.text))
-        folded.rows.append(checked)
-        if valid:
-            totals.validated += 1
+        content = message.content
+        if len(content) == 1 and content[0].type == "text":  # the native form's usual reply
+            valid = check(row, row.text)
         else:
-            error_types[INVALID_OUTPUT] = error_types.get(INVALID_OUTPUT, 0) + 1
-            folded.failed.append(checked)
+            valid = check(row, _output_of(content, row.text))
+        if valid:
+            validated += 1
+        else:
+            invalid += 1
+            folded.failed.append(row)
+    totals.validated += validated
+    if invalid:
+        totals.error_types[INVALID_OUTPUT] = totals.error_types.get(INVALID_OUTPUT, 0) + invalid
 
 
-def _output_of(message: _Message, text: str | None) -> bytes | str | None:
+def _output_of(content: list[_Block], text: str | None) -> bytes | str | None:
     """The structured output of a reply: the forced tool's input if it called one, else its text (JSON)."""
-    for block in message.content:
+    for block in content:
         if block.type == "tool_use" and block.input:
             return bytes(block.input)
     return text
 
 
-def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals) -> TableRow:
+def _succeeded_row(
+    custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals, row_type: type[TableRow]
+) -> TableRow:
     """A succeeded result's row (its usage reported in full), its usage counted into `totals`."""
     cache_creation = usage.cache_creation
     if cache_creation is not None:
@@ -323,7 +336,7 @@ def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usa
     else:
         text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
     tools = usage.server_tool_use
-    row = TableRow(
+    row = row_type(
         custom_id,
         batch_id,
         "succeeded",

@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec.structs import astuple
 
 from airflow_provider_claude_batch.requests.structured import resolve
 from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT, TableRow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_claude_batch.requests.structured import OutputSpec
 
 
@@ -54,48 +55,77 @@ class OutputCheck:
         fields = spec.fields
         self.columns: tuple[str, ...] = tuple(fields)
         self.kinds = {name: column_kind(prop, spec.schema) for name, prop in fields.items()}
+        # Objects, arrays and unions of several types land as JSON text.
+        self._json_columns = tuple(name for name, kind in self.kinds.items() if kind == "json")
         self._integers = tuple(name for name, kind in self.kinds.items() if kind == "integer")
-        # A TableRow subclass: the table's columns, then the output's.
+        # A TableRow subclass: the table's columns, then the output's (empty until `check` fills them).
         self.row_type: type[TableRow] = msgspec.defstruct(  # type: ignore[assignment]
             f"{spec.tool_name}Row", [(name, Any, None) for name in self.columns], bases=(TableRow,), gc=False
         )
         self._validate = self._by_model if spec.model is not None else self._by_schema
-        if spec.model is None:
+        # check(row, output): fill a succeeded row (a `row_type`) with its output's columns and say True; or,
+        # when the output does not validate, make it an invalid_output failure (its usage kept) and say False.
+        self.check: Callable[[TableRow, str | bytes | None], bool] = (
+            self._check_model if spec.model is not None else self._check
+        )
+        if spec.model is not None:
+            from pydantic import ValidationError
+
+            model: Any = spec.model
+            # The model's compiled validator and serializer, called directly (no per-call Python wrapper).
+            self._validate_json = model.__pydantic_validator__.validate_json
+            self._to_json_values = model.__pydantic_serializer__.to_python
+            self._validation_error = ValidationError
+        else:
             from jsonschema import Draft202012Validator
 
             self._schema_validator = Draft202012Validator(spec.schema)
 
-    def typed(self, row: TableRow) -> TableRow:
-        """`row` as a row of this landing's table (its typed columns empty): a failed or errored result."""
-        return self.row_type(*astuple(row))
-
-    def check(self, row: TableRow, output: str | bytes | None) -> tuple[TableRow, bool]:
-        """A succeeded row with its output's columns and True, or its invalid_output failure row and False."""
+    def _check(self, row: TableRow, output: str | bytes | None) -> bool:
         values: dict[str, Any] | None = None
         problem = "the reply held no output"
-        if output is not None and output != "":
+        if output:
             values, problem = self._validate(output)
-        if values is not None:
-            return self.row_type(*astuple(row), *(_cell(values.get(c)) for c in self.columns)), True
+        if values is None:
+            return self._invalid(row, problem)
+        self._fill(row, values)
+        return True
+
+    def _check_model(self, row: TableRow, output: str | bytes | None) -> bool:
+        """`check` for a Pydantic model, inlined: it runs once per result."""
+        if not output:
+            return self._invalid(row, "the reply held no output")
+        try:
+            instance = self._validate_json(output)
+        except self._validation_error:
+            return self._invalid(row, self._by_model(output)[1])
+        self._fill(row, self._to_json_values(instance, mode="json", by_alias=True))
+        return True
+
+    def _fill(self, row: TableRow, values: dict[str, Any]) -> None:
+        for name in self._json_columns:
+            if (value := values.get(name)) is not None:
+                values[name] = _encoder.encode(value).decode()
+        for name in self.columns:
+            setattr(row, name, values.get(name))
+
+    @staticmethod
+    def _invalid(row: TableRow, problem: str) -> bool:
         if row.stop_reason not in ("end_turn", "tool_use", None):
             problem = f"the reply stopped with stop_reason {row.stop_reason!r}: {problem}"
-        failed = self.row_type(*astuple(row))
-        failed.error_type = INVALID_OUTPUT
-        failed.error_message = problem if len(problem) <= MESSAGE_CHARS else problem[: MESSAGE_CHARS - 1] + "…"
-        return failed, False
+        row.error_type = INVALID_OUTPUT
+        row.error_message = problem if len(problem) <= MESSAGE_CHARS else problem[: MESSAGE_CHARS - 1] + "…"
+        return False
 
     def _by_model(self, output: str | bytes) -> tuple[dict[str, Any] | None, str]:
-        from pydantic import ValidationError
-
-        model: Any = self.spec.model
         try:
-            instance = model.model_validate_json(output)
-        except ValidationError as exc:
+            instance = self._validate_json(output)
+        except self._validation_error as exc:
             errors = exc.errors(include_url=False)
             shown = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors[:_ERRORS_SHOWN])
             more = f" (and {len(errors) - _ERRORS_SHOWN} more)" if len(errors) > _ERRORS_SHOWN else ""
             return None, f"{exc.title}: {len(errors)} validation error(s): {shown}{more}"
-        values: dict[str, Any] = instance.model_dump(mode="json", by_alias=True)
+        values: dict[str, Any] = self._to_json_values(instance, mode="json", by_alias=True)
         return values, ""
 
     def _by_schema(self, output: str | bytes) -> tuple[dict[str, Any] | None, str]:
@@ -114,13 +144,6 @@ class OutputCheck:
             if isinstance(number := value.get(name), float):
                 value[name] = int(number)
         return value, ""
-
-
-def _cell(value: object) -> object:
-    """A column's value: scalars as they are, objects and arrays as JSON text."""
-    if isinstance(value, dict | list):
-        return _encoder.encode(value).decode()
-    return value
 
 
 def _where(location: Any) -> str:

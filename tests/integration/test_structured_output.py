@@ -214,3 +214,28 @@ downstream(land.output)
     schema = pq.read_schema(out / "results.parquet")
     assert str(schema.field("confidence").type) == "double"
     assert str(schema.field("label").type) == "string"
+
+
+def test_the_decorator_takes_an_output_type(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.2)
+    out = tmp_path / "out"
+    dag = write_dag(
+        dags,
+        "structured_decorated",
+        MODEL
+        + f"""
+from airflow.sdk import task
+
+@task.claude_batch(output_path={str(out)!r}, model="claude-haiku-5-5", max_tokens=64, output_type=Label,
+                   state_path={str(tmp_path / "state")!r}, create_policy=FAST, poll_interval=0.2)
+def reviews():
+    return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"R{{i}}"}}]}}}}
+            for i in range(3)]
+
+reviews()
+""",
+    )
+    result = run_dag(dag)
+    assert result.task_state("reviews") == "success"
+    assert result.xcom("reviews")["validated"] == 3
+    assert all(row["label"] for row in _rows(out / "results.jsonl").values())

@@ -93,3 +93,29 @@ def test_the_planner_replies_with_json_text_natively_and_a_tool_call_for_a_force
     bad = planner.plan("bad", _params(**spec.additions("native")), "2023-06-01")
     with pytest.raises(pydantic.ValidationError):
         Person.model_validate_json(bad.text)
+
+
+def test_a_native_request_for_a_model_without_structured_outputs_errors_as_the_api_would() -> None:
+    from airflow_provider_claude_batch.emulator.store import BatchStore
+
+    spec = output_spec(Person)
+    store = BatchStore()
+
+    def item(custom_id: str, model: str, form: str) -> dict[str, object]:
+        params = json.loads(_params(**spec.additions(form)))  # type: ignore[arg-type]
+        return {"custom_id": custom_id, "params": {**params, "model": model}}
+
+    body = {
+        "requests": [
+            item("old-native", "claude-sonnet-4-5", "native"),  # deprecated, without the capability
+            item("old-tool", "claude-sonnet-4-5", "tool"),
+            item("new-native", "claude-sonnet-5-5", "native"),
+        ]
+    }
+    batch = store.create(msgspec.json.encode(body), "2023-06-01")
+    outcomes = {r.custom_id: (r.outcome, r.error_type) for r in batch.records}
+    assert outcomes == {
+        "old-native": ("errored", "invalid_request_error"),
+        "old-tool": ("succeeded", ""),
+        "new-native": ("succeeded", ""),
+    }
