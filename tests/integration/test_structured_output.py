@@ -239,3 +239,36 @@ reviews()
     assert result.task_state("reviews") == "success"
     assert result.xcom("reviews")["validated"] == 3
     assert all(row["label"] for row in _rows(out / "results.jsonl").values())
+
+
+def test_the_results_operator_resubmits_an_invalid_output_with_the_submit_tasks_output_type(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.2)
+    control.set_outcomes({"match": "r1", "invalid_output": True, "times": 1})
+    out = tmp_path / "out"
+    requests = '[{"custom_id": f"r{i}", "params": {"messages": [{"role": "user", "content": "x"}]}} for i in range(3)]'
+    dag = write_dag(
+        dags,
+        "structured_resubmit",
+        MODEL
+        + f"""
+REQUESTS = {requests}
+submit = ClaudeBatchSubmitOperator(
+    task_id="submit", model="claude-sonnet-5-5", max_tokens=64, output_type=Label, requests=REQUESTS,
+    state_path={str(tmp_path / "s")!r}, create_policy=FAST, wait_for_completion=True, deferrable=False,
+    poll_interval=0.2)
+land = ClaudeBatchResultsOperator(
+    task_id="land", batch_ids=submit.output, output_path={str(out)!r}, output_type=Label, max_retry_rounds=1,
+    retry_invalid_output=True, deferrable=False, poll_interval=0.2,
+    resubmit=Submission(requests=REQUESTS, model="claude-sonnet-5-5", max_tokens=64,
+                        state_path={str(tmp_path / "s")!r}, create_policy=FAST))
+submit >> land
+""",
+    )
+    result = run_dag(dag)
+    assert result.task_state("land") == "success"
+    assert [sorted(b["custom_ids"]) for b in control.state()["batches"]] == [["r0", "r1", "r2"], ["r1"]]
+    rows = _rows(out / "results.jsonl")
+    assert (rows["r1"]["error_type"], rows["r1"]["round"], rows["r1"]["label"] is not None) == (None, 1, True)
+    assert result.xcom("land")["validated"] == 3
