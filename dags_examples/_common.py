@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 DATA = Path(__file__).resolve().parent / "data"
 OUTPUT_ROOT = os.environ.get(
@@ -28,3 +31,15 @@ CLASSIFY_PARAMS = {
     "system": "You label customer reviews. Answer with exactly one word: positive, negative or neutral.",
     "messages": [{"role": "user", "content": "Review: {text}"}],
 }
+# With an output_type the reply is an object, not a word: the prompt asks for the label and a confidence.
+LABEL_PARAMS = {
+    "system": "You label customer reviews by sentiment, with how confident you are (0 to 1).",
+    "messages": [{"role": "user", "content": "Review: {text}"}],
+}
+
+
+class ReviewLabel(BaseModel):
+    """What each review's reply must be: it lands as the `label` and `confidence` columns."""
+
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float = Field(ge=0, le=1)

@@ -2,14 +2,16 @@
 
 Use it for a scheduled job over rows in object storage: the submit task validates every row before
 anything is spent, the sensor waits in the triggerer without a worker slot, and the results land in
-`<output>/nightly_classification/<ds>/` with a manifest, token counts and cost. Retries, clears and
-re-runs of a date re-attach to the batch already submitted for it.
+`<output>/nightly_classification/<ds>/` with a manifest, token counts and cost. Each reply is a
+`ReviewLabel` (structured output): it lands as typed `label` and `confidence` columns, and one that
+does not validate is a failure row (`invalid_output`). Retries, clears and re-runs of a date
+re-attach to the batch already submitted for it.
 """
 
 from __future__ import annotations
 
 import pendulum
-from _common import CLASSIFY_PARAMS, DATA, DEFAULT_ARGS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN
+from _common import DATA, DEFAULT_ARGS, LABEL_PARAMS, MODEL, OUTPUT_ROOT, POLL_SECONDS, STORAGE_CONN, ReviewLabel
 from airflow.sdk import DAG
 
 from airflow_provider_claude_batch.operators.claude_batch import (
@@ -31,9 +33,10 @@ with DAG(
         task_id="submit",
         rows_path=str(DATA / "reviews.jsonl"),  # in production: "s3://bucket/reviews/{{ ds }}.jsonl"
         custom_id_column="id",
-        params_template=CLASSIFY_PARAMS,
+        params_template=LABEL_PARAMS,
         model=MODEL,
-        max_tokens=5,
+        max_tokens=64,
+        output_type=ReviewLabel,
     )
     wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=POLL_SECONDS)
     land = ClaudeBatchResultsOperator(
@@ -42,6 +45,7 @@ with DAG(
         output_path=OUTPUT_ROOT + "/nightly_classification/{{ ds }}/",
         storage_conn_id=STORAGE_CONN,
         formats=["jsonl", "csv"],
+        output_type=ReviewLabel,
         max_failed_fraction=0.2,
     )
     submit >> wait >> land

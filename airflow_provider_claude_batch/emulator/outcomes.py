@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from airflow_provider_claude_batch.emulator.structured import asked_schema, sample
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -49,6 +51,8 @@ class OutcomeRule:
     text: str | None = None
     choices: tuple[str, ...] = ()
     stop_reason: str = "end_turn"
+    # For a request asking for structured output: reply with an object that does not fit its schema.
+    invalid_output: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> OutcomeRule:
@@ -84,6 +88,7 @@ class RequestRecord:
     cache_read: int = 0
     error_type: str = ""
     error_message: str = ""
+    tool_name: str = ""  # set when the reply is the forced tool's call (its input is `text`)
 
 
 class _Params(msgspec.Struct):
@@ -180,14 +185,20 @@ class OutcomePlanner:
         p = _params_decoder.decode(params)
         if not isinstance(p.model, str) or not isinstance(p.max_tokens, int):
             raise TypeError("plan() runs params_problem() first: model and max_tokens are checked there")
-        if rule is not None and rule.text is not None:
+        asked = asked_schema(params) if b'"output_config"' in params or b'"tool_choice"' in params else None
+        tool_name = ""
+        if asked is not None:  # a deterministic object of the schema: JSON text, or the tool's input
+            _form, tool_name, schema = asked
+            valid = rule is None or not rule.invalid_output
+            text = msgspec.json.encode(sample(schema, digest, valid=valid)).decode()
+        elif rule is not None and rule.text is not None:
             text = rule.text
         elif rule is not None and rule.choices:
             text = rule.choices[digest % len(rule.choices)]
         else:
             text = f"Emulated reply {digest:016x}"
         output_tokens = min(p.max_tokens, max(1, len(text) // 4))
-        stop_reason = rule.stop_reason if rule is not None else "end_turn"
+        stop_reason = rule.stop_reason if rule is not None else ("tool_use" if tool_name else "end_turn")
         if output_tokens == p.max_tokens and len(text) // 4 > p.max_tokens:
             stop_reason = "max_tokens"
         record = RequestRecord(
@@ -199,6 +210,7 @@ class OutcomePlanner:
             stop_reason=stop_reason,
             input_tokens=max(1, len(params) // 4),
             output_tokens=output_tokens,
+            tool_name=tool_name,
         )
         if b'"cache_control"' in params:
             _split_cache_tokens(record, one_hour=b'"1h"' in params)

@@ -18,6 +18,7 @@ import msgspec
 from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
 from airflow_provider_claude_batch.emulator.models import ModelCatalog
 from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
+from airflow_provider_claude_batch.emulator.structured import asked_schema
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -155,7 +156,7 @@ class BatchStore:
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
-            records.append(self.planner.plan(custom_id, params, api_version))
+            records.append(self._refuse_unsupported_format(self.planner.plan(custom_id, params, api_version), params))
         batch = Batch(
             id=_new_batch_id(),
             seq=next(self._seq),
@@ -166,6 +167,22 @@ class BatchStore:
         )
         self._batches[batch.id] = batch
         return batch
+
+    def _refuse_unsupported_format(self, record: RequestRecord, params: bytes) -> RequestRecord:
+        """A native structured-output request for a model without the capability errors, as the API's would."""
+        if record.outcome != "succeeded" or record.tool_name or b'"output_config"' not in params:
+            return record
+        spec = self.models.resolve(record.model)
+        asked = asked_schema(params)
+        if spec is None or spec.structured_outputs or asked is None or asked[0] != "native":
+            return record
+        return RequestRecord(
+            record.custom_id,
+            "errored",
+            record.digest,
+            error_type="invalid_request_error",
+            error_message=f"output_config.format: structured outputs are not supported by {record.model}",
+        )
 
     # ---- read ---------------------------------------------------------------------------------
     def get(self, batch_id: str) -> Batch:
@@ -395,6 +412,16 @@ def _result_lines(batch: Batch) -> Iterator[bytes]:
         yield _encoder.encode({"custom_id": record.custom_id, "result": _result(record, codes[index])}) + b"\n"
 
 
+def _content(record: RequestRecord) -> list[dict[str, Any]]:
+    """A reply's content: its text, or (structured output by a forced tool) the tool's call with the object."""
+    if record.tool_name:
+        call_id = f"toolu_emu_{record.digest:016x}"
+        return [
+            {"type": "tool_use", "id": call_id, "name": record.tool_name, "input": msgspec.Raw(record.text.encode())}
+        ]
+    return [{"type": "text", "text": record.text, "citations": None}]
+
+
 def _result(record: RequestRecord, code: int) -> dict[str, Any]:
     kind = _FINAL_NAMES[code]
     if kind == "errored":
@@ -416,7 +443,7 @@ def _result(record: RequestRecord, code: int) -> dict[str, Any]:
             "type": "message",
             "role": "assistant",
             "model": record.model,
-            "content": [{"type": "text", "text": record.text, "citations": None}],
+            "content": _content(record),
             "stop_reason": record.stop_reason,
             "stop_sequence": None,
             "stop_details": None,

@@ -36,13 +36,16 @@ LANDING_PARAMS_DOC = """
     :param formats: files beside ``results.jsonl``: ``"csv"``, ``"parquet"`` (parquet needs pyarrow, and only
         the results operator without retry rounds writes it).
     :param max_failed_fraction: fail the task (after landing) when more than this fraction of requests
-        errored, expired or were canceled; default: succeed and report them.
+        errored, expired, were canceled or (with ``output_type``) gave an output that did not validate;
+        default: succeed and report them.
     :param landing_policy: a `LandingPolicy` (expiry warning, price overrides).
 """
 ROUNDS_PARAM_DOC = """
     :param max_retry_rounds: resubmit requests that failed for the service's reasons (server error,
         overloaded, rate limited, timed out) or expired, up to this many times; each round pays again
         for those requests only. Invalid requests are never resubmitted.
+    :param retry_invalid_output: with ``output_type`` and rounds, also resubmit once each request whose
+        output did not validate (``invalid_output``): pays again for those; a second invalid output stays failed.
 """
 
 
@@ -75,6 +78,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         wait_policy: WaitPolicy | None = None,
         cancel_on_kill: bool = True,
         max_retry_rounds: int = 2,
+        retry_invalid_output: bool = False,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_claude_batch.operators.common import reject_foreign_parameters
@@ -92,7 +96,10 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         self.output_path = output_path
         self.claude_batch_conn_id = claude_batch_conn_id
         self.max_retry_rounds = max_retry_rounds
-        self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy())
+        self.retry_invalid_output = retry_invalid_output
+        self.landing = Landing(
+            tuple(formats), max_failed_fraction, landing_policy or LandingPolicy(), self.submission.output_type
+        )
         self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._batch_ids: list[str] = []
         self._context: Context | None = None
@@ -137,6 +144,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
             output=as_path(self.output_path, submission.storage_conn_id),
             max_retry_rounds=self.max_retry_rounds,
             on_batches=self._batches_now,
+            retry_invalid_output=self.retry_invalid_output,
         )
 
     def _advance(self, context: Context) -> Manifest:

@@ -45,7 +45,11 @@ RESUBMIT_DOC = """
     :param resubmit: with ``max_retry_rounds``, a `Submission` with the submit task's input and defaults
         (the same ``requests``/``rows``..., ``model``, ``max_tokens``, ``state_path``): retryable failures
         are resubmitted from it (paying again for those), and the output takes the one-task layout
-        (``rounds/``). Its ``storage_conn_id`` defaults to this operator's.
+        (``rounds/``). Its ``storage_conn_id`` and ``output_type`` default to this operator's.
+    :param output_type: the submit task's ``output_type`` (a Pydantic model class or a JSON schema dict):
+        each succeeded result is validated against it and lands with one column per top-level field; one
+        that does not validate is a failure row (``error_type`` ``invalid_output``). The summary says how
+        many validated; ``read_validated`` reads the table back as model instances.
 """
 
 
@@ -74,6 +78,8 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         storage_conn_id: str | None = None,
         max_retry_rounds: int = 0,
         resubmit: Submission | None = None,
+        output_type: Any = None,
+        retry_invalid_output: bool = False,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -98,6 +104,13 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             )
         if resubmit is not None and resubmit.storage_conn_id is None:
             resubmit = dataclasses.replace(resubmit, storage_conn_id=storage_conn_id)
+        if resubmit is not None and resubmit.output_type is None:
+            resubmit = dataclasses.replace(resubmit, output_type=output_type)
+        if resubmit is not None and resubmit.output_type is not output_type:
+            raise ValueError(
+                "resubmit asks for another output_type than the one results are validated against: "
+                "give the submit task's output_type to this operator (resubmit takes it from here)"
+            )
         kwargs.setdefault("outlets", [output_asset(output_path, kwargs.get("task_id", "claude_batch"))])
         super().__init__(**kwargs)
         self.batch_ids = batch_ids
@@ -106,7 +119,8 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         self.claude_batch_conn_id = claude_batch_conn_id
         self.max_retry_rounds = max_retry_rounds
         self.resubmit = resubmit
-        self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy())
+        self.retry_invalid_output = retry_invalid_output
+        self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy(), output_type)
         self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._submitted_by = _submitting_task_id(batch_ids)
         self._batch_ids: list[str] = []
@@ -193,6 +207,7 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             on_batches=self._batches_now,
             given=ids,
             given_record=record,
+            retry_invalid_output=self.retry_invalid_output,
         )
 
 

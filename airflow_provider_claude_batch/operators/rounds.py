@@ -48,6 +48,7 @@ class Rounds:
     on_batches: Callable[[list[str]], None]
     given: list[str] | None = None
     given_record: SubmissionRecord | None = None
+    retry_invalid_output: bool = False
 
     def run(self, context: Context) -> tuple[Manifest, list[str]]:
         """Walk every round; returns the final manifest over the rounds and every batch ID."""
@@ -57,11 +58,12 @@ class Rounds:
 
         self.landing.refuse_unwritable_round_formats()
         store = self.submission.record_store(context)
-        prepared, plans = self.submission.prepare(context)
+        prepared, plans = self.submission.prepare(context, self.hook)
         self.landing.settings()  # a price table that cannot price is refused before the first create
         manifests: list[Manifest] = []
         all_ids: list[str] = []
         chosen = prepared
+        invalid_retried: set[str] | None = set() if self.retry_invalid_output else None
         for number in range(self.max_retry_rounds + 1):
             if number:
                 plans = self.submission.plan(chosen)
@@ -78,7 +80,7 @@ class Rounds:
                 )
                 manifest = self.landing.land_round(self.hook, batch_ids, folder, within=self.output, expected=expected)
             manifests.append(manifest)
-            again = retry_ids(read_rows(folder / "failures.jsonl"))
+            again = retry_ids(read_rows(folder / "failures.jsonl"), invalid_retried)
             if not self._another_round(number, again):
                 break
             chosen = _subset(prepared, again)
@@ -129,9 +131,10 @@ class Rounds:
             return False
         self.hook.log.info(
             "Round %d: %d requests failed for reasons worth retrying (server errors, overload, "
-            "expiry); submitting them again as round %d",
+            "expiry%s); submitting them again as round %d",
             number,
             len(again),
+            ", an output that did not validate" if self.retry_invalid_output else "",
             number + 1,
         )
         return True

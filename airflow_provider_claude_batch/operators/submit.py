@@ -89,6 +89,7 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         force_resubmit: bool = False,
         queue: QueuePolicy | None = None,
         create_policy: CreatePolicy = CreatePolicy(),  # noqa: B008  (frozen: shared safely)
+        output_type: Any = None,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
@@ -113,7 +114,7 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         hook = make_hook(self.claude_batch_conn_id)
         step = self.submission
         store = step.record_store(context)
-        prepared, plans = step.prepare(context)
+        prepared, plans = step.prepare(context, hook)
         submitter, record = step.open(hook, store, context, prepared, plans)
         with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
             record = step.submit_parts(

@@ -24,6 +24,7 @@ from airflow_provider_claude_batch.output.manifest import (
     build_manifest,
     landed_summary,
     manifest_bytes,
+    structured_entry,
 )
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import Tables, write_parquet
@@ -35,7 +36,7 @@ from airflow_provider_claude_batch.results.checks import (
     expected_from_record,
     results_mismatch,
 )
-from airflow_provider_claude_batch.results.fold import Totals, fold_chunks
+from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT, TABLE_COLUMNS, Totals, fold_chunks
 from airflow_provider_claude_batch.results.stream import IncompleteResults, ResultsReceiver, is_retryable_stream_error
 from airflow_provider_claude_batch.wait.events import total_requests
 
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.output.manifest import FileInfo, Json
     from airflow_provider_claude_batch.output.staging import Sink
+    from airflow_provider_claude_batch.requests.structured import OutputSpec
     from airflow_provider_claude_batch.results.pricing import ModelPrice
+    from airflow_provider_claude_batch.results.structured import OutputCheck
 
 # The checks a caller runs before landing, importable from here beside `land_results`.
 __all__ = ["FORMATS", "LandingSettings", "check_batch_ids", "expected_from_record", "land_results"]
@@ -60,13 +63,15 @@ FORMATS = ("jsonl", "csv", "parquet")
 @dataclass(frozen=True)
 class LandingSettings:
     """How results are landed: the table formats, how often a broken stream is read again, when to
-    warn of expiry, and the prices (default: the dated table in `results/pricing.py`).
+    warn of expiry, the prices (default: the dated table in `results/pricing.py`), and the output_type
+    each succeeded result is validated against (its fields become columns).
     """
 
     formats: tuple[str, ...] = ("jsonl",)
     stream_attempts: int = 3
     expiry_warning_seconds: float = 3 * 86400
     prices: Mapping[str, ModelPrice] | None = None
+    output: OutputSpec | None = None
 
 
 @dataclass
@@ -99,8 +104,10 @@ def land_results(
     batches = [_ended_batch(hook, batch_id, batch_ids, settings, now()) for batch_id in batch_ids]
     staging = Staging(output, within)
     tables: Tables | None = None
+    check = _output_check(settings.output)
     try:
-        tables = Tables(staging, settings.formats)
+        columns = TABLE_COLUMNS + (check.columns if check is not None else ())
+        tables = Tables(staging, settings.formats, columns)
         expected = expected or {}
         landed = [
             _land_batch(
@@ -110,6 +117,7 @@ def land_results(
                 tables,
                 settings,
                 expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts)),
+                check,
             )
             for batch in batches
         ]
@@ -119,12 +127,17 @@ def land_results(
         files = [item.raw for item in landed]
         files += tables.close()
         if "parquet" in settings.formats:
-            files.append(write_parquet(staging, [item.totals.requests for item in landed]))
+            kinds = check.kinds if check is not None else None
+            files.append(write_parquet(staging, [item.totals.requests for item in landed], kinds))
+        structured = None
+        if check is not None:
+            invalid = totals.error_types.get(INVALID_OUTPUT, 0)
+            structured = structured_entry(check.spec, check.kinds, totals.validated, invalid)
         manifest = build_manifest(
             str(output),
             now(),
             [batch_entry(item.batch, item.raw.name, item.checked_against) for item in landed],
-            landed_summary(totals, settings.prices),
+            landed_summary(totals, settings.prices, structured),
             files,
         )
         staging.publish([f.name for f in files], manifest_bytes(manifest))
@@ -133,6 +146,15 @@ def land_results(
         if tables is not None:
             tables.abandon()
         staging.cleanup()
+
+
+def _output_check(spec: OutputSpec | None) -> OutputCheck | None:
+    """The validator of an output_type's results (None without one)."""
+    if spec is None:
+        return None
+    from airflow_provider_claude_batch.results.structured import OutputCheck
+
+    return OutputCheck(spec)
 
 
 def _check_formats(formats: Sequence[str]) -> None:
@@ -173,6 +195,7 @@ def _land_batch(
     tables: Tables,
     settings: LandingSettings,
     expected: ExpectedResults,
+    check: OutputCheck | None,
 ) -> _BatchLanded:
     """One pass over the batch's results stream; a stream that breaks, or does not hold exactly one
     result per submitted custom_id, is read again from the start (and the rows this batch had added
@@ -184,7 +207,7 @@ def _land_batch(
         totals = Totals()
         raw = staging.sink(f"raw/{batch.id}.jsonl")
         try:
-            _stream_batch(hook, batch, raw, tables, totals, expected)
+            _stream_batch(hook, batch, raw, tables, totals, expected, check)
         except Exception as exc:
             if not is_retryable_stream_error(exc) or attempt >= settings.stream_attempts:
                 raise
@@ -210,11 +233,12 @@ def _stream_batch(
     tables: Tables,
     totals: Totals,
     expected: ExpectedResults,
+    check: OutputCheck | None,
 ) -> None:
     """Read the stream once into `raw`, `tables` and `totals`; raise unless it is what was submitted."""
     seen = SeenIds()
     with ResultsReceiver(hook, batch, raw) as chunks:
-        for folded in fold_chunks(chunks, batch.id, totals):
+        for folded in fold_chunks(chunks, batch.id, totals, check):
             tables.add(folded.rows, folded.failed)
             seen.add(folded.rows)
     if totals.requests < expected.count:

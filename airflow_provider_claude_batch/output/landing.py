@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.output.land import LandingSettings
+    from airflow_provider_claude_batch.requests.structured import OutputSpec
     from airflow_provider_claude_batch.results.checks import ExpectedResults
 
 
@@ -67,8 +68,13 @@ class Landing:
     formats: tuple[str, ...] = ("jsonl",)
     max_failed_fraction: float | None = None
     policy: LandingPolicy = field(default_factory=LandingPolicy)
+    # A Pydantic model class or a JSON schema dict: each succeeded result is validated against it.
+    output_type: Any = None
 
     def __post_init__(self) -> None:
+        from airflow_provider_claude_batch.requests.output_type import check_output_type
+
+        check_output_type(self.output_type)
         if self.max_failed_fraction is not None and not 0 <= self.max_failed_fraction <= 1:
             raise ValueError(
                 f"max_failed_fraction is a fraction of requests (0.05 for 5%), not {self.max_failed_fraction}"
@@ -84,6 +90,7 @@ class Landing:
             formats=tuple(self.formats if formats is None else formats),
             expiry_warning_seconds=self.policy.expiry_warning.total_seconds(),
             prices=prices_from_overrides(overrides) if overrides else None,
+            output=spec_of(self.output_type),
         )
 
     def land(
@@ -138,11 +145,26 @@ class Landing:
                 batch_ids,
             )
         summary = {k: manifest[k] for k in SUMMARY_KEYS}
+        if "structured_output" in manifest:
+            summary |= {k: manifest["structured_output"][k] for k in ("validated", "invalid_output")}
         if "rounds" in manifest:
             summary["rounds"] = [
                 {k: r[k] for k in ("round", "batch_ids", "requests", "counts")} for r in manifest["rounds"]
             ]
         return summary | {"batch_ids": batch_ids}
+
+
+def spec_of(output_type: object) -> OutputSpec | None:
+    """The spec of an output_type (None for none); a schema that cannot be used is refused before any call."""
+    if output_type is None:
+        return None
+    from airflow_provider_claude_batch.exceptions import BatchInputError
+    from airflow_provider_claude_batch.requests.structured import output_spec
+
+    try:
+        return output_spec(output_type)
+    except (TypeError, ValueError) as exc:
+        raise BatchInputError(f"{exc}; nothing was submitted or landed.") from None
 
 
 def landed_manifest(folder: ObjectStoragePath, batch_ids: Sequence[str]) -> Manifest | None:

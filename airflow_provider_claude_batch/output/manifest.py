@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECONDS, utc_iso
-from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES
+from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES, INVALID_OUTPUT
 from airflow_provider_claude_batch.results.pricing import Cost, cost_of
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from anthropic.types.messages import MessageBatch
 
+    from airflow_provider_claude_batch.requests.structured import OutputSpec
     from airflow_provider_claude_batch.results.fold import Totals
     from airflow_provider_claude_batch.results.pricing import ModelPrice
 
@@ -53,6 +54,8 @@ class Summary:
     result_problems: dict[str, Json]
     # Per model: only a single landing has it (round manifests keep theirs).
     usage: dict[str, dict[str, int]] | None = None
+    # With an output_type: its schema, digest and columns, and how many outputs validated.
+    structured_output: Json | None = None
 
 
 def build_manifest(
@@ -64,7 +67,7 @@ def build_manifest(
     rounds: Sequence[Json] | None = None,
 ) -> Json:
     """The manifest of a landing under `output_path`: its batches, its rows' summary and its files."""
-    failed = sum(summary.counts.get(kind, 0) for kind in FAILED_TYPES)
+    failed = sum(summary.counts.get(kind, 0) for kind in FAILED_TYPES) + summary.error_types.get(INVALID_OUTPUT, 0)
     manifest: Json = {
         "manifest_version": MANIFEST_VERSION,
         "written_at": utc_iso(written_at),
@@ -80,6 +83,8 @@ def build_manifest(
         "failed_fraction": round(failed / summary.requests, 6) if summary.requests else 0.0,
         "error_types": summary.error_types,
     }
+    if summary.structured_output is not None:
+        manifest["structured_output"] = summary.structured_output
     if summary.usage is not None:
         manifest["usage"] = summary.usage
     return manifest | {
@@ -111,7 +116,21 @@ def batch_entry(batch: MessageBatch, raw_file: str, checked_against: str) -> Jso
     }
 
 
-def landed_summary(totals: Totals, prices: Mapping[str, ModelPrice] | None = None) -> Summary:
+def structured_entry(spec: OutputSpec, columns: Mapping[str, str], validated: int, invalid: int) -> Json:
+    """The manifest's record of an output_type: its schema and digest, its columns' kinds, the verdicts."""
+    return {
+        "name": spec.name,
+        "schema_sha256": spec.digest,
+        "schema": spec.schema,
+        "columns": dict(columns),
+        "validated": validated,
+        "invalid_output": invalid,
+    }
+
+
+def landed_summary(
+    totals: Totals, prices: Mapping[str, ModelPrice] | None = None, structured_output: Json | None = None
+) -> Summary:
     """The summary of batches landed in one pass, priced by `prices` (default: the dated table)."""
     cost = cost_of(totals.usage_by_model, prices) if prices else cost_of(totals.usage_by_model)
     return Summary(
@@ -124,6 +143,7 @@ def landed_summary(totals: Totals, prices: Mapping[str, ModelPrice] | None = Non
         cost_complete=not totals.problems and not cost.unpriced_models,
         result_problems=result_problems(totals),
         usage={model: usage.reported() for model, usage in sorted(totals.usage_by_model.items())},
+        structured_output=structured_output,
     )
 
 
@@ -148,7 +168,11 @@ def round_entry(number: int, manifest: Mapping[str, Any]) -> Json:
 
 
 def rounds_summary(
-    manifests: Sequence[Mapping[str, Any]], requests: int, counts: dict[str, int], error_types: dict[str, int]
+    manifests: Sequence[Mapping[str, Any]],
+    requests: int,
+    counts: dict[str, int],
+    error_types: dict[str, int],
+    structured_output: Json | None = None,
 ) -> Summary:
     """The summary of the final rows folded from rounds: their counts, and the rounds' usage and cost."""
     usage_total: dict[str, int] = {}
@@ -169,6 +193,7 @@ def rounds_summary(
         cost=cost.to_dict() | {k: first_cost[k] for k in ("prices_as_of", "prices_source")},
         cost_complete=all(m.get("cost_complete", True) for m in manifests),
         result_problems=_merged_problems(manifests),
+        structured_output=structured_output,
     )
 
 

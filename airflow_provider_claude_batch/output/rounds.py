@@ -15,7 +15,13 @@ from airflow_provider_claude_batch.exceptions import ResultsMismatchError
 from airflow_provider_claude_batch.output.manifest import build_manifest, manifest_bytes, round_entry, rounds_summary
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import CsvTable, close_published
-from airflow_provider_claude_batch.results.fold import FAILED_TYPES, RESULT_TYPES, TABLE_COLUMNS, encode_row
+from airflow_provider_claude_batch.results.fold import (
+    FAILED_TYPES,
+    INVALID_OUTPUT,
+    RESULT_TYPES,
+    TABLE_COLUMNS,
+    encode_row,
+)
 from airflow_provider_claude_batch.results.rounds import RoundsIndex
 from airflow_provider_claude_batch.storage import binary_lines
 
@@ -52,8 +58,9 @@ def finalize_rounds(
     for number in range(1, len(manifests)):
         index.add_round(number, (row["custom_id"] for row in read_rows(round_folder(output, number) / "results.jsonl")))
     staging = Staging(output)
+    structured = manifests[0].get("structured_output")
     try:
-        final = _FinalTables(staging, "csv" in formats)
+        final = _FinalTables(staging, "csv" in formats, tuple(structured["columns"]) if structured else ())
         for number in range(len(manifests)):
             for row in read_rows(round_folder(output, number) / "results.jsonl"):
                 final_row = index.final_row(number, row)
@@ -71,7 +78,7 @@ def finalize_rounds(
             str(output),
             now,
             [b for m in manifests for b in m["batches"]],
-            rounds_summary(manifests, requests, final.counts, final.error_types),
+            rounds_summary(manifests, requests, final.counts, final.error_types, _final_structured(structured, final)),
             files,
             rounds=[round_entry(number, m) for number, m in enumerate(manifests)],
         )
@@ -81,13 +88,23 @@ def finalize_rounds(
         staging.cleanup()
 
 
+def _final_structured(structured: Json | None, final: _FinalTables) -> Json | None:
+    """The output_type's manifest entry with the final rows' verdicts (None without an output_type)."""
+    if structured is None:
+        return None
+    invalid = final.error_types.get(INVALID_OUTPUT, 0)
+    return {**structured, "validated": final.counts.get("succeeded", 0) - invalid, "invalid_output": invalid}
+
+
 class _FinalTables:
     """The final results, failures and (if asked) CSV, and the counts of the rows written."""
 
-    def __init__(self, staging: Staging, with_csv: bool) -> None:
+    def __init__(self, staging: Staging, with_csv: bool, output_columns: tuple[str, ...] = ()) -> None:
         self.results = staging.sink("results.jsonl")
         self.failures = staging.sink("failures.jsonl")
-        self.csv = CsvTable(staging.sink("results.csv"), FINAL_COLUMNS) if with_csv else None
+        # An output_type's columns come after the table's own, before round and attempts.
+        self.columns = (*TABLE_COLUMNS, *output_columns, "round", "attempts")
+        self.csv = CsvTable(staging.sink("results.csv"), self.columns) if with_csv else None
         self.counts = dict.fromkeys(RESULT_TYPES, 0)
         self.error_types: dict[str, int] = {}
 
@@ -104,7 +121,7 @@ class _FinalTables:
             self.error_types[row["error_type"]] = self.error_types.get(row["error_type"], 0) + 1
         encoded = encode_row(row)
         self.results.write_rows(encoded, 1)
-        if kind in FAILED_TYPES:
+        if kind in FAILED_TYPES or row.get("error_type") == INVALID_OUTPUT:
             self.failures.write_rows(encoded, 1)
         if self.csv is not None:
-            self.csv.add([[row.get(column) for column in FINAL_COLUMNS]], 1)
+            self.csv.add([[row.get(column) for column in self.columns]], 1)

@@ -20,7 +20,7 @@ from airflow_provider_claude_batch.output.manifest import FileInfo
 from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, TableRow, encode_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from airflow_provider_claude_batch.output.staging import Sink, SinkMark, Staging
 
@@ -77,7 +77,7 @@ class Tables:
     the failures. Batches are landed one after another, so each file is the batches' rows in order.
     """
 
-    def __init__(self, staging: Staging, formats: Sequence[str]) -> None:
+    def __init__(self, staging: Staging, formats: Sequence[str], columns: Sequence[str] = TABLE_COLUMNS) -> None:
         # The JSONL table is also what Parquet is built from, so it is staged for either format.
         self.jsonl = (
             staging.sink("results.jsonl", published="jsonl" in formats)
@@ -85,7 +85,7 @@ class Tables:
             else None
         )
         self.failures = staging.sink("failures.jsonl")
-        self.csv = CsvTable(staging.sink("results.csv"), TABLE_COLUMNS) if "csv" in formats else None
+        self.csv = CsvTable(staging.sink("results.csv"), columns) if "csv" in formats else None
 
     @property
     def sinks(self) -> list[Sink]:
@@ -131,14 +131,21 @@ def close_published(sinks: Iterable[Sink]) -> list[FileInfo]:
     return files
 
 
-def write_parquet(staging: Staging, rows_per_batch: Sequence[int]) -> FileInfo:
+def write_parquet(
+    staging: Staging, rows_per_batch: Sequence[int], output_columns: Mapping[str, str] | None = None
+) -> FileInfo:
     """Built from the staged JSONL table (written whether or not JSONL is published); row groups of
-    PARQUET_ROW_GROUP rows, restarted at each batch.
+    PARQUET_ROW_GROUP rows, restarted at each batch. `output_columns` (an output_type's fields and
+    their kinds: integer, number, boolean, string, json) follow the table's own, typed.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.string() if c in TEXT_COLUMNS else pa.int64()) for c in TABLE_COLUMNS])
+    kinds = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
+    schema = pa.schema(
+        [(c, pa.string() if c in TEXT_COLUMNS else pa.int64()) for c in TABLE_COLUMNS]
+        + [(c, kinds.get(kind, pa.string())) for c, kind in (output_columns or {}).items()]
+    )
     path = staging.file("results.parquet")
     rows = 0
     decoder = msgspec.json.Decoder()

@@ -23,6 +23,8 @@ from airflow_provider_claude_batch.results.pricing import Usage
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from airflow_provider_claude_batch.results.structured import OutputCheck
+
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 FAILED_TYPES = ("errored", "canceled", "expired")
 LONG_PROMPT_TOKENS = 100_000
@@ -32,6 +34,8 @@ UNKNOWN_RESULT_TYPE = "unknown_result_type"
 SUCCEEDED_WITHOUT_USAGE = "succeeded_without_usage"
 NEGATIVE_USAGE = "negative_usage"
 EXAMPLES_KEPT = 5
+# The error_type of a succeeded result whose output does not validate against the output_type: a failure.
+INVALID_OUTPUT = "invalid_output"
 
 
 class TableRow(msgspec.Struct, gc=False):
@@ -82,9 +86,13 @@ class _Usage(msgspec.Struct, gc=False):
     service_tier: str | None = None
 
 
+_NO_INPUT = msgspec.Raw(b"")
+
+
 class _Block(msgspec.Struct, gc=False):
     type: str = ""
     text: str | None = None
+    input: msgspec.Raw = _NO_INPUT  # a tool_use block's input, kept as its JSON bytes
 
 
 class _Message(msgspec.Struct, gc=False):
@@ -135,6 +143,9 @@ class Totals:
     # UNKNOWN_RESULT_TYPE etc. -> how many results, and the first few custom_ids.
     problems: dict[str, int] = field(default_factory=dict)
     problem_examples: dict[str, list[str]] = field(default_factory=dict)
+    # With an output_type: succeeded results whose output validated (those that did not are
+    # error_types["invalid_output"]).
+    validated: int = 0
 
     @property
     def requests(self) -> int:
@@ -143,8 +154,8 @@ class Totals:
 
     @property
     def failed(self) -> int:
-        """Results that did not succeed (errored, canceled, expired)."""
-        return sum(self.counts[t] for t in FAILED_TYPES)
+        """Results that did not succeed (errored, canceled, expired) or whose output did not validate."""
+        return sum(self.counts[t] for t in FAILED_TYPES) + self.error_types.get(INVALID_OUTPUT, 0)
 
     def add(self, other: Totals) -> None:
         """Count `other` (another batch's totals) into these."""
@@ -154,6 +165,7 @@ class Totals:
             self.error_types[kind] = self.error_types.get(kind, 0) + number
         for model, usage in other.usage_by_model.items():
             self.usage_by_model.setdefault(model, Usage()).add(usage)
+        self.validated += other.validated
         for kind, number in other.problems.items():
             self.problems[kind] = self.problems.get(kind, 0) + number
         for kind, examples in other.problem_examples.items():
@@ -183,9 +195,10 @@ class FoldedLines:
     failed: list[TableRow]
 
 
-def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
+def fold_lines(block: bytes, batch_id: str, totals: Totals, output: OutputCheck | None = None) -> FoldedLines:
     """Complete result lines (newline-separated; the last may lack its newline) to their rows, counted
-    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing.
+    into `totals`. Blank lines are skipped; a line that is not the API's shape stops landing. With
+    `output`, each succeeded result's output is validated and its row gets the typed columns.
     """
     lines = block.count(b"\n") + (not block.endswith(b"\n"))
     try:
@@ -198,11 +211,16 @@ def fold_lines(block: bytes, batch_id: str, totals: Totals) -> FoldedLines:
     if parsed is None or len(parsed) != lines:
         parsed = [_decode_line(line, batch_id) for line in block.split(b"\n") if line.strip()]
     folded = FoldedLines([], [])
-    _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
+    if output is None:
+        _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
+    else:
+        _fold_structured(parsed, batch_id, totals, folded, output)
     return folded
 
 
-def fold_chunks(chunks: Iterable[bytes], batch_id: str, totals: Totals) -> Iterator[FoldedLines]:
+def fold_chunks(
+    chunks: Iterable[bytes], batch_id: str, totals: Totals, output: OutputCheck | None = None
+) -> Iterator[FoldedLines]:
     """The rows of a stream received in chunks cut anywhere: each chunk's complete lines are folded in
     one block, and a line cut by a chunk's end waits for the rest of it.
     """
@@ -212,10 +230,10 @@ def fold_chunks(chunks: Iterable[bytes], batch_id: str, totals: Totals) -> Itera
         if not end:
             pending += chunk
             continue
-        yield fold_lines(pending + chunk[:end], batch_id, totals)
+        yield fold_lines(pending + chunk[:end], batch_id, totals, output)
         pending = chunk[end:]
     if pending.strip():
-        yield fold_lines(pending, batch_id, totals)
+        yield fold_lines(pending, batch_id, totals, output)
 
 
 def _decode_line(line: bytes, batch_id: str) -> _Line:
@@ -226,9 +244,17 @@ def _decode_line(line: bytes, batch_id: str) -> _Line:
 
 
 def _fold_parsed(
-    parsed: list[_Line], batch_id: str, totals: Totals, rows: list[TableRow], failed: list[TableRow]
+    parsed: list[_Line],
+    batch_id: str,
+    totals: Totals,
+    rows: list[TableRow],
+    failed: list[TableRow],
+    row_type: type[TableRow] = TableRow,
 ) -> None:
-    """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`."""
+    """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`.
+
+    `row_type`: TableRow, or a subclass of it with an output_type's columns (left empty here).
+    """
     counts = totals.counts
     append = rows.append
     for line in parsed:
@@ -238,7 +264,7 @@ def _fold_parsed(
         message = result.message
         usage = message.usage if kind == "succeeded" and message is not None else None
         if message is not None and usage is not None and None not in (usage.input_tokens, usage.output_tokens):
-            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals))
+            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals, row_type))
             continue
         error_type: str | None = None
         error_message: str | None = None
@@ -249,13 +275,51 @@ def _fold_parsed(
         elif kind == "errored":
             error_type, error_message = _error_of(result.error)
             totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
-        row = TableRow(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
+        row = row_type(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
         append(row)
         if kind in FAILED_TYPES:
             failed.append(row)
 
 
-def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals) -> TableRow:
+def _fold_structured(
+    parsed: list[_Line], batch_id: str, totals: Totals, folded: FoldedLines, output: OutputCheck
+) -> None:
+    """`_fold_parsed` into rows with the output's columns, then each counted succeeded row checked by
+    `output`: its typed columns filled, or it becomes an invalid_output failure.
+    """
+    _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed, output.row_type)
+    check = output.check
+    validated = invalid = 0
+    for line, row in zip(parsed, folded.rows, strict=True):
+        message = line.result.message
+        if row.input_tokens is None or message is None:  # failed, or succeeded without usage: nothing to check
+            continue
+        content = message.content
+        if len(content) == 1 and content[0].type == "text":  # the native form's usual reply
+            valid = check(row, row.text)
+        else:
+            valid = check(row, _output_of(content, row.text))
+        if valid:
+            validated += 1
+        else:
+            invalid += 1
+            folded.failed.append(row)
+    totals.validated += validated
+    if invalid:
+        totals.error_types[INVALID_OUTPUT] = totals.error_types.get(INVALID_OUTPUT, 0) + invalid
+
+
+def _output_of(content: list[_Block], text: str | None) -> bytes | str | None:
+    """The structured output of a reply: the forced tool's input if it called one, else its text (JSON)."""
+    for block in content:
+        if block.type == "tool_use" and block.input:
+            return bytes(block.input)
+    return text
+
+
+def _succeeded_row(
+    custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals, row_type: type[TableRow]
+) -> TableRow:
     """A succeeded result's row (its usage reported in full), its usage counted into `totals`."""
     cache_creation = usage.cache_creation
     if cache_creation is not None:
@@ -272,7 +336,7 @@ def _succeeded_row(custom_id: str, batch_id: str, message: _Message, usage: _Usa
     else:
         text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
     tools = usage.server_tool_use
-    row = TableRow(
+    row = row_type(
         custom_id,
         batch_id,
         "succeeded",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -23,9 +25,22 @@ def worth_retrying(result_type: str, error_type: str | None) -> bool:
     return result_type == "errored" and error_type in RETRYABLE_ERROR_TYPES
 
 
-def retry_ids(failure_rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The custom_ids of a round's failures that are worth another round, in order."""
-    return [row["custom_id"] for row in failure_rows if worth_retrying(row["result_type"], row.get("error_type"))]
+def retry_ids(failure_rows: Iterable[Mapping[str, Any]], invalid_retried: set[str] | None = None) -> list[str]:
+    """The custom_ids of a round's failures that are worth another round, in order.
+
+    With `invalid_retried` (``retry_invalid_output``), a request whose output did not validate is
+    retried once: the set notes those already retried, and gains the ones retried now.
+    """
+    ids = []
+    for row in failure_rows:
+        custom_id = row["custom_id"]
+        error_type = row.get("error_type")
+        if worth_retrying(row["result_type"], error_type):
+            ids.append(custom_id)
+        elif invalid_retried is not None and error_type == INVALID_OUTPUT and custom_id not in invalid_retried:
+            invalid_retried.add(custom_id)
+            ids.append(custom_id)
+    return ids
 
 
 @dataclass

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.requests.plan import BatchPlan
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
+    from airflow_provider_claude_batch.requests.structured import Form
     from airflow_provider_claude_batch.submit.create import Submitter
     from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.submit.store import RecordStore
@@ -54,6 +55,11 @@ PARAMS_DOC = """
     :param force_resubmit: submit anew even when the record shows this input was submitted: pays again.
     :param queue: a `QueuePolicy`: wait (deferred) for room in the workspace's queue before each create.
     :param create_policy: a `CreatePolicy`: create attempts, lost-answer reconciliation, claims.
+    :param output_type: a Pydantic model class or a JSON schema dict: every request asks for an object of
+        that schema (natively where the Models API reports structured outputs for its model, else by one
+        forced tool; one free Models API lookup per model), results are validated and land as typed
+        columns. Requests that set their own ``tools``, ``tool_choice`` or ``output_config.format`` are
+        refused before spend. The schema is part of the fingerprint: changing it submits anew.
 """
 
 
@@ -103,8 +109,12 @@ class Submission:
     force_resubmit: bool = False
     queue: QueuePolicy | None = None
     create_policy: CreatePolicy = field(default_factory=CreatePolicy)
+    output_type: Any = None
 
     def __post_init__(self) -> None:
+        from airflow_provider_claude_batch.requests.output_type import check_output_type
+
+        check_output_type(self.output_type)
         if not 1 <= self.max_requests_per_batch <= API_MAX_REQUESTS:
             raise ValueError(f"max_requests_per_batch must be between 1 and {API_MAX_REQUESTS} (the API's cap)")
         if not 1 <= self.max_batch_bytes <= API_MAX_BODY_BYTES:
@@ -120,8 +130,13 @@ class Submission:
         """The inputs that may be XComArgs (their upstream tasks become dependencies)."""
         return self.requests, self.rows
 
-    def prepare(self, context: Context) -> tuple[PreparedRequests, list[BatchPlan]]:
-        """Read, validate, serialize and split the input; raises before any API call if it is bad."""
+    def prepare(
+        self, context: Context, hook: ClaudeBatchHook | None = None
+    ) -> tuple[PreparedRequests, list[BatchPlan]]:
+        """Read, validate, serialize and split the input; raises before any API call if it is bad.
+
+        With an `output_type`, `hook` asks the Models API (free) how each model takes structured output.
+        """
         from airflow_provider_claude_batch._compat import resolve
         from airflow_provider_claude_batch.exceptions import BatchInputError, InvalidRequestsError
         from airflow_provider_claude_batch.input.read import request_entries
@@ -140,6 +155,8 @@ class Submission:
             storage_conn_id=self.storage_conn_id,
         )
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
+        if self.output_type is not None:
+            entries = self._asking_for_output(entries, hook)
         prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
         if bad:
             raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
@@ -154,6 +171,24 @@ class Submission:
             prepared.fingerprint[:16],
         )
         return prepared, plans
+
+    def _asking_for_output(self, entries: Iterable[tuple[int, object]], hook: ClaudeBatchHook | None) -> Any:
+        """The entries, each asking for `output_type` in the form its model takes (see `structured_form`)."""
+        from airflow_provider_claude_batch.exceptions import BatchInputError
+        from airflow_provider_claude_batch.output.landing import spec_of
+        from airflow_provider_claude_batch.requests.structured import with_output
+
+        spec = spec_of(self.output_type)
+        if spec is None or hook is None:
+            raise BatchInputError("output_type needs the Models API: this submit step was given no connection")
+        forms: dict[str, Form] = {}
+
+        def form_for(model: str) -> Form:
+            if model not in forms:
+                forms[model] = structured_form(hook, model)
+            return forms[model]
+
+        return with_output(entries, spec, self.model, form_for)
 
     def plan(self, prepared: PreparedRequests) -> list[BatchPlan]:
         """Split `prepared` into batches within the limits; refuses a batch the queue guard could never fit."""
@@ -246,6 +281,24 @@ class Submission:
         return ClaudeBatchQueueTrigger(
             needed, cap, hook.claude_batch_conn_id, poll_interval=self.queue.check_interval, error_budget=error_budget
         )
+
+
+def structured_form(hook: ClaudeBatchHook, model: str) -> Form:
+    """How `model` is asked for structured output: natively when the Models API reports the capability;
+    by a forced tool when it reports none, or does not know the model (404: logged, as the batch will
+    tell whether the model exists). An unreachable Models API fails the task before any spend (Airflow
+    retries it): the form is part of the request, so guessing could make a retry look like new work.
+    """
+    try:
+        info = hook.get_model_info(model)
+    except ValueError:  # not shaped like a model ID: the batch names the problem per request
+        info = None
+    if info is None:
+        log.warning("The Models API does not know %r: asking for the output_type through a forced tool", model)
+        return "tool"
+    form: Form = "native" if info.structured_outputs else "tool"
+    log.info("%s: output_type asked for %s", model, "natively" if form == "native" else "through a forced tool")
+    return form
 
 
 def task_key(context: Context) -> TaskKey:

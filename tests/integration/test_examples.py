@@ -65,15 +65,21 @@ def test_the_nightly_example_lands_a_partition(examples: Path, control: Emulator
     run = run_dag(_load(examples, "nightly_classification").dag)
     assert run.state == "success"
     day = run.run.logical_date.date().isoformat()
-    manifest = json.loads((tmp_path / "output" / "nightly_classification" / day / "_manifest.json").read_text())
+    folder = tmp_path / "output" / "nightly_classification" / day
+    manifest = json.loads((folder / "_manifest.json").read_text())
     assert manifest["requests"] == 60 and manifest["counts"]["succeeded"] == 60
+    assert manifest["structured_output"]["validated"] == 60  # every reply a ReviewLabel
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert {row["label"] for row in rows} <= {"positive", "negative", "neutral"}
+    assert all(0 <= row["confidence"] <= 1 for row in rows)
 
 
 def test_the_eval_example_scores_the_landed_answers(examples: Path, control: EmulatorControl) -> None:
     control.configure(processing_seconds=0.3)
-    control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
+    control.set_outcomes({"match": "review-0001", "invalid_output": True})  # one answer that is no ReviewLabel
     run = run_dag(_load(examples, "eval_run").dag)
     assert run.state == "success"
     report = run.xcom("score")
-    assert report["cases"] == 30 and report["answered"] == 30
+    assert report["cases"] == 30 and report["answered"] == report["validated"] == 29
+    assert 0 <= report["mean_confidence"] <= 1
     assert 0 < report["correct"] < 30  # deterministic emulated labels: some right, some wrong
