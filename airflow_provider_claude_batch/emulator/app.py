@@ -26,6 +26,7 @@ from airflow_provider_claude_batch.emulator.clock import rfc3339
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
+from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
 CONTROL_BODY_LIMIT = 1_000_000
+COUNT_TOKENS_BODY_LIMIT = 32_000_000  # as for Messages
 
 
 class EmulatedConnectionDrop(Exception):
@@ -106,6 +108,7 @@ class Emulator:
                 Route(api + "/{batch_id}", self._delete, methods=["DELETE"]),
                 Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
                 Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/_emulator/state", control(self._state), methods=["GET"]),
                 Route("/_emulator/clock", control(self._clock), methods=["POST"]),
                 Route("/_emulator/config", control(self._config), methods=["GET", "POST"]),
@@ -253,6 +256,27 @@ class Emulator:
             return StreamingResponse(_chunked(lines, cut_after, pause), media_type="application/binary")
 
         return await self._serve(request, "results", handle)
+
+    # ---- token counting -------------------------------------------------------------------------
+    async def _count_tokens(self, request: Request) -> Response:
+        async def handle(request: Request, fault: Fault | None) -> Response:
+            body = await self._read_body(request, COUNT_TOKENS_BODY_LIMIT)
+            try:
+                decoded = msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
+            problem = count_request_problem(decoded)
+            if problem is not None:
+                raise ApiError(400, "invalid_request_error", problem)
+            self._check_model(decoded["model"])
+            return _json({"input_tokens": input_tokens(body)})
+
+        return await self._serve(request, "count_tokens", handle)
+
+    def _check_model(self, model: str) -> None:
+        """A model the catalogue does not serve is a 404, as for Messages."""
+        if not model.startswith("claude-"):
+            raise ApiError(404, "not_found_error", f"model: {model}")
 
     # ---- control routes -------------------------------------------------------------------------
     def _control(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from airflow_provider_claude_batch.emulator.tokens import Counted, tokens_of
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -86,12 +88,11 @@ class RequestRecord:
     error_message: str = ""
 
 
-class _Params(msgspec.Struct):
-    """Only the fields the emulator checks; the rest of a Messages body is passed over unread."""
+class _Params(Counted):
+    """Only the fields the emulator checks and counts; the rest of a Messages body is passed over unread."""
 
     model: object = None
     max_tokens: object = None
-    messages: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     stream: object = None
     speed: object = msgspec.UNSET
     temperature: object = msgspec.UNSET
@@ -197,7 +198,7 @@ class OutcomePlanner:
             model=p.model,
             text=text,
             stop_reason=stop_reason,
-            input_tokens=max(1, len(params) // 4),
+            input_tokens=tokens_of(p),
             output_tokens=output_tokens,
         )
         if b'"cache_control"' in params:
