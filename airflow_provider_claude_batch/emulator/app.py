@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from airflow_provider_claude_batch.emulator.clock import rfc3339
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
+from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
 from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
@@ -109,12 +110,15 @@ class Emulator:
                 Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
                 Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/v1/models", self._list_models, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", self._retrieve_model, methods=["GET"]),
                 Route("/_emulator/state", control(self._state), methods=["GET"]),
                 Route("/_emulator/clock", control(self._clock), methods=["POST"]),
                 Route("/_emulator/config", control(self._config), methods=["GET", "POST"]),
                 Route("/_emulator/outcomes", control(self._outcomes), methods=["POST"]),
                 Route("/_emulator/faults", control(self._faults), methods=["POST", "DELETE"]),
                 Route("/_emulator/reset", control(self._reset), methods=["POST"]),
+                Route("/_emulator/models", control(self._models), methods=["GET", "POST"]),
             ]
         )
         self.app.add_exception_handler(404, self._not_found)
@@ -274,9 +278,41 @@ class Emulator:
         return await self._serve(request, "count_tokens", handle)
 
     def _check_model(self, model: str) -> None:
-        """A model the catalogue does not serve is a 404, as for Messages."""
-        if not model.startswith("claude-"):
-            raise ApiError(404, "not_found_error", f"model: {model}")
+        """A model the catalogue does not know, or has retired, is a 404, as for Messages."""
+        spec = self.store.models.resolve(model)
+        if spec is None or spec.lifecycle == "retired":
+            raise ApiError(404, "not_found_error", f"model: {model}" + (" has been retired" if spec else ""))
+
+    # ---- Models API ---------------------------------------------------------------------------
+    async def _list_models(self, request: Request) -> Response:
+        async def handle(request: Request, fault: Fault | None) -> Response:
+            query = request.query_params
+            try:
+                limit = int(query.get("limit", "20"))
+            except ValueError:
+                raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
+            try:
+                page = self.store.models.page(
+                    limit=limit,
+                    after_id=query.get("after_id"),
+                    before_id=query.get("before_id"),
+                    lifecycles=query.getlist("lifecycle[]") + query.getlist("lifecycle"),
+                )
+            except ValueError as exc:
+                raise ApiError(400, "invalid_request_error", str(exc)) from None
+            return _json(page)
+
+        return await self._serve(request, "models", handle)
+
+    async def _retrieve_model(self, request: Request) -> Response:
+        async def handle(request: Request, fault: Fault | None) -> Response:
+            model_id = request.path_params["model_id"]
+            spec = self.store.models.resolve(model_id)
+            if spec is None:
+                raise ApiError(404, "not_found_error", f"model: {model_id}")
+            return _json(self.store.models.describe(spec))
+
+        return await self._serve(request, "models", handle)
 
     # ---- control routes -------------------------------------------------------------------------
     def _control(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -352,6 +388,16 @@ class Emulator:
         self.store.reset()
         self.faults = FaultPlan()
         return _json({"reset": True})
+
+    async def _models(self, request: Request) -> Response:
+        if request.method == "POST":
+            payload = await self._payload(request)
+            specs = [ModelSpec.from_dict(m) for m in _items(payload, "models")]
+            if payload.get("replace", False):
+                self.store.models = ModelCatalog(specs)
+            else:
+                self.store.models.add(specs)
+        return _json({"models": [s.id for s in self.store.models.ordered()]})
 
     async def _payload(self, request: Request) -> dict[str, Any]:
         body = await self._read_body(request, CONTROL_BODY_LIMIT)

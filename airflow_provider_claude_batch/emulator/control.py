@@ -51,6 +51,13 @@ class EmulatorControl:
         """The emulator's current epoch, which tests compare deadlines against."""
         return float(self._call("POST", "clock", {})["epoch"])
 
+    def add_models(self, *models: Mapping[str, Any], replace: bool = False) -> list[str]:
+        """Add (or, with `replace`, set) catalogue entries: `{"id": ..., "lifecycle": ..., "max_tokens": ...,
+        "max_input_tokens": ..., "structured_outputs": ..., "aliases": [...]}`; returns every model ID.
+        """
+        answer = self._call("POST", "models", {"models": list(models), "replace": replace})
+        return cast("list[str]", answer["models"])
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """processing_seconds, cancel_seconds, api_key, workspace_id, max_requests, max_body_bytes."""
         return cast("dict[str, Any]", self._call("POST", "config", settings))

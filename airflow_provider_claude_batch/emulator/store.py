@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
+from airflow_provider_claude_batch.emulator.models import ModelCatalog
 from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class BatchStore:
         self.config = config or EmulatorConfig()
         self.clock = clock or EmulatorClock()
         self.planner = OutcomePlanner()
+        self.models = ModelCatalog()
         self._batches: dict[str, Batch] = {}
         self._seq = itertools.count(1)
         self.calls: dict[str, int] = {}
@@ -149,7 +151,7 @@ class BatchStore:
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
-            records.append(self.planner.plan(custom_id, params, api_version))
+            records.append(self.planner.plan(custom_id, params, api_version, self.models))
         batch = Batch(
             id=_new_batch_id(),
             seq=next(self._seq),
@@ -264,11 +266,12 @@ class BatchStore:
         batch.records = []
 
     def reset(self) -> None:
-        """Forget every batch, call count and recorded response."""
+        """Forget every batch, call count, recorded response, outcome rule and added model."""
         self._batches.clear()
         self.calls.clear()
         self.responses.clear()
         self.planner = OutcomePlanner()
+        self.models = ModelCatalog()
 
     # ---- results ------------------------------------------------------------------------------
     def results_lines(self, batch_id: str) -> Iterator[bytes]:

@@ -7,6 +7,7 @@ that use our operators parse fast. Workers get the sync client; triggers get the
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,12 @@ if TYPE_CHECKING:
     from anthropic.types.messages import DeletedMessageBatch, MessageBatch
 
     from airflow_provider_claude_batch.hooks.client_settings import ConnectionLike
+    from airflow_provider_claude_batch.preflight.models import ModelInfo
 
 BATCHES_PATH = "/v1/messages/batches"
+MODELS_PATH = "/v1/models"
+# Model IDs and aliases as the API spells them; anything else never reaches a request path.
+MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 RESULTS_CHUNK_BYTES = 1024 * 1024
 
@@ -236,6 +241,27 @@ class ClaudeBatchHook(BaseHook):
         """`retrieve_batch` for the triggerer's event loop."""
         client = await self.get_async_conn()
         return await client.messages.batches.retrieve(batch_id)
+
+    # ---- models ---------------------------------------------------------------------------------
+    def get_model_info(self, model_id: str) -> ModelInfo | None:
+        """What the Models API says about a model ID or alias, or None when the API does not know it (404).
+
+        A free call: preflight uses it to refuse an unknown or retired model, and a `max_tokens` over
+        the model's limit, before any batch is paid for. Other API errors propagate (the SDK retries
+        transient ones).
+        """
+        import anthropic
+        import httpx2
+
+        from airflow_provider_claude_batch.preflight.models import decode_model_info
+
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            raise ValueError(f"{model_id!r} is not shaped like a model ID (letters, digits, '.', '-', '@', ':')")
+        try:
+            response = self.client.get(f"{MODELS_PATH}/{model_id}", cast_to=httpx2.Response)
+        except anthropic.NotFoundError:
+            return None
+        return decode_model_info(response.content)
 
     # ---- results ------------------------------------------------------------------------------
     @contextmanager
