@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pendulum
@@ -56,8 +57,10 @@ def _refused(dags: Path, control: EmulatorControl, name: str, body: str, capfd: 
 def test_an_unknown_model_fails_before_spend_naming_its_lines(
     dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    requests = _requests(3) + " + [{'custom_id': 'typo', 'params': {'model': 'claude-sonet-5-5', 'messages': " + (
-        "[{'role': 'user', 'content': 'x'}]}}]"
+    requests = (
+        _requests(3)
+        + " + [{'custom_id': 'typo', 'params': {'model': 'claude-sonet-5-5', 'messages': "
+        + ("[{'role': 'user', 'content': 'x'}]}}]")
     )
     out = _refused(dags, control, "preflight_unknown", _submit(tmp_path, requests), capfd)
     assert "1 of 4 requests would be refused by the API (preflight); nothing was submitted" in out
@@ -115,12 +118,13 @@ def test_preflight_off_checks_nothing_and_the_batch_reports_the_error(
 
 # ---- token counting: rate limits and the fallback ---------------------------------------------------
 def test_a_rate_limited_count_waits_as_retry_after_says(
-    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    dags: Path, control: EmulatorControl, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     control.inject({"endpoint": "count_tokens", "status": 429, "retry_after": 1, "count": 2})
     result = run_dag(write_dag(dags, "count_rate_limited", _submit(tmp_path, _requests(3))))
     assert result.task_state("submit") == "success"
-    out = printed(capfd)
+    out = caplog.text
     assert out.count("Token counting is rate limited; waiting 1 s as the API asks (retry-after)") == 2
     assert control.state()["calls"]["count_tokens"] == 3 + 2
     assert "every request counted with the token-counting endpoint" in out
@@ -129,12 +133,13 @@ def test_a_rate_limited_count_waits_as_retry_after_says(
 
 
 def test_without_token_counting_the_estimate_is_size_based_and_says_so(
-    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    dags: Path, control: EmulatorControl, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     control.inject({"endpoint": "count_tokens", "status": 404, "count": 1})
     result = run_dag(write_dag(dags, "count_unavailable", _submit(tmp_path, _requests(3))))
     assert result.task_state("submit") == "success"
-    out = printed(capfd)
+    out = caplog.text
     assert "Token counting is unavailable (404 not_found_error" in out
     assert "estimated from the requests' size (token counting unavailable)" in out
     assert control.state()["calls"]["count_tokens"] == 1  # not asked again once unavailable
@@ -152,13 +157,14 @@ def test_a_budget_below_the_estimates_low_figure_fails_before_spend_with_both_fi
 
 
 def test_a_budget_below_only_the_high_figure_warns_and_submits(
-    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    dags: Path, control: EmulatorControl, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     # 3 requests of ~45 input tokens and 32 max_tokens on Sonnet 5.5 ($1/$5 per million at batch price):
     # about $0.00014 with no output, $0.00062 with every max_tokens written.
     result = run_dag(write_dag(dags, "budget_warned", _submit(tmp_path, _requests(3), ", max_cost_usd=0.0003")))
     assert result.task_state("submit") == "success"
-    out = printed(capfd)
+    out = caplog.text
     assert "The estimated cost may go over max_cost_usd=$0.0003" in out and "lower max_tokens" in out
     assert len(control.state()["batches"]) == 1
 
