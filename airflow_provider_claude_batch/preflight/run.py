@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from airflow_provider_claude_batch.preflight.sample import extrapolate, plan_sam
 from airflow_provider_claude_batch.results.pricing import DEFAULT_PRICES, price_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.preflight.checks import Findings
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control")
 RATE_LIMIT_WAIT_BUDGET = 60.0  # seconds of retry-after waits before counting is taken as unavailable
 FAILED_CALLS_ALLOWED = 3  # server or network errors in a row before counting is taken as unavailable
+COUNT_CONCURRENCY = 8  # counting calls in flight at once (each waits out its own 429s)
 WINDOW_EDGE = 0.9  # requests estimated at this share of their model's context window are counted too
 EDGE_COUNTS = 20  # at most this many such extra counts
 
@@ -46,6 +48,7 @@ EDGE_COUNTS = 20  # at most this many such extra counts
 class TokenCounter:
     """Counting calls with the rate limit honoured: waits out each 429's retry-after (within a budget);
     after that, or a run of server errors, counting is unavailable and the estimate falls back to size.
+    Used from a few threads at once (`count_all`): the shared tallies change under a lock.
     """
 
     hook: ClaudeBatchHook
@@ -54,6 +57,18 @@ class TokenCounter:
     calls: int = 0
     waited: float = 0.0
     refused: dict[int, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_all(self, prepared: PreparedRequests, indexes: Sequence[int]) -> dict[int, int]:
+        """The counts of these requests, `COUNT_CONCURRENCY` calls in flight (a few dozen calls, not minutes)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not indexes:
+            return {}
+        bodies = [counting_body(prepared, i) for i in indexes]
+        with ThreadPoolExecutor(min(COUNT_CONCURRENCY, len(indexes)), thread_name_prefix="count-tokens") as pool:
+            found = list(pool.map(self.count, indexes, bodies))
+        return {i: n for i, n in zip(indexes, found, strict=True) if n is not None}
 
     def count(self, index: int, body: Mapping[str, Any]) -> int | None:
         """Request `index`'s input tokens; None when counting is (or just became) unavailable, or the
@@ -65,25 +80,29 @@ class TokenCounter:
 
         failures = 0
         while not self.unavailable:
-            self.calls += 1
+            with self._lock:
+                self.calls += 1
             try:
                 return self.hook.count_tokens(body)
             except anthropic.RateLimitError as exc:
                 wait = retry_after(exc) or 1.0
-                if self.waited + wait > RATE_LIMIT_WAIT_BUDGET:
-                    self.unavailable = f"rate limited for more than {RATE_LIMIT_WAIT_BUDGET:.0f} s"
-                    return None
+                with self._lock:
+                    if self.waited + wait > RATE_LIMIT_WAIT_BUDGET:
+                        self.unavailable = f"rate limited for more than {RATE_LIMIT_WAIT_BUDGET:.0f} s"
+                        return None
+                    self.waited += wait
                 log.info("Token counting is rate limited; waiting %.0f s as the API asks (retry-after)", wait)
-                self.waited += wait
                 self.sleep(wait)
             except anthropic.BadRequestError as exc:
-                self.refused[index] = f"the token-counting endpoint refused it: {exc.api_message}"
+                with self._lock:
+                    self.refused[index] = f"the token-counting endpoint refused it: {exc.api_message}"
                 return None
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                 failures += 1
                 status = getattr(exc, "status_code", None)
                 if (status is not None and status < 500) or failures >= FAILED_CALLS_ALLOWED:
-                    self.unavailable = self.hook.describe_error(exc)
+                    with self._lock:
+                        self.unavailable = self.unavailable or self.hook.describe_error(exc)
                     return None
                 self.sleep(retry_after(exc) or float(failures))
         return None
@@ -112,7 +131,7 @@ def run_preflight(
     sizes = array("Q", map(operator.sub, prepared.ends, prepared.starts))
     plan = plan_sample(sizes, facts.model_index)
     counter = TokenCounter(hook, sleep)
-    counts = {i: n for i in plan.counted if (n := counter.count(i, counting_body(prepared, i))) is not None}
+    counts = counter.count_all(prepared, plan.counted)
     windows = {n: info.max_input_tokens for n, m in enumerate(facts.models) if (info := infos.get(m)) is not None}
     bands = {
         n: p.long_prompt_threshold for n, m in enumerate(facts.models) if (p := price_for(m, prices or DEFAULT_PRICES))
@@ -125,9 +144,7 @@ def run_preflight(
         key=lambda i: -tokens.large[i],
     )
     near_edge = [i for i in near_edge if tokens.large[i] >= edges[facts.model_index[i]]]
-    for index in near_edge[:EDGE_COUNTS]:
-        if (n := counter.count(index, counting_body(prepared, index))) is not None:
-            counts[index] = n
+    counts.update(counter.count_all(prepared, near_edge[:EDGE_COUNTS]))
     if len(near_edge) > EDGE_COUNTS and not counter.unavailable:
         log.warning(
             "%d requests are estimated near their model's context window; the %d largest were counted, the "

@@ -77,23 +77,73 @@ def extrapolate(
 
     A model none of whose requests could be counted falls back to `FALLBACK_BYTES_PER_TOKEN`.
     `large_from` (model number -> tokens) asks for the requests estimated at or above it (a context
-    window's edge, a pricing band).
+    window's edge, a pricing band). Sums run a segment (between two counted sizes) at a time, so
+    100,000 requests cost a few slices, not a Python step each; only segments that reach
+    `large_from` are walked request by request.
     """
     tokens_by_model: dict[int, int] = {}
     large: dict[int, int] = {}
     for number, members in plan.by_model.items():
-        points = _points(members, sizes, counts)
+        ordered = [sizes[i] for i in members]
+        xs, ys = _points(members, sizes, counts)
         threshold = (large_from or {}).get(number)
-        total = 0
-        for index in members:
-            tokens = counts.get(index)
-            if tokens is None:
-                tokens = _interpolate(points, sizes[index])
-            total += tokens
-            if threshold is not None and tokens >= threshold:
-                large[index] = tokens
-        tokens_by_model[number] = total
+        total = 0.0
+        for low, high, line in _segments(ordered, xs, ys):
+            if low == high:
+                continue
+            total += line(sum(ordered[low:high]), high - low)
+            if threshold is not None and max(line(ordered[low], 1), line(ordered[high - 1], 1)) >= threshold:
+                for at in range(low, high):
+                    tokens = round(line(ordered[at], 1))
+                    if tokens >= threshold:
+                        large[members[at]] = tokens
+        for index in members:  # counted requests: their count, not the line through them
+            if index in counts:
+                estimated = _tokens_at(xs, ys, sizes[index])
+                total += counts[index] - estimated
+                if threshold is not None:
+                    large.pop(index, None)
+                    if counts[index] >= threshold:
+                        large[index] = counts[index]
+        tokens_by_model[number] = max(len(members), round(total))
     return TokenEstimate(tokens_by_model, large)
+
+
+def _segments(ordered: Sequence[int], xs: list[int], ys: list[float]) -> list[tuple[int, int, _Line]]:
+    """The runs of `ordered` sizes between consecutive counted sizes, each with its line (tokens of a
+    run of `n` requests whose sizes sum to `total`).
+    """
+    if not xs:
+        return [(0, len(ordered), _Line(0.0, 1 / FALLBACK_BYTES_PER_TOKEN))]
+    cuts = [bisect_right(ordered, x) for x in xs]
+    pieces = [(0, cuts[0], _Line(0.0, ys[0] / xs[0] if xs[0] else 0.0, ys[0] if not xs[0] else 0.0))]
+    for k in range(len(xs) - 1):
+        slope = (ys[k + 1] - ys[k]) / (xs[k + 1] - xs[k])
+        pieces.append((cuts[k], cuts[k + 1], _Line(ys[k] - slope * xs[k], slope)))
+    pieces.append(
+        (cuts[-1], len(ordered), _Line(0.0, ys[-1] / xs[-1] if xs[-1] else 0.0, ys[-1] if not xs[-1] else 0.0))
+    )
+    return pieces
+
+
+@dataclass(frozen=True)
+class _Line:
+    """tokens = intercept + slope * size (at least `floor`), summed over a run of requests."""
+
+    intercept: float
+    slope: float
+    floor: float = 0.0
+
+    def __call__(self, total_size: float, count: int) -> float:
+        return max(self.floor * count, self.intercept * count + self.slope * total_size, float(count))
+
+
+def _tokens_at(xs: list[int], ys: list[float], size: int) -> float:
+    """The line's value at one size (what a counted request was estimated at)."""
+    for low, high, line in _segments([size], xs, ys):
+        if low < high:
+            return line(size, 1)
+    return 1.0
 
 
 def _points(members: Sequence[int], sizes: Sequence[int], counts: Mapping[int, int]) -> tuple[list[int], list[float]]:
@@ -104,18 +154,3 @@ def _points(members: Sequence[int], sizes: Sequence[int], counts: Mapping[int, i
             by_size.setdefault(sizes[index], []).append(counts[index])
     xs = sorted(by_size)
     return xs, [sum(by_size[x]) / len(by_size[x]) for x in xs]
-
-
-def _interpolate(points: tuple[list[int], list[float]], size: int) -> int:
-    xs, ys = points
-    if not xs:
-        return max(1, round(size / FALLBACK_BYTES_PER_TOKEN))
-    at = bisect_right(xs, size)
-    if at == 0:
-        value = ys[0] * size / xs[0] if xs[0] else ys[0]
-    elif at == len(xs):
-        value = ys[-1] * size / xs[-1] if xs[-1] else ys[-1]
-    else:
-        x0, x1, y0, y1 = xs[at - 1], xs[at], ys[at - 1], ys[at]
-        value = y0 + (y1 - y0) * (size - x0) / (x1 - x0)
-    return max(1, round(value))
