@@ -60,16 +60,32 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
         assert bag.get_dag(dag_id).doc_md, dag_id  # each says when to use it
 
 
-def test_the_nightly_example_lands_a_partition(examples: Path, control: EmulatorControl, tmp_path: Path) -> None:
+def _estimate_vs_actual(manifest: dict[str, Any]) -> str:
+    estimate = manifest["estimate"]
+    return (
+        f"estimated {estimate['input_tokens']} input tokens ({estimate['method']}), ${estimate['batch_usd_low']:.6f}"
+        f" to ${estimate['batch_usd_high']:.6f} at batch price; actual {estimate['actual_input_tokens']} input "
+        f"tokens, ${estimate['actual_batch_usd']:.6f}"
+    )
+
+
+def test_the_nightly_example_lands_a_partition(
+    examples: Path, control: EmulatorControl, tmp_path: Path, record_metric: Any
+) -> None:
     control.configure(processing_seconds=0.3)
     run = run_dag(_load(examples, "nightly_classification").dag)
     assert run.state == "success"
     day = run.run.logical_date.date().isoformat()
     manifest = json.loads((tmp_path / "output" / "nightly_classification" / day / "_manifest.json").read_text())
     assert manifest["requests"] == 60 and manifest["counts"]["succeeded"] == 60
+    # The submit task's preflight estimate, carried by its record to the results task's manifest.
+    assert manifest["estimate"]["actual_within_range"] is True
+    record_metric("nightly example, estimate vs actual", _estimate_vs_actual(manifest))
 
 
-def test_the_eval_example_scores_the_landed_answers(examples: Path, control: EmulatorControl) -> None:
+def test_the_eval_example_scores_the_landed_answers(
+    examples: Path, control: EmulatorControl, tmp_path: Path, record_metric: Any
+) -> None:
     control.configure(processing_seconds=0.3)
     control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
     run = run_dag(_load(examples, "eval_run").dag)
@@ -77,3 +93,7 @@ def test_the_eval_example_scores_the_landed_answers(examples: Path, control: Emu
     report = run.xcom("score")
     assert report["cases"] == 30 and report["answered"] == 30
     assert 0 < report["correct"] < 30  # deterministic emulated labels: some right, some wrong
+    day = run.run.logical_date.date().isoformat()
+    manifest = json.loads((tmp_path / "output" / "eval_run" / day / "_manifest.json").read_text())
+    assert manifest["estimate"]["actual_within_range"] is True
+    record_metric("eval example, estimate vs actual", _estimate_vs_actual(manifest))

@@ -234,3 +234,26 @@ def test_the_submit_operator_returns_the_canary_and_the_rest(
     batches = control.state()["batches"]
     assert [b["custom_ids"] for b in batches] == [["r0"], ["r1", "r2", "r3"]]
     assert result.xcom("submit") == [b["id"] for b in batches]
+
+
+def test_the_decorator_takes_the_spend_controls(
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag = write_dag(
+        dags,
+        "decorated_budget",
+        f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(tmp_path / "out")!r}, model="claude-opus-5-5", max_tokens=16,
+                           state_path={str(tmp_path / "state")!r}, max_cost_usd=0.000001, canary_requests=1)
+        def questions():
+            return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Q{{i}}?"}}]}}}}
+                    for i in range(3)]
+
+        questions()
+    """,
+    )
+    assert run_dag(dag).task_state("questions") == "failed"
+    assert "The estimated cost is over max_cost_usd=$1e-06" in printed(capfd)
+    assert control.state()["batches"] == []
