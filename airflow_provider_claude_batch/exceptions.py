@@ -32,15 +32,30 @@ class BatchInputError(ClaudeBatchError, AirflowFailException):
 class InvalidRequestsError(BatchInputError):
     """Some requests are malformed; the message counts them and names the first offenders."""
 
+    verdict = "are invalid"
+
     def __init__(self, problems: Sequence[str], bad_count: int, total: int) -> None:
         shown = "\n".join(f"  - {p}" for p in problems)
         more = f"\n  ... and {bad_count - len(problems)} more" if bad_count > len(problems) else ""
         super().__init__(
-            f"{bad_count} of {total} requests are invalid; nothing was submitted. First offenders:\n{shown}{more}"
+            f"{bad_count} of {total} requests {self.verdict}; nothing was submitted. First offenders:\n{shown}{more}"
         )
         self.problems = list(problems)
         self.bad_count = bad_count
         self.total = total
+
+
+class PreflightRefusedError(InvalidRequestsError):
+    """Preflight (free calls to the Models API and token counting) found requests the API would refuse:
+    an unknown or retired model, sampling fields the API version or model refuses, max_tokens over the
+    model's limit, a prompt over its context window. Named by line, like invalid input; nothing was sent.
+    """
+
+    verdict = "would be refused by the API (preflight)"
+
+
+class BudgetExceededError(BatchInputError):
+    """The cost estimate's low figure is over ``max_cost_usd`` (or cannot be priced); nothing was sent."""
 
 
 class BatchInFlightError(ClaudeBatchError):
@@ -56,6 +71,12 @@ class BatchCanceledError(BatchInFlightError, AirflowFailException):
     """A batch ended canceled (by a user, outside Airflow, or on our deadline): never a silent success.
 
     Not retried (a canceled batch stays canceled); a sensor with soft_fail skips instead.
+    """
+
+
+class CanaryFailedError(BatchInFlightError, AirflowFailException):
+    """Requests of the canary batch errored for reasons a retry would meet again (an invalid request,
+    a refused model...): the rest was not submitted. Only the canary was paid for; its batch is named.
     """
 
 

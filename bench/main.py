@@ -89,6 +89,8 @@ def main() -> int:
         "request (the others validate nothing) and serializes each request once into one buffer, streamed as "
         "the body. " + _verdict(submitted),
         "",
+        _preflight_verdict(submitted),
+        "",
         *_land_section(landed),
         *_triggerer_section(waiting),
         "## 5. The emulator alone",
@@ -268,6 +270,18 @@ def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
         "",
     ]
     return lines
+
+
+def _preflight_verdict(figure: submit.SubmitFigure) -> str:
+    ours = submit.median(figure.seconds["ours"])
+    added = submit.median(figure.seconds["ours + preflight"]) - ours
+    share = added / ours
+    return (
+        f"Preflight (target: at most +10% on ours): {'met' if share <= 0.10 else 'missed'} (+{added:.2f} s, "
+        f"{share:+.1%} of ours' median). In those runs, preflight itself took "
+        f"{submit.median(figure.preflight_seconds):.2f} s (median): one Models API lookup, a stratified sample of "
+        "token counts (a few dozen calls for 100,000 requests) and the estimate by size for the rest."
+    )
 
 
 def _verdict(figure: submit.SubmitFigure) -> str:

@@ -4,7 +4,9 @@ Each contender runs in its own process (so its peak RSS is its own) against one 
 - raw POST: the body already serialized on disk, read and POSTed (the floor);
 - plain SDK: JSONL to a list of dicts, then `client.messages.batches.create(requests=...)`;
 - anthropic provider: the same list through `AnthropicHook.create_batch`;
-- ours: `prepare_requests` (validate, serialize once) and `create_batch_streamed`.
+- ours: `prepare_requests` (validate, serialize once) and `create_batch_streamed`;
+- ours + preflight: the same, with preflight (Models API lookup, a stratified sample of token counts,
+  the cost estimate) between preparing and creating, as every submitting task runs by default.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONTENDERS = ("raw POST", "plain SDK", "anthropic provider 1.2.0", "ours")
+CONTENDERS = ("raw POST", "plain SDK", "anthropic provider 1.2.0", "ours", "ours + preflight")
 
 _RUNNER = r"""
 import json, sys, time
@@ -31,7 +33,7 @@ import anthropic, httpx2, msgspec
 from anthropic.types.messages import MessageBatch
 if kind == "anthropic provider 1.2.0":
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
-if kind == "ours":
+if kind.startswith("ours"):
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.input.read import iter_jsonl
     from airflow_provider_claude_batch.requests.hashing import prepare_requests
@@ -61,10 +63,16 @@ else:
     assert not bad, problems
     (plan,) = plan_batches(prepared)
     prepare_seconds = time.perf_counter() - started
-    batch_id = ClaudeBatchHook().create_batch_streamed(prepared.iter_body(plan.first, plan.stop), plan.body_bytes).id
+    hook = ClaudeBatchHook()
+    if kind == "ours + preflight":
+        from airflow_provider_claude_batch.preflight.run import run_preflight
+        run_preflight(hook, prepared)
+        preflight_seconds = time.perf_counter() - started - prepare_seconds
+    batch_id = hook.create_batch_streamed(prepared.iter_body(plan.first, plan.stop), plan.body_bytes).id
 elapsed = time.perf_counter() - started
 print(json.dumps({"seconds": elapsed, "peak_growth": status("VmHWM") - base, "batch_id": batch_id,
-                  "prepare_seconds": locals().get("prepare_seconds")}))
+                  "prepare_seconds": locals().get("prepare_seconds"),
+                  "preflight_seconds": locals().get("preflight_seconds")}))
 """
 
 
@@ -74,6 +82,7 @@ class SubmitFigure:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_mb: dict[str, list[float]] = field(default_factory=dict)
     ours_prepare_seconds: list[float] = field(default_factory=list)
+    preflight_seconds: list[float] = field(default_factory=list)
 
 
 def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
@@ -103,7 +112,7 @@ def write_inputs(folder: Path, count: int = 100_000) -> tuple[Path, Path, int]:
     return jsonl, body, os.path.getsize(body)
 
 
-def measure(url: str, repeat: int) -> SubmitFigure:
+def measure(url: str, repeat: int, contenders: tuple[str, ...] = CONTENDERS) -> SubmitFigure:
     env = {
         **os.environ,
         "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
@@ -122,7 +131,7 @@ def measure(url: str, repeat: int) -> SubmitFigure:
         jsonl, body, size = write_inputs(Path(tmp))
         figure = SubmitFigure(size / 1e6)
         for _ in range(repeat):
-            for kind in CONTENDERS:
+            for kind in contenders:
                 out = subprocess.run(
                     [sys.executable, "-c", _RUNNER, kind, url, str(jsonl), str(body)],
                     capture_output=True,
@@ -135,8 +144,10 @@ def measure(url: str, repeat: int) -> SubmitFigure:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 figure.seconds.setdefault(kind, []).append(result["seconds"])
                 figure.peak_mb.setdefault(kind, []).append(result["peak_growth"] / 1e6)
-                if result["prepare_seconds"] is not None:
+                if result["prepare_seconds"] is not None and kind == "ours":
                     figure.ours_prepare_seconds.append(result["prepare_seconds"])
+                if result["preflight_seconds"] is not None:
+                    figure.preflight_seconds.append(result["preflight_seconds"])
     return figure
 
 

@@ -111,6 +111,13 @@ def _summarize(run: object) -> None:
         f"Cost: ${cost['batch_usd']:.6f} at batch price vs ${cost['standard_usd']:.6f} at standard price "
         f"(saved ${cost['savings_usd']:.6f}; prices as of {cost['prices_as_of']})"
     )
+    estimate = manifest.get("estimate")
+    if estimate is not None:
+        print(
+            f"Estimated before submitting ({estimate['method']}): {estimate['input_tokens']} input tokens, "
+            f"${estimate['batch_usd_low']:.6f} to ${estimate['batch_usd_high']:.6f} at batch price; actual: "
+            f"{estimate['actual_input_tokens']} input tokens, ${estimate['actual_batch_usd']:.6f}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from airflow_provider_claude_batch.emulator.messages import CUSTOM_ID_HEADER, an
 from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
+from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,6 +40,7 @@ _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
 CONTROL_BODY_LIMIT = 1_000_000
 MESSAGES_BODY_LIMIT = 32_000_000  # the Messages API's own limit (a batch's is 256 MB)
+COUNT_TOKENS_BODY_LIMIT = MESSAGES_BODY_LIMIT
 
 
 class EmulatedConnectionDrop(Exception):
@@ -112,6 +114,7 @@ class Emulator:
                 Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
                 Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/models", self._list_models, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", self._retrieve_model, methods=["GET"]),
                 Route("/_emulator/state", control(self._state), methods=["GET"]),
@@ -280,13 +283,37 @@ class Emulator:
             self.messages_in_flight += 1
             try:
                 body = bytes(await self._read_body(request, MESSAGES_BODY_LIMIT))
-                message = answer_message(self.store.planner, body, custom_id, request.headers["anthropic-version"])
+                message = answer_message(
+                    self.store.planner, body, custom_id, request.headers["anthropic-version"], self.store.models
+                )
                 await asyncio.sleep(config.messages_latency_seconds)
             finally:
                 self.messages_in_flight -= 1
             return _json(message)
 
         return await self._serve(request, "messages", handle)
+
+    # ---- token counting -------------------------------------------------------------------------
+    async def _count_tokens(self, request: Request) -> Response:
+        async def handle(request: Request, fault: Fault | None) -> Response:
+            body = await self._read_body(request, COUNT_TOKENS_BODY_LIMIT)
+            try:
+                decoded = msgspec.json.decode(body)
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
+            problem = count_request_problem(decoded)
+            if problem is not None:
+                raise ApiError(400, "invalid_request_error", problem)
+            self._check_model(decoded["model"])
+            return _json({"input_tokens": input_tokens(body)})
+
+        return await self._serve(request, "count_tokens", handle)
+
+    def _check_model(self, model: str) -> None:
+        """A model the catalogue does not know, or has retired, is a 404, as for Messages."""
+        spec = self.store.models.resolve(model)
+        if spec is None or spec.lifecycle == "retired":
+            raise ApiError(404, "not_found_error", f"model: {model}" + (" has been retired" if spec else ""))
 
     # ---- Models API ---------------------------------------------------------------------------
     async def _list_models(self, request: Request) -> Response:

@@ -15,6 +15,7 @@ from airflow_provider_claude_batch.emulator.store import _FINAL_CODES, CUSTOM_ID
 from airflow_provider_claude_batch.emulator.store import _result as result_object
 
 if TYPE_CHECKING:
+    from airflow_provider_claude_batch.emulator.models import ModelCatalog
     from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner
 
 CUSTOM_ID_HEADER = "x-claude-batch-custom-id"
@@ -33,7 +34,9 @@ STATUS_BY_ERROR_TYPE = {
 }
 
 
-def answer_message(planner: OutcomePlanner, params: bytes, custom_id: str | None, api_version: str) -> dict[str, Any]:
+def answer_message(
+    planner: OutcomePlanner, params: bytes, custom_id: str | None, api_version: str, models: ModelCatalog | None = None
+) -> dict[str, Any]:
     """The Message for one Messages call, or an `ApiError` the route answers with.
 
     `stream: true` is refused (the emulator answers whole messages only); an `expired` rule means
@@ -43,7 +46,7 @@ def answer_message(planner: OutcomePlanner, params: bytes, custom_id: str | None
         raise ApiError(400, "invalid_request_error", f"{CUSTOM_ID_HEADER}: must match ^[a-zA-Z0-9_-]{{1,64}}$")
     if b'"stream":true' in params.replace(b" ", b""):
         raise ApiError(400, "invalid_request_error", "stream: the emulator answers whole messages only")
-    record = planner.plan(custom_id or UNLABELLED, params, api_version)
+    record = planner.plan(custom_id or UNLABELLED, params, api_version, models)
     if record.outcome == "errored":
         raise ApiError(STATUS_BY_ERROR_TYPE.get(record.error_type, 500), record.error_type, record.error_message)
     if record.outcome == "expired":

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from airflow_provider_claude_batch.emulator.models import ModelCatalog
 from airflow_provider_claude_batch.emulator.structured import asked_schema, sample
+from airflow_provider_claude_batch.emulator.tokens import Counted, tokens_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -91,12 +93,11 @@ class RequestRecord:
     tool_name: str = ""  # set when the reply is the forced tool's call (its input is `text`)
 
 
-class _Params(msgspec.Struct):
-    """Only the fields the emulator checks; the rest of a Messages body is passed over unread."""
+class _Params(Counted):
+    """Only the fields the emulator checks and counts; the rest of a Messages body is passed over unread."""
 
     model: object = None
     max_tokens: object = None
-    messages: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     stream: object = None
     speed: object = msgspec.UNSET
     temperature: object = msgspec.UNSET
@@ -113,20 +114,37 @@ def request_digest(custom_id: str, params: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(custom_id.encode() + b"\0" + params, digest_size=8).digest())
 
 
-def params_problem(params: bytes, api_version: str) -> tuple[str, str] | None:
-    """The checks the real API runs on each request after create; a problem becomes an errored line."""
+_DEFAULT_MODELS = ModelCatalog()
+
+
+def params_problem(params: bytes, api_version: str, models: ModelCatalog | None = None) -> tuple[str, str] | None:
+    """The checks the real API runs on each request after create; a problem becomes an errored line.
+
+    `models` is the workspace's catalogue (default: the built-in one): an unknown or retired model is
+    a `not_found_error`, a `max_tokens` over the model's limit an `invalid_request_error`.
+    """
     try:
         p = _params_decoder.decode(params)
     except msgspec.DecodeError as exc:
         return "invalid_request_error", f"params: {exc}"
     if not isinstance(p.model, str) or not p.model:
         return "invalid_request_error", "model: Field required"
-    if not p.model.startswith("claude-"):
+    spec = (models or _DEFAULT_MODELS).resolve(p.model)
+    if spec is None:
         return "not_found_error", f"model: {p.model}"
+    if spec.lifecycle == "retired":
+        return "not_found_error", f"model: {p.model} has been retired"
+    if not spec.batch:
+        return "invalid_request_error", f"model: {p.model} does not support Message Batches"
     if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int):
         return "invalid_request_error", "max_tokens: Field required (an integer)"
     if p.max_tokens < 1:
         return "invalid_request_error", "max_tokens: must be at least 1 in a batch"
+    if spec.max_tokens is not None and p.max_tokens > spec.max_tokens:
+        return "invalid_request_error", (
+            f"max_tokens: {p.max_tokens} > {spec.max_tokens}, which is the maximum allowed number of "
+            f"output tokens for {spec.id}"
+        )
     if p.messages is msgspec.UNSET:
         return "invalid_request_error", "messages: Field required"
     try:
@@ -154,10 +172,12 @@ class OutcomePlanner:
         self._compiled = [re.compile(r.match) for r in self.rules]
         self._applied: dict[tuple[int, str], int] = {}
 
-    def plan(self, custom_id: str, params: bytes, api_version: str) -> RequestRecord:
+    def plan(
+        self, custom_id: str, params: bytes, api_version: str, models: ModelCatalog | None = None
+    ) -> RequestRecord:
         """The outcome of one request: the API's own checks first, then the first matching rule."""
         digest = request_digest(custom_id, params)
-        problem = params_problem(params, api_version)
+        problem = params_problem(params, api_version, models)
         if problem is not None:
             return RequestRecord(custom_id, "errored", digest, error_type=problem[0], error_message=problem[1])
         rule = self._matching_rule(custom_id)
@@ -208,7 +228,7 @@ class OutcomePlanner:
             model=p.model,
             text=text,
             stop_reason=stop_reason,
-            input_tokens=max(1, len(params) // 4),
+            input_tokens=tokens_of(p),
             output_tokens=output_tokens,
             tool_name=tool_name,
         )

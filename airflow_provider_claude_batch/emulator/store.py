@@ -156,7 +156,8 @@ class BatchStore:
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
-            records.append(self._refuse_unsupported_format(self.planner.plan(custom_id, params, api_version), params))
+            record = self.planner.plan(custom_id, params, api_version, self.models)
+            records.append(self._refuse_unsupported_format(record, params))
         batch = Batch(
             id=_new_batch_id(),
             seq=next(self._seq),

@@ -39,6 +39,7 @@ MODELS_PATH = "/v1/models"
 MESSAGES_PATH = "/v1/messages"
 # Labels a Messages call with the request's custom_id, so the API's logs and the emulator can tell calls apart.
 CUSTOM_ID_HEADER = "x-claude-batch-custom-id"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # Model IDs and aliases as the API spells them; anything else never reaches a request path.
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -288,6 +289,27 @@ class ClaudeBatchHook(BaseHook):
         except anthropic.NotFoundError:
             return None
         return decode_model_info(response.content)
+
+    # ---- preflight: free calls ---------------------------------------------------------------------
+    def count_tokens(self, body: Mapping[str, Any]) -> int:
+        """The input tokens of one Messages body (model, messages, system, tools...; no max_tokens).
+
+        Free, with a rate limit of its own. Sent once (no SDK retries): the caller honours the
+        `retry-after` of a 429 and decides when counting is unavailable.
+        """
+        from anthropic.types import MessageTokensCount
+
+        counted = self.client.with_options(max_retries=0).post(
+            COUNT_TOKENS_PATH, body=dict(body), cast_to=MessageTokensCount
+        )
+        return counted.input_tokens
+
+    def request_headers(self) -> tuple[str, tuple[str, ...]]:
+        """The `anthropic-version` every request of this connection sends, and its beta features."""
+        headers = self.client.default_headers
+        version = str(headers.get("anthropic-version", ""))
+        betas = tuple(b.strip() for b in str(headers.get("anthropic-beta", "")).split(",") if b.strip())
+        return version, betas
 
     # ---- results ------------------------------------------------------------------------------
     @contextmanager

@@ -123,6 +123,13 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         self.waiting.raise_for_unended(hook, self.waiting.parse_event(event))
         return self._advance(context)
 
+    def execute_after_canary(self, context: Context, event: object = None) -> Manifest:
+        """Resumed when the canary batch ended: a cancel or a failed wait fails the task; else carry on
+        from the records (the canary's results are read next).
+        """
+        self.waiting.finish(make_hook(self.claude_batch_conn_id), event)
+        return self._advance(context)
+
     def execute_after_queue_wait(self, context: Context, event: object = None) -> Manifest:
         """Resumed when the queue has room: carry on where the records say we are."""
         from airflow_provider_claude_batch.submit.queue_room import raise_unless_room

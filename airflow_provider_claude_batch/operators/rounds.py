@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY
 
@@ -49,6 +49,7 @@ class Rounds:
     given: list[str] | None = None
     given_record: SubmissionRecord | None = None
     retry_invalid_output: bool = False
+    estimate: dict[str, Any] | None = None  # preflight's, for round 0 (shown beside the actual cost)
 
     def run(self, context: Context) -> tuple[Manifest, list[str]]:
         """Walk every round; returns the final manifest over the rounds and every batch ID."""
@@ -59,14 +60,18 @@ class Rounds:
         self.landing.refuse_unwritable_round_formats()
         store = self.submission.record_store(context)
         prepared, plans = self.submission.prepare(context, self.hook)
-        self.landing.settings()  # a price table that cannot price is refused before the first create
+        prices = self.landing.settings().prices  # a price table that cannot price is refused before the first create
+        if self.given is None:
+            self.estimate = self.submission.check_before_spend(self.hook, store, context, prepared, prices=prices)
+        elif self.given_record is not None:
+            self.estimate = self.given_record.estimate
         manifests: list[Manifest] = []
         all_ids: list[str] = []
         chosen = prepared
         invalid_retried: set[str] | None = set() if self.retry_invalid_output else None
         for number in range(self.max_retry_rounds + 1):
             if number:
-                plans = self.submission.plan(chosen)
+                plans = self.submission.plan(chosen, canary=False)
             batch_ids, created, expected = self._round_batches(context, store, number, chosen, plans)
             all_ids += [b for b in batch_ids if b not in all_ids]
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=all_ids)
@@ -85,7 +90,8 @@ class Rounds:
                 break
             chosen = _subset(prepared, again)
         del prepared, chosen
-        return finalize_rounds(self.output, manifests, self.landing.formats, time.time()), all_ids
+        manifest = finalize_rounds(self.output, manifests, self.landing.formats, time.time(), self.estimate)
+        return manifest, all_ids
 
     def _round_batches(
         self,
@@ -101,9 +107,17 @@ class Rounds:
         if number == 0 and self.given is not None:
             # The input given here is the submit task's; where it was split the same way, check exactly.
             return self.given, [None], expected_from_record(self.given_record, chosen.custom_ids, plans)
+        from airflow_provider_claude_batch.submit.submission import CANARY_RESUME_METHOD, CanaryWait
+
         force = self.submission.force_resubmit and number == 0
         submitter, record = self.submission.open(
-            self.hook, store.for_round(number), context, chosen, plans, force_resubmit=force
+            self.hook,
+            store.for_round(number),
+            context,
+            chosen,
+            plans,
+            force_resubmit=force,
+            estimate=self.estimate if number == 0 else None,
         )
         record = self.submission.submit_parts(
             self.task,
@@ -114,6 +128,7 @@ class Rounds:
             on_part=lambda done: self.on_batches(done.batch_ids),
             resume_with=QUEUE_RESUME_METHOD,
             error_budget=self.waiting.policy.error_budget,
+            canary=CanaryWait(self.waiting, CANARY_RESUME_METHOD) if number == 0 else None,
         )
         created = [p.created_at for p in record.parts]
         return record.batch_ids, created, expected_from_record(record, chosen.custom_ids, plans)

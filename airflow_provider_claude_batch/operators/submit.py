@@ -30,7 +30,7 @@ from airflow_provider_claude_batch.operators.common import (
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.submit.policy import CreatePolicy
-from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
+from airflow_provider_claude_batch.submit.submission import CANARY_RESUME_METHOD, PARAMS_DOC, CanaryWait, Submission
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,6 +90,9 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         queue: QueuePolicy | None = None,
         create_policy: CreatePolicy = CreatePolicy(),  # noqa: B008  (frozen: shared safely)
         output_type: Any = None,
+        preflight: bool = True,
+        max_cost_usd: float | None = None,
+        canary_requests: int = 0,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
@@ -115,7 +118,8 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         step = self.submission
         store = step.record_store(context)
         prepared, plans = step.prepare(context, hook)
-        submitter, record = step.open(hook, store, context, prepared, plans)
+        estimate = step.check_before_spend(hook, store, context, prepared)
+        submitter, record = step.open(hook, store, context, prepared, plans, estimate=estimate)
         with refusals_fail_the_task(hook, lambda: self._batch_ids, "the submission"):
             record = step.submit_parts(
                 self,
@@ -126,6 +130,7 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
                 on_part=lambda done: self._published(context, done),
                 resume_with="execute_after_queue_wait",
                 error_budget=self.waiting.policy.error_budget,
+                canary=CanaryWait(self.waiting, CANARY_RESUME_METHOD),
             )
         del prepared
         if not self.wait_for_completion:
@@ -144,6 +149,13 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         from airflow_provider_claude_batch.submit.queue_room import raise_unless_room
 
         raise_unless_room(event)
+        return self.execute(context)
+
+    def execute_after_canary(self, context: Context, event: object = None) -> list[str] | None:
+        """Resumed when the canary batch ended: a cancel or a failed wait fails the task; else carry on
+        where the record says we are (the canary's results are read next).
+        """
+        self.waiting.finish(make_hook(self.claude_batch_conn_id), event)
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: object = None) -> list[str]:

@@ -100,11 +100,12 @@ class Landing:
         output: ObjectStoragePath,
         *,
         expected: Mapping[str, ExpectedResults] | None = None,
+        estimate: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        """Land `batch_ids` under `output` in the step's formats; returns the manifest."""
+        """Land `batch_ids` under `output` in the step's formats (with preflight's `estimate`); returns the manifest."""
         from airflow_provider_claude_batch.output.land import land_results
 
-        return land_results(hook, batch_ids, output, self.settings(), expected=expected)
+        return land_results(hook, batch_ids, output, self.settings(), expected=expected, estimate=estimate)
 
     def land_round(
         self,
@@ -205,6 +206,19 @@ def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
         cost["savings_usd"],
         cost["prices_as_of"],
     )
+    estimate = manifest.get("estimate")
+    if estimate is not None:
+        log.info(
+            "Estimated before submitting: $%.4f to $%.4f at batch price for %d input tokens (%s); actual: $%.4f "
+            "for %d input and %d output tokens",
+            estimate["batch_usd_low"],
+            estimate["batch_usd_high"],
+            estimate["input_tokens"],
+            estimate["method"],
+            estimate["actual_batch_usd"],
+            estimate["actual_input_tokens"],
+            estimate["actual_output_tokens"],
+        )
     if cost["unpriced_models"]:
         log.warning(
             "No price known for %s: their tokens are reported without dollars; pass price_overrides to price them",

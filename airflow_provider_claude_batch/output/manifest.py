@@ -65,8 +65,11 @@ def build_manifest(
     summary: Summary,
     files: Sequence[FileInfo],
     rounds: Sequence[Json] | None = None,
+    estimate: Mapping[str, Any] | None = None,
 ) -> Json:
-    """The manifest of a landing under `output_path`: its batches, its rows' summary and its files."""
+    """The manifest of a landing under `output_path`: its batches, its rows' summary and its files (and,
+    when preflight made one, the cost estimate beside the actual cost).
+    """
     failed = sum(summary.counts.get(kind, 0) for kind in FAILED_TYPES) + summary.error_types.get(INVALID_OUTPUT, 0)
     manifest: Json = {
         "manifest_version": MANIFEST_VERSION,
@@ -87,12 +90,31 @@ def build_manifest(
         manifest["structured_output"] = summary.structured_output
     if summary.usage is not None:
         manifest["usage"] = summary.usage
-    return manifest | {
+    manifest |= {
         "usage_total": summary.usage_total,
         "cost": summary.cost,
         "cost_complete": summary.cost_complete,
-        "result_problems": summary.result_problems,
-        "files": [vars(f) for f in files],
+    }
+    if estimate is not None:
+        manifest["estimate"] = estimate_entry(estimate, summary)
+    return manifest | {"result_problems": summary.result_problems, "files": [vars(f) for f in files]}
+
+
+def estimate_entry(estimate: Mapping[str, Any], summary: Summary) -> Json:
+    """Preflight's estimate as it was logged before the first create, with the actual figures beside it."""
+    usage = summary.usage_total
+    input_total = sum(
+        usage.get(name, 0)
+        for name in ("input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+    )
+    actual_usd = summary.cost.get("batch_usd", 0.0)
+    low, high = estimate.get("batch_usd_low", 0.0), estimate.get("batch_usd_high", 0.0)
+    return {
+        **estimate,
+        "actual_input_tokens": input_total,
+        "actual_output_tokens": usage.get("output_tokens", 0),
+        "actual_batch_usd": actual_usd,
+        "actual_within_range": isinstance(actual_usd, int | float) and low - 1e-6 <= actual_usd <= high + 1e-6,
     }
 
 

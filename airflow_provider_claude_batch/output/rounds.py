@@ -51,9 +51,15 @@ def read_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
 
 
 def finalize_rounds(
-    output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]], formats: Sequence[str], now: float
+    output: ObjectStoragePath,
+    manifests: Sequence[Mapping[str, Any]],
+    formats: Sequence[str],
+    now: float,
+    estimate: Mapping[str, Any] | None = None,
 ) -> Json:
-    """Write the final table and the manifest over every round; returns the manifest."""
+    """Write the final table and the manifest over every round (with preflight's `estimate` beside the
+    cost across rounds); returns the manifest.
+    """
     index = RoundsIndex()
     for number in range(1, len(manifests)):
         index.add_round(number, (row["custom_id"] for row in read_rows(round_folder(output, number) / "results.jsonl")))
@@ -81,6 +87,7 @@ def finalize_rounds(
             rounds_summary(manifests, requests, final.counts, final.error_types, _final_structured(structured, final)),
             files,
             rounds=[round_entry(number, m) for number, m in enumerate(manifests)],
+            estimate=estimate,
         )
         staging.publish([f.name for f in files], manifest_bytes(manifest))
         return manifest

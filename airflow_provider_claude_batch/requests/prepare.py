@@ -24,6 +24,7 @@ import msgspec
 
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
 from airflow_provider_claude_batch.requests import schema
+from airflow_provider_claude_batch.requests.facts import RequestFacts
 
 if TYPE_CHECKING:
     from anthropic.types import TextBlockParam
@@ -100,6 +101,7 @@ class PreparedRequests:
         self.starts: array[int] = array("Q")
         self.ends: array[int] = array("Q")
         self.custom_ids: list[str] = []
+        self.facts = RequestFacts()  # line, model, max_tokens, sampling fields: what preflight reads
         self.as_written = 0  # how many JSONL lines were kept as written (not kept by `subset`)
         # How many requests the input held, good and bad: once one is bad, the good ones after it are
         # checked (so the count and the problems are complete) but not kept, as nothing will be sent.
@@ -152,9 +154,12 @@ class PreparedRequests:
         """Only these requests (in input order), serialized exactly as before: a follow-up round."""
         wanted = set(custom_ids)
         chosen = PreparedRequests()
+        kept: list[int] = []
         for index, custom_id in enumerate(self.custom_ids):
             if custom_id in wanted:
                 chosen._append(custom_id, bytes(self.buffer[self.starts[index] : self.ends[index]]))
+                kept.append(index)
+        chosen.facts = self.facts.subset(kept)
         missing = wanted - set(chosen.custom_ids)
         if missing:
             raise KeyError(f"not in the input: {sorted(missing)[:5]}")
@@ -216,14 +221,15 @@ class _Preparer:
             else _encoded_request(line, entry, self.defaults, trusted=decoded_json and self.decoded_json_is_json)
         )
         if not isinstance(result, Problem):
-            custom_id, item = result
+            request, item = result
+            custom_id = request.custom_id
             if custom_id in self.seen:
                 result = Problem(line, custom_id, f"duplicate custom_id (first seen on line {self.seen[custom_id]})")
             elif len(item) > self.item_limit:
                 reason = f"request is {len(item)} bytes, over the {self.item_limit}-byte batch body limit"
                 result = Problem(line, custom_id, reason)
             else:
-                self._keep(line, custom_id, item)
+                self._keep(line, request, item)
                 return
         self.bad += 1
         if len(self.problems) < SHOWN_PROBLEMS:
@@ -263,6 +269,8 @@ class _Preparer:
         if len(custom_ids) != count or not seen.keys().isdisjoint(custom_ids) or len(set(custom_ids)) != count:
             return False  # (a line holding two requests, a custom_id seen before)
         seen.update(zip(custom_ids, range(self.number + 1, self.number + 1 + count), strict=True))
+        may_sample = any(key in part for key in schema.SAMPLING_KEYS)
+        self.prepared.facts.add_block(self.number + 1, [r.params for r in requests], may_sample=may_sample)
         self.number += count
         prepared = self.prepared
         buffer = prepared.buffer
@@ -288,13 +296,14 @@ class _Preparer:
             if line[-1:] == b"\n":  # given as lines (a block's are split without their newlines)
                 line = line[:-1]
             try:
-                custom_id = decode_typed(line).custom_id
+                request = decode_typed(line)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # `add` names it, or fills a default
                 pass
             else:
+                custom_id = request.custom_id
                 if not (self.bad or custom_id in seen or len(line) > item_limit or not schema.valid_utf8(line)):
                     self.prepared.as_written += 1
-                    self._keep(number, custom_id, line)
+                    self._keep(number, request, line)
                     continue
             try:
                 entry = decode(line)
@@ -304,12 +313,13 @@ class _Preparer:
                 continue
             self.add(number, entry, decoded_json=True)
 
-    def _keep(self, number: int, custom_id: str, item: bytes) -> None:
-        self.seen[custom_id] = number
+    def _keep(self, number: int, request: schema.Decoded, item: bytes) -> None:
+        self.seen[request.custom_id] = number
         if self.bad:  # once the input is known to be bad, stop building what will never be sent
             self.unkept += 1
             return
-        self.prepared._append(custom_id, item)
+        self.prepared._append(request.custom_id, item)
+        self.prepared.facts.add(number, request.params)
         self._hash_some()
 
     def _hash_some(self) -> None:
@@ -322,8 +332,9 @@ class _Preparer:
 
 def _encoded_request(
     line: int, entry: object, defaults: RequestDefaults, *, trusted: bool
-) -> Problem | tuple[str, bytes]:
-    """A request's custom_id and item (custom_id first, params with the defaults filled in), or its Problem.
+) -> Problem | tuple[schema.Decoded, bytes]:
+    """A request (as the schema decoded it) and its item (custom_id first, params with the defaults filled
+    in), or its Problem.
 
     `trusted`: `entry` was decoded from JSON and the defaults are JSON, so it encodes back unchanged.
     """
@@ -352,7 +363,7 @@ def _encoded_request(
         reason = schema.not_json_reason(candidate, "")
         if reason is not None:
             return Problem(line, custom_id, _not_json_message(reason))
-    return request.custom_id, item
+    return request, item
 
 
 def _unencodable_reason(request: Mapping[str, object], exc: Exception) -> str:

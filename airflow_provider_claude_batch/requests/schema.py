@@ -45,6 +45,10 @@ class _Params(msgspec.Struct, gc=False):
     messages: Annotated[list[_Message], Meta(min_length=1)]
     stream: bool = False  # batches do not stream (msgspec 0.19 has no Literal[False]: checked below)
     speed: _Absent = ""  # nor run in fast mode
+    # Read (never checked here) for preflight, which knows what the API version and the model accept.
+    temperature: object = msgspec.UNSET
+    top_p: object = msgspec.UNSET
+    top_k: object = msgspec.UNSET
 
     def __post_init__(self) -> None:
         if self.stream:
@@ -74,7 +78,17 @@ class _RequestNeedingSystem(Request, gc=False, forbid_unknown_fields=True):
 
 
 Decoded = Request | _RequestNeedingSystem
+Params = _Params  # what a decoded request's params hold (read by requests/facts.py)
 REQUEST_KEYS = Request.__struct_fields__
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+# A block of lines holding none of these bytes holds no sampling field (a cheap test before a per-line look).
+SAMPLING_KEYS = tuple(f'"{name}"'.encode() for name in SAMPLING_FIELDS)
+
+
+def sampling_of(params: Params) -> dict[str, object] | None:
+    """The sampling fields a request sets (None when it sets none): preflight checks them."""
+    found = {name: value for name in SAMPLING_FIELDS if (value := getattr(params, name)) is not msgspec.UNSET}
+    return found or None
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.exceptions import (
     BatchApiRefusedError,
@@ -64,7 +64,14 @@ class Submitter:
         self.attempt_id = ""
 
     def open_record(
-        self, key: TaskKey, prepared: PreparedRequests, plans: list[BatchPlan], *, force_resubmit: bool, attempt_id: str
+        self,
+        key: TaskKey,
+        prepared: PreparedRequests,
+        plans: list[BatchPlan],
+        *,
+        force_resubmit: bool,
+        attempt_id: str,
+        estimate: dict[str, Any] | None = None,
     ) -> SubmissionRecord:
         """The record to continue: the existing one for the same input, or a new one.
 
@@ -84,7 +91,9 @@ class Submitter:
                 ", ".join(done) or "none yet",
             )
             return existing
-        record = SubmissionRecord.new(key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id)
+        record = SubmissionRecord.new(
+            key, prepared.fingerprint, plans, prepared.custom_ids, attempt_id=attempt_id, estimate=estimate
+        )
         previous = existing.identity if existing is not None else None
         rival, won = self._win_or_wait(
             key,

@@ -68,6 +68,8 @@ class SubmissionRecord:
     attempt_id: str = ""
     record_id: str = ""
     version: int = RECORD_VERSION
+    # Preflight's cost estimate (`preflight.estimate.CostEstimate.to_dict`), shown beside the actual cost.
+    estimate: dict[str, Any] | None = None
 
     @classmethod
     def new(
@@ -78,6 +80,7 @@ class SubmissionRecord:
         custom_ids: Sequence[str],
         now: float | None = None,
         attempt_id: str = "",
+        estimate: dict[str, Any] | None = None,
     ) -> SubmissionRecord:
         """A fresh record for `plans`, before anything is created."""
         now = time.time() if now is None else now
@@ -94,7 +97,7 @@ class SubmissionRecord:
             )
             for p in plans
         )
-        return cls(key, fingerprint, parts, now, now, attempt_id, secrets.token_hex(8))
+        return cls(key, fingerprint, parts, now, now, attempt_id, secrets.token_hex(8), estimate=estimate)
 
     @property
     def identity(self) -> str:
@@ -156,6 +159,7 @@ class SubmissionRecord:
             updated_at=raw["updated_at"],
             attempt_id=raw.get("attempt_id", ""),
             record_id=raw.get("record_id", ""),
+            estimate=raw.get("estimate"),
         )
 
     @classmethod

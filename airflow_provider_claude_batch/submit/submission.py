@@ -23,14 +23,17 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.requests.plan import BatchPlan
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.requests.structured import Form
+    from airflow_provider_claude_batch.results.pricing import ModelPrice
     from airflow_provider_claude_batch.submit.create import Submitter
     from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.submit.store import RecordStore
     from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
-    from airflow_provider_claude_batch.wait.waiting import Deferrable
+    from airflow_provider_claude_batch.wait.waiting import Deferrable, Waiting
 
 log = logging.getLogger(__name__)
 
+# The method every submitting operator resumes with once its canary batch ended (`CanaryWait`).
+CANARY_RESUME_METHOD = "execute_after_canary"
 # A request as given: {"custom_id", "params"}; a row: any mapping of columns.
 RequestLike = Mapping[str, Any]
 PARAMS_DOC = """
@@ -60,6 +63,17 @@ PARAMS_DOC = """
         forced tool; one free Models API lookup per model), results are validated and land as typed
         columns. Requests that set their own ``tools``, ``tool_choice`` or ``output_config.format`` are
         refused before spend. The schema is part of the fingerprint: changing it submits anew.
+    :param preflight: before any create, ask the API for free (one Models API lookup per model, a few
+        dozen token counts) what it would refuse: an unknown or retired model, sampling fields the API
+        version or model refuses, max_tokens over the model's limit, a prompt over its context window;
+        such requests fail the task by line, with nothing paid. Also logs the cost estimate and keeps it
+        for the manifest. Off: nothing is checked beyond the request schema, and no estimate.
+    :param max_cost_usd: fail before any create (not retried) when even the estimate's low figure (inputs
+        at batch price, no output) is over this many dollars; warn when only its high figure (every
+        request writing its max_tokens) is. Needs ``preflight``.
+    :param canary_requests: submit the first N requests as a batch of their own and wait for it (deferred
+        when ``deferrable``); if any of them fails for its own reasons (invalid request, refused model...),
+        the rest is not submitted and the task fails naming them. Costs one batch's latency more.
 """
 
 
@@ -110,6 +124,9 @@ class Submission:
     queue: QueuePolicy | None = None
     create_policy: CreatePolicy = field(default_factory=CreatePolicy)
     output_type: Any = None
+    preflight: bool = True
+    max_cost_usd: float | None = None
+    canary_requests: int = 0
 
     def __post_init__(self) -> None:
         from airflow_provider_claude_batch.requests.output_type import check_output_type
@@ -123,6 +140,7 @@ class Submission:
             raise ValueError(f"max_tokens must be a whole number of at least 1, not {self.max_tokens!r}")
         if self.queue is not None and not isinstance(self.queue, QueuePolicy):
             raise TypeError(f"queue takes a QueuePolicy(max_queued_requests=...), not {type(self.queue).__name__}")
+        check_spend_settings(self.preflight, self.max_cost_usd, self.canary_requests)
 
     __doc__ = (__doc__ or "") + PARAMS_DOC
 
@@ -190,12 +208,19 @@ class Submission:
 
         return with_output(entries, spec, self.model, form_for)
 
-    def plan(self, prepared: PreparedRequests) -> list[BatchPlan]:
-        """Split `prepared` into batches within the limits; refuses a batch the queue guard could never fit."""
+    def plan(self, prepared: PreparedRequests, *, canary: bool = True) -> list[BatchPlan]:
+        """Split `prepared` into batches within the limits (the canary first, unless `canary=False`: a
+        follow-up round); refuses a batch the queue guard could never fit.
+        """
         from airflow_provider_claude_batch.exceptions import BatchInputError
         from airflow_provider_claude_batch.requests.plan import plan_batches
 
-        plans = plan_batches(prepared, max_requests=self.max_requests_per_batch, max_body_bytes=self.max_batch_bytes)
+        plans = plan_batches(
+            prepared,
+            max_requests=self.max_requests_per_batch,
+            max_body_bytes=self.max_batch_bytes,
+            canary=self.canary_requests if canary else 0,
+        )
         if self.queue is not None:
             largest = max(p.request_count for p in plans)
             if largest > self.queue.max_queued_requests:
@@ -227,16 +252,48 @@ class Submission:
         plans: list[BatchPlan],
         *,
         force_resubmit: bool | None = None,
+        estimate: dict[str, Any] | None = None,
     ) -> tuple[Submitter, SubmissionRecord]:
-        """The record to continue (re-attached, adopted from a concurrent attempt, or new) and its submitter."""
+        """The record to continue (re-attached, adopted from a concurrent attempt, or new: with `estimate`)
+        and its submitter.
+        """
         from airflow_provider_claude_batch.submit.create import Submitter
 
         submitter = Submitter(hook, store, self.create_policy)
         force = self.force_resubmit if force_resubmit is None else force_resubmit
         record = submitter.open_record(
-            task_key(context), prepared, plans, force_resubmit=force, attempt_id=str(context["ti"].id)
+            task_key(context),
+            prepared,
+            plans,
+            force_resubmit=force,
+            attempt_id=str(context["ti"].id),
+            estimate=estimate,
         )
         return submitter, record
+
+    def check_before_spend(
+        self,
+        hook: ClaudeBatchHook,
+        store: RecordStore,
+        context: Context,
+        prepared: PreparedRequests,
+        *,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> dict[str, Any] | None:
+        """Preflight and the cost estimate (see `preflight.run`), before the record and any create; raises
+        what the API would refuse. Skipped (the recorded estimate kept) when this input's batches exist:
+        a retry or a resumed task re-attaches, the money is already in flight.
+        """
+        if not self.preflight:
+            return None
+        existing = store.load(task_key(context))
+        continued = existing is not None and (not self.force_resubmit or existing.attempt_id == str(context["ti"].id))
+        if existing is not None and continued and existing.batch_ids and prepared.recognises(existing.fingerprint):
+            log.info("Preflight skipped: this input's batches exist (%s)", ", ".join(existing.batch_ids))
+            return existing.estimate
+        from airflow_provider_claude_batch.preflight.run import run_preflight
+
+        return run_preflight(hook, prepared, max_cost_usd=self.max_cost_usd, prices=prices).to_dict()
 
     def submit_parts(
         self,
@@ -249,10 +306,17 @@ class Submission:
         on_part: Callable[[SubmissionRecord], None],
         resume_with: str,
         error_budget: float,
+        canary: CanaryWait | None = None,
     ) -> SubmissionRecord:
-        """Give every planned batch its batch, part by part; defers to `resume_with` while the queue is full."""
+        """Give every planned batch its batch, part by part; defers to `resume_with` while the queue is full.
+
+        With `canary` (and ``canary_requests``), part 0 is the canary: before part 1 is created, it waits
+        for the canary to end (deferred to `canary.resume_with` when deferrable) and reads its results.
+        """
         for part in record.parts:
             if part.batch_id is None:
+                if part.index == 1 and canary is not None and self.canary_requests:
+                    canary.check(task, submitter.hook, record, prepared)
                 trigger = self.queue_wait(submitter.hook, part.request_count, error_budget)
                 if trigger is not None:
                     task.defer(trigger=trigger, method_name=resume_with)
@@ -299,6 +363,40 @@ def structured_form(hook: ClaudeBatchHook, model: str) -> Form:
     form: Form = "native" if info.structured_outputs else "tool"
     log.info("%s: output_type asked for %s", model, "natively" if form == "native" else "through a forced tool")
     return form
+
+
+@dataclass(frozen=True)
+class CanaryWait:
+    """How a submission waits for its canary batch: the task's wait step, and the method it resumes with."""
+
+    waiting: Waiting
+    resume_with: str
+
+    def check(
+        self, task: Deferrable, hook: ClaudeBatchHook, record: SubmissionRecord, prepared: PreparedRequests
+    ) -> None:
+        """Wait for the canary (part 0) to end, then fail the task if its requests failed for their own reasons."""
+        from airflow_provider_claude_batch.preflight.run import check_canary
+
+        canary = record.parts[0]
+        if canary.batch_id is None:
+            raise ValueError("the canary is created before the rest")
+        log.info("Waiting for the canary batch %s (%d requests) before the rest", canary.batch_id, canary.request_count)
+        self.waiting.wait(task, hook, [canary.batch_id], [canary.created_at], resume_with=self.resume_with)
+        check_canary(hook, canary.batch_id, prepared, canary.request_count)
+
+
+def check_spend_settings(preflight: bool, max_cost_usd: float | None, canary_requests: int) -> None:
+    """Refuse spend-control settings that cannot work, when the task is defined."""
+    if max_cost_usd is not None:
+        if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, int | float) or not max_cost_usd > 0:
+            raise ValueError(f"max_cost_usd is a positive number of dollars, not {max_cost_usd!r}")
+        if not preflight:
+            raise ValueError("max_cost_usd needs preflight=True: the cost estimate it is held to comes from preflight")
+    if isinstance(canary_requests, bool) or not isinstance(canary_requests, int) or canary_requests < 0:
+        raise ValueError(f"canary_requests is a number of requests (0 for no canary), not {canary_requests!r}")
+    if canary_requests > API_MAX_REQUESTS:
+        raise ValueError(f"canary_requests must be at most {API_MAX_REQUESTS} (one batch)")
 
 
 def task_key(context: Context) -> TaskKey:

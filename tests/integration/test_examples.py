@@ -60,7 +60,18 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
         assert bag.get_dag(dag_id).doc_md, dag_id  # each says when to use it
 
 
-def test_the_nightly_example_lands_a_partition(examples: Path, control: EmulatorControl, tmp_path: Path) -> None:
+def _estimate_vs_actual(manifest: dict[str, Any]) -> str:
+    estimate = manifest["estimate"]
+    return (
+        f"estimated {estimate['input_tokens']} input tokens ({estimate['method']}), ${estimate['batch_usd_low']:.6f}"
+        f" to ${estimate['batch_usd_high']:.6f} at batch price; actual {estimate['actual_input_tokens']} input "
+        f"tokens, ${estimate['actual_batch_usd']:.6f}"
+    )
+
+
+def test_the_nightly_example_lands_a_partition(
+    examples: Path, control: EmulatorControl, tmp_path: Path, record_metric: Any
+) -> None:
     control.configure(processing_seconds=0.3)
     run = run_dag(_load(examples, "nightly_classification").dag)
     assert run.state == "success"
@@ -72,9 +83,14 @@ def test_the_nightly_example_lands_a_partition(examples: Path, control: Emulator
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert {row["label"] for row in rows} <= {"positive", "negative", "neutral"}
     assert all(0 <= row["confidence"] <= 1 for row in rows)
+    # The submit task's preflight estimate, carried by its record to the results task's manifest.
+    assert manifest["estimate"]["actual_within_range"] is True
+    record_metric("nightly example, estimate vs actual", _estimate_vs_actual(manifest))
 
 
-def test_the_eval_example_scores_the_landed_answers(examples: Path, control: EmulatorControl) -> None:
+def test_the_eval_example_scores_the_landed_answers(
+    examples: Path, control: EmulatorControl, tmp_path: Path, record_metric: Any
+) -> None:
     control.configure(processing_seconds=0.3)
     control.set_outcomes({"match": "review-0001", "invalid_output": True})  # one answer that is no ReviewLabel
     run = run_dag(_load(examples, "eval_run").dag)
@@ -83,3 +99,7 @@ def test_the_eval_example_scores_the_landed_answers(examples: Path, control: Emu
     assert report["cases"] == 30 and report["answered"] == report["validated"] == 29
     assert 0 <= report["mean_confidence"] <= 1
     assert 0 < report["correct"] < 30  # deterministic emulated labels: some right, some wrong
+    day = run.run.logical_date.date().isoformat()
+    manifest = json.loads((tmp_path / "output" / "eval_run" / day / "_manifest.json").read_text())
+    assert manifest["estimate"]["actual_within_range"] is True
+    record_metric("eval example, estimate vs actual", _estimate_vs_actual(manifest))

@@ -308,6 +308,7 @@ def test_a_model_without_a_price_leaves_the_cost_incomplete_not_silently_zero(
     control: EmulatorControl, claude_conn: str, tmp_path: Path
 ) -> None:
     control.configure(processing_seconds=0)
+    control.add_models({"id": "claude-unpriced-9-9"})  # a model the API serves and the price table lacks
     batch_id = (
         ClaudeBatchHook()
         .create_batch(

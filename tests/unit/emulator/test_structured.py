@@ -74,7 +74,7 @@ def test_the_schema_asked_for_is_found_in_either_form() -> None:
 
 def _params(**extra: object) -> bytes:
     return json.dumps(
-        {"model": "claude-x", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}], **extra}
+        {"model": "claude-sonnet-5-5", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}], **extra}
     ).encode()
 
 
