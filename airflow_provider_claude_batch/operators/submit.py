@@ -7,7 +7,7 @@ in the worker.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
@@ -89,6 +89,8 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         force_resubmit: bool = False,
         queue: QueuePolicy | None = None,
         create_policy: CreatePolicy = CreatePolicy(),  # noqa: B008  (frozen: shared safely)
+        prompt_caching: Literal["auto", "off"] = "auto",
+        cache_warmup: bool = False,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
