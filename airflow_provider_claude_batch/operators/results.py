@@ -131,7 +131,9 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             if self.resubmit is None:
                 from airflow_provider_claude_batch.results.checks import expected_from_record
 
-                manifest, all_ids = self.landing.land(hook, ids, output, expected=expected_from_record(record)), ids
+                expected = expected_from_record(record)
+                warmup = record.warmup if record is not None else None
+                manifest, all_ids = self.landing.land(hook, ids, output, expected=expected, warmup=warmup), ids
             else:
                 manifest, all_ids = self._rounds(self.resubmit, hook, output, ids, record).run(context)
         self._landed = (str(output), all_ids)

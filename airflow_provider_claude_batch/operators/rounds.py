@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY
 
@@ -48,6 +48,8 @@ class Rounds:
     on_batches: Callable[[list[str]], None]
     given: list[str] | None = None
     given_record: SubmissionRecord | None = None
+    # Round 0's cache warm-up, from its submission record: priced into round 0's manifest.
+    warmup: dict[str, Any] | None = None
 
     def run(self, context: Context) -> tuple[Manifest, list[str]]:
         """Walk every round; returns the final manifest over the rounds and every batch ID."""
@@ -76,7 +78,10 @@ class Rounds:
                 self.waiting.wait(
                     self.task, self.hook, batch_ids, created, resume_with=RESUME_METHOD, land_canceled=True
                 )
-                manifest = self.landing.land_round(self.hook, batch_ids, folder, within=self.output, expected=expected)
+                warmup = self.warmup if number == 0 else None
+                manifest = self.landing.land_round(
+                    self.hook, batch_ids, folder, within=self.output, expected=expected, warmup=warmup
+                )
             manifests.append(manifest)
             again = retry_ids(read_rows(folder / "failures.jsonl"))
             if not self._another_round(number, again):
@@ -98,6 +103,7 @@ class Rounds:
 
         if number == 0 and self.given is not None:
             # The input given here is the submit task's; where it was split the same way, check exactly.
+            self.warmup = self.given_record.warmup if self.given_record is not None else None
             return self.given, [None], expected_from_record(self.given_record, chosen.custom_ids, plans)
         force = self.submission.force_resubmit and number == 0
         submitter, record = self.submission.open(
@@ -113,6 +119,8 @@ class Rounds:
             resume_with=QUEUE_RESUME_METHOD,
             error_budget=self.waiting.policy.error_budget,
         )
+        if number == 0:
+            self.warmup = record.warmup
         created = [p.created_at for p in record.parts]
         return record.batch_ids, created, expected_from_record(record, chosen.custom_ids, plans)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.exceptions import (
     BatchInFlightError,
@@ -86,13 +86,15 @@ def land_results(
     *,
     expected: Mapping[str, ExpectedResults] | None = None,
     within: ObjectStoragePath | None = None,
+    warmup: Mapping[str, Any] | None = None,
 ) -> Json:
     """Land every batch under `output` and return the manifest (also written as `_manifest.json`).
 
     Each batch's stream must hold exactly one result per submitted custom_id: `expected` says what
     was submitted (from the submission record or the input); a batch not in it is checked for
     duplicates and against its own request counts. On a local `output`, no file is written through
-    a symlink that leads out of `within` (default: `output`).
+    a symlink that leads out of `within` (default: `output`). `warmup`: the submission's cache warm-up
+    (its record's), priced into the manifest's `caching`.
     """
     check_batch_ids(batch_ids)
     _check_formats(settings.formats)
@@ -124,7 +126,7 @@ def land_results(
             str(output),
             now(),
             [batch_entry(item.batch, item.raw.name, item.checked_against) for item in landed],
-            landed_summary(totals, settings.prices),
+            landed_summary(totals, settings.prices, warmup),
             files,
         )
         staging.publish([f.name for f in files], manifest_bytes(manifest))

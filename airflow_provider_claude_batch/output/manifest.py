@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_claude_batch.results.cache_report import caching_report, merge_caching
 from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECONDS, utc_iso
 from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES
 from airflow_provider_claude_batch.results.pricing import Cost, cost_of
@@ -53,6 +54,8 @@ class Summary:
     result_problems: dict[str, Json]
     # Per model: only a single landing has it (round manifests keep theirs).
     usage: dict[str, dict[str, int]] | None = None
+    # What prompt caching read, wrote and saved (results/cache_report.py).
+    caching: Json | None = None
 
 
 def build_manifest(
@@ -82,9 +85,10 @@ def build_manifest(
     }
     if summary.usage is not None:
         manifest["usage"] = summary.usage
+    manifest |= {"usage_total": summary.usage_total, "cost": summary.cost}
+    if summary.caching is not None:
+        manifest["caching"] = summary.caching
     return manifest | {
-        "usage_total": summary.usage_total,
-        "cost": summary.cost,
         "cost_complete": summary.cost_complete,
         "result_problems": summary.result_problems,
         "files": [vars(f) for f in files],
@@ -111,8 +115,12 @@ def batch_entry(batch: MessageBatch, raw_file: str, checked_against: str) -> Jso
     }
 
 
-def landed_summary(totals: Totals, prices: Mapping[str, ModelPrice] | None = None) -> Summary:
-    """The summary of batches landed in one pass, priced by `prices` (default: the dated table)."""
+def landed_summary(
+    totals: Totals, prices: Mapping[str, ModelPrice] | None = None, warmup: Mapping[str, Any] | None = None
+) -> Summary:
+    """The summary of batches landed in one pass, priced by `prices` (default: the dated table), with the
+    cache warm-up (`warmup`, from the submission record) that preceded them.
+    """
     cost = cost_of(totals.usage_by_model, prices) if prices else cost_of(totals.usage_by_model)
     return Summary(
         requests=totals.requests,
@@ -124,6 +132,7 @@ def landed_summary(totals: Totals, prices: Mapping[str, ModelPrice] | None = Non
         cost_complete=not totals.problems and not cost.unpriced_models,
         result_problems=result_problems(totals),
         usage={model: usage.reported() for model, usage in sorted(totals.usage_by_model.items())},
+        caching=caching_report(totals.usage_by_model, prices, warmup),
     )
 
 
@@ -169,6 +178,7 @@ def rounds_summary(
         cost=cost.to_dict() | {k: first_cost[k] for k in ("prices_as_of", "prices_source")},
         cost_complete=all(m.get("cost_complete", True) for m in manifests),
         result_problems=_merged_problems(manifests),
+        caching=merge_caching([m["caching"] for m in manifests if m.get("caching")]),
     )
 
 
