@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -143,53 +143,109 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def _units(params: _Params) -> Iterator[tuple[bytes, msgspec.Raw | bytes]]:
-    """Each block of the prompt in prefix order, as (what it is part of, its raw JSON)."""
-    for tool in params.tools or ():
-        yield b"T", tool
+class _Block(msgspec.Struct, gc=False):
+    type: str = ""
+
+
+_block_decoder = msgspec.json.Decoder(_Block)
+_MARK = b'"cache_control":' + _encoder.encode(CACHE_CONTROL)
+_MEMO_MIN_BYTES = 1024  # blocks this big have their digest remembered (a shared instruction: hashed once)
+_MEMO_MAX_BYTES = 16 << 20
+
+
+class _Unit(NamedTuple):
+    tag: bytes  # what the block is part of (and, for the first message block, the tool choice and thinking)
+    raw: msgspec.Raw
+    path: str
+
+
+def _units(params: _Params) -> Iterator[_Unit]:
+    """Each block of the prompt in prefix order."""
+    for index, tool in enumerate(params.tools or ()):
+        yield _Unit(b"T", tool, f"tools[{index}]")
     system = params.system
-    if memoryview(system).nbytes not in (0, 4) or (
-        memoryview(system).nbytes and memoryview(system).tobytes() != b"null"
-    ):
-        for block in [system] if _is_text(system) else _blocks_decoder.decode(system):
-            yield b"S", block
+    if _present(system):
+        if _is_text(system):
+            yield _Unit(b"S", system, "system")
+        else:
+            for index, block in enumerate(_blocks_decoder.decode(system)):
+                yield _Unit(b"S", block, f"system[{index}]")
     # Tool choice and thinking change what the messages' cache holds, not the tools' or system's.
     context = b"C" + bytes(params.tool_choice) + b"\0" + bytes(params.thinking)
-    for message in params.messages:
+    for number, message in enumerate(params.messages):
         content = message.content
-        blocks = [content] if _is_text(content) else _blocks_decoder.decode(content)
-        for block in blocks:
-            yield context + b"M" + message.role.encode() + b"\0", block
-            context = b""
+        tag = context + b"M" + message.role.encode() + b"\0"
+        context = b""
+        if _is_text(content):
+            yield _Unit(tag, content, f"messages[{number}].content")
+            continue
+        for index, block in enumerate(_blocks_decoder.decode(content)):
+            yield _Unit(tag, block, f"messages[{number}].content[{index}]")
+            tag = b"M"
+
+
+def _present(raw: msgspec.Raw) -> bool:
+    view = memoryview(raw)
+    return view.nbytes > 0 and not (view.nbytes == 4 and view.tobytes() == b"null")
 
 
 def _is_text(raw: msgspec.Raw) -> bool:
     return memoryview(raw)[:1].tobytes() == b'"'
 
 
-def _chain(item: bytes, minimums: Mapping[str, int]) -> tuple[str, int, list[int]] | None:
-    """(model, index of the first block whose prefix is long enough, the digest of each such prefix)."""
-    try:
-        params = _item_decoder.decode(item).params
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    minimum = minimum_cacheable_tokens(params.model, minimums)
-    digest = hashlib.blake2b(params.model.encode(), digest_size=_DIGEST_BYTES).digest()
-    size = 0
-    first = -1
-    digests: list[int] = []
-    for index, (tag, raw) in enumerate(_units(params)):
-        block = memoryview(raw)
-        size += block.nbytes
-        hasher = hashlib.blake2b(digest, digest_size=_DIGEST_BYTES)
-        hasher.update(tag)
-        hasher.update(block)
-        digest = hasher.digest()
-        if estimate_tokens(size) >= minimum:
-            if first < 0:
-                first = index
-            digests.append(int.from_bytes(digest))
-    return (params.model, first, digests) if digests else None
+class _Chains:
+    """Digest chains of requests' prefixes; a big block seen before (the shared instruction) is compared,
+    not hashed again (a memcmp is many times faster than a hash).
+    """
+
+    def __init__(self, minimums: Mapping[str, int]) -> None:
+        self.minimums = minimums
+        self.memo: dict[tuple[bytes, bytes, int, bytes], tuple[bytes, bytes]] = {}
+        self.memo_bytes = 0
+
+    def chain(self, item: bytes) -> tuple[str, int, list[int]] | None:
+        """(model, index of the first block whose prefix is long enough, the digest of each such prefix)."""
+        try:
+            params = _item_decoder.decode(item).params
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        minimum = minimum_cacheable_tokens(params.model, self.minimums)
+        digest = hashlib.blake2b(params.model.encode(), digest_size=_DIGEST_BYTES).digest()
+        size = 0
+        first = -1
+        digests: list[int] = []
+        for index, unit in enumerate(_units(params)):
+            block = memoryview(unit.raw)
+            size += block.nbytes
+            digest = self._next(digest, unit.tag, block)
+            if estimate_tokens(size) >= minimum:
+                if first < 0:
+                    first = index
+                digests.append(int.from_bytes(digest))
+        return (params.model, first, digests) if digests else None
+
+    def _next(self, previous: bytes, tag: bytes, block: memoryview) -> bytes:
+        if block.nbytes < _MEMO_MIN_BYTES:
+            return _digest(previous, tag, block)
+        content = block.tobytes()
+        key = (previous, tag, len(content), content[:32])
+        known = self.memo.get(key)
+        if known is not None and known[0] == content:
+            return known[1]
+        digest = _digest(previous, tag, content)
+        if self.memo_bytes + len(content) > _MEMO_MAX_BYTES:
+            self.memo.clear()
+            self.memo_bytes = 0
+        self.memo[key] = (content, digest)
+        self.memo_bytes += len(content)
+        return digest
+
+
+def _digest(previous: bytes, tag: bytes, block: memoryview | bytes) -> bytes:
+    hasher = hashlib.blake2b(previous, digest_size=_DIGEST_BYTES)
+    hasher.update(tag)
+    hasher.update(block)
+    return hasher.digest()
 
 
 def add_cache_breakpoints(
@@ -203,11 +259,11 @@ def add_cache_breakpoints(
     """
     shortest = estimate_bytes_for(min((*minimums.values(), DEFAULT_MIN_CACHEABLE_TOKENS)))
     buffer, starts, ends = prepared.buffer, prepared.starts, prepared.ends
+    chains = _Chains(minimums)
     owners = array("Q")  # request index of each chain
     firsts = array("l")  # its first long-enough block
     offsets = array("Q", [0])  # where its digests start in `digests`
     digests = array("Q")
-    models: list[str] = []
     own = 0
     for index in range(len(prepared)):
         start, end = starts[index], ends[index]
@@ -217,14 +273,14 @@ def add_cache_breakpoints(
         if CACHE_CONTROL_KEY in item:
             own += 1
             continue
-        chain = _chain(item, minimums)
+        chain = chains.chain(item)
         if chain is None:
             continue
-        models.append(chain[0])
         owners.append(index)
         firsts.append(chain[1])
         digests.extend(chain[2])
         offsets.append(len(digests))
+    del chains
     shared = _repeated(digests)
     if not shared:
         return prepared, CachePlan(left_as_written=own)
@@ -234,7 +290,7 @@ def add_cache_breakpoints(
             if digests[at] in shared:
                 chosen[index] = (firsts[number] + at - offsets[number], digests[at])
                 break
-    return _marked(prepared, chosen, own, warmup)
+    return _marked(prepared, chosen, own, minimums, warmup)
 
 
 def estimate_bytes_for(tokens: int) -> int:
@@ -250,88 +306,126 @@ def _repeated(digests: array[int]) -> set[int]:
 
 
 def _marked(
-    prepared: PreparedRequests, chosen: dict[int, tuple[int, int]], own: int, warmup: bool
+    prepared: PreparedRequests,
+    chosen: dict[int, tuple[int, int]],
+    own: int,
+    minimums: Mapping[str, int],
+    warmup: bool,
 ) -> tuple[PreparedRequests, CachePlan]:
-    """A copy of `prepared` with each chosen request's breakpoint set and encoded again."""
+    """A copy of `prepared` with each chosen request's breakpoint set: unchanged items are copied once,
+    in one join, and a changed one is spliced (or, if its block is not found once, encoded again).
+    """
+    groups: dict[int, list[Any]] = {}  # digest -> [model, requests, tokens, block, warm-up params]
+    pieces: list[memoryview | bytes] = []
     result = PreparedRequests()
+    offset = 0
+    view = memoryview(prepared.buffer)
+    try:
+        for index, (start, end) in enumerate(zip(prepared.starts, prepared.ends, strict=True)):
+            piece: memoryview | bytes = view[start:end]
+            if index in chosen:
+                block_index, digest = chosen[index]
+                marked = _mark(bytes(piece), block_index, minimums)
+                if marked is not None:
+                    piece, model, path, prefix_bytes = marked
+                    group = groups.get(digest)
+                    if group is None:
+                        call = _warmup_params(_decoder.decode(piece)["params"], path) if warmup else None
+                        group = groups[digest] = [model, 0, estimate_tokens(prefix_bytes), path, call]
+                    group[1] += 1
+            pieces.append(piece)
+            result.starts.append(offset)
+            offset += len(piece)
+            result.ends.append(offset)
+            offset += 1  # the comma between items
+        if not groups:
+            return prepared, CachePlan(left_as_written=own)
+        result.buffer = bytearray(b",").join(pieces)
+    finally:
+        del pieces
+        view.release()
+    result.custom_ids = list(prepared.custom_ids)
     result.as_written = prepared.as_written
     result.requests_read = prepared.requests_read
-    groups: dict[int, list[Any]] = {}  # digest -> [model, requests, tokens, block, warm-up params]
-    buffer = prepared.buffer
-    for index, custom_id in enumerate(prepared.custom_ids):
-        item = bytes(buffer[prepared.starts[index] : prepared.ends[index]])
-        if index in chosen:
-            block_index, digest = chosen[index]
-            request = _decoder.decode(item)
-            marked = _mark(request["params"], block_index)
-            if marked is not None:
-                item = _encoder.encode(request)
-                group = groups.get(digest)
-                if group is None:
-                    params = request["params"]
-                    tokens = estimate_tokens(marked[1])
-                    call = _warmup_params(params, marked[0]) if warmup else None
-                    group = groups[digest] = [params["model"], 0, tokens, marked[0], call]
-                group[1] += 1
-        result._append(custom_id, item)
-    prefixes = sorted(
-        (
-            SharedPrefix(model, f"{digest:016x}", count, tokens, block, params)
-            for digest, (model, count, tokens, block, params) in groups.items()
-        ),
-        key=lambda p: (-p.requests, p.model, p.digest),
+    ranked = sorted(groups.items(), key=lambda g: (-g[1][1], g[1][0], g[0]))
+    prefixes = tuple(
+        SharedPrefix(model, f"{digest:016x}", count, tokens, path, call if rank < MAX_WARMUP_PREFIXES else None)
+        for rank, (digest, (model, count, tokens, path, call)) in enumerate(ranked)
     )
-    prefixes = [
-        p
-        if warmup and rank < MAX_WARMUP_PREFIXES
-        else SharedPrefix(p.model, p.digest, p.requests, p.estimated_tokens, p.block)
-        for rank, p in enumerate(prefixes)
-    ]
-    changed = sum(p.requests for p in prefixes)
-    if not changed:
-        return prepared, CachePlan(left_as_written=own)
-    return result, CachePlan(tuple(prefixes), changed, own)
+    return result, CachePlan(prefixes, sum(p.requests for p in prefixes), own)
 
 
-def _blocks(params: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
-    """Each block in prefix order as (its path, its container, its key or index there)."""
-    for index in range(len(params.get("tools") or ())):
-        yield f"tools[{index}]", params["tools"], index
-    system = params.get("system")
-    if isinstance(system, str):
-        yield "system", params, "system"
-    elif system is not None:
-        for index in range(len(system)):
-            yield f"system[{index}]", system, index
-    for number, message in enumerate(params["messages"]):
-        content = message["content"]
-        if isinstance(content, str):
-            yield f"messages[{number}].content", message, "content"
-        else:
-            for index in range(len(content)):
-                yield f"messages[{number}].content[{index}]", content, index
-
-
-def _mark(params: dict[str, Any], block_index: int) -> tuple[str, int] | None:
-    """Put the breakpoint on block `block_index`, or the nearest earlier block that takes one, within
-    the shared prefix; returns (its path, the prefix's bytes), or None if no block there can take it.
+def _mark(item: bytes, block_index: int, minimums: Mapping[str, int]) -> tuple[bytes, str, str, int] | None:
+    """`item` with the breakpoint on block `block_index`, or the nearest earlier block that takes one within
+    the long-enough prefix: (the new item, the model, the block's path, the prefix's bytes); None if none can.
     """
-    blocks = list(_blocks(params))
-    sizes = [len(_encoder.encode(container[key])) for _, container, key in blocks]
-    minimum = estimate_bytes_for(minimum_cacheable_tokens(params["model"]))
-    for at in range(block_index, -1, -1):
-        path, container, key = blocks[at]
-        value = container[key]
-        prefix_bytes = sum(sizes[: at + 1])
+    params = _item_decoder.decode(item).params
+    units = list(_units(params))
+    minimum = estimate_bytes_for(minimum_cacheable_tokens(params.model, minimums))
+    prefix_bytes = sum(memoryview(unit.raw).nbytes for unit in units[: block_index + 1])
+    for index, unit in reversed(list(enumerate(units[: block_index + 1]))):
         if prefix_bytes < minimum:
             return None
-        if isinstance(value, str):
-            container[key] = [{"type": "text", "text": value, "cache_control": dict(CACHE_CONTROL)}]
-            return path, prefix_bytes
-        if isinstance(value, dict) and value.get("type") not in _UNMARKABLE:
-            value["cache_control"] = dict(CACHE_CONTROL)
-            return path, prefix_bytes
+        raw = bytes(unit.raw)
+        prefix_bytes -= len(raw)
+        if raw[:1] == b'"':
+            marked = b'[{"type":"text","text":' + raw + b"," + _MARK + b"}]"
+        elif raw[:1] == b"{" and _block_decoder.decode(raw).type not in _UNMARKABLE:
+            marked = raw[:-1] + b"," + _MARK + b"}"
+        else:
+            continue
+        at = _find(item, raw)
+        new_item = item[:at] + marked + item[at + len(raw) :]
+        # The first copy of the block's bytes is the block itself unless an identical value comes first
+        # (another key's): then the block read back unmarked, and the request is encoded again instead.
+        if not _marked_at(new_item, len(units), index, marked):
+            new_item = _encoded_with_mark(item, unit.path)
+        return new_item, params.model, unit.path, prefix_bytes + len(raw)
     return None
+
+
+def _find(item: bytes, raw: bytes) -> int:
+    """Where `raw` first occurs in `item`: a short needle, then a compare (a 12 KB needle costs its
+    preprocessing on every search).
+    """
+    head = raw[:64]
+    at = item.find(head)
+    while at >= 0 and not item.startswith(raw, at):
+        at = item.find(head, at + 1)
+    return at
+
+
+def _marked_at(item: bytes, count: int, block_index: int, marked: bytes) -> bool:
+    """Whether `item`'s block `block_index` (of `count`) is the `marked` one (a string became a list of it)."""
+    try:
+        units = list(_units(_item_decoder.decode(item).params))
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    expected = marked[1:-1] if marked[:1] == b"[" else marked
+    return len(units) == count and bytes(units[block_index].raw) == expected
+
+
+def _encoded_with_mark(item: bytes, path: str) -> bytes:
+    """The rare road: `item` decoded, the breakpoint set on the block at `path`, and encoded again."""
+    request = _decoder.decode(item)
+    params = request["params"]
+    section, _, rest = path.partition(".")
+    name, _, index = section.partition("[")
+    if name == "messages":
+        container: Any = params["messages"][int(index[:-1])]
+        key: Any = "content"
+        if rest != "content":
+            container, key = container["content"], int(rest[8:-1])
+    elif index:
+        container, key = params[name], int(index[:-1])
+    else:
+        container, key = params, name
+    value = container[key]
+    if isinstance(value, str):
+        container[key] = [{"type": "text", "text": value, "cache_control": dict(CACHE_CONTROL)}]
+    else:
+        value["cache_control"] = dict(CACHE_CONTROL)
+    return _encoder.encode(request)
 
 
 def _warmup_params(params: dict[str, Any], block: str) -> dict[str, Any]:

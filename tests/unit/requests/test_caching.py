@@ -175,3 +175,17 @@ class _JsonlLines:
 
     def lines(self) -> Any:
         return self.data.split(b"\n")
+
+
+def test_a_block_whose_bytes_appear_earlier_in_the_request_is_still_the_one_marked() -> None:
+    """The splice looks for the block's bytes; an identical value under another key first is not marked."""
+    early = {"note": INSTRUCTION}  # the same string, before "system" in the request
+    requests = [
+        {"custom_id": f"r{i}", "params": {"metadata": early, **_request(i, system=INSTRUCTION)["params"]}}
+        for i in range(2)
+    ]
+    sent, plan, _, _ = _cached(requests)
+    assert plan.prefixes[0].block == "system"
+    for request in sent:
+        assert request["params"]["metadata"] == early
+        assert request["params"]["system"][0]["cache_control"] == CACHE_CONTROL
