@@ -312,37 +312,47 @@ def _marked(
     minimums: Mapping[str, int],
     warmup: bool,
 ) -> tuple[PreparedRequests, CachePlan]:
-    """A copy of `prepared` with each chosen request's breakpoint set: unchanged items are copied once,
-    in one join, and a changed one is spliced (or, if its block is not found once, encoded again).
+    """A copy of `prepared` with each chosen request's breakpoint set, built in one pass: a run of unchanged
+    items is copied in one piece, a changed one is spliced (or, if its block is not found, encoded again).
+    Memory: the old buffer and the new one, nothing per request beyond its offsets.
     """
     groups: dict[int, list[Any]] = {}  # digest -> [model, requests, tokens, block, warm-up params]
-    pieces: list[memoryview | bytes] = []
     result = PreparedRequests()
-    offset = 0
+    out = result.buffer
+    run_from = run_end = run_base = -1  # the unchanged items not yet copied: old offsets, and where they go
     view = memoryview(prepared.buffer)
     try:
         for index, (start, end) in enumerate(zip(prepared.starts, prepared.ends, strict=True)):
-            piece: memoryview | bytes = view[start:end]
-            if index in chosen:
-                block_index, digest = chosen[index]
-                marked = _mark(bytes(piece), block_index, minimums)
-                if marked is not None:
-                    piece, model, path, prefix_bytes = marked
-                    group = groups.get(digest)
-                    if group is None:
-                        call = _warmup_params(_decoder.decode(piece)["params"], path) if warmup else None
-                        group = groups[digest] = [model, 0, estimate_tokens(prefix_bytes), path, call]
-                    group[1] += 1
-            pieces.append(piece)
-            result.starts.append(offset)
-            offset += len(piece)
-            result.ends.append(offset)
-            offset += 1  # the comma between items
+            marked = _mark(bytes(view[start:end]), chosen[index][0], minimums) if index in chosen else None
+            if marked is None:
+                if run_from < 0:
+                    if out:
+                        out += b","
+                    run_from, run_base = start, len(out)
+                result.starts.append(run_base + start - run_from)
+                result.ends.append(run_base + end - run_from)
+                run_end = end
+                continue
+            item, model, path, prefix_bytes = marked
+            digest = chosen[index][1]
+            group = groups.get(digest)
+            if group is None:
+                call = _warmup_params(_decoder.decode(item)["params"], path) if warmup else None
+                group = groups[digest] = [model, 0, estimate_tokens(prefix_bytes), path, call]
+            group[1] += 1
+            if run_from >= 0:
+                out += view[run_from:run_end]
+                run_from = -1
+            if out:
+                out += b","
+            result.starts.append(len(out))
+            out += item
+            result.ends.append(len(out))
         if not groups:
             return prepared, CachePlan(left_as_written=own)
-        result.buffer = bytearray(b",").join(pieces)
+        if run_from >= 0:
+            out += view[run_from:run_end]
     finally:
-        del pieces
         view.release()
     result.custom_ids = list(prepared.custom_ids)
     result.as_written = prepared.as_written

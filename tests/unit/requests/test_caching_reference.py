@@ -64,6 +64,9 @@ def test_the_fast_path_places_each_breakpoint_where_the_reference_does(seed: int
     assert not bad, problems
     result, plan = add_cache_breakpoints(prepared)
     sent = msgspec.json.decode(result.body(0, len(result)))["requests"] if len(result) else []
+    for index, request in enumerate(sent):  # each item's offsets frame exactly its request
+        assert msgspec.json.decode(result.body(index, index + 1))["requests"] == [request]
+    assert result.custom_ids == [r["custom_id"] for r in requests]
     expected = breakpoints(requests)
     for original, request in zip(requests, sent, strict=True):
         want = expected[original["custom_id"]]

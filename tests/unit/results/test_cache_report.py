@@ -78,3 +78,33 @@ def test_an_unpriced_model_is_counted_without_dollars() -> None:
     report = caching_report({"claude-unknown-9": Usage(cache_read_tokens=5, cache_read_requests=1, cache_requests=1)})
     assert "paid_usd" not in report["by_model"]["claude-unknown-9"]
     assert report["total"]["complete"] is False and report["total"]["requests_reading"] == 1
+
+
+def test_the_log_says_what_caching_saved_and_stays_quiet_without_caching() -> None:
+    from airflow_provider_claude_batch.output.landing import report_caching
+
+    class Log:
+        lines: list[str] = []
+
+        def info(self, msg: str, *args: object) -> None:
+            self.lines.append(msg % args)
+
+        def warning(self, msg: str, *args: object) -> None:
+            self.lines.append(msg % args)
+
+    log = Log()
+    usage = {
+        "claude-sonnet-4-6": Usage(
+            requests=2,
+            input_tokens=10,
+            cache_read_tokens=3000,
+            cache_read_requests=1,
+            cache_requests=2,
+            cache_write_1h_tokens=3000,
+        )
+    }
+    report_caching(log, caching_report(usage))
+    (line,) = log.lines
+    assert "1 of 2 requests read the cache (hit rate 50%)" in line and "caching saved $" in line
+    report_caching(log, caching_report({"claude-sonnet-4-6": Usage(requests=2, input_tokens=10)}))
+    assert len(log.lines) == 1
