@@ -110,3 +110,26 @@ submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", 
     assert result.task_state("submit") == "failed"
     state = control.state()
     assert state["calls"] == {} and state["messages_answered"] == {}
+
+
+def test_the_three_task_flow_lands_the_submit_tasks_warmup_in_the_manifest(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.3, cache_hit_probability=1.0)
+    out = tmp_path / "out"
+    body = f"""
+from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator
+submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", max_tokens=5, system={INSTRUCTION!r},
+    requests=[{{"custom_id": f"r{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Review {{i}}"}}]}}}}
+              for i in range(6)],
+    state_path={str(tmp_path / "state")!r}, cache_warmup=True, create_policy=FAST)
+wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
+land = ClaudeBatchResultsOperator(task_id="land", batch_ids=submit.output, output_path={str(out)!r})
+submit >> wait >> land
+"""
+    result = run_dag(write_dag(dags, "caching_three_tasks", body))
+    assert result.task_state("land") == "success"
+    assert control.state()["messages_answered"] == {"cache-warmup-0": 1}
+    caching = json.loads((out / "_manifest.json").read_text())["caching"]
+    assert caching["warmup"] == {"calls": 1, "failed": 0} and caching["total"]["warmup_usd"] > 0
+    assert caching["total"]["requests_reading"] == 6  # the warm-up wrote it: every request read
