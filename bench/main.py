@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
-from bench import emulator_alone, land, parse_cost, submit, triggerer
+from bench import caching, emulator_alone, land, parse_cost, submit, triggerer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,6 +36,8 @@ def main() -> int:
     print("Figure 4: 1,000 waiting triggers in one event loop ...", flush=True)
     with _emulator() as (pid, url):
         waiting = triggerer.measure(url, pid, max(2, args.repeat // 3))
+    print("Figure 6: prompt caching on the batch price ...", flush=True)
+    cached = caching.measure(max(3, args.repeat // 2))
     ours = costs[0]
     lines = [
         "# Benchmarks",
@@ -104,6 +106,8 @@ def main() -> int:
         f"{emulator_alone.summary(floor.create_seconds)} |",
         f"| results, 100,000 lines, streamed copy to a file | {floor.results_mb:.0f} MB | "
         f"{emulator_alone.summary(floor.copy_seconds)} |",
+        "",
+        *caching.section(cached),
         "",
     ]
     OUT.write_text("\n".join(lines))

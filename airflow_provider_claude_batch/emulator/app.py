@@ -283,8 +283,9 @@ class Emulator:
             self.messages_in_flight += 1
             try:
                 body = bytes(await self._read_body(request, MESSAGES_BODY_LIMIT))
+                version = request.headers["anthropic-version"]
                 message = answer_message(
-                    self.store.planner, body, custom_id, request.headers["anthropic-version"], self.store.models
+                    self.store.planner, body, custom_id, version, self.store.models, self.store.cache_visit()
                 )
                 await asyncio.sleep(config.messages_latency_seconds)
             finally:

@@ -1,5 +1,7 @@
 """The emulator's Messages API (`POST /v1/messages`): one request answered at once, at the standard price.
 
+It reads and writes the same prompt cache as the workspace's batches, and always hits an entry it finds.
+
 The same outcome rules and checks as a batch's requests (a rule's `times` counts across batches and
 Messages calls, so a request can fail in its batch and succeed when sent on its own), but answered
 synchronously: a problem in the params is a 4xx, an `errored` rule the error status the real API
@@ -16,7 +18,7 @@ from airflow_provider_claude_batch.emulator.store import _result as result_objec
 
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.emulator.models import ModelCatalog
-    from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner
+    from airflow_provider_claude_batch.emulator.outcomes import CacheVisit, OutcomePlanner
 
 CUSTOM_ID_HEADER = "x-claude-batch-custom-id"
 UNLABELLED = "messages-call"
@@ -35,7 +37,12 @@ STATUS_BY_ERROR_TYPE = {
 
 
 def answer_message(
-    planner: OutcomePlanner, params: bytes, custom_id: str | None, api_version: str, models: ModelCatalog | None = None
+    planner: OutcomePlanner,
+    params: bytes,
+    custom_id: str | None,
+    api_version: str,
+    models: ModelCatalog | None = None,
+    cache: CacheVisit | None = None,
 ) -> dict[str, Any]:
     """The Message for one Messages call, or an `ApiError` the route answers with.
 
@@ -46,11 +53,11 @@ def answer_message(
         raise ApiError(400, "invalid_request_error", f"{CUSTOM_ID_HEADER}: must match ^[a-zA-Z0-9_-]{{1,64}}$")
     if b'"stream":true' in params.replace(b" ", b""):
         raise ApiError(400, "invalid_request_error", "stream: the emulator answers whole messages only")
-    record = planner.plan(custom_id or UNLABELLED, params, api_version, models)
+    record = planner.plan(custom_id or UNLABELLED, params, api_version, models, cache)
     if record.outcome == "errored":
         raise ApiError(STATUS_BY_ERROR_TYPE.get(record.error_type, 500), record.error_type, record.error_message)
     if record.outcome == "expired":
-        record = planner._succeeded(record.custom_id, params, record.digest, None)
+        record = planner._succeeded(record.custom_id, params, record.digest, None, cache)
     message: dict[str, Any] = result_object(record, _FINAL_CODES["succeeded"])["message"]
     message["usage"]["service_tier"] = "standard"
     return message

@@ -20,6 +20,8 @@ from airflow_provider_claude_batch.emulator.tokens import Counted, tokens_of
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_provider_claude_batch.emulator.cache import PromptCache
+
 PlannedOutcome = Literal["succeeded", "errored", "expired"]
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 NEWEST_API_VERSION = "2026-10-21"
@@ -173,9 +175,17 @@ class OutcomePlanner:
         self._applied: dict[tuple[int, str], int] = {}
 
     def plan(
-        self, custom_id: str, params: bytes, api_version: str, models: ModelCatalog | None = None
+        self,
+        custom_id: str,
+        params: bytes,
+        api_version: str,
+        models: ModelCatalog | None = None,
+        cache: CacheVisit | None = None,
     ) -> RequestRecord:
-        """The outcome of one request: the API's own checks first, then the first matching rule."""
+        """The outcome of one request: the API's own checks first (`models`: the workspace's catalogue),
+        then the first matching rule. With `cache`, a succeeded request reads and writes the workspace's
+        prompt cache.
+        """
         digest = request_digest(custom_id, params)
         problem = params_problem(params, api_version, models)
         if problem is not None:
@@ -186,7 +196,7 @@ class OutcomePlanner:
             return RequestRecord(custom_id, "errored", digest, error_type=rule.error_type, error_message=message)
         if rule is not None and rule.outcome == "expired":
             return RequestRecord(custom_id, "expired", digest)
-        return self._succeeded(custom_id, params, digest, rule)
+        return self._succeeded(custom_id, params, digest, rule, cache)
 
     def _matching_rule(self, custom_id: str) -> OutcomeRule | None:
         for index, (rule, pattern) in enumerate(zip(self.rules, self._compiled, strict=True)):
@@ -201,7 +211,9 @@ class OutcomePlanner:
         return None
 
     @staticmethod
-    def _succeeded(custom_id: str, params: bytes, digest: int, rule: OutcomeRule | None) -> RequestRecord:
+    def _succeeded(
+        custom_id: str, params: bytes, digest: int, rule: OutcomeRule | None, cache: CacheVisit | None = None
+    ) -> RequestRecord:
         p = _params_decoder.decode(params)
         if not isinstance(p.model, str) or not isinstance(p.max_tokens, int):
             raise TypeError("plan() runs params_problem() first: model and max_tokens are checked there")
@@ -232,19 +244,22 @@ class OutcomePlanner:
             output_tokens=output_tokens,
             tool_name=tool_name,
         )
-        if b'"cache_control"' in params:
-            _split_cache_tokens(record, one_hour=b'"1h"' in params)
+        if cache is not None:
+            # A best-effort hit (batches): read with the configured probability, decided by the digest.
+            read_allowed = (digest % 10_000) < cache.hit_probability * 10_000
+            use = cache.cache.use(params, cache.now, read_allowed=read_allowed)
+            cached = min(record.input_tokens, use.read + use.write_5m + use.write_1h)
+            record.cache_read = min(use.read, cached)
+            record.cache_write_1h = min(use.write_1h, cached - record.cache_read)
+            record.cache_write_5m = cached - record.cache_read - record.cache_write_1h
+            record.input_tokens = max(0, record.input_tokens - cached)
         return record
 
 
-def _split_cache_tokens(record: RequestRecord, *, one_hour: bool) -> None:
-    """Emulate a shared cached prefix: one request in four writes the cache, the rest read it."""
-    cached = record.input_tokens * 3 // 4
-    record.input_tokens -= cached
-    if record.digest % 4 == 0:
-        if one_hour:
-            record.cache_write_1h = cached
-        else:
-            record.cache_write_5m = cached
-    else:
-        record.cache_read = cached
+@dataclass(frozen=True)
+class CacheVisit:
+    """The prompt cache a request meets: the workspace's cache, the time, and the odds of a hit."""
+
+    cache: PromptCache
+    now: float
+    hit_probability: float = 1.0

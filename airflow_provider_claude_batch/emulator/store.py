@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_claude_batch.emulator.cache import PromptCache
 from airflow_provider_claude_batch.emulator.clock import EmulatorClock, rfc3339
 from airflow_provider_claude_batch.emulator.models import ModelCatalog
-from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, RequestRecord
+from airflow_provider_claude_batch.emulator.outcomes import CacheVisit, OutcomePlanner, RequestRecord
 from airflow_provider_claude_batch.emulator.structured import asked_schema
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class EmulatorConfig:
     # flight at once before the next gets a 429 with `retry-after` (0: no limit).
     messages_latency_seconds: float = 0.0
     messages_max_in_flight: int = 0
+    # Prompt cache hits in batches are best-effort (the docs quote 30-98%): the share of a batch's
+    # requests that read a cache entry they find (the rest write it again). Messages calls always read.
+    cache_hit_probability: float = 0.9
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply all of `changes` or none: a value of the wrong type or sign is refused here, not
@@ -70,6 +74,8 @@ class EmulatorConfig:
         negative = [n for n, v in vars(checked).items() if isinstance(v, int | float) and not v >= 0]
         if negative:
             raise ValueError(f"emulator setting(s) {sorted(negative)} must be zero or more")
+        if not checked.cache_hit_probability <= 1:
+            raise ValueError("cache_hit_probability is a probability: between 0 and 1")
         for name in changes:
             setattr(self, name, getattr(checked, name))
 
@@ -135,6 +141,7 @@ class BatchStore:
         self.clock = clock or EmulatorClock()
         self.planner = OutcomePlanner()
         self.models = ModelCatalog()
+        self.cache = PromptCache()
         self._batches: dict[str, Batch] = {}
         self._seq = itertools.count(1)
         self.calls: dict[str, int] = {}
@@ -146,6 +153,7 @@ class BatchStore:
         items = _decode_requests(body, self.config.max_requests)
         seen: dict[str, int] = {}
         records: list[RequestRecord] = []
+        cache = self.cache_visit(self.config.cache_hit_probability)
         for index, raw in enumerate(items):
             custom_id, params = _decode_item(raw, index)
             if custom_id in seen:
@@ -156,7 +164,7 @@ class BatchStore:
                     f"(also at requests.{seen[custom_id]}); custom_id must be unique within a batch",
                 )
             seen[custom_id] = index
-            record = self.planner.plan(custom_id, params, api_version, self.models)
+            record = self.planner.plan(custom_id, params, api_version, self.models, cache)
             records.append(self._refuse_unsupported_format(record, params))
         batch = Batch(
             id=_new_batch_id(),
@@ -184,6 +192,10 @@ class BatchStore:
             error_type="invalid_request_error",
             error_message=f"output_config.format: structured outputs are not supported by {record.model}",
         )
+
+    def cache_visit(self, hit_probability: float = 1.0) -> CacheVisit:
+        """The workspace's prompt cache as a request meets it now."""
+        return CacheVisit(self.cache, self.clock.now(), hit_probability)
 
     # ---- read ---------------------------------------------------------------------------------
     def get(self, batch_id: str) -> Batch:
@@ -294,6 +306,7 @@ class BatchStore:
         self.responses.clear()
         self.planner = OutcomePlanner()
         self.models = ModelCatalog()
+        self.cache.clear()
 
     # ---- results ------------------------------------------------------------------------------
     def results_lines(self, batch_id: str) -> Iterator[bytes]:

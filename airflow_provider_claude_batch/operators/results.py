@@ -147,7 +147,9 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
 
                 estimate = record.estimate if record is not None else None
                 expected = expected_from_record(record)
-                manifest, all_ids = self.landing.land(hook, ids, output, expected=expected, estimate=estimate), ids
+                warmup = record.warmup if record is not None else None
+                manifest = self.landing.land(hook, ids, output, expected=expected, estimate=estimate, warmup=warmup)
+                all_ids = ids
             else:
                 manifest, all_ids = self._rounds(self.resubmit, hook, output, ids, record).run(context)
         self._landed = (str(output), all_ids)

@@ -50,6 +50,8 @@ class Rounds:
     given_record: SubmissionRecord | None = None
     retry_invalid_output: bool = False
     estimate: dict[str, Any] | None = None  # preflight's, for round 0 (shown beside the actual cost)
+    # Round 0's cache warm-up, from its submission record: priced into round 0's manifest.
+    warmup: dict[str, Any] | None = None
 
     def run(self, context: Context) -> tuple[Manifest, list[str]]:
         """Walk every round; returns the final manifest over the rounds and every batch ID."""
@@ -83,7 +85,10 @@ class Rounds:
                 self.waiting.wait(
                     self.task, self.hook, batch_ids, created, resume_with=RESUME_METHOD, land_canceled=True
                 )
-                manifest = self.landing.land_round(self.hook, batch_ids, folder, within=self.output, expected=expected)
+                warmup = self.warmup if number == 0 else None
+                manifest = self.landing.land_round(
+                    self.hook, batch_ids, folder, within=self.output, expected=expected, warmup=warmup
+                )
             manifests.append(manifest)
             again = retry_ids(read_rows(folder / "failures.jsonl"), invalid_retried)
             if not self._another_round(number, again):
@@ -106,6 +111,7 @@ class Rounds:
 
         if number == 0 and self.given is not None:
             # The input given here is the submit task's; where it was split the same way, check exactly.
+            self.warmup = self.given_record.warmup if self.given_record is not None else None
             return self.given, [None], expected_from_record(self.given_record, chosen.custom_ids, plans)
         from airflow_provider_claude_batch.submit.submission import CANARY_RESUME_METHOD, CanaryWait
 
@@ -130,6 +136,8 @@ class Rounds:
             error_budget=self.waiting.policy.error_budget,
             canary=CanaryWait(self.waiting, CANARY_RESUME_METHOD) if number == 0 else None,
         )
+        if number == 0:
+            self.warmup = record.warmup
         created = [p.created_at for p in record.parts]
         return record.batch_ids, created, expected_from_record(record, chosen.custom_ids, plans)
 

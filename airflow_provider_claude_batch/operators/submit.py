@@ -7,7 +7,7 @@ in the worker.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
@@ -93,6 +93,8 @@ class ClaudeBatchSubmitOperator(HoldsBatches, BaseOperator):
         preflight: bool = True,
         max_cost_usd: float | None = None,
         canary_requests: int = 0,
+        prompt_caching: Literal["auto", "off"] = "auto",
+        cache_warmup: bool = False,
         claude_batch_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool | None = None,

@@ -92,6 +92,7 @@ def land_results(
     expected: Mapping[str, ExpectedResults] | None = None,
     within: ObjectStoragePath | None = None,
     estimate: Mapping[str, Any] | None = None,
+    warmup: Mapping[str, Any] | None = None,
 ) -> Json:
     """Land every batch under `output` and return the manifest (also written as `_manifest.json`).
 
@@ -99,6 +100,7 @@ def land_results(
     was submitted (from the submission record or the input); a batch not in it is checked for
     duplicates and against its own request counts. On a local `output`, no file is written through
     a symlink that leads out of `within` (default: `output`). `estimate`: preflight's, shown beside the cost.
+    `warmup`: the submission's cache warm-up (its record's), priced into the manifest's `caching`.
     """
     check_batch_ids(batch_ids)
     _check_formats(settings.formats)
@@ -138,7 +140,7 @@ def land_results(
             str(output),
             now(),
             [batch_entry(item.batch, item.raw.name, item.checked_against) for item in landed],
-            landed_summary(totals, settings.prices, structured),
+            landed_summary(totals, settings.prices, structured, warmup),
             files,
             estimate=estimate,
         )

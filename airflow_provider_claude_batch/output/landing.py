@@ -101,11 +101,14 @@ class Landing:
         *,
         expected: Mapping[str, ExpectedResults] | None = None,
         estimate: Mapping[str, Any] | None = None,
+        warmup: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """Land `batch_ids` under `output` in the step's formats (with preflight's `estimate`); returns the manifest."""
         from airflow_provider_claude_batch.output.land import land_results
 
-        return land_results(hook, batch_ids, output, self.settings(), expected=expected, estimate=estimate)
+        return land_results(
+            hook, batch_ids, output, self.settings(), expected=expected, estimate=estimate, warmup=warmup
+        )
 
     def land_round(
         self,
@@ -115,12 +118,13 @@ class Landing:
         *,
         within: ObjectStoragePath,
         expected: Mapping[str, ExpectedResults] | None = None,
+        warmup: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """Land one resubmission round under `folder` (raw and JSONL only: the rounds are merged later)."""
         from airflow_provider_claude_batch.output.land import land_results
 
         settings = self.settings(formats=("jsonl",))
-        return land_results(hook, batch_ids, folder, settings, expected=expected, within=within)
+        return land_results(hook, batch_ids, folder, settings, expected=expected, within=within, warmup=warmup)
 
     def refuse_unwritable_round_formats(self) -> None:
         """Rounds' final files are written as jsonl/csv only: refuse others before anything is paid for."""
@@ -219,6 +223,7 @@ def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
             estimate["actual_input_tokens"],
             estimate["actual_output_tokens"],
         )
+    report_caching(log, manifest.get("caching"))
     if cost["unpriced_models"]:
         log.warning(
             "No price known for %s: their tokens are reported without dollars; pass price_overrides to price them",
@@ -231,3 +236,25 @@ def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
             manifest["requests"],
             ", ".join(f"{n} {k}" for k, n in manifest["error_types"].items()) or "canceled/expired",
         )
+
+
+def report_caching(log: TaskLog, caching: Mapping[str, Any] | None) -> None:
+    """Prompt caching's line of the report: hits, tokens, and what it saved against a batch without it."""
+    total = (caching or {}).get("total")
+    if not total or not (total["requests_caching"] or (caching or {}).get("warmup")):
+        return
+    rate = total["hit_rate"]
+    log.info(
+        "Prompt caching: %d of %d requests read the cache (hit rate %s), %d tokens read, %d written; paid $%.4f "
+        "(warm-up $%.4f) vs $%.4f in a batch without caching, $%.4f at standard price: caching saved $%.4f",
+        total["requests_reading"],
+        total["requests_caching"],
+        "n/a" if rate is None else f"{rate:.0%}",
+        total["cache_read_tokens"],
+        total["cache_write_tokens"],
+        total["paid_usd"],
+        total["warmup_usd"],
+        total["batch_without_caching_usd"],
+        total["standard_without_caching_usd"],
+        total["saved_usd"],
+    )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_claude_batch.results.cache_report import caching_report, merge_caching
 from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECONDS, utc_iso
 from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES, INVALID_OUTPUT
 from airflow_provider_claude_batch.results.pricing import Cost, cost_of
@@ -56,6 +57,8 @@ class Summary:
     usage: dict[str, dict[str, int]] | None = None
     # With an output_type: its schema, digest and columns, and how many outputs validated.
     structured_output: Json | None = None
+    # What prompt caching read, wrote and saved (results/cache_report.py).
+    caching: Json | None = None
 
 
 def build_manifest(
@@ -90,9 +93,10 @@ def build_manifest(
         manifest["structured_output"] = summary.structured_output
     if summary.usage is not None:
         manifest["usage"] = summary.usage
+    manifest |= {"usage_total": summary.usage_total, "cost": summary.cost}
+    if summary.caching is not None:
+        manifest["caching"] = summary.caching
     manifest |= {
-        "usage_total": summary.usage_total,
-        "cost": summary.cost,
         "cost_complete": summary.cost_complete,
     }
     if estimate is not None:
@@ -151,9 +155,14 @@ def structured_entry(spec: OutputSpec, columns: Mapping[str, str], validated: in
 
 
 def landed_summary(
-    totals: Totals, prices: Mapping[str, ModelPrice] | None = None, structured_output: Json | None = None
+    totals: Totals,
+    prices: Mapping[str, ModelPrice] | None = None,
+    structured_output: Json | None = None,
+    warmup: Mapping[str, Any] | None = None,
 ) -> Summary:
-    """The summary of batches landed in one pass, priced by `prices` (default: the dated table)."""
+    """The summary of batches landed in one pass, priced by `prices` (default: the dated table), with the
+    output_type's verdicts and the cache warm-up (`warmup`, from the submission record) that preceded them.
+    """
     cost = cost_of(totals.usage_by_model, prices) if prices else cost_of(totals.usage_by_model)
     return Summary(
         requests=totals.requests,
@@ -166,6 +175,7 @@ def landed_summary(
         result_problems=result_problems(totals),
         usage={model: usage.reported() for model, usage in sorted(totals.usage_by_model.items())},
         structured_output=structured_output,
+        caching=caching_report(totals.usage_by_model, prices, warmup),
     )
 
 
@@ -216,6 +226,7 @@ def rounds_summary(
         cost_complete=all(m.get("cost_complete", True) for m in manifests),
         result_problems=_merged_problems(manifests),
         structured_output=structured_output,
+        caching=merge_caching([m["caching"] for m in manifests if m.get("caching")]),
     )
 
 

@@ -29,6 +29,8 @@ from airflow_provider_claude_batch.requests.facts import RequestFacts
 if TYPE_CHECKING:
     from anthropic.types import TextBlockParam
 
+    from airflow_provider_claude_batch.requests.caching import CachePlan
+
 BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
 SHOWN_PROBLEMS = 10
@@ -107,6 +109,8 @@ class PreparedRequests:
         # checked (so the count and the problems are complete) but not kept, as nothing will be sent.
         self.requests_read = 0
         self._fingerprint: str | None = None
+        # What automatic prompt caching did (requests/caching.py), once it ran; a subset has none.
+        self.cache_plan: CachePlan | None = None
 
     def __len__(self) -> int:
         return len(self.custom_ids)
@@ -263,6 +267,8 @@ class _Preparer:
             requests = decoder.decode_lines(part)
         except (msgspec.DecodeError, RecursionError):  # a bad line, a field to fill in: the per-line road says which
             return False
+        if schema.CACHE_CONTROL_KEY in part and not _cache_controls_pass(part):
+            return False  # (the per-line road names the line)
         count = len(newlines) + 1
         custom_ids = [request.custom_id for request in requests]
         seen = self.seen
@@ -301,7 +307,13 @@ class _Preparer:
                 pass
             else:
                 custom_id = request.custom_id
-                if not (self.bad or custom_id in seen or len(line) > item_limit or not schema.valid_utf8(line)):
+                if not (
+                    self.bad
+                    or custom_id in seen
+                    or len(line) > item_limit
+                    or not schema.valid_utf8(line)
+                    or (schema.CACHE_CONTROL_KEY in line and schema.cache_control_problem(line) is not None)
+                ):
                     self.prepared.as_written += 1
                     self._keep(number, request, line)
                     continue
@@ -359,11 +371,20 @@ def _encoded_request(
         return Problem(line, custom_id, schema.refusal(error, entry))
     except RecursionError:
         return Problem(line, custom_id, "params are nested too deeply to encode")
+    if schema.CACHE_CONTROL_KEY in item and (problem := schema.cache_control_problem(item)) is not None:
+        return Problem(line, custom_id, problem)
     if not trusted and _decoder.decode(item) != candidate:  # sent as something else (NaN as null, ...)?
         reason = schema.not_json_reason(candidate, "")
         if reason is not None:
             return Problem(line, custom_id, _not_json_message(reason))
     return request, item
+
+
+def _cache_controls_pass(part: bytes) -> bool:
+    """Whether every line of a block that holds `cache_control` sets breakpoints the API accepts."""
+    return all(
+        schema.cache_control_problem(line) is None for line in part.split(b"\n") if schema.CACHE_CONTROL_KEY in line
+    )
 
 
 def _unencodable_reason(request: Mapping[str, object], exc: Exception) -> str:

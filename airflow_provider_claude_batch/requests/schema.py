@@ -229,3 +229,66 @@ def object_lines(part: bytes) -> list[int] | None:
         append(at)
         at = find(b"\n", at + 1)
     return found
+
+
+MAX_CACHE_BREAKPOINTS = 4
+CACHE_TTLS = ("5m", "1h")
+CACHE_CONTROL_KEY = b'"cache_control"'
+
+
+def cache_breakpoints(params: Mapping[str, object]) -> list[tuple[str, object]]:
+    """Every `cache_control` of decoded params with where it is, in prefix order (tools, system,
+    messages; a top-level one, the automatic mode, takes the last slot).
+    """
+    found: list[tuple[str, object]] = []
+
+    def blocks(path: str, value: object) -> None:
+        if isinstance(value, list):
+            for index, block in enumerate(value):
+                if isinstance(block, Mapping) and "cache_control" in block:
+                    found.append((f"{path}[{index}]", block["cache_control"]))
+
+    blocks("params.tools", params.get("tools"))
+    blocks("params.system", params.get("system"))
+    messages = params.get("messages")
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        if isinstance(message, Mapping):
+            blocks(f"params.messages[{index}].content", message.get("content"))
+    if "cache_control" in params:
+        found.append(("params", params["cache_control"]))
+    return found
+
+
+def cache_control_problem(item: bytes | bytearray) -> str | None:
+    """Why a request's own `cache_control` breakpoints would be refused by the API, or None.
+
+    Checked before anything is spent (the API would refuse the batch's requests one by one after
+    it ran): at most four breakpoints, each ``{"type": "ephemeral"}`` with a ``ttl`` of "5m" or
+    "1h", and no 1-hour breakpoint after a 5-minute one. Only called on items holding the key.
+    """
+    try:
+        request = msgspec.json.decode(item)
+    except (msgspec.DecodeError, RecursionError):
+        return None  # (the schema names what is wrong with it)
+    params = request.get("params") if isinstance(request, dict) else None
+    if not isinstance(params, Mapping):
+        return None
+    found = cache_breakpoints(params)
+    if len(found) > MAX_CACHE_BREAKPOINTS:
+        where = ", ".join(path for path, _ in found)
+        return f"{len(found)} cache_control breakpoints ({where}); the API allows at most {MAX_CACHE_BREAKPOINTS}"
+    five_minutes: str | None = None
+    for path, control in found:
+        if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+            return f'{path}.cache_control must be {{"type": "ephemeral"}} (with an optional "ttl"), not {control!r}'
+        ttl = control.get("ttl", "5m")
+        if ttl not in CACHE_TTLS:
+            return f"{path}.cache_control.ttl must be '5m' or '1h', not {ttl!r}"
+        if ttl == "5m" and five_minutes is None:
+            five_minutes = path
+        elif ttl == "1h" and five_minutes is not None:
+            return (
+                f"{path}.cache_control has a 1h ttl after the 5m breakpoint at {five_minutes}; "
+                "1-hour breakpoints must come before 5-minute ones"
+            )
+    return None

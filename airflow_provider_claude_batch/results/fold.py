@@ -379,6 +379,9 @@ def _count_usage(row: TableRow, totals: Totals) -> None:
     model_usage.cache_write_5m_tokens += write_5m
     model_usage.cache_write_1h_tokens += write_1h
     model_usage.cache_read_tokens += read
+    if read or write_5m or write_1h:
+        model_usage.cache_requests += 1
+        model_usage.cache_read_requests += read > 0
     if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
         model_usage.long_prompt_input_tokens += input_tokens
         model_usage.long_prompt_output_tokens += output_tokens

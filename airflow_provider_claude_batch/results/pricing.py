@@ -97,6 +97,9 @@ class Usage:
     cache_read_tokens: int = 0
     long_prompt_input_tokens: int = 0
     long_prompt_output_tokens: int = 0
+    # Requests that read the prompt cache, and that touched it at all (read or wrote): the hit rate.
+    cache_read_requests: int = 0
+    cache_requests: int = 0
 
     def reported(self) -> dict[str, int]:
         """The counts a manifest reports (the long-prompt shares only price them)."""

@@ -265,6 +265,10 @@ class Submitter:
             return self._saved(record.with_batch(part.index, batch.id, batch.created_at.timestamp()))
         raise AssertionError("unreachable")
 
+    def save(self, record: SubmissionRecord) -> SubmissionRecord:
+        """Save a step done outside the create flow (the cache warm-up), keeping concurrent batch IDs."""
+        return self._saved(record)
+
     def _saved(self, record: SubmissionRecord) -> SubmissionRecord:
         """Save `record`, keeping batch IDs a concurrent attempt recorded meanwhile (never lose an ID)."""
         current = self.ledger.load(record.key)

@@ -70,6 +70,8 @@ class SubmissionRecord:
     version: int = RECORD_VERSION
     # Preflight's cost estimate (`preflight.estimate.CostEstimate.to_dict`), shown beside the actual cost.
     estimate: dict[str, Any] | None = None
+    # The cache warm-up's calls and usage per model (submit/warmup.py), once done: never repeated.
+    warmup: dict[str, Any] | None = None
 
     @classmethod
     def new(
@@ -127,13 +129,17 @@ class SubmissionRecord:
         part = dataclasses.replace(self.parts[index], batch_id=batch_id, adopted=adopted, created_at=created_at)
         return self._with_part(part)
 
+    def with_warmup(self, warmup: dict[str, Any]) -> SubmissionRecord:
+        """The record with the cache warm-up done (what it cost is priced at landing)."""
+        return dataclasses.replace(self, warmup=warmup, updated_at=time.time())
+
     def merged_with(self, other: SubmissionRecord) -> SubmissionRecord:
         """This record, plus the batch IDs `other` (the same record as another attempt saved it) has and this lacks."""
         parts = tuple(
             mine if mine.batch_id or not theirs.batch_id else theirs
             for mine, theirs in zip(self.parts, other.parts, strict=True)
         )
-        return dataclasses.replace(self, parts=parts)
+        return dataclasses.replace(self, parts=parts, warmup=self.warmup or other.warmup)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (lists, not tuples), as the task state store's API accepts."""
@@ -160,6 +166,7 @@ class SubmissionRecord:
             attempt_id=raw.get("attempt_id", ""),
             record_id=raw.get("record_id", ""),
             estimate=raw.get("estimate"),
+            warmup=raw.get("warmup"),
         )
 
     @classmethod

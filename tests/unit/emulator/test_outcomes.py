@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, OutcomeRule, params_problem
+from airflow_provider_claude_batch.emulator.cache import PromptCache
+from airflow_provider_claude_batch.emulator.outcomes import CacheVisit, OutcomePlanner, OutcomeRule, params_problem
 from tests.helpers import message_params
 
 
@@ -86,14 +87,18 @@ def test_rules_choose_text_and_expiry() -> None:
     assert texts == {"positive", "negative"}
 
 
-def test_cache_control_requests_report_cache_tokens() -> None:
+def test_cache_control_requests_write_then_read_the_shared_prefix() -> None:
+    """The first request with a long enough 1h breakpoint writes it; the next ones read it (all hits here)."""
     params = message_params(
-        system=[{"type": "text", "text": "x" * 400, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        system=[{"type": "text", "text": "x" * 8000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
     )
-    records = [OutcomePlanner().plan(f"c{i}", _raw(params), "2026-10-21") for i in range(16)]
-    assert any(r.cache_write_1h > 0 for r in records)
-    assert any(r.cache_read > 0 for r in records)
+    visit = CacheVisit(PromptCache(), now=0.0)
+    records = [OutcomePlanner().plan(f"c{i}", _raw(params), "2026-10-21", cache=visit) for i in range(4)]
+    assert records[0].cache_write_1h > 0 and records[0].cache_read == 0
+    assert all(r.cache_read == records[0].cache_write_1h and r.cache_write_1h == 0 for r in records[1:])
     assert all(r.cache_write_5m == 0 for r in records)
+    without = OutcomePlanner().plan("c0", _raw(params), "2026-10-21")
+    assert without.input_tokens == records[0].input_tokens + records[0].cache_write_1h  # same total input
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,135 @@
+"""Automatic prompt caching through `dag.test()` against the emulator: breakpoints on the shared
+instruction, cache reads in the landed rows and the manifest, the warm-up paid once, a retry that
+re-attaches, and a malformed cache_control refused before anything is spent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_claude_batch.emulator import EmulatorControl
+from tests.dag_runner import run_dag, write_dag
+
+HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
+INSTRUCTION = "Label the review as positive, negative or neutral, and nothing else. " * 120  # ~2,000 tokens
+
+
+@pytest.fixture
+def dags(airflow_db: Path, claude_conn: str) -> Path:
+    return airflow_db
+
+
+def _one_task(tmp_path: Path, out: Path, extra: str = "", n: int = 12, systems: int = 1) -> str:
+    return (
+        HEADER
+        + f"""
+INSTRUCTIONS = [{INSTRUCTION!r} + str(k) for k in range({systems})]
+batch = ClaudeBatchOperator(
+    task_id="batch", model="claude-sonnet-4-6", max_tokens=5, state_path={str(tmp_path / "state")!r},
+    requests=[{{"custom_id": f"r{{i}}", "params": {{"system": INSTRUCTIONS[i % {systems}],
+               "messages": [{{"role": "user", "content": f"Review {{i}}: fine"}}]}}}} for i in range({n})],
+    output_path={str(out)!r}, deferrable=True, poll_interval=0.2, create_policy=FAST, max_retry_rounds=0{extra})
+"""
+    )
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_auto_caching_puts_the_shared_instruction_in_the_cache_and_the_manifest_says_what_it_saved(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.2, cache_hit_probability=1.0)
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "caching_auto", _one_task(tmp_path, out)))
+    assert result.task_state("batch") == "success"
+    rows = _rows(out / "results.jsonl")
+    assert all("cache_read_input_tokens" in r and "cache_write_1h_tokens" in r for r in rows)
+    writers = [r for r in rows if r["cache_write_1h_tokens"]]
+    readers = [r for r in rows if r["cache_read_input_tokens"]]
+    assert len(writers) == 1 and len(readers) == 11  # the first request writes, the other eleven read
+    assert readers[0]["cache_read_input_tokens"] == writers[0]["cache_write_1h_tokens"] > 1024
+    caching = json.loads((out / "_manifest.json").read_text())["caching"]
+    total = caching["total"]
+    assert (total["requests_caching"], total["requests_reading"], total["hit_rate"]) == (
+        12,
+        11,
+        pytest.approx(11 / 12, abs=1e-4),
+    )
+    assert caching["by_model"]["claude-sonnet-4-6"]["cache_read_tokens"] == total["cache_read_tokens"] > 0
+    assert total["paid_usd"] < total["batch_without_caching_usd"] < total["standard_without_caching_usd"]
+    assert total["saved_usd"] > 0 and total["warmup_usd"] == 0 and caching["warmup"] is None
+    assert control.state()["messages_answered"] == {}  # no warm-up asked for
+
+
+def test_caching_off_sends_the_requests_as_given(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
+    control.configure(processing_seconds=0.2)
+    out = tmp_path / "out"
+    run_dag(write_dag(dags, "caching_off", _one_task(tmp_path, out, ', prompt_caching="off"')))
+    assert not any(r["cache_read_input_tokens"] or r["cache_write_1h_tokens"] for r in _rows(out / "results.jsonl"))
+    assert json.loads((out / "_manifest.json").read_text())["caching"]["total"]["requests_caching"] == 0
+
+
+def test_the_warmup_writes_each_prefix_once_and_a_retry_reattaches_without_warming_again(
+    dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import die_after_create
+
+    control.configure(processing_seconds=0.3, cache_hit_probability=1.0)
+    die_after_create(monkeypatch, 1, "worker killed right after the create")
+    out = tmp_path / "out"
+    body = _one_task(tmp_path, out, ", cache_warmup=True, retries=1, retry_delay=timedelta(0)", systems=2)
+    result = run_dag(write_dag(dags, "caching_warmup", body))
+    assert result.task_state("batch") == "success"
+    state = control.state()
+    assert state["batches_created"] == 1  # the retry re-attached to the batch the first try made
+    assert state["messages_answered"] == {"cache-warmup-0": 1, "cache-warmup-1": 1}  # one per prefix, once
+    rows = _rows(out / "results.jsonl")
+    assert all(r["cache_read_input_tokens"] and not r["cache_write_1h_tokens"] for r in rows)  # all read
+    caching = json.loads((out / "_manifest.json").read_text())["caching"]
+    assert caching["warmup"] == {"calls": 2, "failed": 0}
+    assert caching["total"]["hit_rate"] == 1.0 and caching["total"]["warmup_usd"] > 0
+
+
+def test_a_malformed_cache_control_is_refused_with_zero_api_calls(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    block = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    requests = [
+        {"custom_id": "ok", "params": {"messages": [{"role": "user", "content": "hi"}]}},
+        {"custom_id": "five", "params": {"system": [block] * 5, "messages": [{"role": "user", "content": "hi"}]}},
+    ]
+    body = f"""
+submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", max_tokens=5,
+    state_path={str(tmp_path / "state")!r}, requests={requests!r}, cache_warmup=True, create_policy=FAST)
+"""
+    result = run_dag(write_dag(dags, "caching_refused", body))
+    assert result.task_state("submit") == "failed"
+    state = control.state()
+    assert state["calls"] == {} and state["messages_answered"] == {}
+
+
+def test_the_three_task_flow_lands_the_submit_tasks_warmup_in_the_manifest(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.3, cache_hit_probability=1.0)
+    out = tmp_path / "out"
+    body = f"""
+from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator
+submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", max_tokens=5, system={INSTRUCTION!r},
+    requests=[{{"custom_id": f"r{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Review {{i}}"}}]}}}}
+              for i in range(6)],
+    state_path={str(tmp_path / "state")!r}, cache_warmup=True, create_policy=FAST)
+wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
+land = ClaudeBatchResultsOperator(task_id="land", batch_ids=submit.output, output_path={str(out)!r})
+submit >> wait >> land
+"""
+    result = run_dag(write_dag(dags, "caching_three_tasks", body))
+    assert result.task_state("land") == "success"
+    assert control.state()["messages_answered"] == {"cache-warmup-0": 1}
+    caching = json.loads((out / "_manifest.json").read_text())["caching"]
+    assert caching["warmup"] == {"calls": 1, "failed": 0} and caching["total"]["warmup_usd"] > 0
+    assert caching["total"]["requests_reading"] == 6  # the warm-up wrote it: every request read
