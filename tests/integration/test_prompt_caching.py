@@ -11,6 +11,7 @@ import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from tests.dag_runner import run_dag, write_dag
+from tests.helpers import printed
 
 HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
 INSTRUCTION = "Label the review as positive, negative or neutral, and nothing else. " * 120  # ~2,000 tokens
@@ -95,7 +96,7 @@ def test_the_warmup_writes_each_prefix_once_and_a_retry_reattaches_without_warmi
 
 
 def test_a_malformed_cache_control_is_refused_with_zero_api_calls(
-    dags: Path, control: EmulatorControl, tmp_path: Path
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     block = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
     requests = [
@@ -104,10 +105,12 @@ def test_a_malformed_cache_control_is_refused_with_zero_api_calls(
     ]
     body = f"""
 submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", max_tokens=5,
-    state_path={str(tmp_path / "state")!r}, requests={requests!r}, cache_warmup=True, create_policy=FAST)
+    state_path={str(tmp_path / "state")!r}, requests={requests!r}, cache_warmup=True, create_policy=FAST, retries=2)
 """
     result = run_dag(write_dag(dags, "caching_refused", body))
-    assert result.task_state("submit") == "failed"
+    out = printed(capfd)
+    assert result.task_state("submit") == "failed", out[-3000:]  # not up_for_retry: an input error is final
+    assert "line 2 (custom_id 'five'): 5 cache_control breakpoints" in out and "at most 4" in out
     state = control.state()
     assert state["calls"] == {} and state["messages_answered"] == {}
 
