@@ -245,12 +245,13 @@ class Submission:
         error_budget: float,
     ) -> SubmissionRecord:
         """Give every planned batch its batch, part by part; defers to `resume_with` while the queue is full."""
-        record = self.warm_cache(submitter, record, prepared)
         for part in record.parts:
             if part.batch_id is None:
                 trigger = self.queue_wait(submitter.hook, part.request_count, error_budget)
                 if trigger is not None:
                     task.defer(trigger=trigger, method_name=resume_with)
+                # Once the queue has room (a warm-up before a long wait could expire first), and once only.
+                record = self.warm_cache(submitter, record, prepared)
             record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
             on_part(record)
         return record
