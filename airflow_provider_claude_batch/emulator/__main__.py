@@ -42,9 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON file with a list of outcome rules, e.g. "
         '[{"match": "bad-.*", "outcome": "errored", "error_type": "overloaded_error"}]',
     )
+    parser.add_argument(
+        "--cache-hit-probability",
+        type=float,
+        default=EmulatorConfig.cache_hit_probability,
+        help="share of a batch's requests that read a prompt-cache entry they find (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     config = EmulatorConfig(processing_seconds=args.processing_seconds, api_key=args.api_key or None)
+    if not 0 <= args.cache_hit_probability <= 1:
+        parser.error("--cache-hit-probability is a probability: between 0 and 1")
+    config.cache_hit_probability = args.cache_hit_probability
     token = args.control_token or (None if config.api_key else secrets.token_urlsafe(24))
     if args.outcomes is not None:
         rules = json.loads(args.outcomes.read_text())

@@ -59,7 +59,9 @@ class EmulatorControl:
         return cast("list[str]", answer["models"])
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """processing_seconds, cancel_seconds, api_key, workspace_id, max_requests, max_body_bytes."""
+        """EmulatorConfig's fields: processing_seconds, cancel_seconds, api_key, workspace_id, ...,
+        cache_hit_probability.
+        """
         return cast("dict[str, Any]", self._call("POST", "config", settings))
 
     def set_outcomes(self, *rules: Mapping[str, Any], replace: bool = True) -> None:

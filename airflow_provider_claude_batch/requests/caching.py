@@ -237,6 +237,7 @@ def _marked(
     finally:
         view.release()
     result.custom_ids = list(prepared.custom_ids)
+    result.facts = prepared.facts  # a breakpoint changes none of them (line, model, max_tokens, sampling)
     result.as_written = prepared.as_written
     result.requests_read = prepared.requests_read
     ranked = sorted(groups.items(), key=lambda g: (-g[1][1], g[1][0], g[0]))

@@ -196,7 +196,13 @@ class Submission:
         if not len(prepared):
             raise BatchInputError("The input has no requests; nothing was submitted.")
         if self.prompt_caching == "auto":
-            prepared = self.add_cache_breakpoints(prepared)
+            uncached, prepared = prepared, self.add_cache_breakpoints(prepared)
+            if prepared.fingerprint != uncached.fingerprint and self._recorded_as(context, uncached):
+                log.warning(
+                    "This task instance's submission was recorded without cache breakpoints (caching was off, or "
+                    "a release before it): continuing it as it was sent, so nothing is paid twice"
+                )
+                prepared = uncached
         plans = self.plan(prepared)
         log.info(
             "%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
@@ -236,6 +242,11 @@ class Submission:
         cached.cache_plan = plan
         log.info("%s (%.2f s)", plan.describe(), time.perf_counter() - started)
         return cached
+
+    def _recorded_as(self, context: Context, prepared: PreparedRequests) -> bool:
+        """Whether this task instance's submission record is for `prepared` (the same input, as sent)."""
+        existing = self.record_store(context).load(task_key(context))
+        return existing is not None and prepared.recognises(existing.fingerprint)
 
     def plan(self, prepared: PreparedRequests, *, canary: bool = True) -> list[BatchPlan]:
         """Split `prepared` into batches within the limits (the canary first, unless `canary=False`: a
@@ -342,7 +353,6 @@ class Submission:
         With `canary` (and ``canary_requests``), part 0 is the canary: before part 1 is created, it waits
         for the canary to end (deferred to `canary.resume_with` when deferrable) and reads its results.
         """
-        record = self.warm_cache(submitter, record, prepared)
         for part in record.parts:
             if part.batch_id is None:
                 if part.index == 1 and canary is not None and self.canary_requests:
@@ -350,6 +360,8 @@ class Submission:
                 trigger = self.queue_wait(submitter.hook, part.request_count, error_budget)
                 if trigger is not None:
                     task.defer(trigger=trigger, method_name=resume_with)
+                # Once the queue has room (a warm-up before a long wait could expire first), and once only.
+                record = self.warm_cache(submitter, record, prepared)
             record = submitter.submit_part(record, record.parts[part.index], prepared, plans[part.index])
             on_part(record)
         return record

@@ -5,12 +5,14 @@ re-attaches, and a malformed cache_control refused before anything is spent."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from tests.dag_runner import run_dag, write_dag
+from tests.helpers import printed
 
 HEADER = "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
 INSTRUCTION = "Label the review as positive, negative or neutral, and nothing else. " * 120  # ~2,000 tokens
@@ -95,7 +97,7 @@ def test_the_warmup_writes_each_prefix_once_and_a_retry_reattaches_without_warmi
 
 
 def test_a_malformed_cache_control_is_refused_with_zero_api_calls(
-    dags: Path, control: EmulatorControl, tmp_path: Path
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     block = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
     requests = [
@@ -104,10 +106,12 @@ def test_a_malformed_cache_control_is_refused_with_zero_api_calls(
     ]
     body = f"""
 submit = ClaudeBatchSubmitOperator(task_id="submit", model="claude-sonnet-4-6", max_tokens=5,
-    state_path={str(tmp_path / "state")!r}, requests={requests!r}, cache_warmup=True, create_policy=FAST)
+    state_path={str(tmp_path / "state")!r}, requests={requests!r}, cache_warmup=True, create_policy=FAST, retries=2)
 """
     result = run_dag(write_dag(dags, "caching_refused", body))
-    assert result.task_state("submit") == "failed"
+    out = printed(capfd)
+    assert result.task_state("submit") == "failed", out[-3000:]  # not up_for_retry: an input error is final
+    assert "line 2 (custom_id 'five'): 5 cache_control breakpoints" in out and "at most 4" in out
     state = control.state()
     assert state["calls"] == {} and state["messages_answered"] == {}
 
@@ -133,3 +137,26 @@ submit >> wait >> land
     caching = json.loads((out / "_manifest.json").read_text())["caching"]
     assert caching["warmup"] == {"calls": 1, "failed": 0} and caching["total"]["warmup_usd"] > 0
     assert caching["total"]["requests_reading"] == 6  # the warm-up wrote it: every request read
+
+
+def test_a_submission_recorded_before_caching_is_re_attached_not_paid_again(
+    dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A try that created its batch without breakpoints (caching off, or a release before it) and died;
+    the next try, now with prompt_caching="auto", finds that record and sends nothing new."""
+    from datetime import datetime
+
+    from tests.helpers import die_after_create
+
+    control.configure(processing_seconds=0.2, cache_hit_probability=1.0)
+    out = tmp_path / "out"
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    die_after_create(monkeypatch, 1, "worker killed right after the create")
+    first = run_dag(write_dag(dags, "caching_upgrade", _one_task(tmp_path, out, ', prompt_caching="off"')), day)
+    assert first.task_state("batch") == "failed"
+    assert control.state()["batches_created"] == 1
+    second = run_dag(write_dag(dags, "caching_upgrade", _one_task(tmp_path, out)), day)
+    assert second.task_state("batch") == "success"
+    assert control.state()["batches_created"] == 1  # re-attached to the batch the uncached try made
+    rows = _rows(out / "results.jsonl")
+    assert len(rows) == 12 and not any(r["cache_read_input_tokens"] for r in rows)  # sent as it was recorded

@@ -45,6 +45,7 @@ def test_a_shared_string_system_becomes_a_block_with_a_1h_breakpoint() -> None:
     assert plan.changed == 3 and "3 requests" in plan.describe() and "system" in plan.describe()
     assert after.fingerprint != before.fingerprint  # the change is new work, and the same change the same work
     assert add_cache_breakpoints(before)[0].fingerprint == after.fingerprint
+    assert after.facts is before.facts and after.facts.models == [SONNET]  # what preflight reads, kept
 
 
 def test_the_breakpoint_closes_the_longest_shared_prefix_in_tools_system_then_messages() -> None:
