@@ -39,6 +39,10 @@ class OutcomeRule:
     `times` limits the rule to the first N submissions of each matching custom_id (counted across
     batches), after which later rules apply: this is how a test makes a request fail twice and
     succeed on the third round.
+
+    `straggle` holds a matching request unfinished in its batch: the batch stays `in_progress` until
+    its 24 h expiry (the request then ends `expired`) or a cancel (it ends `canceled`, the rest as
+    planned). Sent on its own to the Messages API, the same request is answered at once.
     """
 
     match: str
@@ -49,6 +53,7 @@ class OutcomeRule:
     text: str | None = None
     choices: tuple[str, ...] = ()
     stop_reason: str = "end_turn"
+    straggle: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> OutcomeRule:
@@ -64,6 +69,8 @@ class OutcomeRule:
             raise ValueError(f"unknown error_type {rule.error_type!r}; use one of {KNOWN_ERROR_TYPES}")
         if rule.times is not None and rule.times < 1:
             raise ValueError("times must be at least 1")
+        if rule.straggle and rule.outcome != "succeeded":
+            raise ValueError("a straggle rule holds a request unfinished: its outcome is succeeded (when sent alone)")
         return rule
 
 
@@ -84,6 +91,8 @@ class RequestRecord:
     cache_read: int = 0
     error_type: str = ""
     error_message: str = ""
+    # Held unfinished in its batch until expiry or a cancel (a `straggle` rule).
+    straggler: bool = False
 
 
 class _Params(msgspec.Struct):
@@ -161,7 +170,9 @@ class OutcomePlanner:
             return RequestRecord(custom_id, "errored", digest, error_type=rule.error_type, error_message=message)
         if rule is not None and rule.outcome == "expired":
             return RequestRecord(custom_id, "expired", digest)
-        return self._succeeded(custom_id, params, digest, rule)
+        record = self._succeeded(custom_id, params, digest, rule)
+        record.straggler = rule is not None and rule.straggle
+        return record
 
     def _matching_rule(self, custom_id: str) -> OutcomeRule | None:
         for index, (rule, pattern) in enumerate(zip(self.rules, self._compiled, strict=True)):

@@ -20,15 +20,18 @@ from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
+from airflow_provider_claude_batch.sync.routing import ROUTING_PARAMS_DOC, Routing, SyncPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime, timedelta
 
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_claude_batch.operators.lineage import Landed
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
+    from airflow_provider_claude_batch.sync.routing import Route
     from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 LANDING_PARAMS_DOC = """
@@ -57,7 +60,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
     during round 2 re-attaches to round 2's batches; landed rounds are not downloaded again.
     """
 
-    template_fields: Sequence[str] = ("submission", "output_path")
+    template_fields: Sequence[str] = ("submission", "output_path", "routing")
     operator_extra_links = CONSOLE_LINKS
     ui_color = "#e8dccd"
 
@@ -75,6 +78,13 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         wait_policy: WaitPolicy | None = None,
         cancel_on_kill: bool = True,
         max_retry_rounds: int = 2,
+        deadline: datetime | timedelta | str | None = None,
+        sync_fallback: bool = True,
+        sync_concurrency: int = 8,
+        max_sync_cost_usd: float | None = None,
+        route: Route = "batch",
+        sync_below: int = 100,
+        sync_policy: SyncPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_claude_batch.operators.common import reject_foreign_parameters
@@ -92,6 +102,15 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         self.output_path = output_path
         self.claude_batch_conn_id = claude_batch_conn_id
         self.max_retry_rounds = max_retry_rounds
+        self.routing = Routing(
+            deadline,
+            sync_fallback,
+            sync_concurrency,
+            max_sync_cost_usd,
+            route,
+            sync_below,
+            sync_policy or SyncPolicy(),
+        )
         self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy())
         self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._batch_ids: list[str] = []
@@ -113,7 +132,10 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         A batch canceled outside Airflow is landed with its canceled rows, not retried.
         """
         hook = make_hook(self.claude_batch_conn_id)
-        self.waiting.raise_for_unended(hook, self.waiting.parse_event(event))
+        outcome = self.waiting.parse_event(event)
+        # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land.
+        if not (outcome.status == "timeout" and self.routing.guarded):
+            self.waiting.raise_for_unended(hook, outcome)
         return self._advance(context)
 
     def execute_after_queue_wait(self, context: Context, event: object = None) -> Manifest:
@@ -137,6 +159,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
             output=as_path(self.output_path, submission.storage_conn_id),
             max_retry_rounds=self.max_retry_rounds,
             on_batches=self._batches_now,
+            routing=self.routing,
         )
 
     def _advance(self, context: Context) -> Manifest:
@@ -154,5 +177,10 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
 
 
 ClaudeBatchOperator.__doc__ = (
-    (ClaudeBatchOperator.__doc__ or "") + LANDING_PARAMS_DOC + ROUNDS_PARAM_DOC + PARAMS_DOC + WAIT_PARAMS_DOC
+    (ClaudeBatchOperator.__doc__ or "")
+    + LANDING_PARAMS_DOC
+    + ROUNDS_PARAM_DOC
+    + ROUTING_PARAMS_DOC
+    + PARAMS_DOC
+    + WAIT_PARAMS_DOC
 )

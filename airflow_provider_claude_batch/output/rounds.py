@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.exceptions import ResultsMismatchError
-from airflow_provider_claude_batch.output.manifest import build_manifest, manifest_bytes, round_entry, rounds_summary
+from airflow_provider_claude_batch.output.manifest import (
+    build_manifest,
+    manifest_bytes,
+    round_entry,
+    round_route,
+    rounds_summary,
+    route_totals,
+    with_route_costs,
+)
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import CsvTable, close_published
 from airflow_provider_claude_batch.results.fold import FAILED_TYPES, RESULT_TYPES, TABLE_COLUMNS, encode_row
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.output.manifest import Json
     from airflow_provider_claude_batch.output.staging import Sink
 
-FINAL_COLUMNS = (*TABLE_COLUMNS, "round", "attempts")
+FINAL_COLUMNS = (*TABLE_COLUMNS, "round", "attempts", "route")
 
 
 def round_folder(output: ObjectStoragePath, round_number: int) -> ObjectStoragePath:
@@ -54,10 +62,12 @@ def finalize_rounds(
     staging = Staging(output)
     try:
         final = _FinalTables(staging, "csv" in formats)
-        for number in range(len(manifests)):
+        for number, round_manifest in enumerate(manifests):
+            route = round_route(round_manifest)
             for row in read_rows(round_folder(output, number) / "results.jsonl"):
                 final_row = index.final_row(number, row)
                 if final_row is not None:
+                    final_row["route"] = route
                     final.add(final_row)
         requests = final.results.rows
         if requests != manifests[0]["requests"]:
@@ -67,14 +77,16 @@ def finalize_rounds(
                 [b["id"] for m in manifests for b in m["batches"]],
             )
         files = close_published(final.sinks)
+        summary = rounds_summary(manifests, requests, final.counts, final.error_types)
         manifest = build_manifest(
             str(output),
             now,
             [b for m in manifests for b in m["batches"]],
-            rounds_summary(manifests, requests, final.counts, final.error_types),
+            with_route_costs(summary, manifests),
             files,
-            rounds=[round_entry(number, m) for number, m in enumerate(manifests)],
+            rounds=[round_entry(number, m) | {"route": round_route(m)} for number, m in enumerate(manifests)],
         )
+        manifest["routes"] = route_totals(manifests, final.route_counts)
         staging.publish([f.name for f in files], manifest_bytes(manifest))
         return manifest
     finally:
@@ -90,6 +102,7 @@ class _FinalTables:
         self.csv = CsvTable(staging.sink("results.csv"), FINAL_COLUMNS) if with_csv else None
         self.counts = dict.fromkeys(RESULT_TYPES, 0)
         self.error_types: dict[str, int] = {}
+        self.route_counts: dict[str, dict[str, int]] = {}
 
     @property
     def sinks(self) -> list[Sink]:
@@ -100,6 +113,8 @@ class _FinalTables:
         """Write one final row to every file it belongs in, and count it."""
         kind = row["result_type"]
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        by_route = self.route_counts.setdefault(row["route"], dict.fromkeys(RESULT_TYPES, 0))
+        by_route[kind] = by_route.get(kind, 0) + 1
         if row.get("error_type"):
             self.error_types[row["error_type"]] = self.error_types.get(row["error_type"], 0) + 1
         encoded = encode_row(row)
