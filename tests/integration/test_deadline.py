@@ -85,3 +85,106 @@ def test_the_guard_cancels_at_the_switch_time_and_sends_the_stragglers_to_the_me
     assert cost["batch_only_usd"] == pytest.approx(cost["batch_usd"])
     summary = result.xcom("batch")
     assert summary["routes"] == routes and summary["requests"] == 10
+
+
+def _shape(out: Path, summary: dict[str, Any]) -> tuple[object, ...]:
+    rows = list(_rows(out / "results.jsonl").values())
+    manifest = _manifest(out)
+    return (
+        sorted(rows[0]),
+        sorted(manifest),
+        sorted(manifest["cost"]),
+        sorted(manifest["routes"]),
+        sorted(summary),
+        sorted(p.name for p in out.iterdir()),
+    )
+
+
+def test_route_sync_and_auto_give_the_same_files_manifest_and_xcom_shape_as_batches(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.2)
+    shapes = {}
+    for name, extra in {
+        "batch": "",
+        "sync": ", route='sync'",
+        "auto_below": ", route='auto', sync_below=7",
+        "auto_above": ", route='auto', sync_below=6",
+    }.items():
+        control.reset()
+        out = tmp_path / name / "out"
+        result = run_dag(write_dag(dags, f"route_{name}", _dag(tmp_path / name, out, 6, extra)))
+        assert result.task_state("batch") == "success", name
+        state = control.state()
+        rows = _rows(out / "results.jsonl")
+        sent_alone = name in ("sync", "auto_below")
+        assert state["batches_created"] == (0 if sent_alone else 1), name
+        assert state["messages_answered"] == ({f"r{i}": 1 for i in range(6)} if sent_alone else {}), name
+        assert {r["route"] for r in rows.values()} == {"sync" if sent_alone else "batch"}, name
+        assert {r["result_type"] for r in rows.values()} == {"succeeded"}, name
+        manifest = _manifest(out)
+        assert manifest["routes"]["sync" if sent_alone else "batch"]["requests"] == 6, name
+        if sent_alone:  # the standard price, and the premium over what batches would have cost
+            assert manifest["cost"]["paid_usd"] == pytest.approx(manifest["cost"]["standard_usd"])
+            assert manifest["cost"]["deadline_premium_usd"] == pytest.approx(manifest["cost"]["batch_usd"], abs=2e-6)
+            assert {r["service_tier"] for r in rows.values()} == {"standard"}
+        shapes[name] = _shape(out, result.xcom("batch"))
+    assert shapes["sync"] == shapes["batch"] == shapes["auto_below"] == shapes["auto_above"]
+
+
+def test_a_retry_in_the_middle_of_the_sync_calls_sends_none_twice(
+    dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    real = ClaudeBatchHook.create_message
+    calls: list[str] = []
+
+    def create_message(self: ClaudeBatchHook, params: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs["custom_id"])
+        if len(calls) == 4:  # the worker dies before its 4th call: three answers are recorded
+            raise SystemExit("worker killed during the sync calls")
+        return real(self, params, **kwargs)
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_message", create_message)
+    out = tmp_path / "out"
+    extra = ", route='sync', sync_concurrency=1, retries=1, retry_delay=timedelta(0)"
+    result = run_dag(write_dag(dags, "sync_retry", _dag(tmp_path, out, 8, extra)))
+    assert result.task_state("batch") == "success"
+    assert len(calls) == 9  # 3 answered, 1 killed, then the 5 left: the 3 answered were not sent again
+    assert control.state()["messages_answered"] == {f"r{i}": 1 for i in range(8)}
+    rows = _rows(out / "results.jsonl")
+    assert sorted(rows) == [f"r{i}" for i in range(8)]
+    assert {(r["result_type"], r["route"]) for r in rows.values()} == {("succeeded", "sync")}
+
+
+def test_max_sync_cost_usd_stops_sending_and_reports_the_rest_as_budget_exhausted(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    extra = ", route='sync', sync_concurrency=1, max_sync_cost_usd=0.0004"
+    result = run_dag(write_dag(dags, "sync_budget", _dag(tmp_path, out, 10, extra)))
+    assert result.task_state("batch") == "success"
+    answered = control.state()["messages_answered"]
+    rows = _rows(out / "results.jsonl")
+    sent = {k for k, r in rows.items() if r["result_type"] == "succeeded"}
+    stopped = {k for k, r in rows.items() if r["error_type"] == "sync_budget_exhausted"}
+    assert set(answered) == sent and 1 <= len(sent) < 10
+    assert sent | stopped == set(rows) and len(rows) == 10
+    assert {rows[k]["result_type"] for k in stopped} == {"errored"}
+    manifest = _manifest(out)
+    assert manifest["cost"]["paid_usd"] <= 0.0004
+    assert manifest["error_types"] == {"sync_budget_exhausted": len(stopped)}
+    assert set(_rows(out / "failures.jsonl")) == stopped
+
+
+def test_a_deadline_not_even_the_messages_api_can_meet_fails_before_any_create(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    extra = ", deadline=timedelta(seconds=3), sync_policy=SyncPolicy(request_latency=timedelta(seconds=5)), retries=2"
+    result = run_dag(write_dag(dags, "deadline_unmeetable", _dag(tmp_path, out, 10, extra)))
+    assert result.task_state("batch") == "failed"
+    state = control.state()
+    assert state["batches_created"] == 0 and state["messages_answered"] == {}
+    assert not (out / "_manifest.json").exists()
