@@ -170,7 +170,9 @@ class Rounds:
                 self.hook.log.info("Deadline %s without sync_fallback: the batches are only waited for", deadline_at)
             return
         now = time.time()
-        if not plan.meetable(now):
+        if not plan.meetable(now) and self.given is not None:  # paid for already: land and send what is left
+            self.hook.log.warning("The deadline cannot be met even by the Messages API alone: %s", plan.arithmetic())
+        elif not plan.meetable(now):
             raise BatchInputError(
                 f"The deadline cannot be met even by the Messages API alone: {plan.arithmetic()}; from now that "
                 f"lands at {utc_clock(now + plan.sync_seconds + plan.landing)}. Move the deadline, raise "

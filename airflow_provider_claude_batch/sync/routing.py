@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Route = Literal["batch", "auto", "sync"]
 ROUTES = ("batch", "auto", "sync")
 DEADLINE_FILE = "deadline.json"
-ROUTING_PARAMS_DOC = """
+DEADLINE_PARAMS_DOC = """
     :param deadline: when the results must be landed: a timezone-aware ``datetime``, a ``timedelta``
         from the start of the task's first try (kept across retries and clears), or a templated string
         parsed as an ISO date-time (``"{{ data_interval_end + macros.timedelta(hours=7) }}"``). With
@@ -35,12 +35,16 @@ ROUTING_PARAMS_DOC = """
         time) but meets the rate limit sooner (429s are waited out, never paid twice).
     :param max_sync_cost_usd: stop sending to the Messages API once its standard-price spend would pass
         this; the requests not sent are reported as failed with error type ``sync_budget_exhausted``.
+    :param sync_policy: a `SyncPolicy`: the per-request latency and landing time the switch time assumes.
+"""
+ROUTE_PARAMS_DOC = """
     :param route: ``"batch"`` (default), ``"sync"`` (every request through the Messages API, at the
         standard price, landed in the same files), or ``"auto"`` (sync under ``sync_below`` requests).
     :param sync_below: with ``route="auto"``, inputs with fewer requests than this go through the
         Messages API (polling a batch is not worth it for a handful of requests).
-    :param sync_policy: a `SyncPolicy`: the per-request latency and landing time the switch time assumes.
 """
+# Both, for the one-task operator (the results operator takes the deadline only: its batches are given).
+ROUTING_PARAMS_DOC = DEADLINE_PARAMS_DOC + ROUTE_PARAMS_DOC
 
 
 @dataclass(frozen=True)

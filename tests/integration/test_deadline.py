@@ -14,7 +14,7 @@ from tests.dag_runner import run_dag, write_dag
 
 HEADER = (
     "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
-    "from airflow_provider_claude_batch.sync.routing import SyncPolicy\n"
+    "from airflow_provider_claude_batch.operators.claude_batch import SyncPolicy\n"
     "QUICK = SyncPolicy(request_latency=timedelta(seconds=0.5), landing_time=timedelta(seconds=2))\n"
     # The guard's switch time 20 s after the task starts: 40 s - 2 s landing - ceil(10 / 4) x 6 s.
     "GUARD = SyncPolicy(request_latency=timedelta(seconds=6), landing_time=timedelta(seconds=2))\n"
