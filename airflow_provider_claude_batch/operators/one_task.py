@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
     from airflow_provider_claude_batch.sync.routing import Route
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
     from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 LANDING_PARAMS_DOC = """
@@ -133,9 +134,11 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         """
         hook = make_hook(self.claude_batch_conn_id)
         outcome = self.waiting.parse_event(event)
-        # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land.
-        if not (outcome.status == "timeout" and self.routing.guarded):
-            self.waiting.raise_for_unended(hook, outcome)
+        # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land (and
+        # raise this timeout after all if the switch time has not come: the wait ended for its own reasons).
+        if outcome.status == "timeout" and self.routing.guarded:
+            return self._advance(context, timed_out=outcome)
+        self.waiting.raise_for_unended(hook, outcome)
         return self._advance(context)
 
     def execute_after_queue_wait(self, context: Context, event: object = None) -> Manifest:
@@ -145,7 +148,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         raise_unless_room(event)
         return self.execute(context)
 
-    def _rounds(self, context: Context) -> Rounds:
+    def _rounds(self, context: Context, timed_out: WaitOutcome | None = None) -> Rounds:
         from airflow_provider_claude_batch.operators.rounds import Rounds
         from airflow_provider_claude_batch.storage import as_path
 
@@ -160,14 +163,15 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
             max_retry_rounds=self.max_retry_rounds,
             on_batches=self._batches_now,
             routing=self.routing,
+            timed_out=timed_out,
         )
 
-    def _advance(self, context: Context) -> Manifest:
+    def _advance(self, context: Context, timed_out: WaitOutcome | None = None) -> Manifest:
         from airflow_provider_claude_batch.operators.lineage import emit_asset_event
         from airflow_provider_claude_batch.output.landing import report_manifest
 
         self._context = context
-        rounds = self._rounds(context)
+        rounds = self._rounds(context, timed_out)
         with refusals_fail_the_task(rounds.hook, lambda: self._batch_ids, "to report on or serve the batches"):
             manifest, all_ids = rounds.run(context)
         self._landed = (str(rounds.output), all_ids)

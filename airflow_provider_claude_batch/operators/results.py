@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.output.landing import Manifest
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.submission import Submission
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
     from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 RESUBMIT_DOC = """
@@ -127,6 +128,7 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         self._batch_ids: list[str] = []
         self._context: Context | None = None
         self._landed: Landed | None = None
+        self._timed_out: WaitOutcome | None = None
         if resubmit is not None:
             link_upstream(self, *resubmit.runtime_inputs())
 
@@ -158,7 +160,9 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         """A follow-up round's batches have ended (or the wait failed): carry on from the records."""
         outcome = self.waiting.parse_event(event)
         # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land.
-        if not (outcome.status == "timeout" and self.routing.guarded):
+        if outcome.status == "timeout" and self.routing.guarded:
+            self._timed_out = outcome
+        else:
             self.waiting.raise_for_unended(make_hook(self.claude_batch_conn_id), outcome)
         return self.execute(context)
 
@@ -212,6 +216,7 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             given=ids,
             given_record=record,
             routing=self.routing,
+            timed_out=self._timed_out,
         )
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.submit.store import RecordStore
     from airflow_provider_claude_batch.submit.submission import Submission
     from airflow_provider_claude_batch.wait.deadline import SwitchPlan
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
     from airflow_provider_claude_batch.wait.waiting import Deferrable, Waiting
 
 # A round's batches, when each was created (None: unknown), and what their results must hold.
@@ -53,6 +54,8 @@ class Rounds:
     given: list[str] | None = None
     given_record: SubmissionRecord | None = None
     routing: Routing = field(default_factory=Routing)
+    # A deferred wait that ended at its deadline (the guard's switch time, or the wait's own limit).
+    timed_out: WaitOutcome | None = None
 
     def run(self, context: Context) -> tuple[Manifest, list[str]]:
         """Walk every round; returns the final manifest over the rounds and every batch ID.
@@ -195,6 +198,8 @@ class Rounds:
     ) -> None:
         """Wait for the round's batches to end; with a guard, only until the switch time, then cancel them."""
         if switch is not None and not switch.switch_due(time.time()):
+            if self.timed_out is not None:  # not the guard's timeout: the wait's own, reported as ever
+                self.waiting.raise_for_unended(self.hook, self.timed_out)
             self.waiting.wait(
                 self.task,
                 self.hook,

@@ -16,8 +16,8 @@ HEADER = (
     "from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator\n"
     "from airflow_provider_claude_batch.operators.claude_batch import SyncPolicy\n"
     "QUICK = SyncPolicy(request_latency=timedelta(seconds=0.5), landing_time=timedelta(seconds=2))\n"
-    # The guard's switch time 20 s after the task starts: 40 s - 2 s landing - ceil(10 / 4) x 6 s.
-    "GUARD = SyncPolicy(request_latency=timedelta(seconds=6), landing_time=timedelta(seconds=2))\n"
+    # The guard's switch time 18 s after the task starts: 40 s - 2 s landing - 10 requests x 2 s, one at a time.
+    "GUARD = SyncPolicy(request_latency=timedelta(seconds=2), landing_time=timedelta(seconds=2))\n"
 )
 
 
@@ -49,18 +49,34 @@ def _manifest(out: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_the_guard_cancels_at_the_switch_time_and_sends_the_stragglers_to_the_messages_api(
-    dags: Path, control: EmulatorControl, tmp_path: Path
+    dags: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+
+    real = ClaudeBatchHook.create_message
+    calls: list[str] = []
+
+    def create_message(self: ClaudeBatchHook, params: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs["custom_id"])
+        if len(calls) == 2:  # the worker dies in the sync phase, after the cancel and one answer
+            raise SystemExit("worker killed during the sync calls")
+        return real(self, params, **kwargs)
+
+    monkeypatch.setattr(ClaudeBatchHook, "create_message", create_message)
     control.configure(processing_seconds=0.3)
     control.set_outcomes({"match": "r[01]", "straggle": True})  # hold the batch in progress until canceled
     out = tmp_path / "out"
-    extra = ", deadline=timedelta(seconds=40), sync_concurrency=4, sync_policy=GUARD"
+    extra = (
+        ", deadline=timedelta(seconds=40), sync_concurrency=1, sync_policy=GUARD, retries=1, retry_delay=timedelta(0)"
+    )
     result = run_dag(write_dag(dags, "deadline_guard", _dag(tmp_path, out, 10, extra)))
     assert result.task_state("batch") == "success"
+    assert len(calls) == 3  # r0 answered, the kill, then only r1: r0 was not sent again
     state = control.state()
     assert state["batches_created"] == 1
+    # One cancel (the retry re-attached to the ended batch), and only the stragglers sent, once each.
     assert state["batches"][0]["canceled"] and state["batches"][0]["cancel_calls"] == 1
-    assert state["messages_answered"] == {"r0": 1, "r1": 1}  # only the stragglers, once each
+    assert state["messages_answered"] == {"r0": 1, "r1": 1}
     rows = _rows(out / "results.jsonl")
     assert sorted(rows) == sorted(f"r{i}" for i in range(10))  # one row per custom_id
     assert {k: (r["result_type"], r["route"]) for k, r in rows.items() if k in ("r0", "r1", "r2")} == {
