@@ -8,6 +8,7 @@ dollars are the standard price (`cost.standard_usd`): the Messages API has no ba
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.output.manifest import build_manifest, landed_summary, manifest_bytes
@@ -17,7 +18,7 @@ from airflow_provider_claude_batch.results.fold import Totals, fold_lines
 from airflow_provider_claude_batch.results.pricing import cost_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from airflow.sdk import ObjectStoragePath
 
@@ -50,13 +51,10 @@ def land_sync_round(
     prices: Mapping[str, ModelPrice] | None = None,
 ) -> Json:
     """Publish the round's files under `folder` (one row per custom_id of `order`); returns its manifest."""
-    staging = Staging(folder, within)
-    tables: Tables | None = None
-    try:
-        tables = Tables(staging, ("jsonl",))
+    block = b"".join(lines[custom_id] for custom_id in order)
+    totals = Totals()
+    with _staged(folder, within) as (staging, tables):
         raw = staging.sink(RAW_MESSAGES)
-        totals = Totals()
-        block = b"".join(lines[custom_id] for custom_id in order)
         raw.write_rows(block, len(order))
         raw.close()
         if block:
@@ -66,7 +64,17 @@ def land_sync_round(
         manifest = build_manifest(str(folder), time.time(), [], landed_summary(totals, prices), files)
         manifest["route"] = SYNC_ROUTE
         staging.publish([f.name for f in files], manifest_bytes(manifest))
-        return manifest
+    return manifest
+
+
+@contextmanager
+def _staged(folder: ObjectStoragePath, within: ObjectStoragePath) -> Iterator[tuple[Staging, Tables]]:
+    """The staging area and the JSONL tables; whatever was not published is dropped on the way out."""
+    staging = Staging(folder, within)
+    tables = None
+    try:
+        tables = Tables(staging, ("jsonl",))
+        yield staging, tables
     finally:
         if tables is not None:
             tables.abandon()
