@@ -204,3 +204,24 @@ def test_a_deadline_not_even_the_messages_api_can_meet_fails_before_any_create(
     state = control.state()
     assert state["batches_created"] == 0 and state["messages_answered"] == {}
     assert not (out / "_manifest.json").exists()
+
+
+def test_the_sync_sender_waits_out_429_and_529_and_never_resends_an_answered_error(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    # One call in flight at a time (the rest get 429 + retry-after), two overloaded answers on top,
+    # and one request the API refuses as invalid (answered: not sent again).
+    control.configure(messages_max_in_flight=1, messages_latency_seconds=0.1)
+    control.inject({"endpoint": "messages", "status": 529, "count": 2})
+    control.set_outcomes({"match": "r2", "outcome": "errored", "error_type": "invalid_request_error"})
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "sync_rate_limited", _dag(tmp_path, out, 6, ", route='sync', sync_concurrency=3")))
+    assert result.task_state("batch") == "success"
+    assert control.state()["messages_answered"] == {f"r{i}": 1 for i in range(6)}
+    rows = _rows(out / "results.jsonl")
+    assert {k: r["result_type"] for k, r in rows.items()} == {
+        **{f"r{i}": "succeeded" for i in range(6) if i != 2},
+        "r2": "errored",
+    }
+    assert rows["r2"]["error_type"] == "invalid_request_error" and rows["r2"]["route"] == "sync"
+    assert set(_rows(out / "failures.jsonl")) == {"r2"}
