@@ -176,6 +176,7 @@ class Rounds:
         if not plan.meetable(now) and self.given is not None:  # paid for already: land and send what is left
             self.hook.log.warning("The deadline cannot be met even by the Messages API alone: %s", plan.arithmetic())
         elif not plan.meetable(now):
+            self.routing.forget_deadline(self.output / "rounds")
             raise BatchInputError(
                 f"The deadline cannot be met even by the Messages API alone: {plan.arithmetic()}; from now that "
                 f"lands at {utc_clock(now + plan.sync_seconds + plan.landing)}. Move the deadline, raise "
@@ -293,12 +294,17 @@ class Rounds:
         )
         started = time.monotonic()
         lines = sender.send(requests)
-        self.hook.log.info(
-            "Messages API: %d requests answered in %.1f s (%d at a time)",
-            len(lines),
-            time.monotonic() - started,
-            routing.sync_concurrency,
-        )
+        if sender.sent:
+            took = time.monotonic() - started
+            self.hook.log.info(
+                "Messages API: %d requests answered in %.1f s, %d at a time: %.2f s per request measured "
+                "(SyncPolicy(request_latency=...) assumes %.2f s)",
+                sender.sent,
+                took,
+                routing.sync_concurrency,
+                took * min(routing.sync_concurrency, sender.sent) / sender.sent,
+                routing.policy.request_latency.total_seconds(),
+            )
         return land_sync_round(folder, lines, chosen.custom_ids, within=self.output, prices=prices)
 
 

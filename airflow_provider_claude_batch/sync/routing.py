@@ -129,34 +129,45 @@ class Routing:
         """The deadline as epoch seconds, and whether this is its first resolution (nothing paid yet).
 
         The value is kept in ``rounds/deadline.json`` on first resolution, so a retry or clear keeps the
-        same deadline (a ``timedelta`` counts from the first try's start, not this one's).
+        same deadline (a ``timedelta`` counts from the first try's start, not this one's); a deadline
+        changed in the DAG since is resolved again (a ``timedelta`` still from the first try's start).
         """
         if self.deadline is None:
             return None, False
         import msgspec
 
         from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
-
-        path = rounds / DEADLINE_FILE
-        kept = read_bytes_if_exists(path)
-        if kept is not None:
-            return float(msgspec.json.decode(kept)["deadline_epoch"]), False
-        deadline_at = self._epoch(context)
         from airflow_provider_claude_batch.wait.deadline import utc_clock
 
+        path = rounds / DEADLINE_FILE
+        raw = read_bytes_if_exists(path)
+        kept: dict[str, Any] = msgspec.json.decode(raw) if raw else {}
         given = self.deadline if isinstance(self.deadline, str) else repr(self.deadline)
-        record = {"deadline_epoch": deadline_at, "deadline": utc_clock(deadline_at), "given": given}
+        if kept.get("given") == given:
+            return float(kept["deadline_epoch"]), False
+        anchor = float(kept.get("first_try_started") or _try_started(context))
+        deadline_at = self._epoch(anchor)
+        record = {
+            "deadline_epoch": deadline_at,
+            "deadline": utc_clock(deadline_at),
+            "given": given,
+            "first_try_started": anchor,
+        }
         write_atomically(path, msgspec.json.encode(record))
-        return deadline_at, True
+        return deadline_at, not kept
 
-    def _epoch(self, context: Context) -> float:
+    def forget_deadline(self, rounds: ObjectStoragePath) -> None:
+        """Drop the kept deadline (it was refused before anything was paid for: a fixed DAG starts afresh)."""
+        path = rounds / DEADLINE_FILE
+        if path.exists():
+            path.unlink()
+
+    def _epoch(self, first_try_started: float) -> float:
         from airflow_provider_claude_batch.exceptions import BatchInputError
 
         value: Any = self.deadline
         if isinstance(value, timedelta):
-            started = getattr(context["ti"], "start_date", None)
-            start = started.timestamp() if isinstance(started, datetime) else time.time()
-            return start + value.total_seconds()
+            return first_try_started + value.total_seconds()
         if isinstance(value, str):
             try:
                 value = datetime.fromisoformat(value.strip())
@@ -170,3 +181,9 @@ class Routing:
         if isinstance(value, datetime):
             return value.astimezone(UTC).timestamp()
         raise BatchInputError(f"deadline must be a datetime, timedelta or string, not {type(value).__name__}")
+
+
+def _try_started(context: Context) -> float:
+    """When this try started (the task instance's start date), else now."""
+    started = getattr(context["ti"], "start_date", None)
+    return started.timestamp() if isinstance(started, datetime) else time.time()

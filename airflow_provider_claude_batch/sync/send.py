@@ -90,6 +90,7 @@ class SyncSender:
     stop_retrying_at: float | None = None
     max_attempts: int = 5
     sleep: Callable[[float], None] = time.sleep
+    sent: int = 0  # requests sent (and answered or failed) by this try
     _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def send(self, requests: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
@@ -159,6 +160,7 @@ class SyncSender:
                 return
             with self._lock:
                 lines[custom_id] = line
+                self.sent += 1
                 self.budget.settle(cost)
                 self._lock.notify_all()
 

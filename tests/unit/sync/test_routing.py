@@ -83,3 +83,21 @@ def test_a_rendered_template_is_parsed_and_a_bad_one_refused(tmp_path: Path) -> 
 def test_without_a_deadline_nothing_is_resolved_or_written(tmp_path: Path) -> None:
     assert Routing().resolve_deadline(_context(), as_path(str(tmp_path))) == (None, False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_deadline_changed_in_the_dag_is_resolved_again_from_the_first_try(tmp_path: Path) -> None:
+    rounds = as_path(str(tmp_path / "rounds"))
+    Routing(deadline=timedelta(hours=7)).resolve_deadline(_context(), rounds)
+    later = _context(STARTED + timedelta(hours=2))
+    assert Routing(deadline=timedelta(hours=9)).resolve_deadline(later, rounds) == (
+        (STARTED + timedelta(hours=9)).timestamp(),
+        False,  # not the first look: batches may exist, so it is never refused as unmeetable
+    )
+
+
+def test_a_refused_deadline_is_forgotten_so_a_fixed_dag_starts_afresh(tmp_path: Path) -> None:
+    rounds = as_path(str(tmp_path / "rounds"))
+    routing = Routing(deadline=timedelta(minutes=1))
+    routing.resolve_deadline(_context(), rounds)
+    routing.forget_deadline(rounds)
+    assert routing.resolve_deadline(_context(), rounds)[1] is True
