@@ -59,6 +59,10 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
     outcome, ``round`` and ``attempts``, and the manifest lists the rounds, their batches and counts,
     and the cost across rounds. Every round keeps the submit operator's guarantees: a retry or clear
     during round 2 re-attaches to round 2's batches; landed rounds are not downloaded again.
+
+    With a ``deadline``, batches still running at the switch time are canceled and what they did not
+    finish is sent to the Messages API (a last round, ``route`` ``sync`` in every row it lands); with
+    ``route="sync"`` (or ``"auto"`` on a small input) every request goes there, in the same files.
     """
 
     template_fields: Sequence[str] = ("submission", "output_path", "routing")
