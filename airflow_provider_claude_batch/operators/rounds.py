@@ -198,9 +198,16 @@ class Rounds:
         self, batch_ids: list[str], created: list[float | None], switch: SwitchPlan | None, folder: ObjectStoragePath
     ) -> None:
         """Wait for the round's batches to end; with a guard, only until the switch time, then cancel them."""
+        from airflow_provider_claude_batch.wait.deadline import utc_clock
+
         if switch is not None and not switch.switch_due(time.time()):
             if self.timed_out is not None:  # not the guard's timeout: the wait's own, reported as ever
                 self.waiting.raise_for_unended(self.hook, self.timed_out)
+            self.hook.log.info(
+                "Waiting for %d batch(es) until %s at most: requests still unfinished then go to the Messages API",
+                len(batch_ids),
+                utc_clock(switch.switch_at),
+            )
             self.waiting.wait(
                 self.task,
                 self.hook,
