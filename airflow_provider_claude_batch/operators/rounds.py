@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.output.landing import Landing, Manifest
+    from airflow_provider_claude_batch.output.manifest import Json
     from airflow_provider_claude_batch.requests.plan import BatchPlan
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.results.checks import ExpectedResults
@@ -107,8 +108,26 @@ class Rounds:
                 break
             chosen, number = _subset(prepared, again), number + 1
         del prepared, chosen
-        manifest = finalize_rounds(self.output, manifests, self.landing.formats, time.time())
+        guard = self._guard_report(deadline_at, len(manifests))
+        manifest = finalize_rounds(self.output, manifests, self.landing.formats, time.time(), guard)
         return manifest, all_ids
+
+    def _guard_report(self, deadline_at: float | None, rounds: int) -> Json | None:
+        """The manifest's ``deadline``: when it was, and each cancel the guard made (from its records)."""
+        if deadline_at is None:
+            return None
+        import msgspec
+
+        from airflow_provider_claude_batch.output.rounds import round_folder
+        from airflow_provider_claude_batch.storage import read_bytes_if_exists
+        from airflow_provider_claude_batch.wait.deadline import utc_clock
+
+        canceled = []
+        for number in range(rounds):
+            kept = read_bytes_if_exists(round_folder(self.output, number) / GUARD_FILE)
+            if kept is not None:
+                canceled.append({"round": number, **msgspec.json.decode(kept)})
+        return {"deadline": utc_clock(deadline_at), "sync_fallback": self.routing.sync_fallback, "canceled": canceled}
 
     def _round_batches(
         self,

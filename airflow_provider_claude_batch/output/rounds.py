@@ -53,9 +53,15 @@ def read_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
 
 
 def finalize_rounds(
-    output: ObjectStoragePath, manifests: Sequence[Mapping[str, Any]], formats: Sequence[str], now: float
+    output: ObjectStoragePath,
+    manifests: Sequence[Mapping[str, Any]],
+    formats: Sequence[str],
+    now: float,
+    deadline: Json | None = None,
 ) -> Json:
-    """Write the final table and the manifest over every round; returns the manifest."""
+    """Write the final table and the manifest over every round (with `deadline`: what the guard did);
+    returns the manifest.
+    """
     index = RoundsIndex()
     for number in range(1, len(manifests)):
         index.add_round(number, (row["custom_id"] for row in read_rows(round_folder(output, number) / "results.jsonl")))
@@ -87,6 +93,8 @@ def finalize_rounds(
             rounds=[round_entry(number, m) | {"route": round_route(m)} for number, m in enumerate(manifests)],
         )
         manifest["routes"] = route_totals(manifests, final.route_counts)
+        if deadline is not None:
+            manifest["deadline"] = deadline
         staging.publish([f.name for f in files], manifest_bytes(manifest))
         return manifest
     finally:

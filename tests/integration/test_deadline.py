@@ -88,6 +88,7 @@ def test_the_guard_cancels_at_the_switch_time_and_sends_the_stragglers_to_the_me
     guard = json.loads((out / "rounds" / "round-0" / "_deadline_guard.json").read_text())
     assert guard["batch_ids"] == [state["batches"][0]["id"]] and guard["reason"].startswith("deadline guard")
     manifest = _manifest(out)
+    assert [c["round"] for c in manifest["deadline"]["canceled"]] == [0]  # the guard's cancel, on record
     routes, cost = manifest["routes"], manifest["cost"]
     assert (routes["batch"]["requests"], routes["sync"]["requests"]) == (8, 2)
     assert routes["sync"]["counts"]["succeeded"] == 2
