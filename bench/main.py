@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
-from bench import caching, emulator_alone, land, parse_cost, submit, triggerer
+from bench import caching, deadline, emulator_alone, land, parse_cost, submit, triggerer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,6 +38,9 @@ def main() -> int:
         waiting = triggerer.measure(url, pid, max(2, args.repeat // 3))
     print("Figure 6: prompt caching on the batch price ...", flush=True)
     cached = caching.measure(max(3, args.repeat // 2))
+    print("Figure 7: 2,000 requests with 5% stragglers, by a deadline ...", flush=True)
+    with _emulator() as (pid, url):
+        by_deadline = deadline.measure(url)
     ours = costs[0]
     lines = [
         "# Benchmarks",
@@ -109,6 +112,7 @@ def main() -> int:
         "",
         *caching.section(cached),
         "",
+        *deadline.section(by_deadline),
     ]
     OUT.write_text("\n".join(lines))
     print(OUT.read_text())

@@ -43,3 +43,10 @@ class ReviewLabel(BaseModel):
 
     label: Literal["positive", "negative", "neutral"]
     confidence: float = Field(ge=0, le=1)
+
+
+# Results by a deadline (nightly_by_deadline.py): 07:00 UTC the morning after the data interval,
+# with what a Messages API call takes here; demos and tests set a deadline minutes away.
+DEADLINE = os.environ.get("CLAUDE_BATCH_EXAMPLES_DEADLINE", "{{ data_interval_end + macros.timedelta(hours=7) }}")
+SYNC_LATENCY_SECONDS = float(os.environ.get("CLAUDE_BATCH_EXAMPLES_SYNC_LATENCY_SECONDS", "20"))
+LANDING_SECONDS = float(os.environ.get("CLAUDE_BATCH_EXAMPLES_LANDING_SECONDS", "300"))

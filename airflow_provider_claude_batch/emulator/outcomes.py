@@ -45,6 +45,10 @@ class OutcomeRule:
     `times` limits the rule to the first N submissions of each matching custom_id (counted across
     batches), after which later rules apply: this is how a test makes a request fail twice and
     succeed on the third round.
+
+    `straggle` holds a matching request unfinished in its batch: the batch stays `in_progress` until
+    its 24 h expiry (the request then ends `expired`) or a cancel (it ends `canceled`, the rest as
+    planned). Sent on its own to the Messages API, the same request is answered at once.
     """
 
     match: str
@@ -57,6 +61,7 @@ class OutcomeRule:
     stop_reason: str = "end_turn"
     # For a request asking for structured output: reply with an object that does not fit its schema.
     invalid_output: bool = False
+    straggle: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> OutcomeRule:
@@ -72,6 +77,8 @@ class OutcomeRule:
             raise ValueError(f"unknown error_type {rule.error_type!r}; use one of {KNOWN_ERROR_TYPES}")
         if rule.times is not None and rule.times < 1:
             raise ValueError("times must be at least 1")
+        if rule.straggle and rule.outcome != "succeeded":
+            raise ValueError("a straggle rule holds a request unfinished: its outcome is succeeded (when sent alone)")
         return rule
 
 
@@ -93,6 +100,8 @@ class RequestRecord:
     error_type: str = ""
     error_message: str = ""
     tool_name: str = ""  # set when the reply is the forced tool's call (its input is `text`)
+    # Held unfinished in its batch until expiry or a cancel (a `straggle` rule).
+    straggler: bool = False
 
 
 class _Params(Counted):
@@ -196,7 +205,9 @@ class OutcomePlanner:
             return RequestRecord(custom_id, "errored", digest, error_type=rule.error_type, error_message=message)
         if rule is not None and rule.outcome == "expired":
             return RequestRecord(custom_id, "expired", digest)
-        return self._succeeded(custom_id, params, digest, rule, cache)
+        record = self._succeeded(custom_id, params, digest, rule, cache)
+        record.straggler = rule is not None and rule.straggle
+        return record
 
     def _matching_rule(self, custom_id: str) -> OutcomeRule | None:
         for index, (rule, pattern) in enumerate(zip(self.rules, self._compiled, strict=True)):

@@ -94,6 +94,7 @@ class Batch:
     cancel_calls: int = 0
     deleted: bool = False
     _final: bytearray | None = field(default=None, repr=False)
+    _stragglers: bool | None = field(default=None, repr=False)
 
     @property
     def expires_at(self) -> float:
@@ -105,9 +106,18 @@ class Batch:
         """When the batch's results stop being served (29 days after create)."""
         return self.created_at + ARCHIVE_SECONDS
 
+    @property
+    def has_stragglers(self) -> bool:
+        """Whether a request is held unfinished until expiry or a cancel (a `straggle` rule)."""
+        if self._stragglers is None:
+            self._stragglers = any(r.straggler for r in self.records)
+        return self._stragglers
+
     def ends_at(self) -> float:
-        """When processing ends: done, expired, or cut short by a cancel."""
-        end = min(self.created_at + self.processing_seconds, self.expires_at)
+        """When processing ends: done, expired, or cut short by a cancel (stragglers hold it to expiry)."""
+        end = (
+            self.expires_at if self.has_stragglers else min(self.created_at + self.processing_seconds, self.expires_at)
+        )
         if self.cancel_initiated_at is not None:
             end = min(end, self.cancel_initiated_at + self.cancel_seconds)
         return end
@@ -122,7 +132,7 @@ class Batch:
             codes = bytearray(len(self.records))
             cut = self.cancel_initiated_at
             for rank, record in enumerate(self.records):
-                done_at = self.completion_time(rank)
+                done_at = float("inf") if record.straggler else self.completion_time(rank)
                 if cut is not None and done_at > cut:
                     codes[rank] = _FINAL_CODES["canceled"]
                 elif done_at > self.expires_at:

@@ -12,6 +12,7 @@ from airflow_provider_claude_batch.operators.submit import ClaudeBatchSubmitOper
 from airflow_provider_claude_batch.output.landing import LandingPolicy
 from airflow_provider_claude_batch.submit.policy import CreatePolicy
 from airflow_provider_claude_batch.submit.submission import QueuePolicy, Submission
+from airflow_provider_claude_batch.sync.routing import SyncPolicy
 from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "LandingPolicy",
     "QueuePolicy",
     "Submission",
+    "SyncPolicy",
     "WaitPolicy",
     "normalize_batch_ids",
 ]

@@ -20,15 +20,19 @@ from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
 from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
+from airflow_provider_claude_batch.sync.routing import ROUTING_PARAMS_DOC, Routing, SyncPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime, timedelta
 
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_claude_batch.operators.lineage import Landed
     from airflow_provider_claude_batch.operators.rounds import Rounds
     from airflow_provider_claude_batch.output.landing import Manifest
+    from airflow_provider_claude_batch.sync.routing import Route
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
     from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 LANDING_PARAMS_DOC = """
@@ -58,9 +62,13 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
     outcome, ``round`` and ``attempts``, and the manifest lists the rounds, their batches and counts,
     and the cost across rounds. Every round keeps the submit operator's guarantees: a retry or clear
     during round 2 re-attaches to round 2's batches; landed rounds are not downloaded again.
+
+    With a ``deadline``, batches still running at the switch time are canceled and what they did not
+    finish is sent to the Messages API (a last round, ``route`` ``sync`` in every row it lands); with
+    ``route="sync"`` (or ``"auto"`` on a small input) every request goes there, in the same files.
     """
 
-    template_fields: Sequence[str] = ("submission", "output_path")
+    template_fields: Sequence[str] = ("submission", "output_path", "routing")
     operator_extra_links = CONSOLE_LINKS
     ui_color = "#e8dccd"
 
@@ -79,6 +87,13 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         cancel_on_kill: bool = True,
         max_retry_rounds: int = 2,
         retry_invalid_output: bool = False,
+        deadline: datetime | timedelta | str | None = None,
+        sync_fallback: bool = True,
+        sync_concurrency: int = 8,
+        max_sync_cost_usd: float | None = None,
+        route: Route = "batch",
+        sync_below: int = 100,
+        sync_policy: SyncPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_claude_batch.operators.common import reject_foreign_parameters
@@ -97,6 +112,15 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         self.claude_batch_conn_id = claude_batch_conn_id
         self.max_retry_rounds = max_retry_rounds
         self.retry_invalid_output = retry_invalid_output
+        self.routing = Routing(
+            deadline,
+            sync_fallback,
+            sync_concurrency,
+            max_sync_cost_usd,
+            route,
+            sync_below,
+            sync_policy or SyncPolicy(),
+        )
         self.landing = Landing(
             tuple(formats), max_failed_fraction, landing_policy or LandingPolicy(), self.submission.output_type
         )
@@ -120,7 +144,12 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         A batch canceled outside Airflow is landed with its canceled rows, not retried.
         """
         hook = make_hook(self.claude_batch_conn_id)
-        self.waiting.raise_for_unended(hook, self.waiting.parse_event(event))
+        outcome = self.waiting.parse_event(event)
+        # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land (and
+        # raise this timeout after all if the switch time has not come: the wait ended for its own reasons).
+        if outcome.status == "timeout" and self.routing.guarded:
+            return self._advance(context, timed_out=outcome)
+        self.waiting.raise_for_unended(hook, outcome)
         return self._advance(context)
 
     def execute_after_canary(self, context: Context, event: object = None) -> Manifest:
@@ -137,7 +166,7 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
         raise_unless_room(event)
         return self.execute(context)
 
-    def _rounds(self, context: Context) -> Rounds:
+    def _rounds(self, context: Context, timed_out: WaitOutcome | None = None) -> Rounds:
         from airflow_provider_claude_batch.operators.rounds import Rounds
         from airflow_provider_claude_batch.storage import as_path
 
@@ -152,14 +181,16 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
             max_retry_rounds=self.max_retry_rounds,
             on_batches=self._batches_now,
             retry_invalid_output=self.retry_invalid_output,
+            routing=self.routing,
+            timed_out=timed_out,
         )
 
-    def _advance(self, context: Context) -> Manifest:
+    def _advance(self, context: Context, timed_out: WaitOutcome | None = None) -> Manifest:
         from airflow_provider_claude_batch.operators.lineage import emit_asset_event
         from airflow_provider_claude_batch.output.landing import report_manifest
 
         self._context = context
-        rounds = self._rounds(context)
+        rounds = self._rounds(context, timed_out)
         with refusals_fail_the_task(rounds.hook, lambda: self._batch_ids, "to report on or serve the batches"):
             manifest, all_ids = rounds.run(context)
         self._landed = (str(rounds.output), all_ids)
@@ -169,5 +200,10 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
 
 
 ClaudeBatchOperator.__doc__ = (
-    (ClaudeBatchOperator.__doc__ or "") + LANDING_PARAMS_DOC + ROUNDS_PARAM_DOC + PARAMS_DOC + WAIT_PARAMS_DOC
+    (ClaudeBatchOperator.__doc__ or "")
+    + LANDING_PARAMS_DOC
+    + ROUNDS_PARAM_DOC
+    + ROUTING_PARAMS_DOC
+    + PARAMS_DOC
+    + WAIT_PARAMS_DOC
 )

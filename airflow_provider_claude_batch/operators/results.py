@@ -23,9 +23,11 @@ from airflow_provider_claude_batch.operators.links import BATCH_IDS_XCOM_KEY, CO
 from airflow_provider_claude_batch.operators.one_task import LANDING_PARAMS_DOC, ROUNDS_PARAM_DOC
 from airflow_provider_claude_batch.operators.submit import WAIT_PARAMS_DOC
 from airflow_provider_claude_batch.output.landing import Landing, LandingPolicy
+from airflow_provider_claude_batch.sync.routing import DEADLINE_PARAMS_DOC, Routing, SyncPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime, timedelta
 
     from airflow.sdk import Context, ObjectStoragePath
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.output.landing import Manifest
     from airflow_provider_claude_batch.submit.record import SubmissionRecord
     from airflow_provider_claude_batch.submit.submission import Submission
+    from airflow_provider_claude_batch.wait.events import WaitOutcome
     from airflow_provider_claude_batch.wait.waiting import WaitPolicy
 
 RESUBMIT_DOC = """
@@ -63,7 +66,7 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
     through XCom. The waiting parameters apply to follow-up rounds only (``max_retry_rounds``).
     """
 
-    template_fields: Sequence[str] = ("batch_ids", "output_path", "resubmit")
+    template_fields: Sequence[str] = ("batch_ids", "output_path", "resubmit", "routing")
     operator_extra_links = CONSOLE_LINKS
     ui_color = "#e8dccd"
 
@@ -85,6 +88,11 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         wait_policy: WaitPolicy | None = None,
         cancel_on_kill: bool = True,
+        deadline: datetime | timedelta | str | None = None,
+        sync_fallback: bool = True,
+        sync_concurrency: int = 8,
+        max_sync_cost_usd: float | None = None,
+        sync_policy: SyncPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         from airflow_provider_claude_batch.operators.lineage import output_asset
@@ -101,6 +109,11 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             raise ValueError(
                 "max_retry_rounds and resubmit go together: resubmitting needs the submit task's input, "
                 f"as {hint}; without rounds, leave resubmit out"
+            )
+        if deadline is not None and resubmit is None:
+            raise ValueError(
+                "deadline needs resubmit=Submission(...) and max_retry_rounds: what the batches leave is sent "
+                "to the Messages API from the submit task's input"
             )
         if resubmit is not None and resubmit.storage_conn_id is None:
             resubmit = dataclasses.replace(resubmit, storage_conn_id=storage_conn_id)
@@ -120,12 +133,16 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
         self.max_retry_rounds = max_retry_rounds
         self.resubmit = resubmit
         self.retry_invalid_output = retry_invalid_output
+        self.routing = Routing(
+            deadline, sync_fallback, sync_concurrency, max_sync_cost_usd, policy=sync_policy or SyncPolicy()
+        )
         self.landing = Landing(tuple(formats), max_failed_fraction, landing_policy or LandingPolicy(), output_type)
         self.waiting = waiting_step(claude_batch_conn_id, deferrable, poll_interval, cancel_on_kill, wait_policy)
         self._submitted_by = _submitting_task_id(batch_ids)
         self._batch_ids: list[str] = []
         self._context: Context | None = None
         self._landed: Landed | None = None
+        self._timed_out: WaitOutcome | None = None
         if resubmit is not None:
             link_upstream(self, *resubmit.runtime_inputs())
 
@@ -159,7 +176,12 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
 
     def resume(self, context: Context, event: object = None) -> Manifest:
         """A follow-up round's batches have ended (or the wait failed): carry on from the records."""
-        self.waiting.raise_for_unended(make_hook(self.claude_batch_conn_id), self.waiting.parse_event(event))
+        outcome = self.waiting.parse_event(event)
+        # The wait of a guarded deadline ends at the switch time: the rounds then cancel and land.
+        if outcome.status == "timeout" and self.routing.guarded:
+            self._timed_out = outcome
+        else:
+            self.waiting.raise_for_unended(make_hook(self.claude_batch_conn_id), outcome)
         return self.execute(context)
 
     def execute_after_queue_wait(self, context: Context, event: object = None) -> Manifest:
@@ -212,11 +234,18 @@ class ClaudeBatchResultsOperator(LandsResults, BaseOperator):
             given=ids,
             given_record=record,
             retry_invalid_output=self.retry_invalid_output,
+            routing=self.routing,
+            timed_out=self._timed_out,
         )
 
 
 ClaudeBatchResultsOperator.__doc__ = (
-    (ClaudeBatchResultsOperator.__doc__ or "") + RESUBMIT_DOC + LANDING_PARAMS_DOC + ROUNDS_PARAM_DOC + WAIT_PARAMS_DOC
+    (ClaudeBatchResultsOperator.__doc__ or "")
+    + RESUBMIT_DOC
+    + LANDING_PARAMS_DOC
+    + ROUNDS_PARAM_DOC
+    + DEADLINE_PARAMS_DOC
+    + WAIT_PARAMS_DOC
 )
 
 

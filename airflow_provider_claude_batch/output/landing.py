@@ -156,6 +156,8 @@ class Landing:
             summary["rounds"] = [
                 {k: r[k] for k in ("round", "batch_ids", "requests", "counts")} for r in manifest["rounds"]
             ]
+        if "routes" in manifest:
+            summary["routes"] = manifest["routes"]
         return summary | {"batch_ids": batch_ids}
 
 
@@ -224,6 +226,19 @@ def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
             estimate["actual_output_tokens"],
         )
     report_caching(log, manifest.get("caching"))
+    routes = manifest.get("routes", {})
+    if routes.get("sync", {}).get("requests"):
+        log.info(
+            "Routes: %d rows through batches ($%.4f), %d through the Messages API ($%.4f at standard price); "
+            "paid $%.4f where batches alone would have cost $%.4f: a deadline premium of $%.4f",
+            routes["batch"]["requests"],
+            routes["batch"]["usd"],
+            routes["sync"]["requests"],
+            routes["sync"]["usd"],
+            cost["paid_usd"],
+            cost["batch_only_usd"],
+            cost["deadline_premium_usd"],
+        )
     if cost["unpriced_models"]:
         log.warning(
             "No price known for %s: their tokens are reported without dollars; pass price_overrides to price them",

@@ -7,6 +7,7 @@ single one the usage per model).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -228,6 +229,60 @@ def rounds_summary(
         structured_output=structured_output,
         caching=merge_caching([m["caching"] for m in manifests if m.get("caching")]),
     )
+
+
+ROUTES = ("batch", "sync")
+
+
+def round_route(manifest: Mapping[str, Any]) -> str:
+    """How a round's requests were sent: ``"sync"`` (the Messages API) or ``"batch"``."""
+    return str(manifest.get("route", "batch"))
+
+
+def paid_usd(manifest: Mapping[str, Any]) -> float:
+    """What a round's usage was billed: the batch price, or the standard price through the Messages API."""
+    cost = manifest["cost"]
+    return float(cost["standard_usd"] if round_route(manifest) == "sync" else cost["batch_usd"])
+
+
+def route_totals(manifests: Sequence[Mapping[str, Any]], final_counts: Mapping[str, Mapping[str, int]]) -> Json:
+    """Per route: the final rows it gave (counts) and every attempt's tokens and dollars sent that way."""
+    routes: Json = {}
+    for route in ROUTES:
+        counts = dict(final_counts.get(route, dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)))
+        usage: dict[str, int] = {}
+        dollars = 0.0
+        for m in manifests:
+            if round_route(m) != route:
+                continue
+            for name, value in m["usage_total"].items():
+                usage[name] = usage.get(name, 0) + value
+            dollars += paid_usd(m)
+        routes[route] = {
+            "requests": sum(counts.values()),
+            "counts": counts,
+            "usage_total": usage,
+            "usd": round(dollars, 6),
+        }
+    return routes
+
+
+def with_route_costs(summary: Summary, manifests: Sequence[Mapping[str, Any]]) -> Summary:
+    """`summary` with what was paid, what a batch-only run would have cost, and the premium for the deadline.
+
+    `batch_usd` stays every token at the batch price: what sending all of it through batches would
+    have cost (``batch_only_usd``); ``paid_usd`` bills the Messages API rounds at the standard price.
+    """
+    cost = dict(summary.cost)
+    paid = sum(paid_usd(m) for m in manifests)
+    batch_only = float(cost["batch_usd"])  # type: ignore[arg-type]
+    cost |= {
+        "paid_usd": round(paid, 6),
+        "batch_only_usd": round(batch_only, 6),
+        "deadline_premium_usd": round(paid - batch_only, 6),
+        "savings_usd": round(float(cost["standard_usd"]) - paid, 6),  # type: ignore[arg-type]
+    }
+    return dataclasses.replace(summary, cost=cost)
 
 
 def _merged_problems(manifests: Sequence[Mapping[str, Any]]) -> dict[str, Json]:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.exceptions import ResultsMismatchError
-from airflow_provider_claude_batch.output.manifest import build_manifest, manifest_bytes, round_entry, rounds_summary
+from airflow_provider_claude_batch.output.manifest import (
+    build_manifest,
+    manifest_bytes,
+    round_entry,
+    round_route,
+    rounds_summary,
+    route_totals,
+    with_route_costs,
+)
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import CsvTable, close_published
 from airflow_provider_claude_batch.results.fold import (
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.output.manifest import Json
     from airflow_provider_claude_batch.output.staging import Sink
 
-FINAL_COLUMNS = (*TABLE_COLUMNS, "round", "attempts")
+FINAL_COLUMNS = (*TABLE_COLUMNS, "round", "attempts", "route")
 
 
 def round_folder(output: ObjectStoragePath, round_number: int) -> ObjectStoragePath:
@@ -56,9 +64,11 @@ def finalize_rounds(
     formats: Sequence[str],
     now: float,
     estimate: Mapping[str, Any] | None = None,
+    *,
+    deadline: Json | None = None,
 ) -> Json:
     """Write the final table and the manifest over every round (with preflight's `estimate` beside the
-    cost across rounds); returns the manifest.
+    cost across rounds, and with `deadline`: what the guard did); returns the manifest.
     """
     index = RoundsIndex()
     for number in range(1, len(manifests)):
@@ -67,10 +77,12 @@ def finalize_rounds(
     structured = manifests[0].get("structured_output")
     try:
         final = _FinalTables(staging, "csv" in formats, tuple(structured["columns"]) if structured else ())
-        for number in range(len(manifests)):
+        for number, round_manifest in enumerate(manifests):
+            route = round_route(round_manifest)
             for row in read_rows(round_folder(output, number) / "results.jsonl"):
                 final_row = index.final_row(number, row)
                 if final_row is not None:
+                    final_row["route"] = route
                     final.add(final_row)
         requests = final.results.rows
         if requests != manifests[0]["requests"]:
@@ -80,15 +92,21 @@ def finalize_rounds(
                 [b["id"] for m in manifests for b in m["batches"]],
             )
         files = close_published(final.sinks)
+        summary = rounds_summary(
+            manifests, requests, final.counts, final.error_types, _final_structured(structured, final)
+        )
         manifest = build_manifest(
             str(output),
             now,
             [b for m in manifests for b in m["batches"]],
-            rounds_summary(manifests, requests, final.counts, final.error_types, _final_structured(structured, final)),
+            with_route_costs(summary, manifests),
             files,
-            rounds=[round_entry(number, m) for number, m in enumerate(manifests)],
+            rounds=[round_entry(number, m) | {"route": round_route(m)} for number, m in enumerate(manifests)],
             estimate=estimate,
         )
+        manifest["routes"] = route_totals(manifests, final.route_counts)
+        if deadline is not None:
+            manifest["deadline"] = deadline
         staging.publish([f.name for f in files], manifest_bytes(manifest))
         return manifest
     finally:
@@ -114,6 +132,7 @@ class _FinalTables:
         self.csv = CsvTable(staging.sink("results.csv"), self.columns) if with_csv else None
         self.counts = dict.fromkeys(RESULT_TYPES, 0)
         self.error_types: dict[str, int] = {}
+        self.route_counts: dict[str, dict[str, int]] = {}
 
     @property
     def sinks(self) -> list[Sink]:
@@ -124,6 +143,8 @@ class _FinalTables:
         """Write one final row to every file it belongs in, and count it."""
         kind = row["result_type"]
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        by_route = self.route_counts.setdefault(row["route"], dict.fromkeys(RESULT_TYPES, 0))
+        by_route[kind] = by_route.get(kind, 0) + 1
         if row.get("error_type"):
             self.error_types[row["error_type"]] = self.error_types.get(row["error_type"], 0) + 1
         encoded = encode_row(row)

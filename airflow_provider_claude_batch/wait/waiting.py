@@ -131,22 +131,28 @@ class Waiting:
         resume_with: str,
         land_canceled: bool = False,
         look_first: bool = True,
+        until: float | None = None,
     ) -> list[str]:
         """Return the batch IDs once all ended; defers (resuming `resume_with`) when deferrable.
 
         A batch canceled outside Airflow fails the wait, unless `land_canceled` (its rows are then landed).
         `look_first=False` skips the one Retrieve per batch that spares a trip through the triggerer
-        (batches just created have not ended).
+        (batches just created have not ended). `until` (epoch, the deadline guard's switch time) ends
+        the wait early without an error: the caller looks at the clock and the batches again.
         """
         choice = self.choose(hook, batch_ids) if look_first else ("defer" if self.deferrable else "in_task")
         if choice == "ended":
             return list(batch_ids)
         deadline = self.deadline(created_at)
+        if until is not None:
+            deadline = min(deadline, until)
         if choice == "defer":
             task.defer(trigger=self.trigger(batch_ids, deadline), method_name=resume_with)
         from airflow_provider_claude_batch.wait.loop import wait_in_task
 
         outcome = wait_in_task(hook, self.tracker(batch_ids, deadline))
+        if until is not None and outcome.status == "timeout" and deadline == until:
+            return outcome.batch_ids
         if land_canceled:
             self.raise_for_unended(hook, outcome)
         else:

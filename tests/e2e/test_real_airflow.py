@@ -29,6 +29,7 @@ NIGHTLY = "claude_batch_nightly_classification"
 EVAL = "claude_batch_eval_run"
 BACKFILL = "claude_batch_backfill_partitions"
 S3_DAG = "claude_batch_e2e_nightly_s3"
+DEADLINE_DAG = "claude_batch_nightly_by_deadline"
 REVIEWS = 60
 EVAL_CASES = 30
 PROCESSING_SECONDS = 2.0
@@ -98,6 +99,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     env = {
         **examples_env(emulator.url, emulator.api_key, s3_server, f"file://{output}"),
         "AIRFLOW__CLAUDE_BATCH__STATE_PATH": f"file://{home / 'state'}",
+        # The deadline example, minutes away: 60 reviews / 8 x 1 s + 10 s reserved, so the guard
+        # switches about 42 s after the run starts.
+        "CLAUDE_BATCH_EXAMPLES_DEADLINE": "{{ dag_run.start_date + macros.timedelta(seconds=60) }}",
+        "CLAUDE_BATCH_EXAMPLES_SYNC_LATENCY_SECONDS": "1",
+        "CLAUDE_BATCH_EXAMPLES_LANDING_SECONDS": "10",
     }
     stack = AirflowStack(home, env)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -106,7 +112,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     try:
         stack.migrate()
         stack.start_all()
-        stack.wait_for_dags([NIGHTLY, EVAL, BACKFILL, S3_DAG])
+        stack.wait_for_dags([NIGHTLY, EVAL, BACKFILL, S3_DAG, DEADLINE_DAG])
         print(f"Airflow deployment up in {time.monotonic() - started:.0f} s")
         # Unpausing makes the scheduler start each scheduled DAG's latest run, as in production. Let
         # those finish first, so each drill below counts only its own batches.
@@ -313,3 +319,29 @@ def test_output_to_an_s3_compatible_server_lands_like_local_output(deployment: D
     assert {prefix + "results.jsonl", prefix + "results.csv", prefix + "_manifest.json"} <= keys
     assert not any("staging" in key or key.endswith(".partial") for key in keys)
     assert len(deployment.batches()) == before + 1
+
+
+def test_the_deadline_example_cancels_at_the_switch_time_and_sends_the_stragglers_to_the_messages_api(
+    deployment: Deployment,
+) -> None:
+    stack, control = deployment.stack, deployment.emulator.control
+    before = deployment.batches()
+    # Three reviews held unfinished in their batch (stragglers), the rest answered as usual.
+    control.set_outcomes(
+        {"match": "review-000[0-2]", "straggle": True},
+        {"match": ".*", "choices": ["positive", "negative", "neutral"]},
+    )
+    try:
+        stack.unpause(DEADLINE_DAG)  # the scheduler starts the latest interval's run
+        run = wait_for("the scheduler to start the deadline example", lambda: stack.runs(DEADLINE_DAG), 120)[0]
+        finished = stack.wait_for_run(DEADLINE_DAG, run["dag_run_id"], timeout=300)
+    finally:
+        control.set_outcomes({"match": ".*", "choices": ["positive", "negative", "neutral"]})
+    assert finished["state"] == "success"
+    manifest = _assert_complete(deployment, "nightly_by_deadline", _ds(run), REVIEWS)
+    assert manifest["routes"]["sync"]["requests"] == 3 and manifest["routes"]["batch"]["requests"] == REVIEWS - 3
+    assert manifest["cost"]["deadline_premium_usd"] > 0
+    made = deployment.batches()[len(before) :]
+    assert len(made) == 1 and made[0]["canceled"] and made[0]["cancel_calls"] == 1
+    answered = control.state(custom_ids=False)["messages_answered"]
+    assert answered == {"review-0000": 1, "review-0001": 1, "review-0002": 1}

@@ -55,6 +55,7 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
         "claude_batch_eval_run",
         "claude_batch_backfill_partitions",
         "claude_batch_smoke",
+        "claude_batch_nightly_by_deadline",
     } <= set(bag.dag_ids)
     for dag_id in ("claude_batch_nightly_classification", "claude_batch_eval_run", "claude_batch_backfill_partitions"):
         assert bag.get_dag(dag_id).doc_md, dag_id  # each says when to use it
@@ -103,3 +104,19 @@ def test_the_eval_example_scores_the_landed_answers(
     manifest = json.loads((tmp_path / "output" / "eval_run" / day / "_manifest.json").read_text())
     assert manifest["estimate"]["actual_within_range"] is True
     record_metric("eval example, estimate vs actual", _estimate_vs_actual(manifest))
+
+
+def test_the_deadline_example_lands_every_row_with_its_route(
+    examples: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    control.configure(processing_seconds=0.3)
+    # The batch ends long before this deadline: everything at the batch price, no premium.
+    monkeypatch.setenv("CLAUDE_BATCH_EXAMPLES_DEADLINE", "{{ dag_run.start_date + macros.timedelta(hours=2) }}")
+    run = run_dag(_load(examples, "nightly_by_deadline").dag)
+    assert run.state == "success"
+    day = run.run.logical_date.date().isoformat()
+    folder = tmp_path / "output" / "nightly_by_deadline" / day
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    assert manifest["requests"] == 60 and manifest["routes"]["batch"]["requests"] == 60
+    assert manifest["cost"]["deadline_premium_usd"] == 0
+    assert {json.loads(line)["route"] for line in (folder / "results.jsonl").read_text().splitlines()} == {"batch"}

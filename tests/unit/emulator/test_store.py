@@ -148,3 +148,41 @@ def test_a_429_fault_carries_retry_after_unless_it_is_the_spend_cap() -> None:
     assert Fault.from_dict({"endpoint": "create", "status": 429}, 0).retry_after == 1.0
     capped = Fault.from_dict({"endpoint": "create", "status": 429, "error_code": "enforced_spend_limit_reached"}, 0)
     assert capped.retry_after is None
+
+
+def _straggling(store: BatchStore) -> None:
+    from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, OutcomeRule
+
+    store.planner = OutcomePlanner([OutcomeRule.from_dict({"match": "req-[01]", "straggle": True})])
+
+
+def test_stragglers_hold_a_batch_in_progress_until_a_cancel_which_ends_them_canceled(store: BatchStore) -> None:
+    _straggling(store)
+    batch = store.create(_body(make_requests(5)), V)
+    store.clock.advance(3600)  # long past the others' processing time
+    assert store.describe(batch, BASE)["processing_status"] == "in_progress"
+    store.cancel(batch.id)
+    shown = store.describe(batch, BASE)
+    assert shown["processing_status"] == "ended"
+    assert shown["request_counts"] == {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 2, "expired": 0}
+    kinds = {
+        json.loads(line)["custom_id"]: json.loads(line)["result"]["type"] for line in store.results_lines(batch.id)
+    }
+    assert kinds["req-0"] == kinds["req-1"] == "canceled"
+
+
+def test_stragglers_left_alone_expire_with_the_batch_after_24_hours(store: BatchStore) -> None:
+    _straggling(store)
+    batch = store.create(_body(make_requests(5)), V)
+    store.clock.advance(86_399)
+    assert store.describe(batch, BASE)["processing_status"] == "in_progress"
+    store.clock.advance(2)
+    counts = store.describe(batch, BASE)["request_counts"]
+    assert (counts["succeeded"], counts["expired"]) == (3, 2)
+
+
+def test_a_straggle_rule_is_a_succeeding_one() -> None:
+    from airflow_provider_claude_batch.emulator.outcomes import OutcomeRule
+
+    with pytest.raises(ValueError, match="straggle"):
+        OutcomeRule.from_dict({"match": "x", "straggle": True, "outcome": "expired"})

@@ -18,8 +18,9 @@ from airflow_provider_claude_batch.results.fold import Totals, fold_lines
 from airflow_provider_claude_batch.storage import as_path
 from tests.unit.output.test_landing_blocks import CREATED, _Hook, _land, _result, _served
 
-# What only one of the two paths has: the usage per model (a single landing), the rounds (a fold).
-ONLY_SINGLE, ONLY_FOLDED = {"usage"}, {"rounds"}
+# What only one of the two paths has: the usage per model (a single landing), the rounds and the
+# routes they took (a fold).
+ONLY_SINGLE, ONLY_FOLDED = {"usage"}, {"rounds", "routes"}
 
 
 def _land_two_rounds(out: Path) -> tuple[dict, dict, dict]:
@@ -88,3 +89,24 @@ def test_problems_of_every_round_are_merged_with_a_few_examples() -> None:
 
 def _cost() -> dict:
     return {"batch_usd": 0.5, "standard_usd": 1.0, "unpriced_models": [], "prices_as_of": "d", "prices_source": "s"}
+
+
+def test_the_fold_gives_rows_tokens_and_dollars_per_route_and_the_premium_paid_for_a_sync_round(
+    tmp_path: Path,
+) -> None:
+    from airflow_provider_claude_batch.output.manifest import route_totals, with_route_costs
+
+    round0, round1, final = _land_two_rounds(tmp_path)
+    assert final["routes"]["batch"]["requests"] == 10 and final["routes"]["sync"]["requests"] == 0
+    assert final["cost"]["deadline_premium_usd"] == 0 and final["cost"]["paid_usd"] == final["cost"]["batch_usd"]
+    # The same second round, sent through the Messages API: billed at the standard price.
+    as_sync = {**round1, "route": "sync"}
+    routes = route_totals([round0, as_sync], {"batch": {"succeeded": 8}, "sync": {"succeeded": 2}})
+    assert routes["sync"]["usd"] == round1["cost"]["standard_usd"]
+    assert routes["batch"]["usd"] == round0["cost"]["batch_usd"]
+    assert routes["sync"]["usage_total"] == round1["usage_total"]
+    summary = rounds_summary([round0, as_sync], 10, {}, {})
+    cost = with_route_costs(summary, [round0, as_sync]).cost
+    assert cost["batch_only_usd"] == summary.cost["batch_usd"]
+    assert cost["paid_usd"] == round(round0["cost"]["batch_usd"] + round1["cost"]["standard_usd"], 6)
+    assert cost["deadline_premium_usd"] == round(round1["cost"]["standard_usd"] - round1["cost"]["batch_usd"], 6)
