@@ -333,7 +333,8 @@ class Rounds:
         from airflow_provider_claude_batch.sync.send import SyncSender, request_params
 
         routing = self.routing
-        prices = self.landing.settings().prices
+        settings = self.landing.settings()
+        prices = settings.prices
         requests = [request_params(bytes(chosen.buffer[chosen.starts[i] : chosen.ends[i]])) for i in range(len(chosen))]
         landing = routing.policy.landing_time.total_seconds()
         sender = SyncSender(
@@ -358,7 +359,9 @@ class Rounds:
                 took * min(routing.sync_concurrency, sender.sent) / sender.sent,
                 routing.policy.request_latency.total_seconds(),
             )
-        return land_sync_round(folder, lines, chosen.custom_ids, within=self.output, prices=prices)
+        return land_sync_round(
+            folder, lines, chosen.custom_ids, within=self.output, prices=prices, output=settings.output
+        )
 
 
 def _subset(prepared: PreparedRequests, custom_ids: list[str]) -> PreparedRequests:

@@ -107,7 +107,7 @@ def land_results(
     batches = [_ended_batch(hook, batch_id, batch_ids, settings, now()) for batch_id in batch_ids]
     staging = Staging(output, within)
     tables: Tables | None = None
-    check = _output_check(settings.output)
+    check = output_check(settings.output)
     try:
         columns = TABLE_COLUMNS + (check.columns if check is not None else ())
         tables = Tables(staging, settings.formats, columns)
@@ -132,15 +132,11 @@ def land_results(
         if "parquet" in settings.formats:
             kinds = check.kinds if check is not None else None
             files.append(write_parquet(staging, [item.totals.requests for item in landed], kinds))
-        structured = None
-        if check is not None:
-            invalid = totals.error_types.get(INVALID_OUTPUT, 0)
-            structured = structured_entry(check.spec, check.kinds, totals.validated, invalid)
         manifest = build_manifest(
             str(output),
             now(),
             [batch_entry(item.batch, item.raw.name, item.checked_against) for item in landed],
-            landed_summary(totals, settings.prices, structured, warmup),
+            landed_summary(totals, settings.prices, structured_verdicts(check, totals), warmup),
             files,
             estimate=estimate,
         )
@@ -152,7 +148,15 @@ def land_results(
         staging.cleanup()
 
 
-def _output_check(spec: OutputSpec | None) -> OutputCheck | None:
+def structured_verdicts(check: OutputCheck | None, totals: Totals) -> Json | None:
+    """The manifest's `structured_output` for results folded with `check` (None without an output_type)."""
+    if check is None:
+        return None
+    invalid = totals.error_types.get(INVALID_OUTPUT, 0)
+    return structured_entry(check.spec, check.kinds, totals.validated, invalid)
+
+
+def output_check(spec: OutputSpec | None) -> OutputCheck | None:
     """The validator of an output_type's results (None without one)."""
     if spec is None:
         return None

@@ -11,10 +11,11 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from airflow_provider_claude_batch.output.land import output_check, structured_verdicts
 from airflow_provider_claude_batch.output.manifest import build_manifest, landed_summary, manifest_bytes
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import Tables
-from airflow_provider_claude_batch.results.fold import Totals, fold_lines
+from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, Totals, fold_lines
 from airflow_provider_claude_batch.results.pricing import cost_of
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_claude_batch.output.manifest import Json
+    from airflow_provider_claude_batch.requests.structured import OutputSpec
     from airflow_provider_claude_batch.results.pricing import ModelPrice
 
 SYNC_ROUTE = "sync"
@@ -49,31 +51,41 @@ def land_sync_round(
     *,
     within: ObjectStoragePath,
     prices: Mapping[str, ModelPrice] | None = None,
+    output: OutputSpec | None = None,
 ) -> Json:
-    """Publish the round's files under `folder` (one row per custom_id of `order`); returns its manifest."""
+    """Publish the round's files under `folder` (one row per custom_id of `order`); returns its manifest.
+
+    With `output` (an output_type's spec), each answer is validated and gets the typed columns, as in a
+    batch round: the final table has the same shape whatever the route.
+    """
     block = b"".join(lines[custom_id] for custom_id in order)
     totals = Totals()
-    with _staged(folder, within) as (staging, tables):
+    check = output_check(output)
+    columns = TABLE_COLUMNS + (check.columns if check is not None else ())
+    with _staged(folder, within, columns) as (staging, tables):
         raw = staging.sink(RAW_MESSAGES)
         raw.write_rows(block, len(order))
         raw.close()
         if block:
-            folded = fold_lines(block, NO_BATCH, totals)
+            folded = fold_lines(block, NO_BATCH, totals, check)
             tables.add(folded.rows, folded.failed)
         files = [raw.info(rows=len(order)), *tables.close()]
-        manifest = build_manifest(str(folder), time.time(), [], landed_summary(totals, prices), files)
+        summary = landed_summary(totals, prices, structured_verdicts(check, totals))
+        manifest = build_manifest(str(folder), time.time(), [], summary, files)
         manifest["route"] = SYNC_ROUTE
         staging.publish([f.name for f in files], manifest_bytes(manifest))
     return manifest
 
 
 @contextmanager
-def _staged(folder: ObjectStoragePath, within: ObjectStoragePath) -> Iterator[tuple[Staging, Tables]]:
+def _staged(
+    folder: ObjectStoragePath, within: ObjectStoragePath, columns: tuple[str, ...]
+) -> Iterator[tuple[Staging, Tables]]:
     """The staging area and the JSONL tables; whatever was not published is dropped on the way out."""
     staging = Staging(folder, within)
     tables = None
     try:
-        tables = Tables(staging, ("jsonl",))
+        tables = Tables(staging, ("jsonl",), columns)
         yield staging, tables
     finally:
         if tables is not None:

@@ -226,3 +226,20 @@ def test_the_sync_sender_waits_out_429_and_529_and_never_resends_an_answered_err
     }
     assert rows["r2"]["error_type"] == "invalid_request_error" and rows["r2"]["route"] == "sync"
     assert set(_rows(out / "failures.jsonl")) == {"r2"}
+
+
+def test_an_output_type_lands_typed_and_validated_columns_on_the_sync_route_too(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    """route='sync' with an output_type: the same typed columns and verdicts as a batch round."""
+    control.set_outcomes({"match": "r1", "invalid_output": True})
+    out = tmp_path / "out"
+    extra = ", route='sync', output_type={'type': 'object', 'properties': {'label': {'type': 'string', 'enum': ['yes', 'no']}}, 'required': ['label']}"
+    result = run_dag(write_dag(dags, "route_sync_structured", _dag(tmp_path, out, 4, extra)))
+    assert result.task_state("batch") == "success"
+    rows = _rows(out / "results.jsonl")
+    assert all(rows[k]["label"] in ("yes", "no") for k in ("r0", "r2", "r3"))
+    assert rows["r1"]["error_type"] == "invalid_output" and rows["r1"]["label"] is None
+    assert {r["route"] for r in rows.values()} == {"sync"}
+    structured = _manifest(out)["structured_output"]
+    assert (structured["validated"], structured["invalid_output"]) == (3, 1)
