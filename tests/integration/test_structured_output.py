@@ -276,3 +276,23 @@ submit >> land
     rows = _rows(out / "results.jsonl")
     assert (rows["r1"]["error_type"], rows["r1"]["round"], rows["r1"]["label"] is not None) == (None, 1, True)
     assert result.xcom("land")["validated"] == 3
+
+
+def test_a_model_the_models_api_does_not_know_is_asked_through_a_forced_tool(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.2)
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "structured_unknown_model", _one_task(tmp_path, out, "claude-private-1", n=2)))
+    assert result.task_state("batch") == "success"
+    assert {blocks[0]["type"] for blocks in _raw_content(out)} == {"tool_use"}  # 404 from the Models API: a tool
+    assert result.xcom("batch")["validated"] == 2
+
+
+def test_an_unreachable_models_api_fails_the_task_before_any_batch(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.inject({"endpoint": "models", "status": 503, "count": 50})  # past the SDK's retries
+    dag = write_dag(dags, "structured_no_models_api", _one_task(tmp_path, tmp_path / "out", "claude-sonnet-5-5"))
+    assert run_dag(dag).task_state("batch") == "failed"
+    assert control.state()["batches_created"] == 0  # the form is never guessed: nothing was spent
