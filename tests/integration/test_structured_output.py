@@ -11,9 +11,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx2
 import pytest
 
-from airflow_provider_claude_batch.emulator import EmulatorControl
+from airflow_provider_claude_batch.emulator import EmulatorControl, EmulatorServer
 from tests.dag_runner import rerun_cleared, run_dag, write_dag
 from tests.helpers import AIRFLOW_VERSION
 
@@ -180,7 +181,7 @@ def test_a_retry_with_the_same_schema_re_attaches_and_a_changed_schema_is_new_wo
 
 
 def test_the_results_operator_validates_and_read_validated_streams_instances(
-    dags: Path, control: EmulatorControl, tmp_path: Path
+    dags: Path, control: EmulatorControl, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     control.configure(processing_seconds=0.2)
     control.set_outcomes({"match": "r1", "invalid_output": True})
@@ -218,6 +219,12 @@ downstream(land.output)
     schema = pq.read_schema(out / "results.parquet")
     assert str(schema.field("confidence").type) == "double"
     assert str(schema.field("label").type) == "string"
+    [batch_id] = summary["batch_ids"]
+    served = httpx2.get(
+        f"{emulator.url}/v1/messages/batches/{batch_id}/results",
+        headers={"x-api-key": emulator.api_key, "anthropic-version": "2023-06-01"},
+    )
+    assert (out / "raw" / f"{batch_id}.jsonl").read_bytes() == served.content  # the raw JSONL, byte for byte
 
 
 def test_the_decorator_takes_an_output_type(dags: Path, control: EmulatorControl, tmp_path: Path) -> None:
