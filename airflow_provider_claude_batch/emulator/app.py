@@ -27,7 +27,7 @@ from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tamp
 from airflow_provider_claude_batch.emulator.messages import CUSTOM_ID_HEADER, answer_message
 from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
-from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
+from airflow_provider_claude_batch.emulator.store import ApiError, Batch, BatchStore
 from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
 
 if TYPE_CHECKING:
@@ -222,19 +222,12 @@ class Emulator:
         return buffer
 
     async def _retrieve(self, request: Request) -> Response:
-        async def handle(request: Request, fault: Fault | None) -> Response:
-            batch = self.store.get(request.path_params["batch_id"])
-            return _json(self.store.describe(batch, self._base_url(request)))
-
-        return await self._serve(request, "retrieve", handle)
+        return await self._serve(request, "retrieve", self._describing(self.store.get))
 
     async def _list(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
             query = request.query_params
-            try:
-                limit = int(query.get("limit", "20"))
-            except ValueError:
-                raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
+            limit = _limit(query.get("limit", "20"))
             page = self.store.page(limit=limit, after_id=query.get("after_id"), before_id=query.get("before_id"))
             base = self._base_url(request)
             data = [self.store.describe(b, base) for b in page.pop("chosen")]
@@ -243,11 +236,16 @@ class Emulator:
         return await self._serve(request, "list", handle)
 
     async def _cancel(self, request: Request) -> Response:
+        return await self._serve(request, "cancel", self._describing(self.store.cancel))
+
+    def _describing(self, action: Callable[[str], Batch]) -> Callable[[Request, Fault | None], Awaitable[Response]]:
+        """A handler that applies `action` to the path's batch and answers with the batch as it then is."""
+
         async def handle(request: Request, fault: Fault | None) -> Response:
-            batch = self.store.cancel(request.path_params["batch_id"])
+            batch = action(request.path_params["batch_id"])
             return _json(self.store.describe(batch, self._base_url(request)))
 
-        return await self._serve(request, "cancel", handle)
+        return handle
 
     async def _delete(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
@@ -320,10 +318,7 @@ class Emulator:
     async def _list_models(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
             query = request.query_params
-            try:
-                limit = int(query.get("limit", "20"))
-            except ValueError:
-                raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
+            limit = _limit(query.get("limit", "20"))
             try:
                 page = self.store.models.page(
                     limit=limit,
@@ -457,6 +452,14 @@ def _credential(request: Request) -> str | None:
     if given is None and authorization.lower().startswith("bearer "):
         given = authorization[7:]
     return given
+
+
+def _limit(given: str) -> int:
+    """A list route's `limit` query parameter, as an integer (its range is the route's own check)."""
+    try:
+        return int(given)
+    except ValueError:
+        raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
 
 
 def _number(payload: dict[str, Any], name: str) -> float:

@@ -60,6 +60,7 @@ def _spec(model_id: str, name: str, released: str, line: str, **kw: Any) -> Mode
 
 
 _OLD = {"max_input_tokens": 200_000, "max_tokens": 64_000}
+_RETIRED = {"max_input_tokens": 200_000, "max_tokens": 32_000}
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     _spec("claude-fable-5-2", "Claude Fable 5.2", "2026-11-09", "fable"),
     _spec("claude-mythos-5-2", "Claude Mythos 5.2", "2026-11-09", "mythos"),
@@ -91,27 +92,13 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         structured_outputs=False,
         **_OLD,
     ),
-    _spec(
-        "claude-opus-4-1-20250805",
-        "Claude Opus 4.1",
-        "2025-08-05",
-        "opus",
-        aliases=("claude-opus-4-1",),
-        lifecycle="retired",
-        structured_outputs=False,
-        max_input_tokens=200_000,
-        max_tokens=32_000,
-    ),
-    _spec(
-        "claude-opus-4-20250514",
-        "Claude Opus 4",
-        "2025-05-14",
-        "opus",
-        aliases=("claude-opus-4-0",),
-        lifecycle="retired",
-        structured_outputs=False,
-        max_input_tokens=200_000,
-        max_tokens=32_000,
+    # Retired: still in the catalogue (listed when asked for), but inference requests naming them fail.
+    *(
+        _spec(model_id, name, day, "opus", aliases=(alias,), lifecycle="retired", structured_outputs=False, **_RETIRED)
+        for model_id, name, day, alias in (
+            ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05", "claude-opus-4-1"),
+            ("claude-opus-4-20250514", "Claude Opus 4", "2025-05-14", "claude-opus-4-0"),
+        )
     ),
 )
 
