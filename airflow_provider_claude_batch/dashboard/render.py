@@ -150,7 +150,7 @@ def _chart(days: Sequence[Day]) -> str:
     labels = (
         f"<text x='{CHART_PAD}' y='{CHART_HEIGHT - 8}'>{escape(days[0].day)}</text>"
         f"<text x='{CHART_WIDTH - CHART_PAD}' y='{CHART_HEIGHT - 8}' text-anchor='end'>{escape(days[-1].day)}</text>"
-        f"<text x='{CHART_PAD}' y='{CHART_PAD - 8}'>max ${top:.2f}/day; blue: paid at batch price, "
+        f"<text x='{CHART_PAD}' y='{CHART_PAD - 8}'>top of the scale ${top:.4g} a day; blue: paid at batch price, "
         "green: saved against standard price</text>"
     )
     return (
