@@ -124,7 +124,7 @@ def test_a_logged_in_user_sees_in_flight_landed_and_at_risk_batches(deployment, 
 
 
 def test_the_json_routes_answer_a_token_and_never_carry_the_key(deployment) -> None:  # type: ignore[no-untyped-def]
-    stack, emulator, _, runs = deployment
+    stack, emulator, *_ = deployment
     batches = stack.get("/claude-batch/api/batches")
     (conn,) = batches["connections"]
     assert conn["conn_id"] == "claude_batch_default" and conn["api_error"] is None
