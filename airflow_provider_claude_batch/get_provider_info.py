@@ -83,7 +83,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.triggers.claude_batch"]}
         ],
-        "extra-links": [f"{PACKAGE}.links.ClaudeConsoleBatchLink"],
+        "extra-links": [f"{PACKAGE}.operators.links.ClaudeConsoleBatchLink"],
         "plugins": [{"name": "claude_batch", "plugin-class": f"{PACKAGE}.plugins.claude_batch.ClaudeBatchPlugin"}],
         "task-decorators": [
             {"name": "claude_batch", "class-name": f"{PACKAGE}.decorators.claude_batch.claude_batch_task"}

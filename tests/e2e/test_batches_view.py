@@ -134,6 +134,10 @@ def test_the_json_routes_answer_a_token_and_never_carry_the_key(deployment) -> N
     assert [(r["task"]["dag_id"], r["requests"]) for r in landed] == [(LANDING, 6)]
     assert landed[0]["batch_usd"] > 0 and landed[0]["savings_usd"] > 0
     assert emulator.api_key not in json.dumps(batches) + json.dumps(landed)
+    # The API server took the plugin from the installed provider, with its navigation entry (3.1+).
+    plugins = stack.get("/api/v2/plugins?limit=100")["plugins"]
+    (ours,) = [p for p in plugins if p["name"] == "claude_batch"]
+    assert [v["href"] for v in ours["external_views"]] == ["/claude-batch/"]
 
 
 def test_an_unauthenticated_request_is_refused_and_nothing_can_change_a_batch(deployment) -> None:  # type: ignore[no-untyped-def]
