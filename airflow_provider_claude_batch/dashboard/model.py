@@ -21,6 +21,7 @@ from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECON
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from airflow_provider_claude_batch.submit.record import TaskKey
     from airflow_provider_claude_batch.wait.listing import ListedBatch
 
 DAY = 86400.0
@@ -31,28 +32,19 @@ UNENDED = frozenset({"in_progress", "canceling"})
 UNLISTED = ""
 
 
-@dataclass(frozen=True)
-class TaskRef:
-    """The task instance a batch or a landing belongs to."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
-
-    def url(self) -> str:
-        """The task instance's page in Airflow's UI (relative to the site root)."""
-        parts = ["dags", self.dag_id, "runs", self.run_id, "tasks", self.task_id]
-        if self.map_index >= 0:
-            parts += ["mapped", str(self.map_index)]
-        return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+def task_url(task: TaskKey) -> str:
+    """The task instance's page in Airflow's UI (relative to the site root)."""
+    parts = ["dags", task.dag_id, "runs", task.run_id, "tasks", task.task_id]
+    if task.map_index >= 0:
+        parts += ["mapped", str(task.map_index)]
+    return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
 
 
 @dataclass(frozen=True)
 class Submitted:
     """One batch one of our tasks created (from its submission record)."""
 
-    task: TaskRef
+    task: TaskKey
     batch_id: str
     requests: int
     created_at: float
@@ -62,19 +54,22 @@ class Submitted:
 class Landed:
     """One landing: a results task's summary (what the manifest says it wrote and what it cost)."""
 
-    task: TaskRef
+    # The landing task, when it landed, where, from which batches;
+    task: TaskKey
     landed_at: float
+    output_path: str
     batch_ids: tuple[str, ...]
+    # what the manifest counted,
     requests: int
     failed: int
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
+    # and what it cost, at the dated price table.
     batch_usd: float
     standard_usd: float
     savings_usd: float
-    output_path: str
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ class Listing:
 class InFlight:
     """A batch that has not ended: how far it got and how long it has before the 24-hour expiry."""
 
-    task: TaskRef
+    task: TaskKey
     batch_id: str
     status: str
     requests: int
@@ -104,7 +99,7 @@ class InFlight:
 class AtRisk:
     """A batch that ended but that no landing of ours has recorded: its results go at the archive."""
 
-    task: TaskRef
+    task: TaskKey
     batch_id: str
     status: str
     requests: int
@@ -143,7 +138,7 @@ class Dashboard:
     connections: list[ConnectionView]
 
 
-def submitted_from_record(task: TaskRef, record: object) -> list[Submitted]:
+def submitted_from_record(task: TaskKey, record: object) -> list[Submitted]:
     """The created batches of a `submission_record` XCom value; [] for anything not shaped like one."""
     if not isinstance(record, dict):
         return []
@@ -155,7 +150,7 @@ def submitted_from_record(task: TaskRef, record: object) -> list[Submitted]:
     return out
 
 
-def landed_from_summary(task: TaskRef, summary: object, landed_at: float) -> Landed | None:
+def landed_from_summary(task: TaskKey, summary: object, landed_at: float) -> Landed | None:
     """A landing from a results task's return value (the manifest summary); None if it is not one."""
     if not isinstance(summary, dict) or not isinstance(summary.get("cost"), dict):
         return None
@@ -167,6 +162,7 @@ def landed_from_summary(task: TaskRef, summary: object, landed_at: float) -> Lan
     return Landed(
         task=task,
         landed_at=landed_at,
+        output_path=str(summary.get("output_path") or ""),
         batch_ids=tuple(str(i) for i in ids),
         requests=int(summary.get("requests") or 0),
         failed=int(summary.get("failed") or 0),
@@ -177,7 +173,6 @@ def landed_from_summary(task: TaskRef, summary: object, landed_at: float) -> Lan
         batch_usd=float(cost.get("batch_usd") or 0.0),
         standard_usd=float(cost.get("standard_usd") or 0.0),
         savings_usd=float(cost.get("savings_usd") or 0.0),
-        output_path=str(summary.get("output_path") or ""),
     )
 
 

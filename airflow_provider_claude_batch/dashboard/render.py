@@ -9,6 +9,8 @@ import datetime as dt
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_claude_batch.dashboard.model import task_url
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -19,8 +21,8 @@ if TYPE_CHECKING:
         Day,
         InFlight,
         Landed,
-        TaskRef,
     )
+    from airflow_provider_claude_batch.submit.record import TaskKey
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 180, 28
 
@@ -73,11 +75,11 @@ def _connection(view: ConnectionView, ui_root: str) -> str:
     return "".join(out)
 
 
-def _task_cells(task: TaskRef, ui_root: str) -> str:
+def _task_cells(task: TaskKey, ui_root: str) -> str:
     label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
     return (
         f"<td>{escape(task.dag_id)}</td><td>{escape(task.run_id)}</td>"
-        f"<td><a href='{escape(ui_root + task.url())}'>{escape(label)}</a></td>"
+        f"<td><a href='{escape(ui_root + task_url(task))}'>{escape(label)}</a></td>"
     )
 
 
@@ -162,41 +164,27 @@ def _chart(days: Sequence[Day]) -> str:
 
 def batches_json(board: Dashboard) -> dict[str, Any]:
     """`/api/batches`: per connection, the batches in flight and at risk."""
-    return {
-        "generated_at": board.generated_at,
-        "connections": [
-            {
-                "conn_id": v.conn_id,
-                "api_error": v.api_error,
-                "in_flight": [_plain(r) for r in v.in_flight],
-                "at_risk": [_plain(r) for r in v.at_risk],
-            }
-            for v in board.connections
-        ],
-    }
+    return _per_connection(board, "in_flight", "at_risk")
 
 
 def runs_json(board: Dashboard) -> dict[str, Any]:
     """`/api/runs`: per connection, the recent landings and the daily spend and savings."""
-    return {
-        "generated_at": board.generated_at,
-        "connections": [
-            {
-                "conn_id": v.conn_id,
-                "api_error": v.api_error,
-                "landed": [_plain(r) for r in v.landed],
-                "daily": [_plain(d) for d in v.daily],
-            }
-            for v in board.connections
-        ],
-    }
+    return _per_connection(board, "landed", "daily")
+
+
+def _per_connection(board: Dashboard, *sections: str) -> dict[str, Any]:
+    views = [
+        {"conn_id": v.conn_id, "api_error": v.api_error, **{s: [_plain(r) for r in getattr(v, s)] for s in sections}}
+        for v in board.connections
+    ]
+    return {"generated_at": board.generated_at, "connections": views}
 
 
 def _plain(row: Any) -> dict[str, Any]:
     value: dict[str, Any] = dataclasses.asdict(row)
     task = getattr(row, "task", None)
     if task is not None:
-        value["task"]["url"] = task.url()
+        value["task"]["url"] = task_url(task)
     return value
 
 

@@ -21,10 +21,10 @@ from airflow_provider_claude_batch.dashboard.model import (
     Landed,
     Listing,
     Submitted,
-    TaskRef,
     landed_from_summary,
     submitted_from_record,
 )
+from airflow_provider_claude_batch.submit.record import TaskKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -46,7 +46,7 @@ def read_tracked(dag_ids: Iterable[str], now: float) -> tuple[list[Submitted], l
     landed: list[Landed] = []
     rows = xcom_rows((SUBMISSION_RECORD_KEY, SUMMARY_KEY), set(dag_ids), since=now - WINDOW_SECONDS)
     for dag_id, run_id, task_id, map_index, key, value, timestamp in rows:
-        task = TaskRef(dag_id, run_id, task_id, map_index)
+        task = TaskKey(dag_id, task_id, run_id, map_index)
         if key == SUBMISSION_RECORD_KEY:
             submitted += submitted_from_record(task, value)
         else:

@@ -7,18 +7,18 @@ import datetime as dt
 from airflow_provider_claude_batch.dashboard.model import (
     DAY,
     Listing,
-    TaskRef,
     build_dashboard,
     daily_spend,
     landed_from_summary,
     submitted_from_record,
+    task_url,
 )
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey
 from airflow_provider_claude_batch.wait.listing import ListedBatch
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC).timestamp()
 CONSOLE = "https://console.example/batches/{batch_id}"
-TASK = TaskRef("nightly", "scheduled__2026-12-06", "submit")
+TASK = TaskKey("nightly", "submit", "scheduled__2026-12-06")
 
 
 def record(*parts: tuple[str, int, float]) -> dict[str, object]:
@@ -29,7 +29,7 @@ def record(*parts: tuple[str, int, float]) -> dict[str, object]:
         )
         for i, (b, n, c) in enumerate(parts)
     )
-    return SubmissionRecord(TaskKey("nightly", "scheduled__2026-12-06", "submit"), "fp", made, NOW, NOW).to_dict()
+    return SubmissionRecord(TASK, "fp", made, NOW, NOW).to_dict()
 
 
 def listed(batch_id: str, status: str, created_at: float, **counts: int) -> ListedBatch:
@@ -97,7 +97,7 @@ def test_each_batch_is_in_flight_at_risk_or_landed_and_at_risk_is_oldest_first()
             "msgbatch_landed": listed("msgbatch_landed", "ended", NOW - DAY, succeeded=4),
         },
     )
-    runs = [landed_from_summary(TaskRef("nightly", "r", "land"), summary(["msgbatch_landed"], 1.0, 1.0), NOW - 3600)]
+    runs = [landed_from_summary(TaskKey("nightly", "land", "r"), summary(["msgbatch_landed"], 1.0, 1.0), NOW - 3600)]
     board = build_dashboard(submitted, [r for r in runs if r], [listing], now=NOW, console_url=CONSOLE)
     (view,) = board.connections
     assert view.conn_id == "claude_batch_default" and view.api_error is None
@@ -146,10 +146,10 @@ def test_batches_go_under_the_connection_whose_listing_holds_them() -> None:
 
 
 def test_the_task_link_points_at_the_task_instance_in_the_airflow_ui() -> None:
-    assert TaskRef("d", "manual__2026-12-06T00:00:00+00:00", "t").url() == (
+    assert task_url(TaskKey("d", "t", "manual__2026-12-06T00:00:00+00:00")) == (
         "/dags/d/runs/manual__2026-12-06T00%3A00%3A00%2B00%3A00/tasks/t"
     )
-    assert TaskRef("d", "r", "t", 3).url() == "/dags/d/runs/r/tasks/t/mapped/3"
+    assert task_url(TaskKey("d", "t", "r", 3)) == "/dags/d/runs/r/tasks/t/mapped/3"
 
 
 def test_daily_spend_covers_thirty_days_with_zeros_and_sums_each_day() -> None:

@@ -7,17 +7,17 @@ import re
 
 from airflow_provider_claude_batch.dashboard.model import (
     Listing,
-    TaskRef,
     build_dashboard,
     landed_from_summary,
     submitted_from_record,
 )
 from airflow_provider_claude_batch.dashboard.render import batches_json, render_html, runs_json
+from airflow_provider_claude_batch.submit.record import TaskKey
 from tests.unit.dashboard.test_model import CONSOLE, DAY, NOW, listed, record, summary
 
 
 def board(dag_id: str = "nightly", error: str | None = None):  # type: ignore[no-untyped-def]
-    task = TaskRef(dag_id, "scheduled__2026-12-06", "submit")
+    task = TaskKey(dag_id, "submit", "scheduled__2026-12-06")
     submitted = submitted_from_record(
         task, record(("msgbatch_run", 10, NOW - 3600), ("msgbatch_old", 4, NOW - 3 * DAY))
     )
@@ -26,7 +26,7 @@ def board(dag_id: str = "nightly", error: str | None = None):  # type: ignore[no
         {"msgbatch_run": listed("msgbatch_run", "in_progress", NOW - 3600, processing=7, succeeded=3)},
         error,
     )
-    run = landed_from_summary(TaskRef(dag_id, "r", "land"), summary(["msgbatch_done"], 0.75, 0.75), NOW - 3600)
+    run = landed_from_summary(TaskKey(dag_id, "land", "r"), summary(["msgbatch_done"], 0.75, 0.75), NOW - 3600)
     return build_dashboard(submitted, [run] if run else [], [listing], now=NOW, console_url=CONSOLE)
 
 
