@@ -150,6 +150,15 @@ def submitted_from_record(task: TaskKey, record: object) -> list[Submitted]:
     return out
 
 
+def submitted_from_ids(task: TaskKey, batch_ids: object, published_at: float) -> list[Submitted]:
+    """Batches from a `batch_ids` XCom (what the one-task operator publishes instead of a record);
+    requests and creation time come from the listing when it holds them.
+    """
+    if not isinstance(batch_ids, list):
+        return []
+    return [Submitted(task, batch_id, 0, published_at) for batch_id in batch_ids if isinstance(batch_id, str)]
+
+
 def landed_from_summary(task: TaskKey, summary: object, landed_at: float) -> Landed | None:
     """A landing from a results task's return value (the manifest summary); None if it is not one."""
     if not isinstance(summary, dict) or not isinstance(summary.get("cost"), dict):
@@ -239,14 +248,17 @@ def build_dashboard(
 
 
 def _classify(batch: Submitted, listed: ListedBatch | None, now: float, console_url: str) -> InFlight | AtRisk | None:
-    age = now - batch.created_at
+    # The API's creation time when it is listed (a record has the same; a one-task operator's pushed
+    # batch IDs only say when they were published).
+    created = listed.created_at.timestamp() if listed is not None else batch.created_at
+    age = now - created
     if listed is not None:
         counts = listed.request_counts
         total = sum(counts.values()) or batch.requests
         status = listed.processing_status
         if status in UNENDED:
             done = total - counts.get("processing", 0)
-            expires = batch.created_at + BATCH_LIFETIME - now
+            expires = created + BATCH_LIFETIME - now
             return InFlight(batch.task, batch.batch_id, status, total, done, age, expires, console_url)
         ended_at = listed.ended_at.timestamp() if listed.ended_at is not None else None
     elif age < BATCH_LIFETIME:
@@ -255,10 +267,10 @@ def _classify(batch: Submitted, listed: ListedBatch | None, now: float, console_
         )
     else:
         total, status, ended_at = batch.requests, "ended", None
-    days_left = (batch.created_at + RESULTS_RETENTION_SECONDS - now) / DAY
+    days_left = (created + RESULTS_RETENTION_SECONDS - now) / DAY
     if days_left <= 0:
         return None  # archived: nothing left to land
-    return AtRisk(batch.task, batch.batch_id, status, total, ended_at, batch.created_at, days_left, console_url)
+    return AtRisk(batch.task, batch.batch_id, status, total, ended_at, created, days_left, console_url)
 
 
 def daily_spend(runs: Iterable[Landed], now: float, days: int = CHART_DAYS) -> list[Day]:

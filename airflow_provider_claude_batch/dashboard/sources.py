@@ -22,6 +22,7 @@ from airflow_provider_claude_batch.dashboard.model import (
     Listing,
     Submitted,
     landed_from_summary,
+    submitted_from_ids,
     submitted_from_record,
 )
 from airflow_provider_claude_batch.submit.record import TaskKey
@@ -33,27 +34,38 @@ if TYPE_CHECKING:
 
 SUBMISSION_RECORD_KEY = "submission_record"
 SUMMARY_KEY = "return_value"
+BATCH_IDS_KEY = "batch_ids"
 LIST_LIMIT = 1000
 # Records are read this far back: a batch's results are archived 29 days after it was created.
 WINDOW_SECONDS = max(CHART_DAYS, 30) * DAY
 
 
 def read_tracked(dag_ids: Iterable[str], now: float) -> tuple[list[Submitted], list[Landed]]:
-    """Our batches and landings of the last 30 days, in these DAGs only."""
+    """Our batches and landings of the last 30 days, in these DAGs only.
+
+    A batch is named by the task that created it: its submission record; a batch no record names
+    (the one-task operator keeps its records in its own state) by the task that published its ID.
+    """
     from airflow_provider_claude_batch._compat import xcom_rows
 
-    submitted: list[Submitted] = []
+    recorded: list[Submitted] = []
+    published: list[Submitted] = []
     landed: list[Landed] = []
-    rows = xcom_rows((SUBMISSION_RECORD_KEY, SUMMARY_KEY), set(dag_ids), since=now - WINDOW_SECONDS)
-    for dag_id, run_id, task_id, map_index, key, value, timestamp in rows:
+    keys = (SUBMISSION_RECORD_KEY, SUMMARY_KEY, BATCH_IDS_KEY)
+    for dag_id, run_id, task_id, map_index, key, value, timestamp in xcom_rows(
+        keys, set(dag_ids), now - WINDOW_SECONDS
+    ):
         task = TaskKey(dag_id, task_id, run_id, map_index)
         if key == SUBMISSION_RECORD_KEY:
-            submitted += submitted_from_record(task, value)
+            recorded += submitted_from_record(task, value)
+        elif key == BATCH_IDS_KEY:
+            published += submitted_from_ids(task, value, timestamp)
         else:
             run = landed_from_summary(task, value, timestamp)
             if run is not None:
                 landed.append(run)
-    return submitted, landed
+    named = {batch.batch_id for batch in recorded}
+    return recorded + [batch for batch in published if batch.batch_id not in named], landed
 
 
 def list_newest(conn_id: str, timeout: float) -> dict[str, ListedBatch]:

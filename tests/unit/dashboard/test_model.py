@@ -10,6 +10,7 @@ from airflow_provider_claude_batch.dashboard.model import (
     build_dashboard,
     daily_spend,
     landed_from_summary,
+    submitted_from_ids,
     submitted_from_record,
     task_url,
 )
@@ -162,3 +163,14 @@ def test_daily_spend_covers_thirty_days_with_zeros_and_sums_each_day() -> None:
     assert len(days) == 30 and days[-1].day == "2026-12-07" and days[0].day == "2026-11-08"
     assert (days[-1].batch_usd, days[-1].savings_usd) == (1.5, 1.25)
     assert sum(d.batch_usd for d in days[:-1]) == 0
+
+
+def test_a_one_task_operators_published_ids_are_tracked_with_the_listings_counts_and_creation_time() -> None:
+    one_task = TaskKey("eval", "claude_batch", "r")
+    submitted = submitted_from_ids(one_task, ["msgbatch_r1", 7], published_at=NOW - 60)
+    assert [(b.batch_id, b.requests) for b in submitted] == [("msgbatch_r1", 0)]
+    assert submitted_from_ids(one_task, {"not": "ids"}, NOW) == []
+    listing = Listing("c", {"msgbatch_r1": listed("msgbatch_r1", "in_progress", NOW - 3 * 3600, processing=5)})
+    (view,) = build_dashboard(submitted, [], [listing], now=NOW, console_url=CONSOLE).connections
+    (row,) = view.in_flight
+    assert (row.task, row.requests, row.age_seconds, row.expires_in_seconds) == (one_task, 5, 3 * 3600, 21 * 3600)
