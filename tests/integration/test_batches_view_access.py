@@ -35,14 +35,20 @@ def view(airflow_db: Path, claude_conn: str, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", f"{__name__}.PerDagAuthManager")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "view-test-secret-" + "0" * 64)
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__DASHBOARD_CONN_IDS", claude_conn)
-    previous = api_app._AuthManagerState.instance
-    api_app._AuthManagerState.instance = None
+    # Airflow 3.1+ keeps the auth manager in `_AuthManagerState` (created once), 3.0 in a module global.
+    state = getattr(api_app, "_AuthManagerState", None)
+    previous = state.instance if state is not None else getattr(api_app, "auth_manager", None)
+    if state is not None:
+        state.instance = None
     manager = api_app.create_auth_manager()
     from airflow_provider_claude_batch.plugins import claude_batch
 
     claude_batch.LISTINGS._entries.clear()
     yield TestClient(claude_batch.app), manager
-    api_app._AuthManagerState.instance = previous
+    if state is not None:
+        state.instance = previous
+    else:
+        api_app.auth_manager = previous
 
 
 def submit_dag(dags: Path, dag_id: str, tmp_path: Path) -> str:
