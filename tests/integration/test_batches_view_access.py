@@ -34,6 +34,8 @@ def view(airflow_db: Path, claude_conn: str, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", f"{__name__}.PerDagAuthManager")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "view-test-secret-" + "0" * 64)
+    # Airflow 3.0 signs with [api_auth] jwt_issuer, which newer PyJWT refuses to leave unset.
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", "claude-batch-view-test")
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__DASHBOARD_CONN_IDS", claude_conn)
     # Airflow 3.1+ keeps the auth manager in `_AuthManagerState` (created once), 3.0 in a module global.
     state = getattr(api_app, "_AuthManagerState", None)

@@ -85,5 +85,6 @@ def test_the_claude_batches_view_plugin_is_registered_by_installing_the_provider
     (ours,) = [p for p in json.loads(table) if p["name"] == "claude_batch"]
     assert "airflow-provider-claude-batch" in ours["source"]  # from the entry point: nothing to configure
     assert [(a["url_prefix"], a["name"]) for a in ours["fastapi_apps"]] == [("/claude-batch", "Claude Batches")]
-    assert [(v["href"], v["destination"]) for v in ours["external_views"]] == [("/claude-batch/", "nav")]
+    if AIRFLOW_VERSION >= (3, 1):  # the navigation entry; 3.0 has none (the view is reached by its URL)
+        assert [(v["href"], v["destination"]) for v in ours["external_views"]] == [("/claude-batch/", "nav")]
     assert "No module named" not in listed.stderr
