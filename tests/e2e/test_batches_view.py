@@ -52,12 +52,16 @@ def deployment(
         "AIRFLOW__CLAUDE_BATCH__STATE_PATH": f"file://{home / 'state'}",
         # The connection comes from an environment variable, which the metadata database does not list.
         "AIRFLOW__CLAUDE_BATCH__DASHBOARD_CONN_IDS": "claude_batch_default",
+        # The API server's first List call also imports the SDK: on a busy 2-core machine that can
+        # take longer than the default 5 s, and the page would (rightly) say the API did not answer.
+        "AIRFLOW__CLAUDE_BATCH__DASHBOARD_API_TIMEOUT": "60",
         # Real logins: one user with a password, nobody is admin by default.
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
     }
-    stack = AirflowStack(home, env)
+    # No triggerer: nothing here defers (the submits do not wait; the batches to land have ended).
+    stack = AirflowStack(home, env, components=("api-server", "scheduler", "dag-processor"))
     started = time.monotonic()
     try:
         stack.migrate()
