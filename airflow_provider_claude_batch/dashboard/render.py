@@ -76,15 +76,17 @@ def _connection(view: ConnectionView, ui_root: str) -> str:
 
 
 def _task_cells(task: TaskKey, ui_root: str) -> str:
+    # Links open in the whole window: inside Airflow's UI the view is in a frame.
     label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
     return (
         f"<td>{escape(task.dag_id)}</td><td>{escape(task.run_id)}</td>"
-        f"<td><a href='{escape(ui_root + task_url(task))}'>{escape(label)}</a></td>"
+        f"<td><a href='{escape(ui_root + task_url(task))}' target='_top'>{escape(label)}</a></td>"
     )
 
 
 def _batch_cell(batch_id: str, console_url: str) -> str:
-    return f"<td><code>{escape(batch_id)}</code> <a href='{escape(console_url)}' rel='noreferrer'>Console</a></td>"
+    link = f"<a href='{escape(console_url)}' target='_blank' rel='noreferrer'>Console</a>"
+    return f"<td><code>{escape(batch_id)}</code> {link}</td>"
 
 
 def _in_flight(rows: Sequence[InFlight], ui_root: str) -> str:

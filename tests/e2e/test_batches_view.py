@@ -25,6 +25,7 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 LANDING, IN_FLIGHT = "claude_view_landing", "claude_view_in_flight"
 USER = "viewer_admin"
 PASSWORD_INPUT = "form input[type=password]"
+NAV_ENTRY = "a[href='/plugin/claude-batches']"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -114,7 +115,20 @@ def test_a_logged_in_user_sees_in_flight_landed_and_at_risk_batches(deployment, 
         browser.wait_until("location.pathname === '/claude-batch/' && document.querySelector('h1')", timeout=60)
         dom = browser.dom()
         shot = browser.screenshot(ARTIFACTS / "claude-batches-view.png")
-    print(f"Screenshot of the Claude Batches view: {shot}")
+        # Airflow's own UI (3.1+) has it under Browse, and shows it inside its frame.
+        browser.open(f"{stack.base_url}/")
+        browser.wait_until("[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Browse')")
+        browser.evaluate(
+            "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Browse').click()"
+        )
+        browser.wait_until(f"document.querySelector({NAV_ENTRY!r})", timeout=10)
+        assert browser.evaluate(f"document.querySelector({NAV_ENTRY!r}).textContent.trim()") == "Claude Batches"
+        browser.evaluate(f"document.querySelector({NAV_ENTRY!r}).click()")
+        inside = "document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
+        row = json.dumps(f'[data-batch="{ids["flying"]}"]')
+        browser.wait_until(f"{inside} && {inside}.querySelector({row})", timeout=60)
+        in_airflow = browser.screenshot(ARTIFACTS / "claude-batches-in-airflow-ui.png")
+    print(f"Screenshots of the Claude Batches view: {shot} (alone), {in_airflow} (in Airflow's UI)")
     assert "<h1>Claude Batches</h1>" in dom
     flying_row = row_of(dom, ids["flying"])
     assert "in_progress" in flying_row and "0/10" in flying_row and "expires in 2" in flying_row

@@ -37,7 +37,7 @@ def test_the_page_shows_each_section_with_progress_the_at_risk_row_and_the_chart
     )
     assert "msgbatch_run" in page and "3/10" in page and "expires in 23h00m" in page
     assert "<tr class='risk' data-batch='msgbatch_old'>" in page and "<td class='n'>26.0</td>" in page
-    assert "href='http://airflow.example/dags/nightly/runs/scheduled__2026-12-06/tasks/submit'" in page
+    assert "href='http://airflow.example/dags/nightly/runs/scheduled__2026-12-06/tasks/submit' target='_top'" in page
     assert page.count("<svg") == 1 and page.count("<rect") == 60
     assert "0.7500" in page
 
