@@ -144,9 +144,11 @@ def jwt_cookie_name() -> str:
     return str(COOKIE_NAME_JWT_TOKEN)
 
 
-def xcom_rows(keys: tuple[str, ...], dag_ids: set[str], since: float) -> list[tuple[Any, ...]]:
+def xcom_rows(
+    keys: tuple[str, ...], dag_ids: set[str], since: float, task_ids: set[str] | None = None
+) -> list[tuple[Any, ...]]:
     """(dag_id, run_id, task_id, map_index, key, value, epoch seconds) of the XComs with these keys
-    in these DAGs written since `since`, read from the metadata database.
+    in these DAGs (and tasks, if given) written since `since`, read from the metadata database.
     """
     import datetime as dt
 
@@ -157,12 +159,15 @@ def xcom_rows(keys: tuple[str, ...], dag_ids: set[str], since: float) -> list[tu
         return []
     model: Any = XComModel
     after = dt.datetime.fromtimestamp(since, dt.UTC)
+    query_filter = [model.key.in_(keys), model.dag_id.in_(sorted(dag_ids)), model.timestamp >= after]
+    if task_ids is not None:
+        query_filter.append(model.task_id.in_(sorted(task_ids)))
     with create_session() as session:
         rows = (
             session.query(
                 model.dag_id, model.run_id, model.task_id, model.map_index, model.key, model.value, model.timestamp
             )
-            .filter(model.key.in_(keys), model.dag_id.in_(sorted(dag_ids)), model.timestamp >= after)
+            .filter(*query_filter)
             .all()
         )
     return [

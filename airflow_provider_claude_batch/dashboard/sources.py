@@ -45,25 +45,32 @@ def read_tracked(dag_ids: Iterable[str], now: float) -> tuple[list[Submitted], l
 
     A batch is named by the task that created it: its submission record; a batch no record names
     (the one-task operator keeps its records in its own state) by the task that published its ID.
+    Landing summaries are read only from tasks that published batch IDs: `return_value` is every
+    task's key, and the other tasks' values are none of our business.
     """
     from airflow_provider_claude_batch._compat import xcom_rows
 
+    since = now - WINDOW_SECONDS
     recorded: list[Submitted] = []
     published: list[Submitted] = []
-    landed: list[Landed] = []
-    keys = (SUBMISSION_RECORD_KEY, SUMMARY_KEY, BATCH_IDS_KEY)
+    publishers: set[tuple[str, str, str, int]] = set()
     for dag_id, run_id, task_id, map_index, key, value, timestamp in xcom_rows(
-        keys, set(dag_ids), now - WINDOW_SECONDS
+        (SUBMISSION_RECORD_KEY, BATCH_IDS_KEY), set(dag_ids), since
     ):
         task = TaskKey(dag_id, task_id, run_id, map_index)
         if key == SUBMISSION_RECORD_KEY:
             recorded += submitted_from_record(task, value)
-        elif key == BATCH_IDS_KEY:
-            published += submitted_from_ids(task, value, timestamp)
         else:
-            run = landed_from_summary(task, value, timestamp)
-            if run is not None:
-                landed.append(run)
+            published += submitted_from_ids(task, value, timestamp)
+            publishers.add((dag_id, run_id, task_id, map_index))
+    landed: list[Landed] = []
+    if publishers:
+        rows = xcom_rows((SUMMARY_KEY,), {p[0] for p in publishers}, since, task_ids={p[2] for p in publishers})
+        for dag_id, run_id, task_id, map_index, _, value, timestamp in rows:
+            if (dag_id, run_id, task_id, map_index) in publishers:
+                run = landed_from_summary(TaskKey(dag_id, task_id, run_id, map_index), value, timestamp)
+                if run is not None:
+                    landed.append(run)
     named = {batch.batch_id for batch in recorded}
     return recorded + [batch for batch in published if batch.batch_id not in named], landed
 
