@@ -4,6 +4,7 @@ one change: a user may read only the DAGs named in their role (as a per-DAG perm
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,27 @@ def test_without_a_valid_token_the_json_is_refused_and_the_page_sends_to_the_log
     page = client.get("/", follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"].startswith("/auth/login")
     assert client.post("/api/batches").status_code in (401, 405)
+
+
+def test_a_slow_api_does_not_hold_the_page_past_the_timeout_and_the_page_says_so(
+    view: Any, airflow_db: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_claude_batch.plugins import claude_batch
+
+    client, manager = view
+    control.configure(processing_seconds=3600)
+    batch_id = submit_dag(airflow_db, "view_slow_api", tmp_path)
+    monkeypatch.setattr(claude_batch.LISTINGS, "timeout", 0.5)
+    control.inject({"endpoint": "list", "kind": "delay", "delay_seconds": 3})
+    token = manager.generate_jwt(SimpleAuthManagerUser(username="alice", role="dags:view_slow_api"))
+    started = time.monotonic()
+    answer = client.get("/api/batches", headers={"authorization": f"Bearer {token}"})
+    assert time.monotonic() - started < 2.5
+    (conn,) = answer.json()["connections"]
+    assert conn["api_error"] == "no answer within 0.5 s"
+    assert [(r["batch_id"], r["status"]) for r in conn["in_flight"]] == [(batch_id, "unknown")]
+    # The next refresh (within the cache's lifetime) says so too: by now the call itself timed out.
+    client.cookies.set("_token", token)
+    page = client.get("/").text
+    client.cookies.clear()
+    assert "The API was unreachable (" in page and batch_id in page
