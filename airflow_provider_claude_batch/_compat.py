@@ -123,6 +123,70 @@ def mask_secret(value: str) -> None:
     register(value)
 
 
+# ---- the API server's side (the Claude Batches view): not public API either ----
+
+
+def auth_manager() -> Any:
+    """The API server's auth manager (its public methods: `get_user_from_token`, `get_url_login`,
+    `get_authorized_dag_ids`).
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager()
+
+
+def jwt_cookie_name() -> str:
+    """The cookie in which Airflow's UI keeps the logged-in user's token ("_token" on 3.0 to 3.3)."""
+    try:
+        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    except ImportError:  # pragma: no cover - moved or renamed in a later Airflow
+        return "_token"
+    return str(COOKIE_NAME_JWT_TOKEN)
+
+
+def xcom_rows(
+    keys: tuple[str, ...], dag_ids: set[str], since: float, task_ids: set[str] | None = None
+) -> list[tuple[Any, ...]]:
+    """(dag_id, run_id, task_id, map_index, key, value, epoch seconds) of the XComs with these keys
+    in these DAGs (and tasks, if given) written since `since`, read from the metadata database.
+    """
+    import datetime as dt
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    if not dag_ids:
+        return []
+    model: Any = XComModel
+    after = dt.datetime.fromtimestamp(since, dt.UTC)
+    query_filter = [model.key.in_(keys), model.dag_id.in_(sorted(dag_ids)), model.timestamp >= after]
+    if task_ids is not None:
+        query_filter.append(model.task_id.in_(sorted(task_ids)))
+    with create_session() as session:
+        rows = (
+            session.query(
+                model.dag_id, model.run_id, model.task_id, model.map_index, model.key, model.value, model.timestamp
+            )
+            .filter(*query_filter)
+            .all()
+        )
+    return [
+        (r.dag_id, r.run_id, r.task_id, r.map_index, r.key, XComModel.deserialize_value(r), r.timestamp.timestamp())
+        for r in rows
+    ]
+
+
+def connection_ids(conn_type: str) -> list[str]:
+    """The IDs of the connections of this type in the metadata database (not those of secrets backends)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    model: Any = Connection
+    with create_session() as session:
+        rows = session.query(model.conn_id).filter(model.conn_type == conn_type).all()
+    return sorted(str(r.conn_id) for r in rows)
+
+
 __all__ = [
     "AirflowException",
     "AirflowFailException",
@@ -130,15 +194,19 @@ __all__ = [
     "AirflowSkipException",
     "BaseHook",
     "aget_connection",
+    "auth_manager",
     "conf",
+    "connection_ids",
     "context_merge",
     "current_task_state",
     "determine_kwargs",
     "is_resolvable",
+    "jwt_cookie_name",
     "link_upstream",
     "mask_secret",
     "never_expire",
     "plain_xcom_source",
     "resolve",
+    "xcom_rows",
     "xcom_value",
 ]

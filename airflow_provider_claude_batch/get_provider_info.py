@@ -83,7 +83,8 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Claude Message Batches", "python-modules": [f"{PACKAGE}.triggers.claude_batch"]}
         ],
-        "extra-links": [f"{PACKAGE}.links.ClaudeConsoleBatchLink"],
+        "extra-links": [f"{PACKAGE}.operators.links.ClaudeConsoleBatchLink"],
+        "plugins": [{"name": "claude_batch", "plugin-class": f"{PACKAGE}.plugins.claude_batch.ClaudeBatchPlugin"}],
         "task-decorators": [
             {"name": "claude_batch", "class-name": f"{PACKAGE}.decorators.claude_batch.claude_batch_task"}
         ],
@@ -110,6 +111,30 @@ def get_provider_info() -> dict[str, Any]:
                         # A template: Airflow must not expand {batch_id} (3.0 raises KeyError on it).
                         "is_template": True,
                         "default": "https://platform.claude.com/workspaces/default/batches/{batch_id}",
+                    },
+                    "dashboard_conn_ids": {
+                        "description": "Claude connections the Claude Batches view lists besides those of "
+                        "type claude_batch in the metadata database (e.g. ones from a secrets backend), "
+                        "comma-separated.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "claude_batch_default,claude_batch_eu",
+                        "default": "",
+                    },
+                    "dashboard_cache_seconds": {
+                        "description": "How long the Claude Batches view re-uses a connection's List page.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "30",
+                    },
+                    "dashboard_api_timeout": {
+                        "description": "How long the Claude Batches view waits for the List endpoint before "
+                        "it shows what it has and says the API was unreachable (seconds).",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": None,
+                        "default": "5",
                     },
                 },
             }

@@ -58,6 +58,8 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     components: tuple[str, ...] = COMPONENTS
+    # A bearer token for the REST calls, once `login` has run (deployments that do not make every user admin).
+    token: str | None = None
 
     @property
     def airflow(self) -> str:
@@ -220,9 +222,10 @@ class AirflowStack:
         to expose it). Any other error carries the server's answer and the components' logs."""
         data = json.dumps(payload).encode() if payload is not None else None
         for attempt in range(1, 11):
-            request = urllib.request.Request(
-                self.base_url + route, data=data, method=method, headers={"content-type": "application/json"}
-            )
+            headers = {"content-type": "application/json"}
+            if self.token:
+                headers["authorization"] = f"Bearer {self.token}"
+            request = urllib.request.Request(self.base_url + route, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=90) as response:
                     body = response.read()
@@ -237,6 +240,14 @@ class AirflowStack:
 
     def get(self, route: str) -> Any:
         return self.request("GET", route)
+
+    def login(self, username: str, password: str) -> str:
+        """A token from the auth manager's token route (the simple auth manager's); later REST calls carry it."""
+        self.token = None
+        self.token = str(
+            self.request("POST", "/auth/token", {"username": username, "password": password})["access_token"]
+        )
+        return self.token
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 240) -> None:
         def parsed() -> bool:

@@ -67,3 +67,24 @@ def test_airflow_providers_list_shows_it(tmp_path: Path) -> None:
         [str(airflow), "providers", "hooks"], capture_output=True, text=True, env=env, timeout=300, check=True
     )
     assert "claude_batch" in hooks.stdout and "ClaudeBatchHook" in hooks.stdout
+
+
+def test_the_claude_batches_view_plugin_is_registered_by_installing_the_provider(tmp_path: Path) -> None:
+    import importlib
+
+    (declared,) = get_provider_info()["plugins"]
+    module, _, name = declared["plugin-class"].rpartition(".")
+    plugin = getattr(importlib.import_module(module), name)
+    assert plugin.name == declared["name"] == "claude_batch"
+    airflow = Path(sys.executable).with_name("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    listed = subprocess.run(
+        [str(airflow), "plugins", "--output", "json"], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    table = next(line for line in listed.stdout.splitlines() if line.startswith("[{"))  # after any log lines
+    (ours,) = [p for p in json.loads(table) if p["name"] == "claude_batch"]
+    assert "airflow-provider-claude-batch" in ours["source"]  # from the entry point: nothing to configure
+    assert [(a["url_prefix"], a["name"]) for a in ours["fastapi_apps"]] == [("/claude-batch", "Claude Batches")]
+    if AIRFLOW_VERSION >= (3, 1):  # the navigation entry; 3.0 has none (the view is reached by its URL)
+        assert [(v["href"], v["destination"]) for v in ours["external_views"]] == [("/claude-batch/", "nav")]
+    assert "No module named" not in listed.stderr

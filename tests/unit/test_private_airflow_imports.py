@@ -28,6 +28,8 @@ PUBLIC_MODULES = frozenset(
         "airflow.sdk.exceptions",
         "airflow.sdk.types",
         "airflow.triggers.base",
+        # AirflowPlugin: plugins are part of Airflow's documented Public Interface.
+        "airflow.plugins_manager",
     }
 )
 # Other providers' own modules are their public API.

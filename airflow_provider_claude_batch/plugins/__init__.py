@@ -1,0 +1,1 @@
+"""Airflow plugins the provider registers: the "Claude Batches" view in the API server."""
