@@ -226,3 +226,32 @@ def test_the_sync_sender_waits_out_429_and_529_and_never_resends_an_answered_err
     }
     assert rows["r2"]["error_type"] == "invalid_request_error" and rows["r2"]["route"] == "sync"
     assert set(_rows(out / "failures.jsonl")) == {"r2"}
+
+
+def test_the_task_decorator_takes_the_route_and_deadline_parameters(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    dag = write_dag(
+        dags,
+        "decorated_route",
+        f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(out)!r}, model="claude-haiku-5-5", max_tokens=16,
+                           state_path={str(tmp_path / "state")!r}, route="auto", sync_below=10,
+                           deadline="{{{{ dag_run.start_date + macros.timedelta(hours=2) }}}}")
+        def questions(count):
+            return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Q{{i}}?"}}]}}}}
+                    for i in range(count)]
+
+        questions(3)
+    """,
+    )
+    result = run_dag(dag)
+    assert result.task_state("questions") == "success"
+    assert control.state()["batches_created"] == 0
+    assert control.state()["messages_answered"] == {"q0": 1, "q1": 1, "q2": 1}
+    assert {r["route"] for r in _rows(out / "results.jsonl").values()} == {"sync"}
+    manifest = _manifest(out)
+    assert manifest["deadline"]["canceled"] == [] and manifest["routes"]["sync"]["requests"] == 3
