@@ -243,3 +243,74 @@ def test_an_output_type_lands_typed_and_validated_columns_on_the_sync_route_too(
     assert {r["route"] for r in rows.values()} == {"sync"}
     structured = _manifest(out)["structured_output"]
     assert (structured["validated"], structured["invalid_output"]) == (3, 1)
+
+
+def test_the_task_decorator_takes_the_route_and_deadline_parameters(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    dag = write_dag(
+        dags,
+        "decorated_route",
+        f"""
+        from airflow.sdk import task
+
+        @task.claude_batch(output_path={str(out)!r}, model="claude-haiku-5-5", max_tokens=16,
+                           state_path={str(tmp_path / "state")!r}, route="auto", sync_below=10,
+                           deadline="{{{{ dag_run.start_date + macros.timedelta(hours=2) }}}}")
+        def questions(count):
+            return [{{"custom_id": f"q{{i}}", "params": {{"messages": [{{"role": "user", "content": f"Q{{i}}?"}}]}}}}
+                    for i in range(count)]
+
+        questions(3)
+    """,
+    )
+    result = run_dag(dag)
+    assert result.task_state("questions") == "success"
+    assert control.state()["batches_created"] == 0
+    assert control.state()["messages_answered"] == {"q0": 1, "q1": 1, "q2": 1}
+    assert {r["route"] for r in _rows(out / "results.jsonl").values()} == {"sync"}
+    manifest = _manifest(out)
+    assert manifest["deadline"]["canceled"] == [] and manifest["routes"]["sync"]["requests"] == 3
+
+
+def test_the_results_operator_sends_what_is_left_to_the_messages_api_when_no_batch_round_fits(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    control.configure(processing_seconds=0.3)
+    control.set_outcomes({"match": "r2", "outcome": "errored", "error_type": "overloaded_error", "times": 1})
+    out = tmp_path / "out"
+    requests = (
+        '[{"custom_id": f"r{i}", "params": {"messages": [{"role": "user", "content": f"item {i}"}]}} for i in range(5)]'
+    )
+    submission = f'Submission(requests={requests}, model="claude-sonnet-5-5", max_tokens=16, state_path=STATE)'
+    dag = write_dag(
+        dags,
+        "three_task_deadline",
+        f"""
+        from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchResultsOperator, SyncPolicy
+        STATE = {str(tmp_path / "state")!r}
+        # One request through the Messages API is assumed to take the whole 10 minutes to the deadline:
+        # a resubmission batch could not make it, so the failed request goes to the Messages API.
+        SLOW = SyncPolicy(request_latency=timedelta(minutes=10), landing_time=timedelta(0))
+
+        submit = ClaudeBatchSubmitOperator(task_id="submit", requests={requests}, model="claude-sonnet-5-5",
+                                           max_tokens=16, state_path=STATE)
+        wait = ClaudeBatchSensor(task_id="wait", batch_ids=submit.output, deferrable=True, poke_interval=0.2)
+        land = ClaudeBatchResultsOperator(task_id="land", batch_ids=submit.output, output_path={str(out)!r},
+                                          max_retry_rounds=2, deferrable=True, poll_interval=0.2,
+                                          resubmit={submission}, deadline=timedelta(minutes=10),
+                                          sync_policy=SLOW)
+        submit >> wait >> land
+    """,
+    )
+    result = run_dag(dag)
+    assert result.task_state("land") == "success"
+    state = control.state()
+    assert state["batches_created"] == 1 and not state["batches"][0]["canceled"]
+    assert state["messages_answered"] == {"r2": 1}
+    rows = _rows(out / "results.jsonl")
+    assert {k: (r["result_type"], r["route"]) for k, r in rows.items()} == {
+        **{f"r{i}": ("succeeded", "batch") for i in (0, 1, 3, 4)},
+        "r2": ("succeeded", "sync"),
+    }
