@@ -66,10 +66,14 @@ class Landed:
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
-    # and what it cost, at the dated price table.
+    # and what it cost, at the dated price table: every token at the batch and the standard price, what
+    # was paid (requests sent through the Messages API by a deadline at the standard price) and saved;
     batch_usd: float
     standard_usd: float
     savings_usd: float
+    paid_usd: float
+    # how many requests went through the Messages API (a deadline's fallback or route="sync").
+    sync_requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,12 @@ class AtRisk:
 
 @dataclass(frozen=True)
 class Day:
-    """One day's landings: dollars paid at batch price and saved against the standard price."""
+    """One day's landings: dollars paid (the batch price, plus the standard price of requests a deadline
+    sent through the Messages API) and saved against the standard price.
+    """
 
     day: str
-    batch_usd: float
+    paid_usd: float
     savings_usd: float
 
 
@@ -168,6 +174,11 @@ def landed_from_summary(task: TaskKey, summary: object, landed_at: float) -> Lan
         return None
     usage: Mapping[str, Any] = summary.get("usage_total") or {}
     cost: Mapping[str, Any] = summary["cost"]
+    standard = float(cost.get("standard_usd") or 0.0)
+    # A landing with routes says what it paid; one without paid the batch price for every token.
+    paid = float(cost["paid_usd"]) if "paid_usd" in cost else float(cost.get("batch_usd") or 0.0)
+    savings = standard - paid if "paid_usd" in cost else float(cost.get("savings_usd") or 0.0)
+    sync: Mapping[str, Any] = (summary.get("routes") or {}).get("sync") or {}
     return Landed(
         task=task,
         landed_at=landed_at,
@@ -180,8 +191,10 @@ def landed_from_summary(task: TaskKey, summary: object, landed_at: float) -> Lan
         cache_read_tokens=int(usage.get("cache_read_tokens") or 0),
         cache_write_tokens=int(usage.get("cache_write_5m_tokens") or 0) + int(usage.get("cache_write_1h_tokens") or 0),
         batch_usd=float(cost.get("batch_usd") or 0.0),
-        standard_usd=float(cost.get("standard_usd") or 0.0),
-        savings_usd=float(cost.get("savings_usd") or 0.0),
+        standard_usd=standard,
+        savings_usd=round(savings, 6),
+        paid_usd=paid,
+        sync_requests=int(sync.get("requests") or 0),
     )
 
 
@@ -274,13 +287,13 @@ def _classify(batch: Submitted, listed: ListedBatch | None, now: float, console_
 
 
 def daily_spend(runs: Iterable[Landed], now: float, days: int = CHART_DAYS) -> list[Day]:
-    """Dollars at batch price and savings per UTC day over the last `days` days (oldest first, zeros kept)."""
+    """Dollars paid and saved per UTC day over the last `days` days (oldest first, zeros kept)."""
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     first = today - dt.timedelta(days=days - 1)
     spent: dict[dt.date, list[float]] = {first + dt.timedelta(days=i): [0.0, 0.0] for i in range(days)}
     for run in runs:
         day = dt.datetime.fromtimestamp(run.landed_at, dt.UTC).date()
         if day in spent:
-            spent[day][0] += run.batch_usd
+            spent[day][0] += run.paid_usd
             spent[day][1] += run.savings_usd
     return [Day(d.isoformat(), round(v[0], 6), round(v[1], 6)) for d, v in spent.items()]

@@ -118,12 +118,14 @@ def _at_risk(rows: Sequence[AtRisk], ui_root: str) -> str:
 def _landed(rows: Sequence[Landed], ui_root: str) -> str:
     head = (
         "<th>DAG</th><th>Run</th><th>Task</th><th>Landed</th><th>Requests</th><th>Failed</th><th>Tokens in/out</th>"
-        "<th>Cache read/write</th><th>Batch $</th><th>Standard $</th><th>Saved $</th>"
+        "<th>Cache read/write</th><th>Via Messages API</th><th>Batch $</th><th>Paid $</th><th>Standard $</th>"
+        "<th>Saved $</th>"
     )
     body = [
         f"<tr>{_task_cells(r.task, ui_root)}<td>{_when(r.landed_at)}</td><td class='n'>{r.requests}</td>"
         f"<td class='n'>{r.failed}</td><td class='n'>{r.input_tokens:,}/{r.output_tokens:,}</td>"
-        f"<td class='n'>{r.cache_read_tokens:,}/{r.cache_write_tokens:,}</td><td class='n'>{r.batch_usd:.4f}</td>"
+        f"<td class='n'>{r.cache_read_tokens:,}/{r.cache_write_tokens:,}</td><td class='n'>{r.sync_requests}</td>"
+        f"<td class='n'>{r.batch_usd:.4f}</td><td class='n'>{r.paid_usd:.4f}</td>"
         f"<td class='n'>{r.standard_usd:.4f}</td><td class='n'>{r.savings_usd:.4f}</td></tr>"
         for r in rows
     ]
@@ -134,16 +136,16 @@ def _chart(days: Sequence[Day]) -> str:
     """Bars of daily spend (batch price) with the day's savings stacked on top, as inline SVG."""
     if not days:
         return ""
-    top = max((d.batch_usd + d.savings_usd for d in days), default=0.0) or 1.0
+    top = max((d.paid_usd + d.savings_usd for d in days), default=0.0) or 1.0
     inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
     step = inner_w / len(days)
     bars = []
     for i, d in enumerate(days):
         x = CHART_PAD + i * step
-        spent_h = inner_h * d.batch_usd / top
+        spent_h = inner_h * d.paid_usd / top
         saved_h = inner_h * d.savings_usd / top
         base = CHART_PAD + inner_h
-        tip = f"{d.day}: ${d.batch_usd:.4f} spent, ${d.savings_usd:.4f} saved"
+        tip = f"{d.day}: ${d.paid_usd:.4f} spent, ${d.savings_usd:.4f} saved"
         bars.append(
             f"<g><title>{escape(tip)}</title>"
             f"<rect x='{x:.1f}' y='{base - spent_h:.1f}' width='{step * 0.8:.1f}' "

@@ -74,9 +74,26 @@ def test_a_landing_summary_gives_counts_tokens_and_dollars_and_anything_else_is_
     assert run is not None
     assert (run.requests, run.failed, run.input_tokens, run.output_tokens) == (10, 1, 1000, 50)
     assert (run.cache_read_tokens, run.cache_write_tokens) == (7, 3)
-    assert (run.batch_usd, run.standard_usd, run.savings_usd) == (0.5, 1.0, 0.5)
+    assert (run.batch_usd, run.paid_usd, run.standard_usd, run.savings_usd, run.sync_requests) == (
+        0.5,
+        0.5,
+        1.0,
+        0.5,
+        0,
+    )
     assert landed_from_summary(TASK, ["msgbatch_a"], NOW) is None  # a submit task's return value
     assert landed_from_summary(TASK, {"cost": {}}, NOW) is None
+
+
+def test_a_landing_with_a_deadlines_messages_api_round_shows_what_it_paid_and_saved() -> None:
+    landing = summary(["msgbatch_a"], 0.5, 0.5)
+    landing["cost"] |= {"paid_usd": 0.6, "batch_only_usd": 0.5, "deadline_premium_usd": 0.1}  # type: ignore[operator]
+    landing["routes"] = {"batch": {"requests": 8}, "sync": {"requests": 2}}
+    run = landed_from_summary(TASK, landing, NOW)
+    assert run is not None
+    assert (run.batch_usd, run.paid_usd, run.savings_usd, run.sync_requests) == (0.5, 0.6, 0.4, 2)
+    (day,) = [d for d in daily_spend([run], NOW) if d.paid_usd]
+    assert (day.paid_usd, day.savings_usd) == (0.6, 0.4)  # the chart shows what was paid
 
 
 def test_each_batch_is_in_flight_at_risk_or_landed_and_at_risk_is_oldest_first() -> None:
@@ -161,8 +178,8 @@ def test_daily_spend_covers_thirty_days_with_zeros_and_sums_each_day() -> None:
     ]
     days = daily_spend([r for r in runs if r], NOW)
     assert len(days) == 30 and days[-1].day == "2026-12-07" and days[0].day == "2026-11-08"
-    assert (days[-1].batch_usd, days[-1].savings_usd) == (1.5, 1.25)
-    assert sum(d.batch_usd for d in days[:-1]) == 0
+    assert (days[-1].paid_usd, days[-1].savings_usd) == (1.5, 1.25)
+    assert sum(d.paid_usd for d in days[:-1]) == 0
 
 
 def test_a_one_task_operators_published_ids_are_tracked_with_the_listings_counts_and_creation_time() -> None:
