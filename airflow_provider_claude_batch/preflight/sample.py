@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_provider_claude_batch.preflight.estimate import Method
+
 COUNT_ALL_UP_TO = 40  # up to this many requests, every one is counted
 SAMPLE_CALLS = 32  # about this many counting calls for a large input (at least 2 per model)
 # Without counts, a token is taken for this many bytes of a request as sent (English text runs 3.5-4.5).
@@ -110,6 +112,25 @@ def extrapolate(
                     large[index] = counts[index]
         tokens_by_model[number] = max(len(members), round(total))
     return TokenEstimate(tokens_by_model, large)
+
+
+def uncounted_near(
+    large: Mapping[int, int], counts: Mapping[int, int], model_of: Sequence[int], edges: Mapping[int, float]
+) -> list[int]:
+    """The requests estimated at or past their model's window edge that were not counted, largest first:
+    an estimate is not enough to refuse a request, so these are counted before anything is decided.
+    """
+    near = [
+        i for i, t in large.items() if i not in counts and (edge := edges.get(model_of[i])) is not None and t >= edge
+    ]
+    return sorted(near, key=lambda i: -large[i])
+
+
+def counting_method(plan: SamplePlan, counted: int, total: int) -> Method:
+    """How the input tokens were found: all counted, a sample counted, or none (size-based)."""
+    if not counted:
+        return "size-based"
+    return "counted" if plan.every_request and counted == total else "sampled"
 
 
 def _segments(ordered: Sequence[int], xs: list[int], ys: list[float]) -> list[tuple[int, int, _Line]]:

@@ -309,3 +309,16 @@ def test_requests_near_the_context_window_are_counted_too_and_named(control: Emu
     assert refused.value.bad_count == 3
     assert [p.split(" (")[0] for p in refused.value.problems] == ["line 8", "line 71", "line 301"]
     assert control.state(custom_ids=False)["calls"]["count_tokens"] <= 40
+
+
+def test_a_model_without_a_reported_context_window_is_estimated_without_the_window_check(
+    control: EmulatorControl, claude_conn: str
+) -> None:
+    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.preflight.run import run_preflight
+    from airflow_provider_claude_batch.requests.hashing import prepare_requests
+
+    control.add_models({"id": "claude-sonnet-5-5", "max_input_tokens": None})  # a priced model, no window known
+    prepared, _, _ = prepare_requests(list(enumerate([{"custom_id": "a", "params": message_params()}], start=1)))
+    estimate = run_preflight(ClaudeBatchHook(claude_conn), prepared)
+    assert estimate.method == "counted" and estimate.batch_usd_low > 0
