@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from airflow_provider_claude_batch.emulator.clock import rfc3339
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
+from airflow_provider_claude_batch.emulator.messages import CUSTOM_ID_HEADER, answer_message
 from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore
@@ -39,6 +40,7 @@ _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
 CONTROL_BODY_LIMIT = 1_000_000
 COUNT_TOKENS_BODY_LIMIT = 32_000_000  # as for Messages
+MESSAGES_BODY_LIMIT = 32_000_000  # the Messages API's own limit (a batch's is 256 MB)
 
 
 class EmulatedConnectionDrop(Exception):
@@ -99,6 +101,8 @@ class Emulator:
         self.store = store or BatchStore()
         self.faults = FaultPlan()
         self.control_token = control_token
+        self.messages_in_flight = 0
+        self.messages_answered: dict[str, int] = {}  # Messages calls received, per custom_id label
         api = "/v1/messages/batches"
         control = self._control
         self.app = Starlette(
@@ -110,6 +114,7 @@ class Emulator:
                 Route(api + "/{batch_id}/cancel", self._cancel, methods=["POST"]),
                 Route(api + "/{batch_id}/results", self._results, methods=["GET"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._list_models, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", self._retrieve_model, methods=["GET"]),
                 Route("/_emulator/state", control(self._state), methods=["GET"]),
@@ -283,6 +288,33 @@ class Emulator:
         if spec is None or spec.lifecycle == "retired":
             raise ApiError(404, "not_found_error", f"model: {model}" + (" has been retired" if spec else ""))
 
+    # ---- Messages API -------------------------------------------------------------------------
+    async def _messages(self, request: Request) -> Response:
+        async def handle(request: Request, fault: Fault | None) -> Response:
+            config = self.store.config
+            if config.messages_max_in_flight and self.messages_in_flight >= config.messages_max_in_flight:
+                return _error(
+                    429,
+                    "rate_limit_error",
+                    "emulated rate limit: too many Messages calls in flight",
+                    {"retry-after": "1"},
+                )
+            custom_id = request.headers.get(CUSTOM_ID_HEADER)
+            label = custom_id or "-"
+            self.messages_answered[label] = self.messages_answered.get(label, 0) + 1
+            self.messages_in_flight += 1
+            try:
+                body = bytes(await self._read_body(request, MESSAGES_BODY_LIMIT))
+                message = answer_message(
+                    self.store.planner, body, custom_id, request.headers["anthropic-version"], self.store.models
+                )
+                await asyncio.sleep(config.messages_latency_seconds)
+            finally:
+                self.messages_in_flight -= 1
+            return _json(message)
+
+        return await self._serve(request, "messages", handle)
+
     # ---- Models API ---------------------------------------------------------------------------
     async def _list_models(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
@@ -347,6 +379,7 @@ class Emulator:
         state = self.store.inspect(with_custom_ids=with_ids)
         state["faults_served"] = dict(self.faults.served)
         state["faults_pending"] = self.faults.pending()
+        state["messages_answered"] = dict(self.messages_answered)
         return _json(state)
 
     async def _clock(self, request: Request) -> Response:
@@ -387,6 +420,7 @@ class Emulator:
     async def _reset(self, request: Request) -> Response:
         self.store.reset()
         self.faults = FaultPlan()
+        self.messages_answered.clear()
         return _json({"reset": True})
 
     async def _models(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
-ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models", "count_tokens")
+ENDPOINTS = ("create", "retrieve", "list", "cancel", "delete", "results", "models", "messages", "count_tokens")
 FaultKind = Literal["status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line", "unknown_result"]
 FAULT_KINDS = ("status", "lost_response", "cut_stream", "slow_stream", "delay", "duplicate_line", "unknown_result")
 RESULTS_ONLY_KINDS = ("cut_stream", "slow_stream", "duplicate_line", "unknown_result")

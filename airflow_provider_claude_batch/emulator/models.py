@@ -44,7 +44,10 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"unknown model field(s): {sorted(unknown)}")
         data = {"display_name": raw.get("id", ""), "released": "2026-01-01", **raw}
-        spec = msgspec.convert({**data, "aliases": list(data.get("aliases", ()))}, cls)
+        try:
+            spec = msgspec.convert({**data, "aliases": list(data.get("aliases", ()))}, cls)
+        except msgspec.ValidationError as exc:  # not a ValueError on msgspec 0.19
+            raise ValueError(str(exc)) from None
         if not spec.id.startswith("claude-"):
             raise ValueError(f"model id must start with 'claude-', not {spec.id!r}")
         if spec.lifecycle not in LIFECYCLES:

@@ -53,6 +53,10 @@ class EmulatorConfig:
     # A body that sends nothing for this long, or takes longer than this in all, gets a 408.
     body_idle_seconds: float = 30.0
     body_total_seconds: float = 600.0
+    # Messages API (`POST /v1/messages`): seconds before each answer, and how many calls may be in
+    # flight at once before the next gets a 429 with `retry-after` (0: no limit).
+    messages_latency_seconds: float = 0.0
+    messages_max_in_flight: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply all of `changes` or none: a value of the wrong type or sign is refused here, not

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 BATCHES_PATH = "/v1/messages/batches"
 MODELS_PATH = "/v1/models"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+MESSAGES_PATH = "/v1/messages"
+# Labels a Messages call with the request's custom_id, so the API's logs and the emulator can tell calls apart.
+CUSTOM_ID_HEADER = "x-claude-batch-custom-id"
 # Model IDs and aliases as the API spells them; anything else never reaches a request path.
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -242,6 +245,29 @@ class ClaudeBatchHook(BaseHook):
         """`retrieve_batch` for the triggerer's event loop."""
         client = await self.get_async_conn()
         return await client.messages.batches.retrieve(batch_id)
+
+    # ---- messages -------------------------------------------------------------------------------
+    def create_message(
+        self, params: bytes | Mapping[str, Any], *, custom_id: str | None = None, max_retries: int = 0
+    ) -> dict[str, Any]:
+        """One Messages API call at the standard price (`POST /v1/messages`), answered as the decoded Message.
+
+        Not retried by default (`max_retries=0`): a Messages call is billed like a create, so a caller that
+        loses an answer decides itself whether sending again is worth paying twice. `custom_id` labels
+        the call (a header the API ignores) so logs and the emulator can match it to its request.
+        """
+        import httpx2
+        import msgspec
+
+        body = params if isinstance(params, bytes) else msgspec.json.encode(params)
+        headers = {"content-type": "application/json"}
+        if custom_id is not None:
+            headers[CUSTOM_ID_HEADER] = custom_id
+        response = self.client.with_options(max_retries=max_retries).post(
+            MESSAGES_PATH, cast_to=httpx2.Response, content=body, options={"headers": headers}
+        )
+        message: dict[str, Any] = msgspec.json.decode(response.content)
+        return message
 
     # ---- models ---------------------------------------------------------------------------------
     def get_model_info(self, model_id: str) -> ModelInfo | None:

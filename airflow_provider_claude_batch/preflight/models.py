@@ -56,11 +56,14 @@ _decoder = msgspec.json.Decoder(_RawModelInfo)
 def decode_model_info(raw: bytes | bytearray | dict[str, Any]) -> ModelInfo:
     """A `ModelInfo` from the Models API's JSON (bytes) or an already decoded object.
 
-    Raises `msgspec.ValidationError` (a `ValueError`) when the answer is not a model object.
+    Raises `ValueError` naming the field when the answer is not a model object.
     """
-    info = msgspec.convert(raw, _RawModelInfo) if isinstance(raw, dict) else _decoder.decode(raw)
-    capabilities = info.capabilities or {}
-    flags = msgspec.convert(capabilities, _Capabilities)
+    try:
+        info = msgspec.convert(raw, _RawModelInfo) if isinstance(raw, dict) else _decoder.decode(raw)
+        capabilities = info.capabilities or {}
+        flags = msgspec.convert(capabilities, _Capabilities)
+    except msgspec.DecodeError as exc:  # ValidationError included; not a ValueError on msgspec 0.19
+        raise ValueError(f"not a Models API model object: {exc}") from None
     return ModelInfo(
         id=info.id,
         display_name=info.display_name or info.id,
