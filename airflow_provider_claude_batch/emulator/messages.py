@@ -44,7 +44,8 @@ def answer_message(
     models: ModelCatalog | None = None,
     cache: CacheVisit | None = None,
 ) -> dict[str, Any]:
-    """The Message for one Messages call, or an `ApiError` the route answers with.
+    """The Message for one Messages call, or an `ApiError` the route answers with (`models`: the
+    workspace's catalogue, which the model is checked against as in a batch).
 
     `stream: true` is refused (the emulator answers whole messages only); an `expired` rule means
     nothing for a call answered at once, so it succeeds.

@@ -20,7 +20,7 @@ import msgspec
 
 from airflow_provider_claude_batch.preflight.checks import Connection, context_findings, request_findings
 from airflow_provider_claude_batch.preflight.estimate import ModelTokens, budget_verdict, estimate_cost
-from airflow_provider_claude_batch.preflight.sample import extrapolate, plan_sample
+from airflow_provider_claude_batch.preflight.sample import counting_method, extrapolate, plan_sample, uncounted_near
 from airflow_provider_claude_batch.results.pricing import DEFAULT_PRICES, price_for
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.preflight.checks import Findings
-    from airflow_provider_claude_batch.preflight.estimate import CostEstimate, Method
+    from airflow_provider_claude_batch.preflight.estimate import CostEstimate
     from airflow_provider_claude_batch.preflight.models import ModelInfo
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.results.pricing import ModelPrice
@@ -133,17 +133,16 @@ def run_preflight(
     counter = TokenCounter(hook, sleep)
     counts = counter.count_all(prepared, plan.counted)
     windows = {n: info.max_input_tokens for n, m in enumerate(facts.models) if (info := infos.get(m)) is not None}
-    bands = {
-        n: p.long_prompt_threshold for n, m in enumerate(facts.models) if (p := price_for(m, prices or DEFAULT_PRICES))
-    }
     edges = {n: w * WINDOW_EDGE for n, w in windows.items() if w is not None}
-    large_from = {n: min(v for v in (edges.get(n), bands.get(n)) if v is not None) for n in {**edges, **bands}}
+    bands = {
+        n: threshold
+        for n, m in enumerate(facts.models)
+        if (price := price_for(m, prices or DEFAULT_PRICES)) is not None
+        and (threshold := price.long_prompt_threshold) is not None
+    }
+    large_from = {n: min(t for t in (edges.get(n), bands.get(n)) if t is not None) for n in edges.keys() | bands.keys()}
     tokens = extrapolate(plan, sizes, counts, large_from)
-    near_edge = sorted(
-        (i for i, t in tokens.large.items() if i not in counts and facts.model_index[i] in edges),
-        key=lambda i: -tokens.large[i],
-    )
-    near_edge = [i for i in near_edge if tokens.large[i] >= edges[facts.model_index[i]]]
+    near_edge = uncounted_near(tokens.large, counts, facts.model_index, edges)
     counts.update(counter.count_all(prepared, near_edge[:EDGE_COUNTS]))
     if len(near_edge) > EDGE_COUNTS and not counter.unavailable:
         log.warning(
@@ -161,11 +160,7 @@ def run_preflight(
 
     if counter.unavailable:
         log.warning("Token counting is unavailable (%s): the estimate is size-based", counter.unavailable)
-    method: Method = "sampled"
-    if not counts:
-        method = "size-based"
-    elif plan.every_request and len(counts) == len(sizes):
-        method = "counted"
+    method = counting_method(plan, len(counts), len(sizes))
     per_model = _model_tokens(prepared, tokens.tokens_by_model, tokens.large, bands)
     note = f"token counting unavailable: {counter.unavailable}" if counter.unavailable else ""
     estimate = estimate_cost(per_model, method, len(counts), note=note, prices=prices)
@@ -213,7 +208,7 @@ def _model_infos(hook: ClaudeBatchHook, models: list[str]) -> tuple[dict[str, Mo
 
 
 def _model_tokens(
-    prepared: PreparedRequests, by_model: Mapping[int, int], large: Mapping[int, int], bands: Mapping[int, int | None]
+    prepared: PreparedRequests, by_model: Mapping[int, int], large: Mapping[int, int], bands: Mapping[int, int]
 ) -> dict[str, ModelTokens]:
     """Per model: requests, input tokens, the output their max_tokens allow, and the long-prompt band's share."""
     facts = prepared.facts

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_provider_claude_batch.preflight.estimate import Method
+
 COUNT_ALL_UP_TO = 40  # up to this many requests, every one is counted
 SAMPLE_CALLS = 32  # about this many counting calls for a large input (at least 2 per model)
 # Without counts, a token is taken for this many bytes of a request as sent (English text runs 3.5-4.5).
@@ -29,6 +31,7 @@ class SamplePlan:
     counted: list[int]
     by_model: dict[int, list[int]]  # model number -> request indexes, smallest first
     every_request: bool
+    model_of: Sequence[int]  # request index -> model number
 
 
 def plan_sample(
@@ -48,7 +51,7 @@ def plan_sample(
             groups.setdefault(number, []).append(index)
     by_model = {number: sorted(members, key=sizes.__getitem__) for number, members in groups.items()}
     if total <= count_all_up_to:
-        return SamplePlan(list(range(total)), by_model, every_request=True)
+        return SamplePlan(list(range(total)), by_model, every_request=True, model_of=model_index)
     counted: list[int] = []
     for members in by_model.values():
         strata = min(len(members), max(2, round(calls * len(members) / total)))
@@ -56,7 +59,7 @@ def plan_sample(
             low, high = len(members) * stratum // strata, len(members) * (stratum + 1) // strata
             counted.append(members[(low + high - 1) // 2])
         counted.append(members[-1])
-    return SamplePlan(sorted(set(counted)), by_model, every_request=False)
+    return SamplePlan(sorted(set(counted)), by_model, every_request=False, model_of=model_index)
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,13 @@ def extrapolate(
     """
     tokens_by_model: dict[int, int] = {}
     large: dict[int, int] = {}
+    counted_of: dict[int, list[int]] = {}
+    for index in counts:
+        counted_of.setdefault(plan.model_of[index], []).append(index)
     for number, members in plan.by_model.items():
         ordered = [sizes[i] for i in members]
-        xs, ys = _points(members, sizes, counts)
+        counted = counted_of.get(number, [])
+        xs, ys = _points(counted, sizes, counts)
         threshold = (large_from or {}).get(number)
         total = 0.0
         for low, high, line in _segments(ordered, xs, ys):
@@ -97,16 +104,33 @@ def extrapolate(
                     tokens = round(line(ordered[at], 1))
                     if tokens >= threshold:
                         large[members[at]] = tokens
-        for index in members:  # counted requests: their count, not the line through them
-            if index in counts:
-                estimated = _tokens_at(xs, ys, sizes[index])
-                total += counts[index] - estimated
-                if threshold is not None:
-                    large.pop(index, None)
-                    if counts[index] >= threshold:
-                        large[index] = counts[index]
+        for index in counted:  # counted requests: their count, not the line through them
+            total += counts[index] - _tokens_at(xs, ys, sizes[index])
+            if threshold is not None:
+                large.pop(index, None)
+                if counts[index] >= threshold:
+                    large[index] = counts[index]
         tokens_by_model[number] = max(len(members), round(total))
     return TokenEstimate(tokens_by_model, large)
+
+
+def uncounted_near(
+    large: Mapping[int, int], counts: Mapping[int, int], model_of: Sequence[int], edges: Mapping[int, float]
+) -> list[int]:
+    """The requests estimated at or past their model's window edge that were not counted, largest first:
+    an estimate is not enough to refuse a request, so these are counted before anything is decided.
+    """
+    near = [
+        i for i, t in large.items() if i not in counts and (edge := edges.get(model_of[i])) is not None and t >= edge
+    ]
+    return sorted(near, key=lambda i: -large[i])
+
+
+def counting_method(plan: SamplePlan, counted: int, total: int) -> Method:
+    """How the input tokens were found: all counted, a sample counted, or none (size-based)."""
+    if not counted:
+        return "size-based"
+    return "counted" if plan.every_request and counted == total else "sampled"
 
 
 def _segments(ordered: Sequence[int], xs: list[int], ys: list[float]) -> list[tuple[int, int, _Line]]:
@@ -146,11 +170,10 @@ def _tokens_at(xs: list[int], ys: list[float], size: int) -> float:
     return 1.0
 
 
-def _points(members: Sequence[int], sizes: Sequence[int], counts: Mapping[int, int]) -> tuple[list[int], list[float]]:
+def _points(counted: Sequence[int], sizes: Sequence[int], counts: Mapping[int, int]) -> tuple[list[int], list[float]]:
     """The counted (size, tokens) points of one model, by size (tokens averaged over equal sizes)."""
     by_size: dict[int, list[int]] = {}
-    for index in members:
-        if index in counts:
-            by_size.setdefault(sizes[index], []).append(counts[index])
+    for index in counted:
+        by_size.setdefault(sizes[index], []).append(counts[index])
     xs = sorted(by_size)
     return xs, [sum(by_size[x]) / len(by_size[x]) for x in xs]

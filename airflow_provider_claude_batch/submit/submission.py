@@ -270,6 +270,10 @@ class Submission:
                 )
         return plans
 
+    def has_canary(self, prepared: PreparedRequests) -> bool:
+        """Whether part 0 is a canary: ``canary_requests`` set, and fewer than the requests."""
+        return 0 < self.canary_requests < len(prepared)
+
     def record_store(self, context: Context) -> RecordStore:
         """Where this task instance's submission record lives (see `submit.store`); raises before any API
         call when that would be a disk other workers cannot read.
@@ -355,7 +359,7 @@ class Submission:
         """
         for part in record.parts:
             if part.batch_id is None:
-                if part.index == 1 and canary is not None and self.canary_requests:
+                if part.index == 1 and canary is not None and self.has_canary(prepared):
                     canary.check(task, submitter.hook, record, prepared)
                 trigger = self.queue_wait(submitter.hook, part.request_count, error_budget)
                 if trigger is not None:

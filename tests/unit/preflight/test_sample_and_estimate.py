@@ -102,3 +102,12 @@ def test_the_canary_fails_on_the_requests_own_errors_only() -> None:
         ("bad", "invalid_request_error"),
         ("gone", "not_found_error"),
     ]
+
+
+def test_uncounted_requests_past_the_window_edge_are_chosen_largest_first() -> None:
+    from airflow_provider_claude_batch.preflight.sample import counting_method, uncounted_near
+
+    large = {1: 950, 2: 990, 3: 999, 4: 2000}
+    assert uncounted_near(large, {3: 999}, [0, 0, 0, 0, 1], {0: 900.0}) == [2, 1]  # 3 is counted; model 1 has no edge
+    plan = plan_sample([10] * 5, [0] * 5)
+    assert [counting_method(plan, n, 5) for n in (0, 3, 5)] == ["size-based", "sampled", "counted"]

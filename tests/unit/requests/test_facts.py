@@ -58,3 +58,13 @@ def test_a_subset_keeps_the_facts_of_its_requests() -> None:
     assert chosen.custom_ids == ["a", "c"]
     assert list(chosen.facts.lines) == [1, 3] and chosen.facts.sampling == {1: {"top_k": 5, "top_p": 0.9}}
     assert [chosen.facts.model_of(i) for i in range(2)] == ["claude-haiku-5-5", "claude-haiku-5-5"]
+
+
+def test_a_canary_is_planned_as_the_first_batch_and_the_rest_split_as_before() -> None:
+    from airflow_provider_claude_batch.requests.plan import plan_batches
+    from tests.helpers import make_requests
+
+    prepared, _, _ = prepare_requests(list(enumerate(make_requests(10), start=1)))
+    plans = plan_batches(prepared, max_requests=4, canary=3)
+    assert [(p.index, p.first, p.stop) for p in plans] == [(0, 0, 3), (1, 3, 7), (2, 7, 10)]
+    assert [(p.first, p.stop) for p in plan_batches(prepared, canary=10)] == [(0, 10)]  # all of it: no canary
