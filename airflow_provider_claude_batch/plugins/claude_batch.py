@@ -79,7 +79,9 @@ def dashboard_for(user: Any) -> Dashboard:
     extra = conf.get("claude_batch", "dashboard_conn_ids", fallback="") or ""
     conns = dict.fromkeys([*connection_ids(CONN_TYPE), *(c.strip() for c in extra.split(",") if c.strip())])
     console = str(conf.get("claude_batch", "console_batch_url", fallback=DEFAULT_CONSOLE_BATCH_URL))
-    return build_dashboard(submitted, landed, LISTINGS.listings(conns), now=now, console_url=console)
+    # A user who may read no DAG sees no batch, and so neither the connections' names nor their errors.
+    listings = LISTINGS.listings(conns) if dag_ids else []
+    return build_dashboard(submitted, landed, listings, now=now, console_url=console)
 
 
 def _ui_root() -> str:

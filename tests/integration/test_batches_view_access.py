@@ -91,6 +91,12 @@ def test_a_user_sees_only_the_dags_they_may_read_and_no_key(
     assert page.status_code == 200 and mine in page.text and theirs not in page.text
     assert emulator.api_key not in page.text + answer.text
 
+    nobody = manager.generate_jwt(SimpleAuthManagerUser(username="eve", role="dags:"))
+    calls = control.state()["calls"].get("list", 0)
+    empty = client.get("/api/batches", headers={"authorization": f"Bearer {nobody}"})
+    assert empty.status_code == 200 and empty.json()["connections"] == []  # not even a connection's name
+    assert control.state()["calls"].get("list", 0) == calls  # and no List call made for them
+
     admin = manager.generate_jwt(SimpleAuthManagerUser(username="root", role="admin"))
     seen = client.get("/api/batches", headers={"authorization": f"Bearer {admin}"}).json()
     assert {r["batch_id"] for r in seen["connections"][0]["in_flight"]} >= {mine, theirs}
