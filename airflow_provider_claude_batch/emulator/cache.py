@@ -8,7 +8,8 @@ before its last breakpoint (looking back 20 blocks from each breakpoint) and wri
 in three positions: A = tokens at the hit, B = at the last 1-hour breakpoint after A (else A),
 C = at the last breakpoint; reads A, 1-hour writes B - A, 5-minute writes C - B. Batches hit
 best-effort: an entry found is read with the configured probability (decided per request digest).
-Tokens are the emulator's: a block's JSON bytes / 4. Pure: the caller passes the clock's time.
+The key holds the model and `output_config` (third-party measurements: a changed schema or effort misses
+the cache). Tokens are the emulator's: a block's JSON bytes / 4. Pure: the caller passes the clock's time.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class PromptCache:
 def _boundaries(params: dict[str, Any]) -> Iterator[_Boundary]:
     """Each block of the prompt in prefix order, with its prefix's tokens, key and breakpoint TTL."""
     digest = hashlib.blake2b(str(params.get("model", "")).encode(), digest_size=16)
+    # output_config (a format's schema, effort) is part of the key: requests that differ in it do not share
+    # an entry (observed on the Claude API and Bedrock by third parties; undocumented).
+    if params.get("output_config") is not None:
+        digest.update(b"output_config" + _encoder.encode(params["output_config"]))
     tokens = 0
     automatic = params.get("cache_control")
     blocks = list(_blocks(params))

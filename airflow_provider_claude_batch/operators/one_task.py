@@ -121,6 +121,12 @@ class ClaudeBatchOperator(LandsResults, BaseOperator):
             sync_below,
             sync_policy or SyncPolicy(),
         )
+        if self.routing.guarded and self.submission.canary_requests and route != "sync":
+            raise ValueError(
+                "canary_requests cannot be used with a deadline and sync_fallback: the rest waits for the canary "
+                "batch for as long as it runs (up to 24 h), which the deadline guard cannot cut short; drop the "
+                "canary (preflight still checks the requests for free) or use route='sync'"
+            )
         self.landing = Landing(
             tuple(formats), max_failed_fraction, landing_policy or LandingPolicy(), self.submission.output_type
         )

@@ -81,7 +81,9 @@ class Rounds:
         if first_look:
             self._check_deadline(deadline_at, len(prepared), route)
         if self.given is None:
-            self.estimate = self.submission.check_before_spend(self.hook, store, context, prepared, prices=prices)
+            self.estimate = self.submission.check_before_spend(
+                self.hook, store, context, prepared, prices=prices, standard_price=route == "sync"
+            )
         elif self.given_record is not None:
             self.estimate = self.given_record.estimate
         manifests: list[Manifest] = []

@@ -160,9 +160,12 @@ def landed_summary(
     prices: Mapping[str, ModelPrice] | None = None,
     structured_output: Json | None = None,
     warmup: Mapping[str, Any] | None = None,
+    *,
+    standard_price: bool = False,
 ) -> Summary:
     """The summary of batches landed in one pass, priced by `prices` (default: the dated table), with the
-    output_type's verdicts and the cache warm-up (`warmup`, from the submission record) that preceded them.
+    output_type's verdicts and the cache warm-up (`warmup`, from the submission record) that preceded them;
+    `standard_price`: a Messages API round (its caching section priced as paid).
     """
     cost = cost_of(totals.usage_by_model, prices) if prices else cost_of(totals.usage_by_model)
     return Summary(
@@ -176,7 +179,7 @@ def landed_summary(
         result_problems=result_problems(totals),
         usage={model: usage.reported() for model, usage in sorted(totals.usage_by_model.items())},
         structured_output=structured_output,
-        caching=caching_report(totals.usage_by_model, prices, warmup),
+        caching=caching_report(totals.usage_by_model, prices, warmup, standard_price=standard_price),
     )
 
 

@@ -70,7 +70,7 @@ def land_sync_round(
             folded = fold_lines(block, NO_BATCH, totals, check)
             tables.add(folded.rows, folded.failed)
         files = [raw.info(rows=len(order)), *tables.close()]
-        summary = landed_summary(totals, prices, structured_verdicts(check, totals))
+        summary = landed_summary(totals, prices, structured_verdicts(check, totals), standard_price=True)
         manifest = build_manifest(str(folder), time.time(), [], summary, files)
         manifest["route"] = SYNC_ROUTE
         staging.publish([f.name for f in files], manifest_bytes(manifest))

@@ -123,27 +123,34 @@ def estimate_cost(
 BudgetVerdict = Literal["refuse", "warn"]
 
 
-def budget_verdict(estimate: CostEstimate, max_cost_usd: float) -> tuple[BudgetVerdict, str] | None:
-    """Whether the estimate fits `max_cost_usd` (batch price): refused when even its low figure is over
-    (or cannot be priced), a warning when only its high figure is; None when it fits.
+def budget_verdict(
+    estimate: CostEstimate, max_cost_usd: float, *, standard_price: bool = False
+) -> tuple[BudgetVerdict, str] | None:
+    """Whether the estimate fits `max_cost_usd` at the price the route pays (batch; the standard price when
+    every request goes through the Messages API): refused when even its low figure is over (or cannot be
+    priced), a warning when only its high figure is; None when it fits.
     """
     cap = f"max_cost_usd=${max_cost_usd:g}"
-    span = f"${estimate.batch_usd_low:.4f} (no output) to ${estimate.batch_usd_high:.4f} (every max_tokens written)"
+    if standard_price:
+        low, high, price = estimate.standard_usd_low, estimate.standard_usd_high, "standard price (route='sync')"
+    else:
+        low, high, price = estimate.batch_usd_low, estimate.batch_usd_high, "batch price"
+    span = f"${low:.4f} (no output) to ${high:.4f} (every max_tokens written)"
     if estimate.unpriced_models:
         return "refuse", (
             f"{cap} cannot be held: the price table (as of {estimate.prices_as_of}) has no price for "
             f"{', '.join(estimate.unpriced_models)}. Give their prices (price_overrides in the LandingPolicy "
             "of ClaudeBatchOperator), or leave max_cost_usd unset. Nothing was submitted."
         )
-    if estimate.batch_usd_low > max_cost_usd:
+    if low > max_cost_usd:
         return "refuse", (
-            f"The estimated cost is over {cap}: {span} at batch price, for {estimate.input_tokens} input tokens "
+            f"The estimated cost is over {cap}: {span} at {price}, for {estimate.input_tokens} input tokens "
             f"in {estimate.requests} requests. Raise max_cost_usd, submit fewer or shorter requests, or choose a "
             "cheaper model. Nothing was submitted."
         )
-    if estimate.batch_usd_high > max_cost_usd:
+    if high > max_cost_usd:
         return "warn", (
-            f"The estimated cost may go over {cap}: {span} at batch price. Submitting anyway (only the low "
+            f"The estimated cost may go over {cap}: {span} at {price}. Submitting anyway (only the low "
             "figure is held to the cap); lower max_tokens to bound the outputs, or raise max_cost_usd."
         )
     return None

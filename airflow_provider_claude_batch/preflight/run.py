@@ -115,9 +115,11 @@ def run_preflight(
     max_cost_usd: float | None = None,
     prices: Mapping[str, ModelPrice] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    standard_price: bool = False,
 ) -> CostEstimate:
     """Check `prepared` with free calls, then return its cost estimate; raises before any create when
-    the API would refuse requests (`PreflightRefusedError`) or the estimate is over the budget.
+    the API would refuse requests (`PreflightRefusedError`) or the estimate is over the budget (held at
+    the standard price with `standard_price`: every request goes through the Messages API).
     """
     facts = prepared.facts
     version, betas = hook.request_headers()
@@ -166,7 +168,7 @@ def run_preflight(
     estimate = estimate_cost(per_model, method, len(counts), note=note, prices=prices)
     log.info("%s; %d model lookup(s), %d token-counting call(s)", estimate.describe(), len(infos), counter.calls)
     if max_cost_usd is not None:
-        _hold_to_budget(estimate, max_cost_usd)
+        _hold_to_budget(estimate, max_cost_usd, standard_price=standard_price)
     return estimate
 
 
@@ -241,10 +243,10 @@ def _raise_for(findings: Findings, prepared: PreparedRequests) -> None:
         raise PreflightRefusedError([str(p) for p in problems], bad, len(prepared))
 
 
-def _hold_to_budget(estimate: CostEstimate, max_cost_usd: float) -> None:
+def _hold_to_budget(estimate: CostEstimate, max_cost_usd: float, *, standard_price: bool) -> None:
     from airflow_provider_claude_batch.exceptions import BudgetExceededError
 
-    verdict = budget_verdict(estimate, max_cost_usd)
+    verdict = budget_verdict(estimate, max_cost_usd, standard_price=standard_price)
     if verdict is None:
         log.info("The estimate fits max_cost_usd=$%g", max_cost_usd)
         return

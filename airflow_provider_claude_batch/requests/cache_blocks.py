@@ -226,8 +226,14 @@ def _encoded_with_mark(item: bytes, path: str) -> bytes:
 
 
 def warmup_params(params: dict[str, Any], block: str) -> dict[str, Any]:
-    """A Messages call that writes the prefix up to `block` (its breakpoint set) and answers one token."""
+    """A Messages call that writes the prefix up to `block` (its breakpoint set) and answers one token.
+
+    It carries the requests' ``output_config`` (a structured output's format, effort): the cache key
+    holds it, so a warm-up without it would write an entry the batch never reads.
+    """
     call: dict[str, Any] = {"model": params["model"], "max_tokens": 1}
+    if params.get("output_config") is not None:
+        call["output_config"] = params["output_config"]
     placeholder = [{"role": "user", "content": "."}]
     section = block.split("[")[0].split(".")[0]
     if section == "tools":

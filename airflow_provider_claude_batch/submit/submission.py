@@ -323,10 +323,12 @@ class Submission:
         prepared: PreparedRequests,
         *,
         prices: Mapping[str, ModelPrice] | None = None,
+        standard_price: bool = False,
     ) -> dict[str, Any] | None:
         """Preflight and the cost estimate (see `preflight.run`), before the record and any create; raises
         what the API would refuse. Skipped (the recorded estimate kept) when this input's batches exist:
-        a retry or a resumed task re-attaches, the money is already in flight.
+        a retry or a resumed task re-attaches, the money is already in flight. `standard_price`: the
+        requests go through the Messages API, so the budget is held at the standard price.
         """
         if not self.preflight:
             return None
@@ -337,7 +339,10 @@ class Submission:
             return existing.estimate
         from airflow_provider_claude_batch.preflight.run import run_preflight
 
-        return run_preflight(hook, prepared, max_cost_usd=self.max_cost_usd, prices=prices).to_dict()
+        estimate = run_preflight(
+            hook, prepared, max_cost_usd=self.max_cost_usd, prices=prices, standard_price=standard_price
+        )
+        return estimate.to_dict()
 
     def submit_parts(
         self,

@@ -44,7 +44,7 @@ def view(airflow_db: Path, claude_conn: str, monkeypatch: pytest.MonkeyPatch) ->
     if state is not None:
         state.instance = None
     manager = api_app.create_auth_manager()
-    from airflow_provider_claude_batch.plugins import claude_batch
+    from airflow_provider_claude_batch.plugins import view_app as claude_batch
 
     claude_batch.LISTINGS._entries.clear()
     yield TestClient(claude_batch.app), manager
@@ -120,7 +120,7 @@ def test_without_a_valid_token_the_json_is_refused_and_the_page_sends_to_the_log
 def test_a_slow_api_does_not_hold_the_page_past_the_timeout_and_the_page_says_so(
     view: Any, airflow_db: Path, control: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_claude_batch.plugins import claude_batch
+    from airflow_provider_claude_batch.plugins import view_app as claude_batch
 
     client, manager = view
     control.configure(processing_seconds=3600)

@@ -314,3 +314,17 @@ def test_the_results_operator_sends_what_is_left_to_the_messages_api_when_no_bat
         **{f"r{i}": ("succeeded", "batch") for i in (0, 1, 3, 4)},
         "r2": ("succeeded", "sync"),
     }
+
+
+def test_a_canary_beside_a_guarded_deadline_is_refused_when_the_task_is_defined() -> None:
+    # The canary's wait is not the guard's: a canary batch still running at the switch time would hold
+    # the rest (and the Messages API fallback) back past the deadline.
+    from datetime import timedelta
+
+    from airflow_provider_claude_batch.operators.claude_batch import ClaudeBatchOperator
+
+    common: dict[str, Any] = {"requests": [], "output_path": "/tmp/out", "canary_requests": 2}
+    with pytest.raises(ValueError, match="canary_requests cannot be used with a deadline and sync_fallback"):
+        ClaudeBatchOperator(task_id="guarded", deadline=timedelta(hours=1), **common)
+    ClaudeBatchOperator(task_id="waits_only", deadline=timedelta(hours=1), sync_fallback=False, **common)
+    ClaudeBatchOperator(task_id="all_sync", deadline=timedelta(hours=1), route="sync", **common)

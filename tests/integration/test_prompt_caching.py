@@ -160,3 +160,35 @@ def test_a_submission_recorded_before_caching_is_re_attached_not_paid_again(
     assert control.state()["batches_created"] == 1  # re-attached to the batch the uncached try made
     rows = _rows(out / "results.jsonl")
     assert len(rows) == 12 and not any(r["cache_read_input_tokens"] for r in rows)  # sent as it was recorded
+
+
+def test_the_caching_section_prices_a_messages_api_round_at_the_standard_price(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = run_dag(
+        write_dag(dags, "caching_sync", _one_task(tmp_path, out, ", route='sync', sync_concurrency=1", n=4))
+    )
+    assert result.task_state("batch") == "success"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    total = manifest["caching"]["total"]
+    assert total["cache_read_tokens"] > 0  # the Messages API reads what the first call wrote
+    # Every request went through the Messages API: what caching paid is what the run paid, at the standard price.
+    assert total["paid_usd"] == pytest.approx(manifest["cost"]["paid_usd"], abs=2e-6)
+    assert total["saved_usd"] == pytest.approx(total["standard_without_caching_usd"] - total["paid_usd"], abs=2e-6)
+
+
+def test_the_warmup_of_a_structured_output_writes_the_entry_the_batch_reads(
+    dags: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    # output_config is part of the cache key: a warm-up without the requests' format writes an entry
+    # no batch request reads (paid at the standard price for nothing), and the batch writes it again.
+    control.configure(processing_seconds=0.2, cache_hit_probability=1.0)
+    out = tmp_path / "out"
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    body = _one_task(tmp_path, out, f", cache_warmup=True, output_type={schema!r}", n=4)
+    result = run_dag(write_dag(dags, "caching_warmup_structured", body))
+    assert result.task_state("batch") == "success"
+    assert control.state()["messages_answered"] == {"cache-warmup-0": 1}
+    rows = _rows(out / "results.jsonl")
+    assert all(r["cache_read_input_tokens"] and not r["cache_write_1h_tokens"] for r in rows)  # all read

@@ -325,3 +325,17 @@ def test_a_model_without_a_reported_context_window_is_estimated_without_the_wind
     prepared, _, _ = prepare_requests(list(enumerate([{"custom_id": "a", "params": message_params()}], start=1)))
     estimate = run_preflight(ClaudeBatchHook(claude_conn), prepared)
     assert estimate.method == "counted" and estimate.batch_usd_low > 0
+
+
+def test_max_cost_usd_holds_the_sync_route_to_the_standard_price(
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # 3 requests of ~45 input tokens on Sonnet 5.5: ~$0.00014 at batch price with no output, ~$0.00027 at
+    # the standard price the Messages API route pays: a cap between the two must refuse the sync route.
+    out = tmp_path / "out"
+    body = _one_task(tmp_path, out, _requests(3), ", route='sync', max_cost_usd=0.0002").replace(
+        'task_id="batch"', 'task_id="submit"'
+    )
+    text = _refused(dags, control, "budget_sync_route", body, capfd)
+    assert control.state()["messages_answered"] == {}, "the sync route paid past max_cost_usd"
+    assert "The estimated cost is over max_cost_usd=$0.0002" in text and "at standard price" in text
