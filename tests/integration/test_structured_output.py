@@ -285,15 +285,32 @@ submit >> land
     assert result.xcom("land")["validated"] == 3
 
 
-def test_a_model_the_models_api_does_not_know_is_asked_through_a_forced_tool(
-    dags: Path, control: EmulatorControl, tmp_path: Path
+def test_a_model_the_models_api_does_not_know_is_refused_by_preflight_or_asked_through_a_forced_tool(
+    dags: Path,
+    control: EmulatorControl,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """An unknown model: preflight (on by default) refuses it before any batch; without preflight the
+    output_type is asked for through a forced tool (the Models API said 404), and the batch says the rest."""
+    import logging
+
+    caplog.set_level(logging.INFO)
     control.configure(processing_seconds=0.2)
     out = tmp_path / "out"
-    result = run_dag(write_dag(dags, "structured_unknown_model", _one_task(tmp_path, out, "claude-private-1", n=2)))
+    refused = run_dag(write_dag(dags, "structured_unknown_model", _one_task(tmp_path, out, "claude-private-1", n=2)))
+    assert refused.task_state("batch") == "failed"
+    assert control.state()["batches_created"] == 0
+    body = _one_task(tmp_path / "off", out, "claude-private-1", n=2, extra=", preflight=False, max_failed_fraction=1.0")
+    result = run_dag(write_dag(dags, "structured_unknown_model_unchecked", body))
     assert result.task_state("batch") == "success"
-    assert {blocks[0]["type"] for blocks in _raw_content(out)} == {"tool_use"}  # 404 from the Models API: a tool
-    assert result.xcom("batch")["validated"] == 2
+    from tests.helpers import printed
+
+    logged = caplog.text + printed(capfd)  # where the task's log lines go differs between Airflow versions
+    assert "asking for the output_type through a forced tool" in logged
+    assert control.state()["batches_created"] == 1
+    assert {r["error_type"] for r in _rows(out / "results.jsonl").values()} == {"not_found_error"}
 
 
 def test_an_unreachable_models_api_fails_the_task_before_any_batch(
