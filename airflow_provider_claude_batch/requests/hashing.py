@@ -10,7 +10,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
-from airflow_provider_claude_batch.requests.prepare import RequestDefaults, prepare
+from airflow_provider_claude_batch.requests.prepare import SPILL_ABOVE_BYTES, RequestDefaults, prepare
+from airflow_provider_claude_batch.requests.spill import SpillFile
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,11 +26,17 @@ def prepare_requests(
     defaults: RequestDefaults = RequestDefaults(),  # noqa: B008  (frozen: shared safely)
     *,
     max_body_bytes: int = API_MAX_BODY_BYTES,
+    spill_above: int = SPILL_ABOVE_BYTES,
 ) -> tuple[PreparedRequests, list[Problem], int]:
-    """`prepare` (validate, serialize once, fingerprint), hashing on a second thread; no thread outlives it."""
+    """`prepare` (validate, serialize once, fingerprint), hashing on a second thread; no thread outlives it.
+
+    Items beyond `spill_above` bytes wait in a temporary spill file (requests/spill.py): memory bounded.
+    """
     hasher = BackgroundSha256()
     try:
-        return prepare(entries, defaults, max_body_bytes=max_body_bytes, hasher=hasher)
+        return prepare(
+            entries, defaults, max_body_bytes=max_body_bytes, hasher=hasher, spill=SpillFile, spill_above=spill_above
+        )
     finally:
         hasher.close()
 

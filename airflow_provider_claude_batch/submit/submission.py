@@ -205,9 +205,10 @@ class Submission:
                 prepared = uncached
         plans = self.plan(prepared)
         log.info(
-            "%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
+            "%d requests validated (%.1f MB%s); %d batch(es) planned; input fingerprint %s",
             len(prepared),
-            len(prepared.buffer) / 1e6,
+            prepared.size / 1e6,
+            ", in a local spill file: one batch at a time in memory" if prepared.spilled else "",
             len(plans),
             prepared.fingerprint[:16],
         )
