@@ -1,0 +1,59 @@
+"""Issue 18, point 3: several batches' results read at once (`LandingPolicy(concurrency=...)`) land the
+same files as one after the other; a broken download is read again; nothing is left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from airflow_provider_claude_batch.emulator import EmulatorControl
+from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+from airflow_provider_claude_batch.output.land import LandingSettings, land_results
+from airflow_provider_claude_batch.storage import as_path
+from tests.helpers import make_requests
+
+
+def _batches(control: EmulatorControl, count: int, size: int) -> list[str]:
+    control.configure(processing_seconds=0)
+    hook = ClaudeBatchHook()
+    ids = []
+    for number in range(count):
+        body = [
+            {**r, "params": {**r["params"], "model": "claude-sonnet-5-5", "max_tokens": 16}}  # type: ignore[dict-item]
+            for r in make_requests(size, f"b{number}")
+        ]
+        ids.append(hook.create_batch(body).id)
+    return ids
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "_manifest.json"
+    }
+
+
+def test_batches_read_at_once_land_the_same_files_and_survive_a_broken_download(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
+    ids = _batches(control, 5, 300)
+    formats = ("jsonl", "csv")
+    one_by_one = land_results(ClaudeBatchHook(), ids, as_path(str(tmp_path / "one")), LandingSettings(formats))
+    at_once = land_results(
+        ClaudeBatchHook(), ids, as_path(str(tmp_path / "four")), LandingSettings(formats, concurrency=4)
+    )
+    assert _files(tmp_path / "four") == _files(tmp_path / "one"), (_files(tmp_path / "four"), _files(tmp_path / "one"))
+    assert len(_files(tmp_path / "one")) == 8  # five raw files, the table in two formats, the failures
+    for key in ("requests", "counts", "batches", "files"):
+        assert at_once[key] == one_by_one[key], key
+    assert not list((tmp_path / "four").glob(".*"))  # no staging or prefetched file left
+
+    control.inject({"endpoint": "results", "kind": "cut_stream", "after_lines": 50, "count": 3})
+    again = land_results(
+        ClaudeBatchHook(), ids, as_path(str(tmp_path / "cut")), LandingSettings(formats, concurrency=3)
+    )
+    assert _files(tmp_path / "cut") == _files(tmp_path / "one")
+    assert json.loads((tmp_path / "cut" / "_manifest.json").read_text())["counts"] == again["counts"]
+    assert not list((tmp_path / "cut").glob(".*"))
