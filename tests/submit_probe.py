@@ -1,6 +1,7 @@
 """Prepare and create one large JSONL input in its own process (so a test can read its peak memory).
 
-Usage: python -m tests.submit_probe JSONL MAX_REQUESTS_PER_BATCH [SPILL_ABOVE_BYTES]; the connection comes from the environment.
+Usage: python -m tests.submit_probe JSONL MAX_REQUESTS_PER_BATCH [SPILL_ABOVE_REQUESTS]; the connection comes
+from the environment. By default the input spills past one batch, as a submitting task's does.
 The same steps as a submitting task: validate and serialize (`prepare_requests`), the prompt-caching pass,
 split (`plan_batches`), then each batch's body streamed to the API (`create_batch_streamed`). Prints one
 JSON line: what was created and the process's peak RSS growth over its baseline (SDK loaded).
@@ -23,9 +24,7 @@ def _status(field: str) -> int:
 
 def main() -> None:
     jsonl, max_requests = sys.argv[1], int(sys.argv[2])
-    from airflow_provider_claude_batch.requests.prepare import SPILL_ABOVE_BYTES
-
-    spill_above = int(sys.argv[3]) if len(sys.argv) > 3 else SPILL_ABOVE_BYTES
+    spill_above = int(sys.argv[3]) if len(sys.argv) > 3 else max_requests
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.input.read import iter_jsonl
     from airflow_provider_claude_batch.requests.caching import add_cache_breakpoints
@@ -39,7 +38,7 @@ def main() -> None:
     baseline = _status("VmRSS")
     started = time.perf_counter()
     with open(jsonl, "rb") as file:
-        prepared, problems, bad = prepare_requests(iter_jsonl(file), spill_above=spill_above)
+        prepared, problems, bad = prepare_requests(iter_jsonl(file), spill_above_requests=spill_above)
     if bad:
         raise SystemExit(f"bad input: {problems}")
     prepared, _ = add_cache_breakpoints(prepared)

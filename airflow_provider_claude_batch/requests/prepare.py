@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
 
-from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 from airflow_provider_claude_batch.requests import schema
 from airflow_provider_claude_batch.requests.prepared import BODY_PREFIX as BODY_PREFIX
 from airflow_provider_claude_batch.requests.prepared import BODY_SUFFIX as BODY_SUFFIX
 from airflow_provider_claude_batch.requests.prepared import FINGERPRINT_PREFIX as FINGERPRINT_PREFIX
-from airflow_provider_claude_batch.requests.prepared import SPILL_ABOVE_BYTES as SPILL_ABOVE_BYTES
 from airflow_provider_claude_batch.requests.prepared import Hasher as Hasher
 from airflow_provider_claude_batch.requests.prepared import PreparedRequests as PreparedRequests
 from airflow_provider_claude_batch.requests.prepared import Spill as Spill
@@ -93,16 +92,18 @@ def prepare(
     max_body_bytes: int = API_MAX_BODY_BYTES,
     hasher: Hasher | None = None,
     spill: Callable[[], Spill] | None = None,
-    spill_above: int = SPILL_ABOVE_BYTES,
+    spill_above: int = API_MAX_BODY_BYTES,
+    spill_above_requests: int = API_MAX_REQUESTS,
 ) -> tuple[PreparedRequests, list[Problem], int]:
     """Validate and serialize `(line number, request)` pairs, or a `JsonlSource`'s lines numbered from 1.
 
     Returns the prepared requests, the first problems found, and how many requests were bad in all.
     An entry may already be a `Problem` (e.g. a line that was not JSON). Either form of the same
-    input gives the same problems, the same bytes and the same fingerprint. With `spill`, items beyond
-    `spill_above` bytes are kept in the file it opens instead of memory.
+    input gives the same problems, the same bytes and the same fingerprint. With `spill`, once the items
+    are more than `spill_above` bytes or `spill_above_requests` requests (more than one batch), they are
+    kept in the file it opens instead of memory.
     """
-    preparer = _Preparer(defaults, max_body_bytes, hasher, PreparedRequests(spill, spill_above))
+    preparer = _Preparer(defaults, max_body_bytes, hasher, PreparedRequests(spill, spill_above, spill_above_requests))
     if isinstance(entries, JsonlSource):
         preparer.add_jsonl(entries)
     else:

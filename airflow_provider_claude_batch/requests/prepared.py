@@ -2,9 +2,10 @@
 offsets, custom_ids, preflight facts and fingerprint. Pure: the spill file and the hasher are given
 (requests/spill.py, requests/hashing.py); requests/prepare.py builds it.
 
-Memory stays bounded for an input of any size: given a `Spill` factory, once the items outgrow
-`SPILL_ABOVE_BYTES` the buffer is written to the spill file a few megabytes at a time (hashed first) and
-emptied, so a batch's body is read back from the file as it is sent. What stays in memory per request is
+Memory stays bounded for an input of any size: given a `Spill` factory, once the items outgrow one
+batch (more requests or bytes than a batch may hold: an input of one batch keeps today's in-memory
+path and speed), the buffer is written to the spill file a few megabytes at a time (hashed first) and
+emptied, so each batch's body is read back from the file as it is sent. What stays in memory per request is
 its offsets, custom_id and preflight facts, never its bytes.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 from array import array
 from typing import TYPE_CHECKING, Protocol
 
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 from airflow_provider_claude_batch.requests.facts import RequestFacts
 
 if TYPE_CHECKING:
@@ -25,7 +27,6 @@ BODY_PREFIX = b'{"requests":['
 BODY_SUFFIX = b"]}"
 FINGERPRINT_PREFIX = "v2:"  # (this form since JSONL lines are sent as written)
 _HASH_BLOCK_BYTES = 1 << 20  # the buffer is handed to the hasher in pieces this big (each a copy) as it grows
-SPILL_ABOVE_BYTES = 16 << 20  # items beyond this go to a spill file (when `prepare` is given one): memory bounded
 _SPILL_CHUNK_BYTES = 4 << 20  # once spilling, the buffer is written out in pieces this big
 _READ_CHUNK_BYTES = 1 << 20
 
@@ -61,7 +62,12 @@ class PreparedRequests:
     either way; read items with `item`, `read` or `iter_body`, never from `buffer` directly.
     """
 
-    def __init__(self, spill: Callable[[], Spill] | None = None, spill_above: int = SPILL_ABOVE_BYTES) -> None:
+    def __init__(
+        self,
+        spill: Callable[[], Spill] | None = None,
+        spill_above: int = API_MAX_BODY_BYTES,
+        spill_above_requests: int = API_MAX_REQUESTS,
+    ) -> None:
         self.buffer = bytearray()
         self.starts: array[int] = array("Q")
         self.ends: array[int] = array("Q")
@@ -75,7 +81,8 @@ class PreparedRequests:
         # What automatic prompt caching did (requests/caching.py), once it ran; a subset has none.
         self.cache_plan: CachePlan | None = None
         self.spill_factory = spill
-        self._spill_above = spill_above
+        self._spill_above = spill_above  # spill once the items are more bytes than this, or more requests than:
+        self._spill_above_requests = spill_above_requests
         self._spill: Spill | None = None
         self._spilled = 0  # bytes in the spill file: `buffer` starts at this offset
         self._hasher: Hasher | None = None  # fed as the items grow (while prepared)
@@ -91,7 +98,7 @@ class PreparedRequests:
 
     def empty_like(self) -> PreparedRequests:
         """No requests yet, spilling as this one does (a follow-up round, a rewritten copy)."""
-        return PreparedRequests(self.spill_factory, self._spill_above)
+        return PreparedRequests(self.spill_factory, self._spill_above, self._spill_above_requests)
 
     @property
     def spilled(self) -> bool:
@@ -117,7 +124,7 @@ class PreparedRequests:
         if self.spill_factory is None or len(self.buffer) < _SPILL_CHUNK_BYTES:
             return
         if self._spill is None:
-            if self.size <= self._spill_above:
+            if self.size <= self._spill_above and len(self.custom_ids) <= self._spill_above_requests:
                 return
             self._spill = self.spill_factory()
         self._flush()

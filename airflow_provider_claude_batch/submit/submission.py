@@ -190,7 +190,9 @@ class Submission:
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
         if self.output_type is not None:
             entries = self._asking_for_output(entries, hook)
-        prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
+        prepared, problems, bad = prepare_requests(
+            entries, defaults, max_body_bytes=self.max_batch_bytes, spill_above_requests=self.max_requests_per_batch
+        )
         if bad:
             raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
         if not len(prepared):

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
 from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
@@ -57,3 +63,30 @@ def test_batches_read_at_once_land_the_same_files_and_survive_a_broken_download(
     assert _files(tmp_path / "cut") == _files(tmp_path / "one")
     assert json.loads((tmp_path / "cut" / "_manifest.json").read_text())["counts"] == again["counts"]
     assert not list((tmp_path / "cut").glob(".*"))
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_number_of_batches_landed_at_once(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path, record_metric: Callable[[str, str], None]
+) -> None:
+    ids = _batches(control, 12, 5_000)
+    growth = {}
+    for count in (2, 12):
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.landing_probe", str(tmp_path / f"out{count}"), *ids[:count]],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "CLAUDE_BATCH_PROBE_CONCURRENCY": "4"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["requests"] == count * 5_000
+        growth[count] = report["peak_growth"]
+    # Six times the batches and results (25 MB more of them), about the same memory.
+    assert growth[12] - growth[2] < 8 * 2**20, growth
+    record_metric(
+        "landing 4 batches at once, peak RSS growth",
+        f"{growth[2] / 1e6:.1f} MB for 2 batches (10k results), {growth[12] / 1e6:.1f} MB for 12 (60k results)",
+    )

@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reas
 REPO = Path(__file__).resolve().parents[2]
 PER_BATCH = 20_000
 PADDING = "x" * 420  # each request about 560 bytes: 20,000 make an 11 MB body
-# The items kept in memory before spilling starts (SPILL_ABOVE_BYTES), then the pieces written and read back.
-FIXED_ALLOWANCE = 20 * 2**20
+# The spill and read pieces, buffers of the HTTP client (the first batch's items are held before spilling
+# starts: that is one batch body of the bound).
+FIXED_ALLOWANCE = 12 * 2**20
 # What stays in memory per request while the input is read: its custom_id (a str in a list and in the
 # duplicate check's dict), its offsets and preflight facts; never its bytes (measured: about 185 bytes).
 BOOKKEEPING_PER_REQUEST = 220

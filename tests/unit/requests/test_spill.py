@@ -131,3 +131,12 @@ def test_the_spill_file_refuses_a_read_past_what_was_written() -> None:
         assert os.fstat(spill._file.fileno()).st_nlink == 0  # no name: nothing left behind on a crash
     finally:
         spill.close()
+
+
+def test_an_input_spills_once_it_holds_more_than_one_batch_of_requests_and_not_before() -> None:
+    data = _jsonl(make_requests(300))
+    one_batch, _, _ = prepare_requests(_in_blocks(data), spill_above_requests=300)
+    more, _, _ = prepare_requests(_in_blocks(data), spill_above_requests=299)
+    default, _, _ = prepare_requests(_in_blocks(data))
+    assert not one_batch.spilled and not default.spilled and more.spilled
+    assert _all_bytes(more) == bytes(one_batch.buffer) and more.fingerprint == one_batch.fingerprint
