@@ -153,7 +153,7 @@ def section(figure: ScaleFigure) -> list[str]:
     lines += [
         "",
         "Targets: seconds per 100,000 flat across sizes; submit's peak RSS growth under 2x one batch's body plus "
-        "what is kept per request (its custom_id, offsets and preflight facts: about 185 bytes, so about 185 MB "
+        "what is kept per request (its custom_id, offsets and preflight facts: about 165 bytes, so about 165 MB "
         "at 1,000,000); landing's flat. Below 20,000 requests the input is one batch, held in memory as sent.",
         "",
     ]

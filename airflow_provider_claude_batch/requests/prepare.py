@@ -124,7 +124,9 @@ class _Preparer:
         self.problems: list[Problem] = []
         self.bad = 0
         self.unkept = 0  # good requests after the first bad one (counted, not kept)
-        self.seen: dict[str, int] = {}
+        # Every custom_id seen (a set: no line number per request held; `_first_line` finds it when shown).
+        self.seen: set[str] = set()
+        self.unkept_lines: dict[str, int] = {}  # the line of each good request not kept (after a bad one)
         self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
         self.number = 0  # the JSONL line last read
         # A line decoded from JSON encodes back to the same JSON, unless a default filled in cannot
@@ -149,7 +151,8 @@ class _Preparer:
             request, item = result
             custom_id = request.custom_id
             if custom_id in self.seen:
-                result = Problem(line, custom_id, f"duplicate custom_id (first seen on line {self.seen[custom_id]})")
+                first = self._first_line(custom_id) if len(self.problems) < SHOWN_PROBLEMS else "?"
+                result = Problem(line, custom_id, f"duplicate custom_id (first seen on line {first})")
             elif len(item) > self.item_limit:
                 reason = f"request is {len(item)} bytes, over the {self.item_limit}-byte batch body limit"
                 result = Problem(line, custom_id, reason)
@@ -193,9 +196,9 @@ class _Preparer:
         count = len(newlines) + 1
         custom_ids = [request.custom_id for request in requests]
         seen = self.seen
-        if len(custom_ids) != count or not seen.keys().isdisjoint(custom_ids) or len(set(custom_ids)) != count:
+        if len(custom_ids) != count or not seen.isdisjoint(custom_ids) or len(set(custom_ids)) != count:
             return False  # (a line holding two requests, a custom_id seen before)
-        seen.update(zip(custom_ids, range(self.number + 1, self.number + 1 + count), strict=True))
+        seen.update(custom_ids)
         may_sample = any(key in part for key in schema.SAMPLING_KEYS)
         self.prepared.facts.add_block(self.number + 1, [r.params for r in requests], may_sample=may_sample)
         self.number += count
@@ -245,10 +248,17 @@ class _Preparer:
                 continue
             self.add(number, entry, decoded_json=True)
 
+    def _first_line(self, custom_id: str) -> int:
+        """The line a custom_id seen before was on (a scan: only for the problems shown)."""
+        if custom_id in self.unkept_lines:
+            return self.unkept_lines[custom_id]
+        return self.prepared.facts.lines[self.prepared.custom_ids.index(custom_id)]
+
     def _keep(self, number: int, request: schema.Decoded, item: bytes) -> None:
-        self.seen[request.custom_id] = number
+        self.seen.add(request.custom_id)
         if self.bad:  # once the input is known to be bad, stop building what will never be sent
             self.unkept += 1
+            self.unkept_lines[request.custom_id] = number
             return
         self.prepared._append(request.custom_id, item)
         self.prepared.facts.add(number, request.params)
