@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
     ResultsMismatchError,
 )
+from airflow_provider_claude_batch.output.kept import KeptResults
 from airflow_provider_claude_batch.output.manifest import (
     batch_entry,
     build_manifest,
@@ -114,11 +115,19 @@ def land_results(
         columns = TABLE_COLUMNS + (check.columns if check is not None else ())
         tables = Tables(staging, settings.formats, columns)
         expected = expected or {}
+        kept = KeptResults(output, staging.local)
+        done_before = {batch.id for batch in batches if kept.has(batch.id)}
+        if done_before:
+            log.info("%d batch(es) read in full by an earlier landing: read from local disk", len(done_before))
         if settings.concurrency > 1 and len(batches) > 1:
             from airflow_provider_claude_batch.output.prefetch import Prefetcher
 
             prefetcher = Prefetcher(
-                hook, batches, settings.concurrency - 1, lambda batch_id: staging.file(f"prefetch/{batch_id}.jsonl")
+                hook,
+                batches,
+                settings.concurrency - 1,
+                lambda batch_id: staging.file(f"prefetch/{batch_id}.jsonl"),
+                skip=done_before,
             )
         else:
             prefetcher = None
@@ -128,7 +137,10 @@ def land_results(
                 if prefetcher is not None:
                     prefetcher.reading(index)
                 want = expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts))
-                landed.append(_land_batch(hook, batch, staging, tables, settings, want, check, prefetcher))
+                source = kept if batch.id in done_before else prefetcher
+                landed.append(_land_batch(hook, batch, staging, tables, settings, want, check, source))
+                if batch.id not in done_before and len(batches) > 1:
+                    kept.keep(batch.id, staging.file(landed[-1].raw.name))
         finally:
             if prefetcher is not None:
                 prefetcher.close()
@@ -149,6 +161,7 @@ def land_results(
             estimate=estimate,
         )
         staging.publish([f.name for f in files], manifest_bytes(manifest))
+        kept.clear()
         return manifest
     finally:
         if tables is not None:

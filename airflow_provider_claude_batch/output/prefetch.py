@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_claude_batch.results.stream import RECEIVE_CHUNK_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Collection, Iterator, Sequence
 
     from anthropic.types.messages import MessageBatch
 
@@ -54,9 +54,11 @@ class Prefetcher:
         batches: Sequence[MessageBatch],
         ahead: int,
         path_for: Callable[[str], str],
+        skip: Collection[str] = (),
     ) -> None:
         self._hook = hook
         self._batches = list(batches)
+        self._skip = set(skip)  # read from elsewhere (kept from an earlier landing)
         self._ahead = ahead
         self._path_for = path_for
         self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="results-prefetch")
@@ -66,7 +68,7 @@ class Prefetcher:
     def reading(self, index: int) -> None:
         """Batch `index` is being folded now: start the downloads of the `ahead` batches after it."""
         for batch in self._batches[index + 1 : index + 1 + self._ahead]:
-            if batch.id not in self._fetches:
+            if batch.id not in self._fetches and batch.id not in self._skip:
                 self._fetches[batch.id] = self._pool.submit(self._download, batch)
 
     def _download(self, batch: MessageBatch) -> str | None:

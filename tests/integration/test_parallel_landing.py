@@ -90,3 +90,30 @@ def test_memory_does_not_grow_with_the_number_of_batches_landed_at_once(
         "landing 4 batches at once, peak RSS growth",
         f"{growth[2] / 1e6:.1f} MB for 2 batches (10k results), {growth[12] / 1e6:.1f} MB for 12 (60k results)",
     )
+
+
+def test_a_rerun_after_a_failed_landing_reads_only_the_batches_not_read_in_full(
+    claude_conn: str, control: EmulatorControl, tmp_path: Path
+) -> None:
+    import pytest
+
+    from airflow_provider_claude_batch.results.checks import ExpectedResults
+    from airflow_provider_claude_batch.results.stream import IncompleteResults
+
+    ids = _batches(control, 3, 200)
+    out = tmp_path / "out"
+    wrong = {ids[2]: ExpectedResults(201)}  # the third batch's stream never holds what is expected
+    with pytest.raises(IncompleteResults):
+        land_results(ClaudeBatchHook(), ids, as_path(str(out)), LandingSettings(concurrency=2), expected=wrong)
+    assert not (out / "_manifest.json").exists() and not list(out.glob("results*"))  # nothing published
+    read_before = control.state(custom_ids=False)["calls"]["results"]
+    manifest = land_results(ClaudeBatchHook(), ids, as_path(str(out)), LandingSettings(concurrency=2))
+    assert control.state(custom_ids=False)["calls"]["results"] == read_before + 1  # only the third batch again
+    assert manifest["requests"] == manifest["counts"]["succeeded"] == 600
+    assert _files(out) == {name: digest for name, digest in _files(_land_fresh(ids, tmp_path / "fresh")).items()}
+    assert not list(out.glob(".*"))  # the kept copies removed once published
+
+
+def _land_fresh(ids: list[str], folder: Path) -> Path:
+    land_results(ClaudeBatchHook(), ids, as_path(str(folder)))
+    return folder
