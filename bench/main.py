@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
-from bench import caching, deadline, emulator_alone, land, parse_cost, submit, triggerer
+from bench import caching, deadline, emulator_alone, land, parse_cost, scale, submit, triggerer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,6 +41,8 @@ def main() -> int:
     print("Figure 7: 2,000 requests with 5% stragglers, by a deadline ...", flush=True)
     with _emulator() as (pid, url):
         by_deadline = deadline.measure(url)
+    print("Figure 8: submit and land 10,000 to 1,000,000 requests ...", flush=True)
+    scaled = scale.measure()
     ours = costs[0]
     lines = [
         "# Benchmarks",
@@ -113,6 +115,8 @@ def main() -> int:
         *caching.section(cached),
         "",
         *deadline.section(by_deadline),
+        "",
+        *scale.section(scaled),
     ]
     OUT.write_text("\n".join(lines))
     print(OUT.read_text())

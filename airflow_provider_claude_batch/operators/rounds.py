@@ -337,7 +337,7 @@ class Rounds:
         routing = self.routing
         settings = self.landing.settings()
         prices = settings.prices
-        requests = [request_params(bytes(chosen.buffer[chosen.starts[i] : chosen.ends[i]])) for i in range(len(chosen))]
+        requests = [request_params(chosen.item(i)) for i in range(len(chosen))]
         landing = routing.policy.landing_time.total_seconds()
         sender = SyncSender(
             self.hook,

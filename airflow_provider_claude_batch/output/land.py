@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.exceptions import (
     ClaudeBatchError,
     ResultsMismatchError,
 )
+from airflow_provider_claude_batch.output.kept import KeptResults
 from airflow_provider_claude_batch.output.manifest import (
     batch_entry,
     build_manifest,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.output.staging import Sink
     from airflow_provider_claude_batch.requests.structured import OutputSpec
     from airflow_provider_claude_batch.results.pricing import ModelPrice
+    from airflow_provider_claude_batch.results.stream import ResultsSource
     from airflow_provider_claude_batch.results.structured import OutputCheck
 
 # The checks a caller runs before landing, importable from here beside `land_results`.
@@ -72,6 +74,7 @@ class LandingSettings:
     expiry_warning_seconds: float = 3 * 86400
     prices: Mapping[str, ModelPrice] | None = None
     output: OutputSpec | None = None
+    concurrency: int = 1  # batches whose results are read at once (output/prefetch.py)
 
 
 @dataclass
@@ -112,18 +115,35 @@ def land_results(
         columns = TABLE_COLUMNS + (check.columns if check is not None else ())
         tables = Tables(staging, settings.formats, columns)
         expected = expected or {}
-        landed = [
-            _land_batch(
+        kept = KeptResults(output, staging.local)
+        done_before = {batch.id for batch in batches if kept.has(batch.id)}
+        if done_before:
+            log.info("%d batch(es) read in full by an earlier landing: read from local disk", len(done_before))
+        if settings.concurrency > 1 and len(batches) > 1:
+            from airflow_provider_claude_batch.output.prefetch import Prefetcher
+
+            prefetcher = Prefetcher(
                 hook,
-                batch,
-                staging,
-                tables,
-                settings,
-                expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts)),
-                check,
+                batches,
+                settings.concurrency - 1,
+                lambda batch_id: staging.file(f"prefetch/{batch_id}.jsonl"),
+                skip=done_before,
             )
-            for batch in batches
-        ]
+        else:
+            prefetcher = None
+        landed = []
+        try:
+            for index, batch in enumerate(batches):
+                if prefetcher is not None:
+                    prefetcher.reading(index)
+                want = expected.get(batch.id) or ExpectedResults(total_requests(batch.request_counts))
+                source = kept if batch.id in done_before else prefetcher
+                landed.append(_land_batch(hook, batch, staging, tables, settings, want, check, source))
+                if batch.id not in done_before and len(batches) > 1:
+                    kept.keep(batch.id, staging.file(landed[-1].raw.name))
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
         totals = Totals()
         for item in landed:
             totals.add(item.totals)
@@ -141,6 +161,7 @@ def land_results(
             estimate=estimate,
         )
         staging.publish([f.name for f in files], manifest_bytes(manifest))
+        kept.clear()
         return manifest
     finally:
         if tables is not None:
@@ -204,10 +225,11 @@ def _land_batch(
     settings: LandingSettings,
     expected: ExpectedResults,
     check: OutputCheck | None,
+    source: ResultsSource | None = None,
 ) -> _BatchLanded:
     """One pass over the batch's results stream; a stream that breaks, or does not hold exactly one
     result per submitted custom_id, is read again from the start (and the rows this batch had added
-    so far are taken back first).
+    so far are taken back first). `source`: where the first reading comes from (default: the hook).
     """
     start = tables.mark()
     attempt = 1
@@ -215,7 +237,8 @@ def _land_batch(
         totals = Totals()
         raw = staging.sink(f"raw/{batch.id}.jsonl")
         try:
-            _stream_batch(hook, batch, raw, tables, totals, expected, check)
+            first = source if source is not None and attempt == 1 else hook
+            _stream_batch(first, batch, raw, tables, totals, expected, check)
         except Exception as exc:
             if not is_retryable_stream_error(exc) or attempt >= settings.stream_attempts:
                 raise
@@ -235,7 +258,7 @@ def _land_batch(
 
 
 def _stream_batch(
-    hook: ClaudeBatchHook,
+    hook: ClaudeBatchHook | ResultsSource,
     batch: MessageBatch,
     raw: Sink,
     tables: Tables,

@@ -47,12 +47,18 @@ class LandingPolicy:
     :param price_overrides: ``{model: {"input": $/MTok, "output": ..., ...}}`` for models the
         built-in dated price table lacks or prices differently; wrong prices make every dollar
         figure of the manifest wrong (tokens are reported either way).
+    :param concurrency: how many batches' results are read from the API at once: the next ones are
+        downloaded to local staging files while the current one is folded (memory stays flat; local disk
+        holds up to ``concurrency - 1`` batches' raw results ahead). 1: one after the other.
     """
 
     expiry_warning: timedelta = timedelta(days=3)
     price_overrides: Mapping[str, Mapping[str, float]] | None = None
+    concurrency: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ValueError(f"concurrency is a number of batches (at least 1), not {self.concurrency!r}")
         if self.expiry_warning.total_seconds() < 0:
             raise ValueError(f"expiry_warning cannot be negative ({self.expiry_warning}); use timedelta(0) for none")
 
@@ -91,6 +97,7 @@ class Landing:
             expiry_warning_seconds=self.policy.expiry_warning.total_seconds(),
             prices=prices_from_overrides(overrides) if overrides else None,
             output=spec_of(self.output_type),
+            concurrency=self.policy.concurrency,
         )
 
     def land(

@@ -189,7 +189,7 @@ def check_canary(hook: ClaudeBatchHook, batch_id: str, prepared: PreparedRequest
 
 def counting_body(prepared: PreparedRequests, index: int) -> dict[str, Any]:
     """What the counting endpoint is sent for request `index`: its params' counted fields."""
-    item = msgspec.json.decode(prepared.buffer[prepared.starts[index] : prepared.ends[index]])
+    item = msgspec.json.decode(prepared.item(index))
     params = item["params"]
     return {name: params[name] for name in COUNTED_FIELDS if name in params}
 

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.requests.cache_blocks import CACHE_CONTROL, Chains, mark_block, warmup_params
-from airflow_provider_claude_batch.requests.prepare import PreparedRequests
 from airflow_provider_claude_batch.requests.schema import CACHE_CONTROL_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from airflow_provider_claude_batch.requests.prepare import PreparedRequests
 
 __all__ = [  # the breakpoint set (CACHE_CONTROL) is the blocks module's; named here with the rules
     "CACHE_CONTROL",
@@ -142,7 +143,7 @@ def add_cache_breakpoints(
     def minimum_bytes(model: str) -> int:
         return estimate_bytes_for(minimum_cacheable_tokens(model, minimums))
 
-    buffer, starts, ends = prepared.buffer, prepared.starts, prepared.ends
+    starts, ends = prepared.starts, prepared.ends
     chains = Chains(minimum_bytes)
     owners = array("Q")  # request index of each chain
     firsts = array("l")  # its first long-enough block
@@ -151,7 +152,7 @@ def add_cache_breakpoints(
     own = 0
     # Only requests long enough to hold a cacheable prefix are read (picked in C: no Python per request).
     for index in compress(range(len(prepared)), map(shortest.__le__, map(sub, ends, starts))):
-        item = bytes(buffer[starts[index] : ends[index]])
+        item = prepared.item(index)
         if CACHE_CONTROL_KEY in item:
             own += 1
             continue
@@ -199,18 +200,16 @@ def _marked(
     Memory: the old buffer and the new one, nothing per request beyond its offsets.
     """
     groups: dict[int, list[Any]] = {}  # digest -> [model, requests, tokens, block, warm-up params]
-    result = PreparedRequests()
-    out = result.buffer
+    result = prepared.empty_like()  # spilled as `prepared` would be: memory bounded
     run_from = run_end = run_base = -1  # the unchanged items not yet copied: old offsets, and where they go
-    view = memoryview(prepared.buffer)
     try:
         for index, (start, end) in enumerate(zip(prepared.starts, prepared.ends, strict=True)):
-            marked = mark_block(bytes(view[start:end]), chosen[index][0], minimum_bytes) if index in chosen else None
+            marked = mark_block(prepared.item(index), chosen[index][0], minimum_bytes) if index in chosen else None
             if marked is None:
                 if run_from < 0:
-                    if out:
-                        out += b","
-                    run_from, run_base = start, len(out)
+                    if result.size:
+                        result._write(b",")
+                    run_from, run_base = start, result.size
                 result.starts.append(run_base + start - run_from)
                 result.ends.append(run_base + end - run_from)
                 run_end = end
@@ -223,19 +222,23 @@ def _marked(
                 group = groups[digest] = [model, 0, estimate_tokens(prefix_bytes), path, call]
             group[1] += 1
             if run_from >= 0:
-                out += view[run_from:run_end]
+                _copy(prepared, run_from, run_end, result)
                 run_from = -1
-            if out:
-                out += b","
-            result.starts.append(len(out))
-            out += item
-            result.ends.append(len(out))
+            if result.size:
+                result._write(b",")
+            result.starts.append(result.size)
+            result._write(item)
+            result.ends.append(result.size)
+            result._settle()
         if not groups:
+            result.close()
             return prepared, CachePlan(left_as_written=own)
         if run_from >= 0:
-            out += view[run_from:run_end]
-    finally:
-        view.release()
+            _copy(prepared, run_from, run_end, result)
+        result._finish(hashed=False)
+    except BaseException:
+        result.close()
+        raise
     result.custom_ids = list(prepared.custom_ids)
     result.facts = prepared.facts  # a breakpoint changes none of them (line, model, max_tokens, sampling)
     result.as_written = prepared.as_written
@@ -246,3 +249,15 @@ def _marked(
         for rank, (digest, (model, count, tokens, path, call)) in enumerate(ranked)
     )
     return result, CachePlan(prefixes, sum(p.requests for p in prefixes), own)
+
+
+def _copy(source: PreparedRequests, start: int, stop: int, to: PreparedRequests) -> None:
+    """Append `source`'s bytes [start, stop) to `to`: a view when in memory, else a megabyte at a time."""
+    if not source.spilled:
+        with memoryview(source.buffer) as view:
+            to._write(view[start:stop])
+        to._settle()
+        return
+    for piece in source.chunks(start, stop):
+        to._write(piece)
+        to._settle()

@@ -9,8 +9,9 @@ import hashlib
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 from airflow_provider_claude_batch.requests.prepare import RequestDefaults, prepare
+from airflow_provider_claude_batch.requests.spill import SpillFile
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,11 +26,25 @@ def prepare_requests(
     defaults: RequestDefaults = RequestDefaults(),  # noqa: B008  (frozen: shared safely)
     *,
     max_body_bytes: int = API_MAX_BODY_BYTES,
+    spill_above: int | None = None,
+    spill_above_requests: int = API_MAX_REQUESTS,
 ) -> tuple[PreparedRequests, list[Problem], int]:
-    """`prepare` (validate, serialize once, fingerprint), hashing on a second thread; no thread outlives it."""
+    """`prepare` (validate, serialize once, fingerprint), hashing on a second thread; no thread outlives it.
+
+    An input of more than one batch (over `spill_above` bytes, default `max_body_bytes`, or
+    `spill_above_requests` requests) waits in a temporary spill file (requests/spill.py): memory bounded.
+    """
     hasher = BackgroundSha256()
     try:
-        return prepare(entries, defaults, max_body_bytes=max_body_bytes, hasher=hasher)
+        return prepare(
+            entries,
+            defaults,
+            max_body_bytes=max_body_bytes,
+            hasher=hasher,
+            spill=SpillFile,
+            spill_above=max_body_bytes if spill_above is None else spill_above,
+            spill_above_requests=spill_above_requests,
+        )
     finally:
         hasher.close()
 

@@ -10,32 +10,32 @@ JSONL line the schema accepts as it stands is kept as written (a block of lines 
 built per line); any other line is decoded and takes the same road as a Python object. The
 fingerprint, the sha256 of the buffer, recognises a resubmission of the same work; a `Hasher` given
 to `prepare` is fed the buffer as it grows (requests/hashing.py hashes on a second thread).
+
+Given a `Spill` factory, a large input's items go to a spill file as they grow (requests/prepared.py):
+memory stays bounded by about one batch, whatever the input's size.
 """
 
 from __future__ import annotations
 
-import hashlib
-from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
 
-from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES
+from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
 from airflow_provider_claude_batch.requests import schema
-from airflow_provider_claude_batch.requests.facts import RequestFacts
+from airflow_provider_claude_batch.requests.prepared import BODY_PREFIX as BODY_PREFIX
+from airflow_provider_claude_batch.requests.prepared import BODY_SUFFIX as BODY_SUFFIX
+from airflow_provider_claude_batch.requests.prepared import FINGERPRINT_PREFIX as FINGERPRINT_PREFIX
+from airflow_provider_claude_batch.requests.prepared import Hasher as Hasher
+from airflow_provider_claude_batch.requests.prepared import PreparedRequests as PreparedRequests
+from airflow_provider_claude_batch.requests.prepared import Spill as Spill
 
 if TYPE_CHECKING:
     from anthropic.types import TextBlockParam
 
-    from airflow_provider_claude_batch.requests.caching import CachePlan
-
-BODY_PREFIX = b'{"requests":['
-BODY_SUFFIX = b"]}"
 SHOWN_PROBLEMS = 10
-FINGERPRINT_PREFIX = "v2:"  # (this form since JSONL lines are sent as written)
-_HASH_BLOCK_BYTES = 1 << 20  # the buffer is handed to the hasher in pieces this big (each a copy) as it grows
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -74,16 +74,6 @@ class Problem:
         return f"line {self.line} ({who}): {self.reason}"
 
 
-class Hasher(Protocol):
-    """What `prepare` feeds the buffer to as it grows (hashlib's sha256, or one hashing on a second thread)."""
-
-    def update(self, data: bytes | bytearray, /) -> None:
-        """Hash the next bytes of the buffer."""
-
-    def hexdigest(self) -> str:
-        """The digest of everything fed so far."""
-
-
 @runtime_checkable
 class JsonlSource(Protocol):
     """A JSONL input not yet decoded (input/jsonl.py's `JsonlEntries`): prepared from its bytes."""
@@ -95,95 +85,25 @@ class JsonlSource(Protocol):
         """The input's lines (each with or without its newline), when `blocks()` is None."""
 
 
-class PreparedRequests:
-    """Validated requests, serialized once, with their fingerprint; split with `plan_batches`."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.starts: array[int] = array("Q")
-        self.ends: array[int] = array("Q")
-        self.custom_ids: list[str] = []
-        self.facts = RequestFacts()  # line, model, max_tokens, sampling fields: what preflight reads
-        self.as_written = 0  # how many JSONL lines were kept as written (not kept by `subset`)
-        # How many requests the input held, good and bad: once one is bad, the good ones after it are
-        # checked (so the count and the problems are complete) but not kept, as nothing will be sent.
-        self.requests_read = 0
-        self._fingerprint: str | None = None
-        # What automatic prompt caching did (requests/caching.py), once it ran; a subset has none.
-        self.cache_plan: CachePlan | None = None
-
-    def __len__(self) -> int:
-        return len(self.custom_ids)
-
-    def _append(self, custom_id: str, item: bytes) -> None:
-        if self.custom_ids:
-            self.buffer += b","
-        self.starts.append(len(self.buffer))
-        self.buffer += item
-        self.ends.append(len(self.buffer))
-        self.custom_ids.append(custom_id)
-        self._fingerprint = None
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the requests in order, as they are sent: the same input always gives the same value."""
-        if self._fingerprint is None:
-            self._fingerprint = FINGERPRINT_PREFIX + hashlib.sha256(self.buffer).hexdigest()
-        return self._fingerprint
-
-    def recognises(self, recorded: str) -> bool:
-        """Whether `recorded` (a submission record's fingerprint) is this input's: the same work, not paid twice."""
-        return recorded == self.fingerprint
-
-    def body_size(self, first: int, stop: int) -> int:
-        """The bytes of the create body for requests [first, stop)."""
-        return len(BODY_PREFIX) + self.ends[stop - 1] - self.starts[first] + len(BODY_SUFFIX)
-
-    def iter_body(self, first: int, stop: int, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        """The create body for requests [first, stop), in chunks: a view of the buffer, never a copy of it all."""
-        yield BODY_PREFIX
-        view = memoryview(self.buffer)[self.starts[first] : self.ends[stop - 1]]
-        try:
-            for offset in range(0, len(view), chunk_bytes):
-                yield bytes(view[offset : offset + chunk_bytes])
-        finally:
-            view.release()
-        yield BODY_SUFFIX
-
-    def body(self, first: int, stop: int) -> bytes:
-        """The create body for requests [first, stop) in one piece."""
-        return b"".join(self.iter_body(first, stop))
-
-    def subset(self, custom_ids: Iterable[str]) -> PreparedRequests:
-        """Only these requests (in input order), serialized exactly as before: a follow-up round."""
-        wanted = set(custom_ids)
-        chosen = PreparedRequests()
-        kept: list[int] = []
-        for index, custom_id in enumerate(self.custom_ids):
-            if custom_id in wanted:
-                chosen._append(custom_id, bytes(self.buffer[self.starts[index] : self.ends[index]]))
-                kept.append(index)
-        chosen.facts = self.facts.subset(kept)
-        missing = wanted - set(chosen.custom_ids)
-        if missing:
-            raise KeyError(f"not in the input: {sorted(missing)[:5]}")
-        return chosen
-
-
 def prepare(
     entries: Iterable[tuple[int, object]] | JsonlSource,
     defaults: RequestDefaults = RequestDefaults(),
     *,
     max_body_bytes: int = API_MAX_BODY_BYTES,
     hasher: Hasher | None = None,
+    spill: Callable[[], Spill] | None = None,
+    spill_above: int = API_MAX_BODY_BYTES,
+    spill_above_requests: int = API_MAX_REQUESTS,
 ) -> tuple[PreparedRequests, list[Problem], int]:
     """Validate and serialize `(line number, request)` pairs, or a `JsonlSource`'s lines numbered from 1.
 
     Returns the prepared requests, the first problems found, and how many requests were bad in all.
     An entry may already be a `Problem` (e.g. a line that was not JSON). Either form of the same
-    input gives the same problems, the same bytes and the same fingerprint.
+    input gives the same problems, the same bytes and the same fingerprint. With `spill`, once the items
+    are more than `spill_above` bytes or `spill_above_requests` requests (more than one batch), they are
+    kept in the file it opens instead of memory.
     """
-    preparer = _Preparer(defaults, max_body_bytes, hasher)
+    preparer = _Preparer(defaults, max_body_bytes, hasher, PreparedRequests(spill, spill_above, spill_above_requests))
     if isinstance(entries, JsonlSource):
         preparer.add_jsonl(entries)
     else:
@@ -195,26 +115,29 @@ def prepare(
 class _Preparer:
     """One `prepare` call: what is kept, what was wrong, and where each custom_id was first seen."""
 
-    def __init__(self, defaults: RequestDefaults, max_body_bytes: int, hasher: Hasher | None) -> None:
+    def __init__(
+        self, defaults: RequestDefaults, max_body_bytes: int, hasher: Hasher | None, prepared: PreparedRequests
+    ) -> None:
         self.defaults = defaults
-        self.prepared = PreparedRequests()
+        self.prepared = prepared
+        prepared._hasher = hasher
         self.problems: list[Problem] = []
         self.bad = 0
         self.unkept = 0  # good requests after the first bad one (counted, not kept)
-        self.seen: dict[str, int] = {}
+        # Every custom_id seen (a set: no line number per request held; `_first_line` finds it when shown).
+        self.seen: set[str] = set()
+        self.unkept_lines: dict[str, int] = {}  # the line of each good request not kept (after a bad one)
         self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
         self.number = 0  # the JSONL line last read
-        self.hasher = hasher
-        self.hashed = 0  # how much of the buffer the hasher has been given
         # A line decoded from JSON encodes back to the same JSON, unless a default filled in cannot
         self.decoded_json_is_json = schema.not_json_reason(defaults.given(), "") is None
 
     def finish(self) -> tuple[PreparedRequests, list[Problem], int]:
         prepared = self.prepared
         prepared.requests_read = len(prepared) + self.unkept + self.bad
-        if self.hasher is not None and not self.bad:
-            self.hasher.update(prepared.buffer[self.hashed :])
-            prepared._fingerprint = FINGERPRINT_PREFIX + self.hasher.hexdigest()
+        prepared._finish(hashed=not self.bad)
+        if self.bad:  # nothing will be sent
+            prepared.close()
         return prepared, self.problems, self.bad
 
     def add(self, line: int, entry: object, *, decoded_json: bool = False) -> None:
@@ -228,7 +151,8 @@ class _Preparer:
             request, item = result
             custom_id = request.custom_id
             if custom_id in self.seen:
-                result = Problem(line, custom_id, f"duplicate custom_id (first seen on line {self.seen[custom_id]})")
+                first = self._first_line(custom_id) if len(self.problems) < SHOWN_PROBLEMS else "?"
+                result = Problem(line, custom_id, f"duplicate custom_id (first seen on line {first})")
             elif len(item) > self.item_limit:
                 reason = f"request is {len(item)} bytes, over the {self.item_limit}-byte batch body limit"
                 result = Problem(line, custom_id, reason)
@@ -272,25 +196,24 @@ class _Preparer:
         count = len(newlines) + 1
         custom_ids = [request.custom_id for request in requests]
         seen = self.seen
-        if len(custom_ids) != count or not seen.keys().isdisjoint(custom_ids) or len(set(custom_ids)) != count:
+        if len(custom_ids) != count or not seen.isdisjoint(custom_ids) or len(set(custom_ids)) != count:
             return False  # (a line holding two requests, a custom_id seen before)
-        seen.update(zip(custom_ids, range(self.number + 1, self.number + 1 + count), strict=True))
+        seen.update(custom_ids)
         may_sample = any(key in part for key in schema.SAMPLING_KEYS)
         self.prepared.facts.add_block(self.number + 1, [r.params for r in requests], may_sample=may_sample)
         self.number += count
         prepared = self.prepared
-        buffer = prepared.buffer
         if prepared.custom_ids:
-            buffer += b","
-        base = len(buffer)
-        buffer += part.replace(b"\n", b",")
+            prepared._write(b",")
+        base = prepared.size
+        prepared._write(part.replace(b"\n", b","))
         prepared.starts.append(base)
         prepared.starts.extend(map((base + 1).__add__, newlines))
         prepared.ends.extend(map(base.__add__, newlines))
         prepared.ends.append(base + len(part))
         prepared.custom_ids += custom_ids
         prepared.as_written += count
-        self._hash_some()
+        prepared._settle()
         return True
 
     def _add_lines(self, lines: Iterable[bytes], decoder: msgspec.json.Decoder[schema.Decoded]) -> None:
@@ -325,21 +248,21 @@ class _Preparer:
                 continue
             self.add(number, entry, decoded_json=True)
 
+    def _first_line(self, custom_id: str) -> int:
+        """The line a custom_id seen before was on (a scan: only for the problems shown)."""
+        if custom_id in self.unkept_lines:
+            return self.unkept_lines[custom_id]
+        return self.prepared.facts.lines[self.prepared.custom_ids.index(custom_id)]
+
     def _keep(self, number: int, request: schema.Decoded, item: bytes) -> None:
-        self.seen[request.custom_id] = number
+        self.seen.add(request.custom_id)
         if self.bad:  # once the input is known to be bad, stop building what will never be sent
             self.unkept += 1
+            self.unkept_lines[request.custom_id] = number
             return
         self.prepared._append(request.custom_id, item)
         self.prepared.facts.add(number, request.params)
-        self._hash_some()
-
-    def _hash_some(self) -> None:
-        """Hand the buffer's newest megabyte(s) to the hasher (a copy: the buffer goes on growing)."""
-        buffer = self.prepared.buffer
-        if self.hasher is not None and len(buffer) - self.hashed >= _HASH_BLOCK_BYTES:
-            self.hasher.update(buffer[self.hashed :])
-            self.hashed = len(buffer)
+        self.prepared._settle()
 
 
 def _encoded_request(

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_claude_batch.exceptions import ResultsMismatchError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from contextlib import AbstractContextManager
     from types import TracebackType
 
     from anthropic.types.messages import MessageBatch
@@ -32,6 +33,13 @@ class RawCopy(Protocol):
         """Append `data`."""
 
 
+class ResultsSource(Protocol):
+    """Where a batch's results stream is opened: the hook, or output/prefetch.py's downloads."""
+
+    def open_results(self, batch: MessageBatch) -> AbstractContextManager[Any]:
+        """The unread results response (with `iter_bytes`)."""
+
+
 class IncompleteResults(Exception):
     """The stream ended before every submitted request had its result: read it again."""
 
@@ -45,7 +53,7 @@ class ResultsReceiver:
     stays flat however many results there are.
     """
 
-    def __init__(self, hook: ClaudeBatchHook, batch: MessageBatch, raw: RawCopy) -> None:
+    def __init__(self, hook: ClaudeBatchHook | ResultsSource, batch: MessageBatch, raw: RawCopy) -> None:
         self._hook, self._batch, self._raw = hook, batch, raw
         # A chunk, the error that ended the stream, or None at its end.
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=RECEIVED_CHUNKS_AHEAD)

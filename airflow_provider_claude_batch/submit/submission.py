@@ -190,7 +190,9 @@ class Submission:
         defaults = RequestDefaults(model=self.model, max_tokens=self.max_tokens, system=self.system)
         if self.output_type is not None:
             entries = self._asking_for_output(entries, hook)
-        prepared, problems, bad = prepare_requests(entries, defaults, max_body_bytes=self.max_batch_bytes)
+        prepared, problems, bad = prepare_requests(
+            entries, defaults, max_body_bytes=self.max_batch_bytes, spill_above_requests=self.max_requests_per_batch
+        )
         if bad:
             raise InvalidRequestsError([str(p) for p in problems], bad, prepared.requests_read)
         if not len(prepared):
@@ -205,9 +207,10 @@ class Submission:
                 prepared = uncached
         plans = self.plan(prepared)
         log.info(
-            "%d requests validated (%.1f MB); %d batch(es) planned; input fingerprint %s",
+            "%d requests validated (%.1f MB%s); %d batch(es) planned; input fingerprint %s",
             len(prepared),
-            len(prepared.buffer) / 1e6,
+            prepared.size / 1e6,
+            ", in a local spill file: one batch at a time in memory" if prepared.spilled else "",
             len(plans),
             prepared.fingerprint[:16],
         )

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ EVAL = "claude_batch_eval_run"
 BACKFILL = "claude_batch_backfill_partitions"
 S3_DAG = "claude_batch_e2e_nightly_s3"
 DEADLINE_DAG = "claude_batch_nightly_by_deadline"
+PARTITIONED = "claude_batch_partitioned_input"
 REVIEWS = 60
 EVAL_CASES = 30
 PROCESSING_SECONDS = 2.0
@@ -112,7 +114,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     try:
         stack.migrate()
         stack.start_all()
-        stack.wait_for_dags([NIGHTLY, EVAL, BACKFILL, S3_DAG, DEADLINE_DAG])
+        stack.wait_for_dags([NIGHTLY, EVAL, BACKFILL, S3_DAG, DEADLINE_DAG, PARTITIONED])
         print(f"Airflow deployment up in {time.monotonic() - started:.0f} s")
         # Unpausing makes the scheduler start each scheduled DAG's latest run, as in production. Let
         # those finish first, so each drill below counts only its own batches.
@@ -345,3 +347,24 @@ def test_the_deadline_example_cancels_at_the_switch_time_and_sends_the_straggler
     assert len(made) == 1 and made[0]["canceled"] and made[0]["cancel_calls"] == 1
     answered = control.state(custom_ids=False)["messages_answered"]
     assert answered == {"review-0000": 1, "review-0001": 1, "review-0002": 1}
+
+
+def test_the_partitioned_example_shares_one_pool_sized_in_requests_and_rolls_the_partitions_up(
+    deployment: Deployment,
+) -> None:
+    stack = deployment.stack
+    # The queue limit in requests (here 40: two partitions of 20), deferred partitions counted in it.
+    pool = {"name": "claude_batch_queue", "slots": 40, "description": "Claude batch queue, in requests"}
+    stack.request("POST", "/api/v2/pools", {**pool, "include_deferred": True})
+    before = len(deployment.batches())
+    stack.unpause(PARTITIONED)
+    run_id = stack.trigger(PARTITIONED, "2026-11-06T00:00:00Z")
+    assert stack.wait_for_run(PARTITIONED, run_id, timeout=400)["state"] == "success"
+    rolled = json.loads((deployment.output / "partitioned_input" / "2026-11-06" / "_rollup_manifest.json").read_text())
+    assert len(rolled["partitions"]) == REVIEWS // 20
+    assert rolled["requests"] == rolled["counts"]["succeeded"] == REVIEWS
+    made = deployment.batches()[before:]
+    assert len(made) == REVIEWS // 20
+    spans = [(datetime.fromisoformat(b["created_at"]), datetime.fromisoformat(b["ended_at"])) for b in made]
+    for created, _ in spans:  # never more batches in flight at once than the pool holds partitions
+        assert sum(1 for start, end in spans if start <= created < end) <= 2

@@ -56,6 +56,7 @@ def test_every_example_parses_without_import_errors(examples: Path) -> None:
         "claude_batch_backfill_partitions",
         "claude_batch_smoke",
         "claude_batch_nightly_by_deadline",
+        "claude_batch_partitioned_input",
     } <= set(bag.dag_ids)
     for dag_id in ("claude_batch_nightly_classification", "claude_batch_eval_run", "claude_batch_backfill_partitions"):
         assert bag.get_dag(dag_id).doc_md, dag_id  # each says when to use it
@@ -120,3 +121,26 @@ def test_the_deadline_example_lands_every_row_with_its_route(
     assert manifest["requests"] == 60 and manifest["routes"]["batch"]["requests"] == 60
     assert manifest["cost"]["deadline_premium_usd"] == 0
     assert {json.loads(line)["route"] for line in (folder / "results.jsonl").read_text().splitlines()} == {"batch"}
+
+
+def test_the_partitioned_example_lands_each_partition_and_rolls_them_up(
+    examples: Path, control: EmulatorControl, tmp_path: Path
+) -> None:
+    import hashlib
+
+    control.configure(processing_seconds=0.2)
+    run = run_dag(_load(examples, "partitioned_input").dag)
+    assert run.state == "success"
+    day = run.run.logical_date.date().isoformat()
+    root = tmp_path / "output" / "partitioned_input" / day
+    rolled = json.loads((root / "_rollup_manifest.json").read_text())
+    assert len(rolled["partitions"]) == 3  # 60 reviews in partitions of 20: three mapped tasks, a batch each
+    assert rolled["requests"] == rolled["counts"]["succeeded"] == 60 and rolled["failed"] == 0
+    for number, partition in enumerate(rolled["partitions"]):
+        manifest = (root / f"part-{number}" / "_manifest.json").read_bytes()
+        assert partition["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+        assert partition["requests"] == json.loads(manifest)["requests"] == 20
+    assert rolled["cost"]["batch_usd"] == sum(
+        json.loads((root / f"part-{n}" / "_manifest.json").read_text())["cost"]["batch_usd"] for n in range(3)
+    )
+    assert len(control.state(custom_ids=False)["batches"]) == 3

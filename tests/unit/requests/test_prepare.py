@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.input.read import iter_jsonl
 from airflow_provider_claude_batch.input.rows import rows_to_requests, template_params_builder
 from airflow_provider_claude_batch.requests import hashing as hashing_module
 from airflow_provider_claude_batch.requests import prepare as prepare_module
+from airflow_provider_claude_batch.requests import prepared as prepared_module
 from airflow_provider_claude_batch.requests.hashing import prepare_requests
 from airflow_provider_claude_batch.requests.plan import BatchPlan, plan_batches
 from airflow_provider_claude_batch.requests.prepare import (
@@ -546,7 +547,7 @@ def test_the_block_road_leaves_every_doubtful_block_to_the_lines(monkeypatch: py
 
 
 def test_the_fingerprint_hashed_while_reading_is_the_sha256_of_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prepare_module, "_HASH_BLOCK_BYTES", 500)
+    monkeypatch.setattr(prepared_module, "_HASH_BLOCK_BYTES", 500)
     monkeypatch.setattr(hashing_module, "_BACKGROUND_HASH_BYTES", 1)
     prepared, _, _ = prepare_requests(iter_jsonl(_jsonl(make_requests(200))))
     assert prepared._fingerprint is not None  # hashed on the way, not when asked
