@@ -349,6 +349,7 @@ class BatchStore:
                     if self.is_ended(batch)
                     else ("canceling" if batch.cancel_initiated_at is not None else "in_progress")
                 ),
+                "ended_at": rfc3339(batch.ends_at()) if not batch.deleted and self.is_ended(batch) else None,
                 "canceled": batch.cancel_initiated_at is not None,
                 "cancel_calls": batch.cancel_calls,
                 "deleted": batch.deleted,
