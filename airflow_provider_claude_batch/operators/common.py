@@ -55,8 +55,16 @@ def reject_foreign_parameters(operator: str, given: Mapping[str, object], foreig
 
 
 def step_arguments(step: type, arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The operator's arguments that are `step`'s fields (a dataclass), by name: each listed once, in the step."""
-    return {f.name: arguments[f.name] for f in dataclasses.fields(step) if f.name in arguments}
+    """The operator's arguments that are `step`'s fields (a dataclass), by name: each listed once, in the step.
+
+    A text `queue` is Airflow's own executor queue (BaseOperator's `queue`, which a mapped operator on
+    Airflow 3.0 fills from its defaults), not the step's `QueuePolicy`: it is left for Airflow.
+    """
+    return {
+        f.name: arguments[f.name]
+        for f in dataclasses.fields(step)
+        if f.name in arguments and not (f.name == "queue" and isinstance(arguments[f.name], str))
+    }
 
 
 def takes_step_fields(step: type) -> Callable[[Callable[..., None]], Callable[..., None]]:

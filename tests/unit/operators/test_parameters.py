@@ -147,3 +147,13 @@ def test_the_one_task_operator_lists_the_submit_parameters_for_default_args_and_
     assert mapped.expand_input.value == {"requests_path": ["/tmp/a.jsonl", "/tmp/b.jsonl"]}
     with pytest.raises(TypeError, match="not_a_parameter"):
         ClaudeBatchOperator.partial(task_id="bad", output_path="/tmp/out").expand(not_a_parameter=[1])
+
+
+def test_a_text_queue_is_airflows_executor_queue_not_the_queue_policy() -> None:
+    """Airflow 3.0's mapped operators pass BaseOperator's `queue` ("default") from their defaults."""
+    from airflow_provider_claude_batch.submit.submission import QueuePolicy
+
+    celery = ClaudeBatchOperator(task_id="o", output_path="/x", requests=[], queue="claude-workers")
+    assert celery.queue == "claude-workers" and celery.submission.queue is None
+    paced = ClaudeBatchOperator(task_id="p", output_path="/x", requests=[], queue=QueuePolicy(max_queued_requests=10))
+    assert paced.submission.queue == QueuePolicy(max_queued_requests=10)
