@@ -22,13 +22,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from airflow_provider_claude_batch.emulator.api_routes import MessagesAndModelsRoutes
 from airflow_provider_claude_batch.emulator.clock import rfc3339
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tampered_results
-from airflow_provider_claude_batch.emulator.messages import CUSTOM_ID_HEADER, answer_message
 from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
+from airflow_provider_claude_batch.emulator.responses import error_response, json_response, new_request_id, parse_limit
 from airflow_provider_claude_batch.emulator.store import ApiError, Batch, BatchStore
-from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
 CONTROL_BODY_LIMIT = 1_000_000
-MESSAGES_BODY_LIMIT = 32_000_000  # the Messages API's own limit (a batch's is 256 MB)
-COUNT_TOKENS_BODY_LIMIT = MESSAGES_BODY_LIMIT
 
 
 class EmulatedConnectionDrop(Exception):
@@ -62,29 +60,6 @@ class _DropFilter(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DropFilter())
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(payload), status_code=status, media_type="application/json", headers=headers)
-
-
-def _request_id() -> str:
-    return "req_emu_" + secrets.token_hex(12)
-
-
-def _error(
-    status: int,
-    error_type: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    details: dict[str, Any] | None = None,
-) -> Response:
-    request_id = _request_id()
-    error: dict[str, Any] = {"type": error_type, "message": message}
-    if details:
-        error["details"] = details
-    body = {"type": "error", "error": error, "request_id": request_id}
-    return _json(body, status, {"request-id": request_id, **(headers or {})})
-
-
 class _HalfSentResponse(Response):
     """Send the headers and half of the body, then drop the connection: a lost response."""
 
@@ -94,7 +69,7 @@ class _HalfSentResponse(Response):
         raise EmulatedConnectionDrop("response dropped on purpose")
 
 
-class Emulator:
+class Emulator(MessagesAndModelsRoutes):
     """One emulated workspace: a store, a fault plan, and the Starlette app serving both."""
 
     def __init__(self, store: BatchStore | None = None, control_token: str | None = None) -> None:
@@ -146,7 +121,7 @@ class Emulator:
                 self._check_headers(request)
                 response = await handler(request, fault)
             except ApiError as exc:
-                response = _error(exc.status, exc.error_type, exc.message)
+                response = error_response(exc.status, exc.error_type, exc.message)
         key = f"{endpoint} {response.status_code}"
         store.responses[key] = store.responses.get(key, 0) + 1
         if fault is not None and fault.kind == "lost_response":
@@ -156,7 +131,7 @@ class Emulator:
             dropped = _HalfSentResponse(response.body, response.status_code)
             dropped.raw_headers = response.raw_headers
             return dropped
-        response.headers.setdefault("request-id", _request_id())
+        response.headers.setdefault("request-id", new_request_id())
         response.headers["anthropic-workspace-id"] = store.config.workspace_id
         return response
 
@@ -165,7 +140,7 @@ class Emulator:
         if fault.retry_after is not None:
             headers["retry-after"] = f"{fault.retry_after:g}"
         details = {"error_code": fault.error_code} if fault.error_code else None
-        return _error(fault.status, fault.error_type, f"emulated {fault.error_type}", headers, details)
+        return error_response(fault.status, fault.error_type, f"emulated {fault.error_type}", headers, details)
 
     def _check_headers(self, request: Request) -> None:
         expected = self.store.config.api_key
@@ -191,7 +166,7 @@ class Emulator:
             body = await self._read_body(request)
             batch = self.store.create(body, request.headers["anthropic-version"])
             del body
-            return _json(self.store.describe(batch, self._base_url(request), just_created=True))
+            return json_response(self.store.describe(batch, self._base_url(request), just_created=True))
 
         return await self._serve(request, "create", handle)
 
@@ -227,11 +202,11 @@ class Emulator:
     async def _list(self, request: Request) -> Response:
         async def handle(request: Request, fault: Fault | None) -> Response:
             query = request.query_params
-            limit = _limit(query.get("limit", "20"))
+            limit = parse_limit(query.get("limit", "20"))
             page = self.store.page(limit=limit, after_id=query.get("after_id"), before_id=query.get("before_id"))
             base = self._base_url(request)
             data = [self.store.describe(b, base) for b in page.pop("chosen")]
-            return _json({"data": data, **page})
+            return json_response({"data": data, **page})
 
         return await self._serve(request, "list", handle)
 
@@ -243,7 +218,7 @@ class Emulator:
 
         async def handle(request: Request, fault: Fault | None) -> Response:
             batch = action(request.path_params["batch_id"])
-            return _json(self.store.describe(batch, self._base_url(request)))
+            return json_response(self.store.describe(batch, self._base_url(request)))
 
         return handle
 
@@ -251,7 +226,7 @@ class Emulator:
         async def handle(request: Request, fault: Fault | None) -> Response:
             batch_id = request.path_params["batch_id"]
             self.store.delete(batch_id)
-            return _json({"id": batch_id, "type": "message_batch_deleted"})
+            return json_response({"id": batch_id, "type": "message_batch_deleted"})
 
         return await self._serve(request, "delete", handle)
 
@@ -264,84 +239,6 @@ class Emulator:
 
         return await self._serve(request, "results", handle)
 
-    # ---- Messages API -------------------------------------------------------------------------
-    async def _messages(self, request: Request) -> Response:
-        async def handle(request: Request, fault: Fault | None) -> Response:
-            config = self.store.config
-            if config.messages_max_in_flight and self.messages_in_flight >= config.messages_max_in_flight:
-                return _error(
-                    429,
-                    "rate_limit_error",
-                    "emulated rate limit: too many Messages calls in flight",
-                    {"retry-after": "1"},
-                )
-            custom_id = request.headers.get(CUSTOM_ID_HEADER)
-            label = custom_id or "-"
-            self.messages_answered[label] = self.messages_answered.get(label, 0) + 1
-            self.messages_in_flight += 1
-            try:
-                body = bytes(await self._read_body(request, MESSAGES_BODY_LIMIT))
-                version = request.headers["anthropic-version"]
-                message = answer_message(
-                    self.store.planner, body, custom_id, version, self.store.models, self.store.cache_visit()
-                )
-                await asyncio.sleep(config.messages_latency_seconds)
-            finally:
-                self.messages_in_flight -= 1
-            return _json(message)
-
-        return await self._serve(request, "messages", handle)
-
-    # ---- token counting -------------------------------------------------------------------------
-    async def _count_tokens(self, request: Request) -> Response:
-        async def handle(request: Request, fault: Fault | None) -> Response:
-            body = await self._read_body(request, COUNT_TOKENS_BODY_LIMIT)
-            try:
-                decoded = msgspec.json.decode(body)
-            except msgspec.DecodeError as exc:
-                raise ApiError(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
-            problem = count_request_problem(decoded)
-            if problem is not None:
-                raise ApiError(400, "invalid_request_error", problem)
-            self._check_model(decoded["model"])
-            return _json({"input_tokens": input_tokens(body)})
-
-        return await self._serve(request, "count_tokens", handle)
-
-    def _check_model(self, model: str) -> None:
-        """A model the catalogue does not know, or has retired, is a 404, as for Messages."""
-        spec = self.store.models.resolve(model)
-        if spec is None or spec.lifecycle == "retired":
-            raise ApiError(404, "not_found_error", f"model: {model}" + (" has been retired" if spec else ""))
-
-    # ---- Models API ---------------------------------------------------------------------------
-    async def _list_models(self, request: Request) -> Response:
-        async def handle(request: Request, fault: Fault | None) -> Response:
-            query = request.query_params
-            limit = _limit(query.get("limit", "20"))
-            try:
-                page = self.store.models.page(
-                    limit=limit,
-                    after_id=query.get("after_id"),
-                    before_id=query.get("before_id"),
-                    lifecycles=query.getlist("lifecycle[]") + query.getlist("lifecycle"),
-                )
-            except ValueError as exc:
-                raise ApiError(400, "invalid_request_error", str(exc)) from None
-            return _json(page)
-
-        return await self._serve(request, "models", handle)
-
-    async def _retrieve_model(self, request: Request) -> Response:
-        async def handle(request: Request, fault: Fault | None) -> Response:
-            model_id = request.path_params["model_id"]
-            spec = self.store.models.resolve(model_id)
-            if spec is None:
-                raise ApiError(404, "not_found_error", f"model: {model_id}")
-            return _json(self.store.models.describe(spec))
-
-        return await self._serve(request, "models", handle)
-
     # ---- control routes -------------------------------------------------------------------------
     def _control(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Guard a control route: the API key or the control token, JSON bodies only, and any malformed
@@ -353,9 +250,9 @@ class Emulator:
                 self._check_control(request)
                 return await handler(request)
             except ApiError as exc:
-                return _error(exc.status, exc.error_type, exc.message)
+                return error_response(exc.status, exc.error_type, exc.message)
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError, re.error) as exc:
-                return _error(400, "invalid_request_error", f"malformed control input: {exc}")
+                return error_response(400, "invalid_request_error", f"malformed control input: {exc}")
 
         return endpoint
 
@@ -376,7 +273,7 @@ class Emulator:
         state["faults_served"] = dict(self.faults.served)
         state["faults_pending"] = self.faults.pending()
         state["messages_answered"] = dict(self.messages_answered)
-        return _json(state)
+        return json_response(state)
 
     async def _clock(self, request: Request) -> Response:
         payload = await self._payload(request)
@@ -385,13 +282,13 @@ class Emulator:
         elif "set_epoch" in payload:
             self.store.clock.set(_number(payload, "set_epoch"))
         now = self.store.clock.now()
-        return _json({"now": rfc3339(now), "epoch": now})
+        return json_response({"now": rfc3339(now), "epoch": now})
 
     async def _config(self, request: Request) -> Response:
         if request.method == "POST":
             self.store.config.update(await self._payload(request))
         config = {k: v for k, v in vars(self.store.config).items() if k != "api_key"}
-        return _json(config)
+        return json_response(config)
 
     async def _outcomes(self, request: Request) -> Response:
         payload = await self._payload(request)
@@ -400,7 +297,7 @@ class Emulator:
             self.store.planner = OutcomePlanner(rules)
         else:
             self.store.planner = OutcomePlanner([*self.store.planner.rules, *rules])
-        return _json({"rules": len(self.store.planner.rules)})
+        return json_response({"rules": len(self.store.planner.rules)})
 
     async def _faults(self, request: Request) -> Response:
         if request.method == "DELETE":
@@ -411,13 +308,13 @@ class Emulator:
             new = [Fault.from_dict(_typed(Fault, f, extra=("for_seconds",)), now) for f in _items(payload, "faults")]
             for fault in new:
                 self.faults.add(fault)
-        return _json({"pending": self.faults.pending()})
+        return json_response({"pending": self.faults.pending()})
 
     async def _reset(self, request: Request) -> Response:
         self.store.reset()
         self.faults = FaultPlan()
         self.messages_answered.clear()
-        return _json({"reset": True})
+        return json_response({"reset": True})
 
     async def _models(self, request: Request) -> Response:
         if request.method == "POST":
@@ -427,7 +324,7 @@ class Emulator:
                 self.store.models = ModelCatalog(specs)
             else:
                 self.store.models.add(specs)
-        return _json({"models": [s.id for s in self.store.models.ordered()]})
+        return json_response({"models": [s.id for s in self.store.models.ordered()]})
 
     async def _payload(self, request: Request) -> dict[str, Any]:
         body = await self._read_body(request, CONTROL_BODY_LIMIT)
@@ -438,11 +335,11 @@ class Emulator:
 
     @staticmethod
     async def _not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, "not_found_error", f"Not found: {request.method} {request.url.path}")
+        return error_response(404, "not_found_error", f"Not found: {request.method} {request.url.path}")
 
     @staticmethod
     async def _not_allowed(request: Request, exc: Exception) -> Response:
-        return _error(405, "invalid_request_error", f"Method not allowed: {request.method} {request.url.path}")
+        return error_response(405, "invalid_request_error", f"Method not allowed: {request.method} {request.url.path}")
 
 
 def _credential(request: Request) -> str | None:
@@ -452,14 +349,6 @@ def _credential(request: Request) -> str | None:
     if given is None and authorization.lower().startswith("bearer "):
         given = authorization[7:]
     return given
-
-
-def _limit(given: str) -> int:
-    """A list route's `limit` query parameter, as an integer (its range is the route's own check)."""
-    try:
-        return int(given)
-    except ValueError:
-        raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
 
 
 def _number(payload: dict[str, Any], name: str) -> float:
