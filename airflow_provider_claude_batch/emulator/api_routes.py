@@ -13,8 +13,8 @@ import msgspec
 
 from airflow_provider_claude_batch.emulator.messages import CUSTOM_ID_HEADER, answer_message
 from airflow_provider_claude_batch.emulator.responses import error_response, json_response, parse_limit
-from airflow_provider_claude_batch.emulator.store import ApiError
 from airflow_provider_claude_batch.emulator.tokens import count_request_problem, input_tokens
+from airflow_provider_claude_batch.emulator.wire import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

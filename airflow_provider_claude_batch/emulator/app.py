@@ -28,7 +28,8 @@ from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan, tamp
 from airflow_provider_claude_batch.emulator.models import ModelCatalog, ModelSpec
 from airflow_provider_claude_batch.emulator.outcomes import API_VERSIONS, OutcomePlanner, OutcomeRule
 from airflow_provider_claude_batch.emulator.responses import error_response, json_response, new_request_id, parse_limit
-from airflow_provider_claude_batch.emulator.store import ApiError, Batch, BatchStore
+from airflow_provider_claude_batch.emulator.store import Batch, BatchStore
+from airflow_provider_claude_batch.emulator.wire import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_claude_batch.emulator.store import _FINAL_CODES, CUSTOM_ID_PATTERN, ApiError
-from airflow_provider_claude_batch.emulator.store import _result as result_object
+from airflow_provider_claude_batch.emulator.wire import _FINAL_CODES, CUSTOM_ID_PATTERN, ApiError
+from airflow_provider_claude_batch.emulator.wire import _result as result_object
 
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.emulator.models import ModelCatalog

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from airflow_provider_claude_batch.emulator.store import ApiError
+from airflow_provider_claude_batch.emulator.wire import ApiError
 
 _encoder = msgspec.json.Encoder()
 

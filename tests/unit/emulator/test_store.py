@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from airflow_provider_claude_batch.emulator.faults import Fault, FaultPlan
-from airflow_provider_claude_batch.emulator.store import ApiError, BatchStore, EmulatorConfig
+from airflow_provider_claude_batch.emulator.store import BatchStore, EmulatorConfig
+from airflow_provider_claude_batch.emulator.wire import ApiError
 from tests.helpers import make_requests
 
 V = "2026-10-21"

@@ -11,8 +11,8 @@ import pydantic
 import pytest
 
 from airflow_provider_claude_batch.emulator.outcomes import OutcomePlanner, OutcomeRule
-from airflow_provider_claude_batch.emulator.store import _content
 from airflow_provider_claude_batch.emulator.structured import asked_schema, sample
+from airflow_provider_claude_batch.emulator.wire import _content
 from airflow_provider_claude_batch.requests.structured import output_spec
 
 
