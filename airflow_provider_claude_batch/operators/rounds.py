@@ -160,7 +160,7 @@ class Rounds:
             # The input given here is the submit task's; where it was split the same way, check exactly.
             self.warmup = self.given_record.warmup if self.given_record is not None else None
             return self.given, [None], expected_from_record(self.given_record, chosen.custom_ids, plans)
-        from airflow_provider_claude_batch.submit.submission import CANARY_RESUME_METHOD, CanaryWait
+        from airflow_provider_claude_batch.submit.canary import CANARY_RESUME_METHOD, CanaryWait
 
         force = self.submission.force_resubmit and number == 0
         submitter, record = self.submission.open(

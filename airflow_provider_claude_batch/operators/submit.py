@@ -29,8 +29,9 @@ from airflow_provider_claude_batch.operators.common import (
     waiting_step,
 )
 from airflow_provider_claude_batch.operators.links import CONSOLE_LINKS
+from airflow_provider_claude_batch.submit.canary import CANARY_RESUME_METHOD, CanaryWait
 from airflow_provider_claude_batch.submit.policy import CreatePolicy
-from airflow_provider_claude_batch.submit.submission import CANARY_RESUME_METHOD, PARAMS_DOC, CanaryWait, Submission
+from airflow_provider_claude_batch.submit.submission import PARAMS_DOC, Submission
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence

@@ -24,16 +24,15 @@ if TYPE_CHECKING:
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.requests.structured import Form
     from airflow_provider_claude_batch.results.pricing import ModelPrice
+    from airflow_provider_claude_batch.submit.canary import CanaryWait
     from airflow_provider_claude_batch.submit.create import Submitter
     from airflow_provider_claude_batch.submit.record import SubmissionRecord, TaskKey
     from airflow_provider_claude_batch.submit.store import RecordStore
     from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchQueueTrigger
-    from airflow_provider_claude_batch.wait.waiting import Deferrable, Waiting
+    from airflow_provider_claude_batch.wait.waiting import Deferrable
 
 log = logging.getLogger(__name__)
 
-# The method every submitting operator resumes with once its canary batch ended (`CanaryWait`).
-CANARY_RESUME_METHOD = "execute_after_canary"
 # A request as given: {"custom_id", "params"}; a row: any mapping of columns.
 RequestLike = Mapping[str, Any]
 PARAMS_DOC = """
@@ -155,6 +154,8 @@ class Submission:
             raise ValueError(f"max_tokens must be a whole number of at least 1, not {self.max_tokens!r}")
         if self.queue is not None and not isinstance(self.queue, QueuePolicy):
             raise TypeError(f"queue takes a QueuePolicy(max_queued_requests=...), not {type(self.queue).__name__}")
+        from airflow_provider_claude_batch.preflight.settings import check_spend_settings
+
         check_spend_settings(self.preflight, self.max_cost_usd, self.canary_requests)
 
     __doc__ = (__doc__ or "") + PARAMS_DOC
@@ -430,40 +431,6 @@ def structured_form(hook: ClaudeBatchHook, model: str) -> Form:
     form: Form = "native" if info.structured_outputs else "tool"
     log.info("%s: output_type asked for %s", model, "natively" if form == "native" else "through a forced tool")
     return form
-
-
-@dataclass(frozen=True)
-class CanaryWait:
-    """How a submission waits for its canary batch: the task's wait step, and the method it resumes with."""
-
-    waiting: Waiting
-    resume_with: str
-
-    def check(
-        self, task: Deferrable, hook: ClaudeBatchHook, record: SubmissionRecord, prepared: PreparedRequests
-    ) -> None:
-        """Wait for the canary (part 0) to end, then fail the task if its requests failed for their own reasons."""
-        from airflow_provider_claude_batch.preflight.run import check_canary
-
-        canary = record.parts[0]
-        if canary.batch_id is None:
-            raise ValueError("the canary is created before the rest")
-        log.info("Waiting for the canary batch %s (%d requests) before the rest", canary.batch_id, canary.request_count)
-        self.waiting.wait(task, hook, [canary.batch_id], [canary.created_at], resume_with=self.resume_with)
-        check_canary(hook, canary.batch_id, prepared, canary.request_count)
-
-
-def check_spend_settings(preflight: bool, max_cost_usd: float | None, canary_requests: int) -> None:
-    """Refuse spend-control settings that cannot work, when the task is defined."""
-    if max_cost_usd is not None:
-        if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, int | float) or not max_cost_usd > 0:
-            raise ValueError(f"max_cost_usd is a positive number of dollars, not {max_cost_usd!r}")
-        if not preflight:
-            raise ValueError("max_cost_usd needs preflight=True: the cost estimate it is held to comes from preflight")
-    if isinstance(canary_requests, bool) or not isinstance(canary_requests, int) or canary_requests < 0:
-        raise ValueError(f"canary_requests is a number of requests (0 for no canary), not {canary_requests!r}")
-    if canary_requests > API_MAX_REQUESTS:
-        raise ValueError(f"canary_requests must be at most {API_MAX_REQUESTS} (one batch)")
 
 
 def task_key(context: Context) -> TaskKey:
