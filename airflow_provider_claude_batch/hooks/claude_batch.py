@@ -111,6 +111,8 @@ class ClaudeBatchHook(BaseHook):
         super().__init__(**kwargs)
         self.claude_batch_conn_id = claude_batch_conn_id
         self._async_client: AsyncAnthropic | None = None
+        # Models API answers by ID, for this hook's life: structured output and preflight both ask.
+        self._model_infos: dict[str, ModelInfo | None] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(claude_batch_conn_id={self.claude_batch_conn_id!r})"
@@ -271,7 +273,8 @@ class ClaudeBatchHook(BaseHook):
 
     # ---- models ---------------------------------------------------------------------------------
     def get_model_info(self, model_id: str) -> ModelInfo | None:
-        """What the Models API says about a model ID or alias, or None when the API does not know it (404).
+        """What the Models API says about a model ID or alias, or None when the API does not know it (404);
+        asked once per hook (a task's structured output and its preflight share the answer).
 
         A free call: preflight uses it to refuse an unknown or retired model, and a `max_tokens` over
         the model's limit, before any batch is paid for. Other API errors propagate (the SDK retries
@@ -284,11 +287,13 @@ class ClaudeBatchHook(BaseHook):
 
         if not MODEL_ID_PATTERN.fullmatch(model_id):
             raise ValueError(f"{model_id!r} is not shaped like a model ID (letters, digits, '.', '-', '@', ':')")
-        try:
-            response = self.client.get(f"{MODELS_PATH}/{model_id}", cast_to=httpx2.Response)
-        except anthropic.NotFoundError:
-            return None
-        return decode_model_info(response.content)
+        if model_id not in self._model_infos:
+            try:
+                response = self.client.get(f"{MODELS_PATH}/{model_id}", cast_to=httpx2.Response)
+                self._model_infos[model_id] = decode_model_info(response.content)
+            except anthropic.NotFoundError:
+                self._model_infos[model_id] = None
+        return self._model_infos[model_id]
 
     # ---- preflight: free calls ---------------------------------------------------------------------
     def count_tokens(self, body: Mapping[str, Any]) -> int:

@@ -47,6 +47,9 @@ def test_the_hook_reads_model_info_and_none_for_an_unknown_model(claude_conn: st
     with pytest.raises(ValueError, match="model ID"):
         hook.get_model_info("../v1/messages/batches")
     assert control.state()["calls"]["models"] == 3
+    hook.get_model_info("claude-test-small")
+    hook.get_model_info("claude-nonexistent-1")
+    assert control.state()["calls"]["models"] == 3  # asked once per hook, found or not
 
 
 def test_faults_apply_to_the_models_api_and_reads_are_retried(claude_conn: str, control: EmulatorControl) -> None:
