@@ -155,7 +155,7 @@ def request_findings(
                 findings.add(
                     index, f"params.max_tokens {max_tokens} is over {model}'s limit of {limited[number]} (Models API)"
                 )
-    for index, sampling in facts.sampling.items():
+    for index, sampling in facts.sampled():
         model = facts.model_of(index)
         reason = sampling_problem(sampling, model, connection)
         if reason is not None:

@@ -210,7 +210,6 @@ def _marked(
                     if result.size:
                         result._write(b",")
                     run_from, run_base = start, result.size
-                result.starts.append(run_base + start - run_from)
                 result.ends.append(run_base + end - run_from)
                 run_end = end
                 continue
@@ -226,7 +225,6 @@ def _marked(
                 run_from = -1
             if result.size:
                 result._write(b",")
-            result.starts.append(result.size)
             result._write(item)
             result.ends.append(result.size)
             result._settle()
@@ -239,8 +237,8 @@ def _marked(
     except BaseException:
         result.close()
         raise
-    result.custom_ids = list(prepared.custom_ids)
-    result.facts = prepared.facts  # a breakpoint changes none of them (line, model, max_tokens, sampling)
+    result.custom_ids = prepared.custom_ids  # a breakpoint changes none of them, nor the facts (line, model,
+    result.facts = prepared.facts  # max_tokens, sampling): the columns are shared
     result.as_written = prepared.as_written
     result.requests_read = prepared.requests_read
     ranked = sorted(groups.items(), key=lambda g: (-g[1][1], g[1][0], g[0]))

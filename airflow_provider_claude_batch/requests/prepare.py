@@ -31,6 +31,7 @@ from airflow_provider_claude_batch.requests.prepared import FINGERPRINT_PREFIX a
 from airflow_provider_claude_batch.requests.prepared import Hasher as Hasher
 from airflow_provider_claude_batch.requests.prepared import PreparedRequests as PreparedRequests
 from airflow_provider_claude_batch.requests.prepared import Spill as Spill
+from airflow_provider_claude_batch.requests.seen import SeenIds
 
 if TYPE_CHECKING:
     from anthropic.types import TextBlockParam
@@ -124,8 +125,8 @@ class _Preparer:
         self.problems: list[Problem] = []
         self.bad = 0
         self.unkept = 0  # good requests after the first bad one (counted, not kept)
-        # Every custom_id seen (a set: no line number per request held; `_first_line` finds it when shown).
-        self.seen: set[str] = set()
+        # Every custom_id seen (no line number per request held; `_first_line` finds it when shown).
+        self.seen = SeenIds()
         self.unkept_lines: dict[str, int] = {}  # the line of each good request not kept (after a bad one)
         self.item_limit = max_body_bytes - len(BODY_PREFIX) - len(BODY_SUFFIX)
         self.number = 0  # the JSONL line last read
@@ -136,6 +137,7 @@ class _Preparer:
         prepared = self.prepared
         prepared.requests_read = len(prepared) + self.unkept + self.bad
         prepared._finish(hashed=not self.bad)
+        self.seen.close()
         if self.bad:  # nothing will be sent
             prepared.close()
         return prepared, self.problems, self.bad
@@ -195,25 +197,21 @@ class _Preparer:
             return False  # (the per-line road names the line)
         count = len(newlines) + 1
         custom_ids = [request.custom_id for request in requests]
-        seen = self.seen
-        if len(custom_ids) != count or not seen.isdisjoint(custom_ids) or len(set(custom_ids)) != count:
+        if len(custom_ids) != count or not self.seen.fresh(custom_ids):
             return False  # (a line holding two requests, a custom_id seen before)
-        seen.update(custom_ids)
         may_sample = any(key in part for key in schema.SAMPLING_KEYS)
         self.prepared.facts.add_block(self.number + 1, [r.params for r in requests], may_sample=may_sample)
         self.number += count
         prepared = self.prepared
-        if prepared.custom_ids:
+        if len(prepared):
             prepared._write(b",")
         base = prepared.size
         prepared._write(part.replace(b"\n", b","))
-        prepared.starts.append(base)
-        prepared.starts.extend(map((base + 1).__add__, newlines))
         prepared.ends.extend(map(base.__add__, newlines))
         prepared.ends.append(base + len(part))
-        prepared.custom_ids += custom_ids
+        prepared.custom_ids.extend(custom_ids)
         prepared.as_written += count
-        prepared._settle()
+        self._settle()
         return True
 
     def _add_lines(self, lines: Iterable[bytes], decoder: msgspec.json.Decoder[schema.Decoded]) -> None:
@@ -262,7 +260,13 @@ class _Preparer:
             return
         self.prepared._append(request.custom_id, item)
         self.prepared.facts.add(number, request.params)
+        self._settle()
+
+    def _settle(self) -> None:
+        """After requests were kept: once the items spill (more than one batch), so does the duplicate check."""
         self.prepared._settle()
+        if self.prepared.spilled and not self.seen.on_disk:
+            self.seen.move_to_disk()
 
 
 def _encoded_request(

@@ -6,16 +6,17 @@ Memory stays bounded for an input of any size: given a `Spill` factory, once the
 batch (more requests or bytes than a batch may hold: an input of one batch keeps today's in-memory
 path and speed), the buffer is written to the spill file a few megabytes at a time (hashed first) and
 emptied, so each batch's body is read back from the file as it is sent. What stays in memory per request is
-its offsets, custom_id and preflight facts, never its bytes.
+nothing: its offsets, custom_id and preflight facts are columns (requests/columns.py) that spill with the
+items, so what stays in memory is a few megabytes of their newest entries, whatever the input's size.
 """
 
 from __future__ import annotations
 
 import hashlib
-from array import array
 from typing import TYPE_CHECKING, Protocol
 
 from airflow_provider_claude_batch.defaults import API_MAX_BODY_BYTES, API_MAX_REQUESTS
+from airflow_provider_claude_batch.requests.columns import IdColumn, IntColumn, StartsView
 from airflow_provider_claude_batch.requests.facts import RequestFacts
 
 if TYPE_CHECKING:
@@ -69,9 +70,8 @@ class PreparedRequests:
         spill_above_requests: int = API_MAX_REQUESTS,
     ) -> None:
         self.buffer = bytearray()
-        self.starts: array[int] = array("Q")
-        self.ends: array[int] = array("Q")
-        self.custom_ids: list[str] = []
+        self.ends = IntColumn("Q")  # each item's end offset (it starts one comma after the previous one's end)
+        self.custom_ids = IdColumn()
         self.facts = RequestFacts()  # line, model, max_tokens, sampling fields: what preflight reads
         self.as_written = 0  # how many JSONL lines were kept as written (not kept by `subset`)
         # How many requests the input held, good and bad: once one is bad, the good ones after it are
@@ -89,7 +89,12 @@ class PreparedRequests:
         self._hashed = 0
 
     def __len__(self) -> int:
-        return len(self.custom_ids)
+        return len(self.ends)
+
+    @property
+    def starts(self) -> StartsView:
+        """Each item's start offset (derived from `ends`: nothing more is kept per request)."""
+        return StartsView(self.ends)
 
     @property
     def size(self) -> int:
@@ -110,9 +115,8 @@ class PreparedRequests:
         self._fingerprint = None
 
     def _append(self, custom_id: str, item: bytes) -> None:
-        if self.custom_ids:
+        if len(self.ends):
             self._write(b",")
-        self.starts.append(self.size)
         self._write(item)
         self.ends.append(self.size)
         self.custom_ids.append(custom_id)
@@ -124,10 +128,18 @@ class PreparedRequests:
         if self.spill_factory is None or len(self.buffer) < _SPILL_CHUNK_BYTES:
             return
         if self._spill is None:
-            if self.size <= self._spill_above and len(self.custom_ids) <= self._spill_above_requests:
+            if self.size <= self._spill_above and len(self.ends) <= self._spill_above_requests:
                 return
             self._spill = self.spill_factory()
+            self.spill_columns()
         self._flush()
+
+    def spill_columns(self) -> None:
+        """Move the per-request columns to files too (when the items spill: an input of many batches)."""
+        if self.spill_factory is not None:
+            columns: tuple[IntColumn | IdColumn, ...] = (self.ends, self.custom_ids, *self.facts.columns())
+            for column in columns:
+                column.spill(self.spill_factory)
 
     def _hash_rest(self) -> None:
         if self._hasher is not None and self.size > self._hashed:
@@ -226,6 +238,8 @@ class PreparedRequests:
                 kept.append(index)
         chosen._finish(hashed=False)
         chosen.facts = self.facts.subset(kept)
+        if chosen.spilled:
+            chosen.spill_columns()
         missing = wanted - set(chosen.custom_ids)
         if missing:
             raise KeyError(f"not in the input: {sorted(missing)[:5]}")

@@ -152,7 +152,7 @@ def expected_from_record(
     record: SubmissionRecord | None, custom_ids: Sequence[str] | None = None, plans: Sequence[BatchPlan] = ()
 ) -> dict[str, ExpectedResults]:
     """What each recorded batch's results must hold: its count and custom_ids' sha256, and the custom_ids
-    themselves when the input at hand was split as the record says (a list slice: 8 bytes per ID).
+    themselves when the input at hand was split as the record says (a view of its custom_ids: read per batch).
     """
     expected: dict[str, ExpectedResults] = {}
     for part in record.parts if record is not None else ():
@@ -167,7 +167,8 @@ def expected_from_record(
             and custom_ids[plan.first] == part.first_custom_id
             and custom_ids[plan.stop - 1] == part.last_custom_id
         ):
-            exact = custom_ids[plan.first : plan.stop]
+            view = getattr(custom_ids, "view", None)  # an IdColumn: read when checked, not all held at once
+            exact = view(plan.first, plan.stop) if view is not None else custom_ids[plan.first : plan.stop]
         expected[part.batch_id] = ExpectedResults(part.request_count, part.custom_ids_sha256, exact)
     return expected
 
