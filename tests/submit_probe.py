@@ -3,7 +3,7 @@
 Usage: python -m tests.submit_probe JSONL MAX_REQUESTS_PER_BATCH [SPILL_ABOVE_REQUESTS]; the connection comes
 from the environment. By default the input spills past one batch, as a submitting task's does.
 The same steps as a submitting task: validate and serialize (`prepare_requests`), the prompt-caching pass,
-split (`plan_batches`), then each batch's body streamed to the API (`create_batch_streamed`). Prints one
+preflight (`run_preflight`: model lookups, token counts, the estimate), split (`plan_batches`), then each batch's body streamed to the API (`create_batch_streamed`). Prints one
 JSON line: what was created and the process's peak RSS growth over its baseline (SDK loaded).
 """
 
@@ -27,6 +27,7 @@ def main() -> None:
     spill_above = int(sys.argv[3]) if len(sys.argv) > 3 else max_requests
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.input.read import iter_jsonl
+    from airflow_provider_claude_batch.preflight.run import run_preflight
     from airflow_provider_claude_batch.requests.caching import add_cache_breakpoints
     from airflow_provider_claude_batch.requests.hashing import prepare_requests
     from airflow_provider_claude_batch.requests.plan import plan_batches
@@ -42,6 +43,7 @@ def main() -> None:
     if bad:
         raise SystemExit(f"bad input: {problems}")
     prepared, _ = add_cache_breakpoints(prepared)
+    estimate = run_preflight(hook, prepared)
     plans = plan_batches(prepared, max_requests=max_requests)
     prepared_at = _status("VmHWM") - baseline
     ids = [hook.create_batch_streamed(prepared.iter_body(p.first, p.stop), p.body_bytes).id for p in plans]
@@ -53,6 +55,7 @@ def main() -> None:
                 "largest_body": max(p.body_bytes for p in plans),
                 "spilled": prepared.spilled,
                 "fingerprint": prepared.fingerprint,
+                "estimated_input_tokens": estimate.input_tokens,
                 "seconds": time.perf_counter() - started,
                 "peak_growth_prepared": prepared_at,
                 "peak_growth": _status("VmHWM") - baseline,

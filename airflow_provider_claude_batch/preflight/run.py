@@ -20,16 +20,18 @@ import msgspec
 
 from airflow_provider_claude_batch.preflight.checks import Connection, context_findings, request_findings
 from airflow_provider_claude_batch.preflight.estimate import ModelTokens, budget_verdict, estimate_cost
+from airflow_provider_claude_batch.preflight.large import LARGE_INPUT, extrapolate_in_one_pass, plan_large_sample
 from airflow_provider_claude_batch.preflight.sample import counting_method, extrapolate, plan_sample, uncounted_near
 from airflow_provider_claude_batch.results.pricing import DEFAULT_PRICES, price_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
     from airflow_provider_claude_batch.preflight.checks import Findings
     from airflow_provider_claude_batch.preflight.estimate import CostEstimate
     from airflow_provider_claude_batch.preflight.models import ModelInfo
+    from airflow_provider_claude_batch.preflight.sample import SamplePlan, TokenEstimate
     from airflow_provider_claude_batch.requests.prepare import PreparedRequests
     from airflow_provider_claude_batch.results.pricing import ModelPrice
 
@@ -130,8 +132,8 @@ def run_preflight(
         log.warning("%s", warning)
     _raise_for(findings, prepared)
 
-    sizes = array("Q", map(operator.sub, prepared.ends, prepared.starts))
-    plan = plan_sample(sizes, facts.model_index)
+    sizes = _Sizes(prepared)
+    plan = sizes.plan(facts.model_index)
     counter = TokenCounter(hook, sleep)
     counts = counter.count_all(prepared, plan.counted)
     windows = {n: info.max_input_tokens for n, m in enumerate(facts.models) if (info := infos.get(m)) is not None}
@@ -143,7 +145,7 @@ def run_preflight(
         and (threshold := price.long_prompt_threshold) is not None
     }
     large_from = {n: min(t for t in (edges.get(n), bands.get(n)) if t is not None) for n in edges.keys() | bands.keys()}
-    tokens = extrapolate(plan, sizes, counts, large_from)
+    tokens = sizes.extrapolate(plan, counts, large_from)
     near_edge = uncounted_near(tokens.large, counts, facts.model_index, edges)
     counts.update(counter.count_all(prepared, near_edge[:EDGE_COUNTS]))
     if len(near_edge) > EDGE_COUNTS and not counter.unavailable:
@@ -158,11 +160,11 @@ def run_preflight(
     context_findings(findings, counts, facts, infos)
     _raise_for(findings, prepared)
     if near_edge:
-        tokens = extrapolate(plan, sizes, counts, large_from)
+        tokens = sizes.extrapolate(plan, counts, large_from)
 
     if counter.unavailable:
         log.warning("Token counting is unavailable (%s): the estimate is size-based", counter.unavailable)
-    method = counting_method(plan, len(counts), len(sizes))
+    method = counting_method(plan, len(counts), len(prepared))
     per_model = _model_tokens(prepared, tokens.tokens_by_model, tokens.large, bands)
     note = f"token counting unavailable: {counter.unavailable}" if counter.unavailable else ""
     estimate = estimate_cost(per_model, method, len(counts), note=note, prices=prices)
@@ -192,6 +194,33 @@ def counting_body(prepared: PreparedRequests, index: int) -> dict[str, Any]:
     item = msgspec.json.decode(prepared.item(index))
     params = item["params"]
     return {name: params[name] for name in COUNTED_FIELDS if name in params}
+
+
+class _Sizes:
+    """Each request's size as sent, for the sample and the estimate: an array (8 bytes each) of an input of
+    up to `LARGE_INPUT` requests; a larger one's are read from its offsets in one pass each (preflight/large.py).
+    """
+
+    def __init__(self, prepared: PreparedRequests) -> None:
+        self.prepared = prepared
+        self.held = array("Q", self._each()) if len(prepared) <= LARGE_INPUT else None
+
+    def _each(self) -> Iterator[int]:
+        return map(operator.sub, self.prepared.ends, self.prepared.starts)
+
+    def plan(self, model_of: Sequence[int]) -> SamplePlan:
+        if self.held is not None:
+            return plan_sample(self.held, model_of)
+        return plan_large_sample(self._each(), model_of, len(self.prepared))
+
+    def extrapolate(
+        self, plan: SamplePlan, counts: Mapping[int, int], large_from: Mapping[int, float]
+    ) -> TokenEstimate:
+        if self.held is not None:
+            return extrapolate(plan, self.held, counts, large_from)
+        ends, starts = self.prepared.ends, self.prepared.starts
+        counted_sizes = {index: ends[index] - starts[index] for index in counts}
+        return extrapolate_in_one_pass(plan, self._each(), counts, counted_sizes, large_from)
 
 
 def _model_infos(hook: ClaudeBatchHook, models: list[str]) -> tuple[dict[str, ModelInfo | None], set[str]]:

@@ -170,7 +170,9 @@ def _tokens_at(xs: list[int], ys: list[float], size: int) -> float:
     return 1.0
 
 
-def _points(counted: Sequence[int], sizes: Sequence[int], counts: Mapping[int, int]) -> tuple[list[int], list[float]]:
+def _points(
+    counted: Sequence[int], sizes: Sequence[int] | Mapping[int, int], counts: Mapping[int, int]
+) -> tuple[list[int], list[float]]:
     """The counted (size, tokens) points of one model, by size (tokens averaged over equal sizes)."""
     by_size: dict[int, list[int]] = {}
     for index in counted:

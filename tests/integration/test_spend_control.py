@@ -265,13 +265,18 @@ def test_the_decorator_takes_the_spend_controls(
 
 
 # ---- 6. a large input costs a few dozen calls ----------------------------------------------------------
+@pytest.mark.parametrize("read", ["sorted", "in one pass"])
 def test_preflight_of_100000_requests_makes_a_few_dozen_calls_and_estimates_the_input_closely(
-    control: EmulatorControl, claude_conn: str, record_metric: Any
+    control: EmulatorControl, claude_conn: str, record_metric: Any, monkeypatch: pytest.MonkeyPatch, read: str
 ) -> None:
     from airflow_provider_claude_batch.emulator.tokens import input_tokens
     from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
+    from airflow_provider_claude_batch.preflight import run
     from airflow_provider_claude_batch.preflight.run import run_preflight
     from airflow_provider_claude_batch.requests.hashing import prepare_requests
+
+    # More than LARGE_INPUT requests are read in one pass (preflight/large.py), fewer sorted in memory.
+    monkeypatch.setattr(run, "LARGE_INPUT", 200_000 if read == "sorted" else 10_000)
 
     requests = [
         {"custom_id": f"r{i}", "params": message_params("word " * (1 + i % 500), max_tokens=16)} for i in range(100_000)
@@ -288,7 +293,7 @@ def test_preflight_of_100000_requests_makes_a_few_dozen_calls_and_estimates_the_
     actual = sum(input_tokens(json.dumps(r["params"]).encode()) for r in requests)
     assert estimate.method == "sampled" and estimate.input_tokens == pytest.approx(actual, rel=0.01)
     record_metric(
-        "preflight of 100,000 requests",
+        f"preflight of 100,000 requests ({read})",
         f"{elapsed:.2f} s, {calls['count_tokens']} count calls; {estimate.input_tokens} input tokens estimated, "
         f"{actual} counted one by one",
     )

@@ -1,4 +1,4 @@
-"""Issue 18, point 1: submitting a large JSONL input holds about one batch's body, not the input.
+"""Issue 18, point 1: submitting a large JSONL input holds under two batch bodies, whatever its size.
 
 The probe (tests/submit_probe.py) runs the submit steps in a process of its own and reads its peak RSS;
 the emulator runs in another process, so neither's memory is the other's.
@@ -22,13 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reas
 
 REPO = Path(__file__).resolve().parents[2]
 PER_BATCH = 20_000
-PADDING = "x" * 420  # each request about 560 bytes: 20,000 make an 11 MB body
-# The spill and read pieces, buffers of the HTTP client (the first batch's items are held before spilling
-# starts: that is one batch body of the bound).
-FIXED_ALLOWANCE = 12 * 2**20
-# What stays in memory per request while the input is read: its custom_id (a str in a list and in the
-# duplicate check's set), its offsets and preflight facts; never its bytes (measured: about 165 bytes).
-BOOKKEEPING_PER_REQUEST = 220
+PADDING = "x" * 960  # each request about 1.1 KB (the issue's 1,000,000 requests in 1.1 GB): 20,000 make 22 MB
+# What stays in memory per request is nothing: offsets, custom_ids and preflight facts spill with the items
+# (requests/columns.py), the duplicate check moves to disk (requests/seen.py), preflight reads the sizes in
+# one pass (preflight/large.py). From 100,000 to 200,000 requests the peak may move by this much, no more.
+GROWTH_ALLOWANCE = 3 * 2**20
 
 
 def _write_input(path: Path, count: int) -> None:
@@ -70,11 +68,9 @@ def test_a_large_input_is_submitted_holding_about_one_batch_not_the_input(
         jsonl.unlink()
     for count, run in runs.items():
         assert run["requests"] == count and run["batches"] == count // PER_BATCH and run["spilled"]
-        body = int(run["largest_body"])
-        bound = 2 * body + FIXED_ALLOWANCE + BOOKKEEPING_PER_REQUEST * count
-        assert int(run["peak_growth"]) < bound, (count, run)
+        assert int(run["peak_growth"]) < 2 * int(run["largest_body"]), (count, run)  # the issue's bound
     growth = int(runs[200_000]["peak_growth"]) - int(runs[100_000]["peak_growth"])
-    assert growth < BOOKKEEPING_PER_REQUEST * 100_000 + 2 * 2**20, runs  # the bytes never, only the bookkeeping
+    assert growth < GROWTH_ALLOWANCE, runs  # flat: nothing is kept per request
     created = emulator_process.control.state(custom_ids=False)
     assert created["batches_created"] == 15
     for count, run in runs.items():
