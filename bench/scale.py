@@ -156,6 +156,8 @@ def measure(sizes: tuple[int, ...] = SIZES) -> ScaleFigure:
                 ids = Path(tmp) / "ids.json"
                 ids.write_text(json.dumps(submitted["batch_ids"]))
                 landed = _run(url, "land", ids, Path(tmp) / "out")
+                if landed["requests"] != count:
+                    raise RuntimeError(f"landed {landed['requests']} of {count} results")
                 figure.body_mb[count] = float(submitted["body_mb"])  # type: ignore[arg-type]
                 figure.submit_seconds[count] = float(submitted["seconds"])  # type: ignore[arg-type]
                 figure.submit_peak_mb[count] = int(submitted["peak_growth"]) / 1e6  # type: ignore[call-overload]
