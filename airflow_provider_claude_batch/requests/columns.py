@@ -13,7 +13,7 @@ import weakref
 from array import array
 from collections.abc import Sequence
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -23,8 +23,55 @@ if TYPE_CHECKING:
 _TAIL_BYTES = 1 << 18  # once spilled, a column writes its tail out when it reaches this many bytes
 _READ_ENTRIES = 1 << 15  # entries read at a time when a spilled column is iterated
 
+T = TypeVar("T")
 
-class IntColumn(Sequence[int]):
+
+class _Ordered(Sequence[T]):
+    """What the columns share: entries read one at a time (`_one`) or a range at a time (`read`), in order."""
+
+    def _one(self, index: int) -> T:
+        raise NotImplementedError
+
+    def read(self, start: int, stop: int) -> Sequence[T]:
+        """Entries [start, stop)."""
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("a column is sliced in order, without a step")
+            return self.read(start, stop)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range ({len(self)} entries)")
+        return self._one(index)
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[Sequence[T]]:
+        """Entries [start, stop) a chunk at a time."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        for first in range(start, stop, _READ_ENTRIES):
+            yield self.read(first, min(stop, first + _READ_ENTRIES))
+
+    def __iter__(self) -> Iterator[T]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Ordered | array | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    # Mutable, compared by value: not hashable.
+    __hash__ = None  # type: ignore[assignment]
+
+
+class IntColumn(_Ordered[int]):
     """Non-negative ints appended in order (an `array` of `typecode`), spillable to a file."""
 
     def __init__(self, typecode: str = "Q") -> None:
@@ -67,20 +114,7 @@ class IntColumn(Sequence[int]):
             self._on_file += len(self._tail)
             self._tail = array(self.typecode)
 
-    @overload
-    def __getitem__(self, index: int) -> int: ...
-    @overload
-    def __getitem__(self, index: slice) -> array[int]: ...
-    def __getitem__(self, index: int | slice) -> int | array[int]:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise ValueError("a column is sliced in order, without a step")
-            return self.read(start, stop)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"column index {index} out of range ({len(self)} entries)")
+    def _one(self, index: int) -> int:
         if index >= self._on_file:
             return self._tail[index - self._on_file]
         return self.read(index, index + 1)[0]
@@ -97,27 +131,11 @@ class IntColumn(Sequence[int]):
             values.extend(self._tail[: stop - self._on_file])
         return values
 
-    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[array[int]]:
-        """Entries [start, stop) a chunk at a time."""
-        stop = len(self) if stop is None else stop
-        for first in range(start, stop, _READ_ENTRIES):
-            yield self.read(first, min(stop, first + _READ_ENTRIES))
-
     def __iter__(self) -> Iterator[int]:
-        if self._file is None:
-            return iter(self._tail)
-        return (value for chunk in self.chunks() for value in chunk)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, IntColumn | array | list | tuple):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    # Mutable, compared by value: not hashable.
-    __hash__ = None  # type: ignore[assignment]
+        return iter(self._tail) if self._file is None else super().__iter__()
 
 
-class StartsView(Sequence[int]):
+class StartsView(_Ordered[int]):
     """The items' start offsets, derived from their ends: items are separated by exactly one comma."""
 
     def __init__(self, ends: IntColumn) -> None:
@@ -126,27 +144,18 @@ class StartsView(Sequence[int]):
     def __len__(self) -> int:
         return len(self._ends)
 
-    @overload
-    def __getitem__(self, index: int) -> int: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[int]: ...
-    def __getitem__(self, index: int | slice) -> int | list[int]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self._ends)
-        if not 0 <= index < len(self._ends):
-            raise IndexError(f"request index {index} out of range ({len(self._ends)} requests)")
+    def _one(self, index: int) -> int:
         return 0 if index == 0 else self._ends[index - 1] + 1
 
-    def __iter__(self) -> Iterator[int]:
-        if len(self._ends):
-            yield 0
-            for chunk in self._ends.chunks(0, len(self._ends) - 1):
-                yield from map((1).__add__, chunk)
+    def read(self, start: int, stop: int) -> list[int]:
+        """Starts [start, stop)."""
+        if stop <= start:
+            return []
+        before = [-1] if start == 0 else []  # (the first item starts at 0: one comma after "-1")
+        return [end + 1 for end in (*before, *self._ends.read(max(0, start - 1), stop - 1))]
 
 
-class IdColumn(Sequence[str]):
+class IdColumn(_Ordered[str]):
     """custom_ids in order: their text in one blob (ASCII: the schema allows only letters, digits, `_`
     and `-`) and their end offsets, spillable like an `IntColumn` (about 20 bytes each in memory before).
     """
@@ -202,20 +211,7 @@ class IdColumn(Sequence[str]):
         head = self._file.read(start, min(stop, self._on_file) - start)
         return head if stop <= self._on_file else head + bytes(self._blob[: stop - self._on_file])
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise ValueError("custom_ids are sliced in order, without a step")
-            return self.read(start, stop)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"request index {index} out of range ({len(self)} requests)")
+    def _one(self, index: int) -> str:
         start = self._ends[index - 1] if index else 0
         return self._text(start, self._ends[index]).decode("ascii")
 
@@ -227,18 +223,6 @@ class IdColumn(Sequence[str]):
         first = self._ends[start - 1] if start else 0
         text = self._text(first, ends[-1]).decode("ascii")
         return [text[a - first : b - first] for a, b in zip((first, *ends[:-1]), ends, strict=True)]
-
-    def __iter__(self) -> Iterator[str]:
-        for first in range(0, len(self), _READ_ENTRIES):
-            yield from self.read(first, min(len(self), first + _READ_ENTRIES))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, IdColumn | list | tuple):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    # Mutable, compared by value: not hashable.
-    __hash__ = None  # type: ignore[assignment]
 
     def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
         """Where custom_id `value` is (a scan, a chunk at a time: for the few problems shown)."""
@@ -254,7 +238,7 @@ class IdColumn(Sequence[str]):
         return IdRange(self, start, stop)
 
 
-class IdRange(Sequence[str]):
+class IdRange(_Ordered[str]):
     """A range of an `IdColumn`, read when iterated or indexed."""
 
     def __init__(self, column: IdColumn, start: int, stop: int) -> None:
@@ -263,19 +247,9 @@ class IdRange(Sequence[str]):
     def __len__(self) -> int:
         return self._stop - self._start
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def _one(self, index: int) -> str:
         return self._column[self._start + index]
 
-    def __iter__(self) -> Iterator[str]:
-        for first in range(self._start, self._stop, _READ_ENTRIES):
-            yield from self._column.read(first, min(self._stop, first + _READ_ENTRIES))
+    def read(self, start: int, stop: int) -> list[str]:
+        """custom_ids [start, stop) of the range."""
+        return self._column.read(self._start + start, self._start + min(stop, len(self)))
