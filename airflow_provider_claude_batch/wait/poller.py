@@ -102,7 +102,8 @@ class SharedPoller:
     _created_at: dict[str, float] = field(default_factory=dict)
     # The last listed state of each batch and its snapshot: an unchanged batch keeps its snapshot, so
     # a cycle allocates nothing for the batches that did not move.
-    _listed: dict[str, tuple[ListedBatch, BatchSnapshot]] = field(default_factory=dict)
+    _listed: dict[str, ListedBatch] = field(default_factory=dict)
+    _shots: dict[str, BatchSnapshot] = field(default_factory=dict)
     _listing_paused_until: float = 0.0
     cycles: int = 0
 
@@ -176,7 +177,7 @@ class SharedPoller:
         read_at, now = loop.time(), time.time()
         due: list[Watch] = []
         for count, watch in enumerate(list(self._watches), 1):
-            if not watch.over and min(watch.due, watch.deadline) <= read_at and watch.before_poll(now):
+            if watch.joins(read_at) and watch.before_poll(now):
                 due.append(watch)
             if count % WATCHES_PER_TURN == 0:
                 await asyncio.sleep(0)
@@ -256,15 +257,14 @@ class SharedPoller:
             self._refuse_listing(f"unexpected page shape ({exc})")
         except anthropic.APIConnectionError as exc:
             errors.update(dict.fromkeys(scan.missing(), exc))
-        created_at, listed, made = self._created_at, self._listed, 0
+        created_at, listed, shots, made = self._created_at, self._listed, self._shots, 0
         for batch_id, batch in scan.found.items():
-            last = listed.get(batch_id)
-            if last is not None and last[0] == batch:
-                found[batch_id] = last[1]
+            if listed.get(batch_id) == batch:
+                found[batch_id] = shots[batch_id]
                 continue
             created_at[batch_id] = batch.created_at.timestamp()
-            found[batch_id] = shot = batch.snapshot()
-            listed[batch_id] = (batch, shot)
+            listed[batch_id] = batch
+            found[batch_id] = shots[batch_id] = batch.snapshot()
             made += 1
             if made % SNAPSHOTS_PER_TURN == 0:
                 await asyncio.sleep(0)
@@ -283,6 +283,7 @@ class SharedPoller:
         for batch_id in batch_ids:
             self._created_at.pop(batch_id, None)
             self._listed.pop(batch_id, None)
+            self._shots.pop(batch_id, None)
 
     async def aclose(self) -> None:
         """Stop the pending cycle and close the connection's client (when its last trigger leaves)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.hooks.api_errors import retry_after
-from airflow_provider_claude_batch.wait.listing import coalesce_patience
+from airflow_provider_claude_batch.wait.listing import coalesce_patience, early_allowance
 
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.wait.events import BatchSnapshot, WaitOutcome
@@ -39,6 +39,7 @@ class Watch:
     deadline: float  # loop time when the tracker's wall-clock deadline passes
     patience: float  # how long the next poll may wait for other triggers' polls to join a cycle
     progress: bool  # whether the trigger logs progress lines (its logger writes INFO)
+    early: float = 0.0  # how long before `due` the next poll may join a cycle that others start
     lines: list[LogLine] = field(default_factory=list)
     outcome: WaitOutcome | None = None
     failure: BaseException | None = None
@@ -52,6 +53,10 @@ class Watch:
     def start_by(self, alone: bool) -> float:
         """When a cycle should have started for this watch: its poll may wait for others, never past the deadline."""
         return min(self.due + (0.0 if alone else self.patience), self.deadline)
+
+    def joins(self, cycle_start: float) -> bool:
+        """Whether the next poll joins a cycle starting now: due, or due soon enough to poll early."""
+        return not self.over and min(self.due - self.early, self.deadline) <= cycle_start
 
     async def news(self) -> list[LogLine]:
         """Sleep until there are lines to log or the wait is over; the lines. Raises what ended the trigger."""
@@ -71,7 +76,7 @@ class Watch:
         decision = self.tracker.before_poll(now)
         if decision is None:
             return True
-        self._then(decision, 0.0)
+        self._then(decision, 0.0, early=False)
         return False
 
     def after_answer(self, snapshots: list[BatchSnapshot], read_at: float, now: float) -> bool:
@@ -81,8 +86,9 @@ class Watch:
         if self.progress and tracker.progress_due(now, PROGRESS_EVERY):
             self.lines.append((logging.INFO, tracker.progress(now)))
         # The next poll is due `delay` after the cycle read the batches, so that the triggers of one
-        # cycle stay in step (their wake-ups spread over a tenth of the delay: see coalesce_patience).
-        return self._then(decision, read_at)
+        # cycle stay in step (their delays spread over a tenth: see coalesce_patience); it may join a
+        # cycle that others start before then (see early_allowance).
+        return self._then(decision, read_at, early=True)
 
     def after_error(self, exc: BaseException, described: str, now: float, loop_now: float) -> bool:
         """Take the API error the batches met; True if the trigger was woken (it always logs the retry)."""
@@ -96,19 +102,20 @@ class Watch:
                     f"{decision.delay:.1f} s. The batches keep running.",
                 )
             )
-        return self._then(decision, loop_now)  # a retry waits `delay` from now (retry-after)
+        return self._then(decision, loop_now, early=False)  # a retry waits `delay` from now (retry-after)
 
     def fail(self, exc: BaseException) -> bool:
         """End the trigger with an error that is not the API's (it raises in the trigger's task)."""
         self.failure = exc
         return self._wake()
 
-    def _then(self, decision: Decision, start: float) -> bool:
+    def _then(self, decision: Decision, start: float, *, early: bool) -> bool:
         if decision.outcome is not None:
             self.outcome = decision.outcome
         else:
             self.due = start + decision.delay
             self.patience = coalesce_patience(decision.delay)
+            self.early = early_allowance(decision.delay) if early else 0.0
         return self._wake() if self.lines or self.over else False
 
     def _wake(self) -> bool:
