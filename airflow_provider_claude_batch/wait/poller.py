@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections import deque
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -96,6 +97,7 @@ class SharedPoller:
     waiting: int = 0  # those of them that poll batches (their polls may share a cycle)
     _hook: ClaudeBatchHook | None = None
     _client: asyncio.Future[AsyncAnthropic] | None = None
+    _gates: deque[asyncio.Future[None]] = field(default_factory=deque)  # triggers waiting for the client
     _watches: dict[Watch, None] = field(default_factory=dict)  # in the order the triggers came
     _timer: asyncio.TimerHandle | None = None
     _cycle: asyncio.Task[None] | None = None
@@ -108,12 +110,29 @@ class SharedPoller:
     cycles: int = 0
 
     async def client(self) -> AsyncAnthropic:
-        """The shared client; the first caller starts building it in a worker thread, the others wait."""
+        """The shared client; the first caller starts building it in a worker thread, the others wait.
+
+        At a triggerer's start thousands of triggers may wait for it: once it is built they go on a
+        few per turn of the loop, not all in one (each one's next step registers its wait). A trigger
+        cancelled meanwhile leaves the build to the others.
+        """
         if self._client is None:
             self._hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
             self._client = asyncio.ensure_future(self._build(self._hook))
-        # shielded: one trigger cancelled while the client is built must not cancel it for the others
-        return await asyncio.shield(self._client)
+            self._client.add_done_callback(self._open_gates)
+        if not self._client.done() or self._gates:
+            gate = asyncio.get_running_loop().create_future()
+            self._gates.append(gate)
+            await gate
+        return self._client.result()
+
+    def _open_gates(self, _: object = None) -> None:
+        for _ in range(min(WAKES_PER_TURN, len(self._gates))):
+            gate = self._gates.popleft()
+            if not gate.done():
+                gate.set_result(None)
+        if self._gates:
+            asyncio.get_running_loop().call_soon(self._open_gates)
 
     def describe(self, exc: BaseException) -> str:
         """An API error for a log line or an event, naming the connection's proxy when it failed there."""
@@ -185,12 +204,14 @@ class SharedPoller:
             return
         found, errors = await self._read(list(dict.fromkeys(b for w in due for b in w.tracker.pending())))
         now, woken = time.time(), 0
+        described: dict[int, str] = {}  # one failed List call is every watch's error: describe it once
         for count, watch in enumerate(due, 1):
             if watch not in self._watches:
                 continue  # its trigger left during the cycle
             answer = answer_for(watch.tracker.pending(), found, errors)
             if isinstance(answer, anthropic.APIStatusError | anthropic.APIConnectionError):
-                woke = watch.after_error(answer, self.describe(answer), now, loop.time())
+                text = described.get(id(answer)) or described.setdefault(id(answer), self.describe(answer))
+                woke = watch.after_error(answer, text, now, loop.time())
             elif isinstance(answer, BaseException):
                 woke = watch.fail(answer)
             else:
