@@ -195,14 +195,16 @@ class SharedPoller:
         loop = asyncio.get_running_loop()
         read_at, now = loop.time(), time.time()
         due: list[Watch] = []
+        wanted: dict[str, None] = {}
         for count, watch in enumerate(list(self._watches), 1):
             if watch.joins(read_at) and watch.before_poll(now):
                 due.append(watch)
+                wanted.update(dict.fromkeys(watch.tracker.pending()))
             if count % WATCHES_PER_TURN == 0:
                 await asyncio.sleep(0)
         if not due:
             return
-        found, errors = await self._read(list(dict.fromkeys(b for w in due for b in w.tracker.pending())))
+        found, errors = await self._read(list(wanted))
         now, woken = time.time(), 0
         described: dict[int, str] = {}  # one failed List call is every watch's error: describe it once
         for count, watch in enumerate(due, 1):
@@ -278,16 +280,15 @@ class SharedPoller:
             self._refuse_listing(f"unexpected page shape ({exc})")
         except anthropic.APIConnectionError as exc:
             errors.update(dict.fromkeys(scan.missing(), exc))
-        created_at, listed, shots, made = self._created_at, self._listed, self._shots, 0
-        for batch_id, batch in scan.found.items():
+        created_at, listed, shots = self._created_at, self._listed, self._shots
+        for count, (batch_id, batch) in enumerate(scan.found.items(), 1):
             if listed.get(batch_id) == batch:
                 found[batch_id] = shots[batch_id]
-                continue
-            created_at[batch_id] = batch.created_at.timestamp()
-            listed[batch_id] = batch
-            found[batch_id] = shots[batch_id] = batch.snapshot()
-            made += 1
-            if made % SNAPSHOTS_PER_TURN == 0:
+            else:
+                created_at[batch_id] = batch.created_at.timestamp()
+                listed[batch_id] = batch
+                found[batch_id] = shots[batch_id] = batch.snapshot()
+            if count % SNAPSHOTS_PER_TURN == 0:
                 await asyncio.sleep(0)
 
     def _refuse_listing(self, reason: str) -> None:
