@@ -7,7 +7,8 @@ for event in trigger.run()`), all with the same short poll interval so that seve
 fall in the measured window. A ticker coroutine sleeps 10 ms at a time and records how late it
 wakes up: that is how long the event loop was blocked.
 - anthropic provider 1.2.0: `AnthropicBatchTrigger` (the sync SDK in `asyncio.to_thread`), at
-  1,000 batches only: one retrieve per batch per poll makes its start-up alone last about 15 min at 10,000;
+  1,000 batches only: with one retrieve per batch per poll, at 10,000 its start-up alone would last
+  minutes and a cycle of polls would need more CPU than the poll interval (the figure says how much);
 - ours: `ClaudeBatchTrigger` (the SDK's async client), at 1,000 and 10,000.
 Start-up (every trigger's first poll, then the poll intervals that follow it, while the garbage
 collector catches up with the objects the start-up made) is reported apart from the steady window.
@@ -15,26 +16,19 @@ collector catches up with the objects the start-up made) is reported apart from 
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx2
 
 from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
 from bench.emulator_alone import HEADERS
 
 CONTENDERS = ("anthropic provider 1.2.0", "ours")
 THEIRS, OURS = CONTENDERS
-# The waiting batches each contender is measured at (theirs' start-up at 10,000 would take ~15 min).
+# The waiting batches each contender is measured at (theirs at 10,000 would take minutes to start).
 SIZES = {THEIRS: (1_000,), OURS: (1_000, 10_000)}
 # Several poll cycles in the window, and under the emulator's 5 s keep-alive, so that connections
 # are reused between polls as they are against the API.
@@ -108,7 +102,7 @@ def measure(url: str, emulator_pid: int, repeat: int, sizes: dict[str, tuple[int
             for count in counts:
                 # The newest batches head the List endpoint's pages, as a triggerer's batches of the day do.
                 out = subprocess.run(
-                    [sys.executable, "-m", "bench.triggerer", "--child", kind, url, str(emulator_pid)],
+                    [sys.executable, "-m", "bench.triggerer_child", kind, url, str(emulator_pid)],
                     input=json.dumps(batch_ids[-count:]),
                     capture_output=True,
                     text=True,
@@ -124,217 +118,9 @@ def measure(url: str, emulator_pid: int, repeat: int, sizes: dict[str, tuple[int
     return figure
 
 
-# ---- the child process: one contender ------------------------------------------------------------
-def _rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise KeyError("VmRSS")
-
-
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of another process (the emulator)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _calls(url: str) -> dict[str, int]:
-    request = urllib.request.Request(url + "/_emulator/state?custom_ids=false", headers=HEADERS)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return dict(json.loads(response.read())["calls"])
-
-
-def _retrieves(url: str) -> int:
-    return _calls(url).get("retrieve", 0)
-
-
-class _Answers:
-    """Batch polls answered to our triggers, whatever the request that answered them (a retrieve, or
-    a List page shared by many triggers): one per batch a trigger's tracker was told about. Theirs make
-    one retrieve per batch per poll, so their count is the emulator's retrieve count."""
-
-    def __init__(self) -> None:
-        from airflow_provider_claude_batch.wait import tracker as waiting
-
-        self.count = 0
-        real = waiting.WaitTracker.after_success
-
-        def counting(tracker: Any, snapshots: list[Any], now: float) -> Any:
-            self.count += len(snapshots)
-            return real(tracker, snapshots, now)
-
-        waiting.WaitTracker.after_success = counting  # type: ignore[method-assign]
-
-
-class _GcPauses:
-    """Every full garbage collection's end (perf_counter) and duration: a full one walks every object of the process."""
-
-    def __init__(self) -> None:
-        self.started = 0.0
-        self.full: list[tuple[float, float]] = []
-        gc.callbacks.append(self.callback)
-
-    def callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self.started = time.perf_counter()
-        elif info["generation"] == 2:
-            now = time.perf_counter()
-            self.full.append((now, now - self.started))
-
-    def between(self, start: float, end: float) -> list[float]:
-        return [pause for at, pause in self.full if start <= at <= end]
-
-
-class _Ticker:
-    """Sleeps TICK_SECONDS again and again; the worst lateness is the longest event-loop stall."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-
-    async def run(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(TICK_SECONDS)
-            self.worst = max(self.worst, time.perf_counter() - started - TICK_SECONDS)
-
-
-def _triggers(kind: str, batch_ids: list[str]) -> list[Any]:
-    deadline = time.time() + 3600
-    if kind == "ours":
-        from airflow_provider_claude_batch.triggers.claude_batch import ClaudeBatchTrigger
-
-        return [
-            ClaudeBatchTrigger([b], deadline=deadline, poll_interval=POLL_SECONDS, max_poll_interval=POLL_SECONDS)
-            for b in batch_ids
-        ]
-    from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
-
-    return [AnthropicBatchTrigger("anthropic_default", b, POLL_SECONDS, deadline) for b in batch_ids]
-
-
-async def _warm_up(kind: str, batch_id: str) -> None:
-    """Load the SDK and the lazily imported modules once, so that they are not counted per trigger."""
-    if kind == "ours":
-        from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-
-        hook = ClaudeBatchHook()
-        await hook.aretrieve_batch(batch_id)
-        await hook.aclose()
-    else:
-        from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
-
-        await asyncio.to_thread(AnthropicHook().get_batch, batch_id)
-
-
-async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -> dict[str, float]:
-    await _warm_up(kind, batch_ids[0])
-    triggers = _triggers(kind, batch_ids)
-    base_rss = _rss()
-    ticker = _Ticker()
-    tick_task = asyncio.create_task(ticker.run())
-    answers = _Answers() if kind == "ours" else None
-
-    async def polled() -> int:
-        return answers.count if answers is not None else await asyncio.to_thread(_retrieves, url)
-
-    polls_before = await polled()
-
-    async def drive(trigger: Any) -> None:
-        async for _ in trigger.run():
-            raise RuntimeError("a batch ended during the benchmark: it must stay in progress")
-
-    gc_pauses = _GcPauses()
-    started = time.perf_counter()
-    tasks = []
-    for trigger in triggers:  # one per turn of the loop, as Airflow's triggerer creates them
-        await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(drive(trigger)))
-    # Every trigger has polled once when the count (in the emulator process, for theirs) says so.
-    while await polled() - polls_before < len(triggers):  # noqa: ASYNC110
-        await asyncio.sleep(0.2)
-    startup_seconds = time.perf_counter() - started
-    await asyncio.sleep(SETTLE_POLLS * POLL_SECONDS)  # into the steady state
-    startup_stall, settled = ticker.worst, time.perf_counter()
-    ticker.worst = 0.0
-    polls = await polled()
-    calls = await asyncio.to_thread(_calls, url)
-    cpu, emulator_cpu, wall = time.process_time(), _cpu_of(emulator_pid), time.perf_counter()
-    await asyncio.sleep(WINDOW_SECONDS)
-    cpu, ended = time.process_time() - cpu, time.perf_counter()
-    wall = ended - wall
-    emulator_cpu = _cpu_of(emulator_pid) - emulator_cpu
-    polls = await polled() - polls
-    calls_after = await asyncio.to_thread(_calls, url)
-    stall = ticker.worst
-    gc.callbacks.remove(gc_pauses.callback)
-    rss = _rss() - base_rss
-    objects = len(gc.get_objects())
-    for task in [*tasks, tick_task]:
-        task.cancel()
-    await asyncio.gather(*tasks, tick_task, return_exceptions=True)
-    cycles = polls / len(triggers)
-    window_gcs, startup_gcs = gc_pauses.between(settled, ended), gc_pauses.between(started, settled)
-    return {
-        "cycles": cycles,
-        "cpu_per_cycle": cpu / cycles if cycles else float("inf"),
-        "cpu_share": cpu / wall,
-        "emulator_cpu_share": emulator_cpu / wall,
-        "kb_per_trigger": rss / len(triggers) / 1e3,
-        "stall_ms": stall * 1000,
-        "full_gcs": len(window_gcs),
-        "full_gc_ms": max(window_gcs, default=0) * 1000,
-        "tracked_objects": objects,
-        "startup_seconds": startup_seconds,
-        "startup_stall_ms": startup_stall * 1000,
-        "startup_full_gcs": len(startup_gcs),
-        "startup_full_gc_ms": max(startup_gcs, default=0) * 1000,
-        "list_calls_per_cycle": (calls_after.get("list", 0) - calls.get("list", 0)) / cycles if cycles else 0.0,
-        "retrieves_per_cycle": (calls_after.get("retrieve", 0) - calls.get("retrieve", 0)) / cycles if cycles else 0.0,
-    }
-
-
-async def _poll_costs(url: str, batch_id: str, calls: int = 300) -> dict[str, float]:
-    """CPU ms of one poll, one at a time: where a poll's CPU goes, whoever makes it."""
-    import anthropic
-    import msgspec
-
-    from airflow_provider_claude_batch.hooks.claude_batch import ClaudeBatchHook
-
-    hook = ClaudeBatchHook()
-    client = (await hook.get_async_conn()).with_options(max_retries=0)
-    sync_client = anthropic.Anthropic(base_url=url, api_key="emulator-key", max_retries=0)
-    raw = httpx2.AsyncClient(base_url=url, headers=HEADERS)
-    path = f"/v1/messages/batches/{batch_id}"
-
-    async def sdk_async() -> object:
-        return await client.messages.batches.retrieve(batch_id)
-
-    async def sdk_sync_in_thread() -> object:
-        return await asyncio.to_thread(sync_client.messages.batches.retrieve, batch_id)
-
-    async def raw_async() -> object:
-        return msgspec.json.decode((await raw.get(path)).content)
-
-    ways = {OUR_POLL: sdk_async, THEIR_POLL: sdk_sync_in_thread, BARE_POLL: raw_async}
-    costs: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(3):  # interleaved rounds
-        for name, way in ways.items():
-            await way()
-            cpu = time.process_time()
-            for _ in range(calls):
-                await way()
-            costs[name].append((time.process_time() - cpu) / calls * 1000)
-    await hook.aclose()
-    await raw.aclose()
-    sync_client.close()
-    return {name: statistics.median(values) for name, values in costs.items()}
-
-
 def poll_costs(url: str, batch_id: str, env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.triggerer", "--poll-costs", url, batch_id],
+        [sys.executable, "-m", "bench.triggerer_child", "--poll-costs", url, batch_id],
         capture_output=True,
         text=True,
         env=env,
@@ -343,6 +129,19 @@ def poll_costs(url: str, batch_id: str, env: dict[str, str]) -> dict[str, float]
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def _theirs_at_scale(figure: TriggerFigure) -> str:
+    label = row(THEIRS, SIZES[THEIRS][0])
+    if label not in figure.results:
+        return "the anthropic provider not measured in this run."
+    startup, cpu = figure.median(label, "startup_seconds"), figure.median(label, "cpu_per_cycle")
+    return (
+        "the anthropic provider at 1,000 only: it makes one retrieve per batch per poll, so at 10,000 its "
+        f"start-up alone would last about {10 * startup / 60:.0f} minutes and a cycle of polls would need about "
+        f"{10 * cpu:.0f} s of CPU, more than the {figure.poll_seconds:g} s poll interval (ten times its "
+        "figures at 1,000)."
+    )
 
 
 def section(figure: TriggerFigure) -> list[str]:
@@ -357,19 +156,18 @@ def section(figure: TriggerFigure) -> list[str]:
         "them and driven the way it drives them (`async for event in trigger.run()`) in one asyncio event loop, "
         "each contender in its own process against the same emulator process (holding 10,000 in-progress "
         "batches; a run waits on the newest ones), poll interval "
-        f"{figure.poll_seconds:g} s for all. Ours at 1,000 and 10,000 waiting batches; the anthropic provider at "
-        "1,000 only: it retrieves each batch in turn, so its start-up alone (every trigger polled once) would "
-        "last about 15 minutes at 10,000. Start-up lasts until every trigger has polled once and "
+        f"{figure.poll_seconds:g} s for all. Ours at 1,000 and 10,000 waiting batches; {_theirs_at_scale(figure)} "
+        "Start-up lasts until every trigger has polled once and "
         f"{SETTLE_POLLS} poll intervals more; then the steady window of {figure.window_seconds:g} s. A ticker "
         f"coroutine sleeps {TICK_SECONDS * 1000:g} ms at a time and its worst lateness is the longest stall of "
         f"the loop. {runs} runs per row, interleaved; median (min or max where it says so).",
         "",
         "| contender, waiting batches | poll cycles in the window | CPU s per cycle (min / median) | "
         "CPU ms per batch per poll cycle | RSS per waiting trigger, kB | longest stall, ms (median / max) | "
-        "full GCs in the window (longest, ms) | start-up: s until every trigger polled once | start-up: longest "
-        "stall ms (median / max), full GCs (longest ms) | List calls / retrieves per cycle | emulator CPU, share "
-        "of one core |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "full GCs in the window (longest, ms) | List calls / retrieves per cycle | emulator CPU, share of one "
+        "core | start-up: s until every trigger polled once | start-up: longest stall, ms (median / max) | "
+        "start-up: full GCs (longest, ms) | start-up: longest stall besides full GCs, ms (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
         med = {name: figure.median(label, name) for name in figure.results[label][0]}
@@ -378,10 +176,11 @@ def section(figure: TriggerFigure) -> list[str]:
             f"| {label} | {med['cycles']:.1f} | {figure.low(label, 'cpu_per_cycle'):.3f} / "
             f"{med['cpu_per_cycle']:.3f} | {med['cpu_per_cycle'] / figure.sizes[label] * 1000:.3f} | "
             f"{med['kb_per_trigger']:.1f} | {med['stall_ms']:.0f} / {high['stall_ms']:.0f} | "
-            f"{med['full_gcs']:.0f} ({high['full_gc_ms']:.0f}) | {med['startup_seconds']:.1f} | "
-            f"{med['startup_stall_ms']:.0f} / {high['startup_stall_ms']:.0f}, "
+            f"{med['full_gcs']:.0f} ({high['full_gc_ms']:.0f}) | "
+            f"{med['list_calls_per_cycle']:.2f} / {med['retrieves_per_cycle']:.1f} | {med['emulator_cpu_share']:.0%} | "
+            f"{med['startup_seconds']:.1f} | {med['startup_stall_ms']:.0f} / {high['startup_stall_ms']:.0f} | "
             f"{med['startup_full_gcs']:.0f} ({high['startup_full_gc_ms']:.0f}) | "
-            f"{med['list_calls_per_cycle']:.2f} / {med['retrieves_per_cycle']:.1f} | {med['emulator_cpu_share']:.0%} |"
+            f"{high['startup_stall_besides_gcs_ms']:.0f} |"
         )
     per_batch = {label: figure.median(label, "cpu_per_cycle") / figure.sizes[label] for label in labels}
     worst = {label: figure.high(label, "stall_ms") for label in labels}
@@ -425,33 +224,37 @@ def section(figure: TriggerFigure) -> list[str]:
         "",
     ]
     if large in figure.results:
-        objects = figure.median(large, "tracked_objects") / 1000
-        lines += [
-            f"The stalls: a full garbage collection walks every object of the process (about "
-            f"{figure.median(small, 'tracked_objects') / 1000:.0f}k at 1,000 waiting triggers, {objects:.0f}k at "
-            "10,000, most of them Airflow's modules and the triggers themselves) and takes hundreds of ms on this "
-            "machine. The collector runs one when the objects moved to its oldest generation since the last one "
-            "reach a quarter of those it holds: a steady cycle of ours moves next to none, so the window "
-            f"has {figure.median(large, 'full_gcs'):.0f} at 10,000 (median). Start-up is another matter: 10,000 "
-            "triggers make a few hundred thousand objects that live as long as their waits (the triggers, "
-            "their tasks and coroutines, Airflow's loggers, our tracker and watch), and the collections they "
-            f"bring about are the start-up's longest stalls ({figure.median(large, 'startup_full_gcs'):.0f} full "
-            f"GCs at 10,000, the longest {figure.high(large, 'startup_full_gc_ms'):.0f} ms). Freezing the start-up's "
-            "objects (`gc.freeze()`) would remove them, but the garbage collector belongs to the triggerer "
-            "process, not to a provider.",
-            "",
-        ]
+        lines += _stalls(figure, theirs, small, large)
     return lines
 
 
+def _stalls(figure: TriggerFigure, theirs: str, small: str, large: str) -> list[str]:
+    med, high = figure.median, figure.high
+    full_gcs = f"{med(small, 'full_gcs'):.0f} full GCs at 1,000 and {med(large, 'full_gcs'):.0f} at 10,000"
+    if theirs in figure.results:
+        full_gcs += f" (theirs: {med(theirs, 'full_gcs'):.0f}, the longest {high(theirs, 'full_gc_ms'):.0f} ms)"
+    besides = max(high(small, "startup_stall_besides_gcs_ms"), high(large, "startup_stall_besides_gcs_ms"))
+    return [
+        "The stalls: a full garbage collection walks every object of the process (about "
+        f"{med(small, 'tracked_objects') / 1000:.0f}k at 1,000 waiting triggers, "
+        f"{med(large, 'tracked_objects') / 1000:.0f}k at 10,000, most of them Airflow's modules and the triggers "
+        f"themselves), up to {high(large, 'startup_full_gc_ms'):.0f} ms on this machine. The collector runs one "
+        "when the objects moved to its oldest generation since the last one reach a quarter of those it holds. A "
+        "steady cycle of ours moves next to none (its triggers are not woken, an unchanged batch keeps its "
+        f"snapshot): the steady windows hold {full_gcs} (median). The start-up is where they fall: "
+        "each waiting trigger holds about thirty objects for as long as it waits (the trigger, its task and "
+        "coroutines, Airflow's logger, our tracker and watch), and 10,000 of them bring about "
+        f"{med(large, 'startup_full_gcs'):.0f} full GCs (median); at 1,000 one falls in the start-up or not, "
+        "depending on how close the process already was to one. Besides them, no start-up stall was over "
+        f"{besides:.0f} ms: the triggers start one per turn of the loop, those waiting for the shared client go "
+        "on a few per turn, and the first cycles hand out their answers a few hundred per turn. Freezing the "
+        "start-up's objects (`gc.freeze()`) would spare the triggerer those collections, but its garbage "
+        "collector is the triggerer's to tune, not a provider's.",
+        "",
+    ]
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["--child"]:
-        kind, url, emulator_pid = sys.argv[2], sys.argv[3], int(sys.argv[4])
-        print(json.dumps(asyncio.run(_child(kind, url, emulator_pid, json.loads(sys.stdin.read())))))
-        return
-    if sys.argv[1:2] == ["--poll-costs"]:
-        print(json.dumps(asyncio.run(_poll_costs(sys.argv[2], sys.argv[3]))))
-        return
     from bench.emulator_alone import start_emulator
 
     # python -m bench.triggerer [repeat] [ours=1000,10000] [theirs=1000]: one figure, printed raw
