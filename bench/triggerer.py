@@ -232,7 +232,7 @@ def _stalls(figure: TriggerFigure, theirs: str, small: str, large: str) -> list[
     med, high = figure.median, figure.high
     full_gcs = f"{med(small, 'full_gcs'):.0f} full GCs at 1,000 and {med(large, 'full_gcs'):.0f} at 10,000"
     if theirs in figure.results:
-        full_gcs += f" (theirs: {med(theirs, 'full_gcs'):.0f}, the longest {high(theirs, 'full_gc_ms'):.0f} ms)"
+        full_gcs += f"; theirs {med(theirs, 'full_gcs'):.0f}, the longest {high(theirs, 'full_gc_ms'):.0f} ms"
     besides = max(high(small, "startup_stall_besides_gcs_ms"), high(large, "startup_stall_besides_gcs_ms"))
     return [
         "The stalls: a full garbage collection walks every object of the process (about "
@@ -241,11 +241,11 @@ def _stalls(figure: TriggerFigure, theirs: str, small: str, large: str) -> list[
         f"themselves), up to {high(large, 'startup_full_gc_ms'):.0f} ms on this machine. The collector runs one "
         "when the objects moved to its oldest generation since the last one reach a quarter of those it holds. A "
         "steady cycle of ours moves next to none (its triggers are not woken, an unchanged batch keeps its "
-        f"snapshot): the steady windows hold {full_gcs} (median). The start-up is where they fall: "
+        f"snapshot): the steady windows hold (median) {full_gcs}. The start-up is where they fall: "
         "each waiting trigger holds about thirty objects for as long as it waits (the trigger, its task and "
         "coroutines, Airflow's logger, our tracker and watch), and 10,000 of them bring about "
         f"{med(large, 'startup_full_gcs'):.0f} full GCs (median); at 1,000 one falls in the start-up or not, "
-        "depending on how close the process already was to one. Besides them, no start-up stall was over "
+        "depending on how close the process already was to one. Besides them, no start-up stall of ours was over "
         f"{besides:.0f} ms: the triggers start one per turn of the loop, those waiting for the shared client go "
         "on a few per turn, and the first cycles hand out their answers a few hundred per turn. Freezing the "
         "start-up's objects (`gc.freeze()`) would spare the triggerer those collections, but its garbage "
