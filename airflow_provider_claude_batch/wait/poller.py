@@ -8,7 +8,7 @@ client serves the connection's triggers, built off the event loop by the first a
 Every trigger still decides for itself: a cycle hands each trigger's `WaitTracker` its snapshots or
 the API error its batches met, and the tracker backs off, retries or gives up as before. The poller
 does this in its own task and wakes a trigger's task only to log a line or to end the wait (see
-`wait.watch`): 10,000 waiting triggers cost one timer and one task between cycles, not 10,000.
+`wait.watch`): between cycles, 10,000 waiting triggers share one timer and none of them is woken.
 """
 
 from __future__ import annotations
