@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
 from bench import caching, deadline, emulator_alone, land, parse_cost, scale, submit, triggerer
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ def main() -> int:
     print("Figure 3: land 100,000 results ...", flush=True)
     with _emulator() as (pid, url):
         landed = land.measure(url, pid, max(3, args.repeat // 2))
-    print("Figure 4: 1,000 waiting triggers in one event loop ...", flush=True)
+    print("Figure 4: 1,000 and 10,000 waiting triggers in one event loop ...", flush=True)
     with _emulator() as (pid, url):
         waiting = triggerer.measure(url, pid, max(2, args.repeat // 3))
     print("Figure 6: prompt caching on the batch price ...", flush=True)
@@ -99,7 +98,7 @@ def main() -> int:
         _preflight_verdict(submitted),
         "",
         *_land_section(landed),
-        *_triggerer_section(waiting),
+        *triggerer.section(waiting),
         "## 5. The emulator alone",
         "",
         "The floor under the submit and land figures: a raw POST of a pre-serialized body and a plain streamed "
@@ -208,80 +207,6 @@ def _land_section(figure: land.LandFigure) -> list[str]:
             "1.05 s, but against the emulator it cost more CPU and no time).",
         ]
     return [*lines, ""]
-
-
-def _triggerer_section(figure: triggerer.TriggerFigure) -> list[str]:
-    kinds = triggerer.CONTENDERS
-    runs = len(figure.results[kinds[0]])
-    lines = [
-        "## 4. Triggerer load: 1,000 waiting batches in one event loop",
-        "",
-        f"{figure.triggers:,} in-progress batches, one trigger each, driven the way Airflow's triggerer drives "
-        "them (`async for event in trigger.run()`) in one asyncio event loop, each contender in its own process "
-        f"against the same emulator process, poll interval {figure.poll_seconds:g} s for both. Measured over a "
-        f"{figure.window_seconds:g} s window that starts once every trigger has polled once; a ticker coroutine "
-        f"sleeps {triggerer.TICK_SECONDS * 1000:g} ms at a time and its worst lateness is the longest stall of the "
-        f"loop. {runs} runs per contender, interleaved; median (min or max where it says so).",
-        "",
-        "| contender | poll cycles in the window | CPU s per cycle of 1,000 polls (min / median) | CPU ms per poll | "
-        "RSS per waiting trigger, kB | longest stall, ms (median / max) | full GCs in the window (longest, ms) | "
-        "start-up: s until every trigger polled once / longest stall ms | emulator CPU, share of one core |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for kind in kinds:
-        worst = max(r["stall_ms"] for r in figure.results[kind])
-        lines.append(
-            f"| {kind} | {figure.median(kind, 'cycles'):.1f} | {figure.low(kind, 'cpu_per_cycle'):.2f} / "
-            f"{figure.median(kind, 'cpu_per_cycle'):.2f} | "
-            f"{figure.median(kind, 'cpu_per_cycle') / figure.triggers * 1000:.2f} | "
-            f"{figure.median(kind, 'kb_per_trigger'):.0f} | {figure.median(kind, 'stall_ms'):.0f} / {worst:.0f} | "
-            f"{figure.median(kind, 'full_gcs'):.0f} ({figure.median(kind, 'full_gc_ms'):.0f}) | "
-            f"{figure.median(kind, 'startup_seconds'):.1f} / {figure.median(kind, 'startup_stall_ms'):.0f} | "
-            f"{figure.median(kind, 'emulator_cpu_share'):.0%} |"
-        )
-    theirs, ours = (figure.median(kind, "cpu_per_cycle") for kind in kinds)
-    stall = figure.median("ours", "stall_ms")
-    worst_stall = max(r["stall_ms"] for r in figure.results["ours"])
-    memory = figure.median(kinds[0], "kb_per_trigger") / figure.median("ours", "kb_per_trigger")
-    startup = [figure.median(kind, "startup_seconds") for kind in kinds]
-    costs = "; ".join(f"{name} {ms:.2f} ms" for name, ms in figure.poll_ms.items())
-    bare, sync = figure.poll_ms[triggerer.BARE_POLL], figure.poll_ms[triggerer.THEIR_POLL]
-    gc_ms = figure.median("ours", "full_gc_ms")
-    lines += [
-        "",
-        "Targets: ours at least 3x less CPU per poll than the anthropic provider's trigger, and no stall over "
-        f"100 ms. CPU: {'met' if theirs / ours >= 3 else 'missed'} ("
-        + (
-            f"theirs spends {theirs / ours:.2f}x ours' CPU per cycle"
-            if theirs >= ours
-            else f"ours spends {ours / theirs:.2f}x theirs per cycle"
-        )
-        + f"). Stall: {'met' if worst_stall <= 100 else 'missed'} (longest {worst_stall:.0f} ms in any of ours' "
-        f"runs, median {stall:.0f} ms). Not targets: ours "
-        f"holds {memory:.0f}x less memory per waiting trigger, and every one of ours had polled once after "
-        f"{startup[1]:.0f} s, theirs after {startup[0]:.0f} s.",
-        "",
-        f"Where the CPU of a poll goes, measured in the same run, one request at a time: {costs}. Theirs makes "
-        "one HTTP request through the SDK per batch per poll; even a bare async GET without the SDK costs "
-        f"{bare / sync:.0%} of their poll, so no design with one request per batch per poll could be 3x cheaper. "
-        "Ours shares one poller per connection and event loop between all its triggers: polls that arrive "
-        "close together (within a fifth of the poll delay) join one cycle, and a cycle that wants "
-        f"{LIST_THRESHOLD} or more batches reads the List endpoint ({PAGE_LIMIT:,} batches a page, decoded with "
-        "msgspec into the few fields a wait needs) instead of one retrieve per batch; batches not found there "
-        f"are retrieved. Requests per cycle of {figure.triggers:,} polls in ours' median run: "
-        f"{figure.median('ours', 'list_calls_per_cycle'):.2f} List call(s) and "
-        f"{figure.median('ours', 'retrieves_per_cycle'):.1f} retrieves. One SDK client serves the connection's "
-        "triggers instead of one each. Our polls are counted as batches answered to the triggers' trackers "
-        "(a List page answers many at once), theirs as the emulator's retrieve calls.",
-        "",
-        f"The stalls: the process tracks about {figure.median('ours', 'tracked_objects') / 1000:.0f}k objects, and "
-        f"a full garbage collection walks all of them (median {figure.median('ours', 'full_gcs'):.0f} in ours' "
-        f"window, longest {gc_ms:.0f} ms; theirs {figure.median(kinds[0], 'full_gcs'):.0f}). A cycle hands its "
-        "answers to the waiting triggers a few per turn of the loop, so 1,000 triggers waking together do not "
-        f"run in one turn; the longest stall in ours' median run was {stall:.0f} ms.",
-        "",
-    ]
-    return lines
 
 
 def _preflight_verdict(figure: submit.SubmitFigure) -> str:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 _encoder = msgspec.json.Encoder()
 _RESULTS_CHUNK = 256 * 1024
 CONTROL_BODY_LIMIT = 1_000_000
+MAX_CREATED_AT_ONCE = 100_000
 
 
 class EmulatedConnectionDrop(Exception):
@@ -100,6 +101,7 @@ class Emulator(MessagesAndModelsRoutes):
                 Route("/_emulator/faults", control(self._faults), methods=["POST", "DELETE"]),
                 Route("/_emulator/reset", control(self._reset), methods=["POST"]),
                 Route("/_emulator/models", control(self._models), methods=["GET", "POST"]),
+                Route("/_emulator/batches", control(self._create_many), methods=["POST"]),
             ]
         )
         self.app.add_exception_handler(404, self._not_found)
@@ -326,6 +328,16 @@ class Emulator(MessagesAndModelsRoutes):
             else:
                 self.store.models.add(specs)
         return json_response({"models": [s.id for s in self.store.models.ordered()]})
+
+    async def _create_many(self, request: Request) -> Response:
+        """`count` batches from one create body's `requests`, made as a create makes them (a load test's setup)."""
+        payload = await self._payload(request)
+        count = payload.get("count")
+        if type(count) is not int or not 1 <= count <= MAX_CREATED_AT_ONCE:
+            raise ValueError(f"count must be a whole number from 1 to {MAX_CREATED_AT_ONCE:,}")
+        body = msgspec.json.encode({"requests": payload.get("requests")})
+        version = API_VERSIONS[0]
+        return json_response({"ids": [self.store.create(body, version).id for _ in range(count)]})
 
     async def _payload(self, request: Request) -> dict[str, Any]:
         body = await self._read_body(request, CONTROL_BODY_LIMIT)

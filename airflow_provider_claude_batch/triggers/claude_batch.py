@@ -27,7 +27,6 @@ from airflow_provider_claude_batch.submit.queue_room import queued_requests_asyn
 from airflow_provider_claude_batch.triggers.base import ClaudeBatchBaseTrigger
 from airflow_provider_claude_batch.wait.errors import ErrorBudget, decide_after_error
 from airflow_provider_claude_batch.wait.events import WaitOutcome, WaitPayload
-from airflow_provider_claude_batch.wait.listing import coalesce_patience
 from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 if TYPE_CHECKING:
@@ -38,12 +37,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.wait.events import ErrorKind
     from airflow_provider_claude_batch.wait.poller import SharedPoller
-
-
-# A progress line when a poll tells something new, else one every 10 minutes: a day-long wait polled
-# every 30 s would otherwise write thousands of identical lines (and 1,000 waiting triggers spend
-# more CPU writing them than polling).
-PROGRESS_EVERY = 600.0
 
 
 class ClaudeBatchTrigger(ClaudeBatchBaseTrigger):
@@ -103,40 +96,13 @@ class ClaudeBatchTrigger(ClaudeBatchBaseTrigger):
         return WaitOutcome("error", self.batch_ids, {}, message, kind).to_payload()
 
     async def wait(self, poller: SharedPoller, client: AsyncAnthropic) -> WaitPayload:
-        """Poll until the tracker finishes; each poll joins the connection's shared cycle."""
-        import anthropic  # already loaded by the client build, off the event loop
-
-        tracker = self.tracker()
-        loop = asyncio.get_running_loop()
-        delay = self.poll_interval
-        while True:
-            now = time.time()
-            read_at: float | None = None
-            decision = tracker.before_poll(now)
-            if decision is None:
-                try:
-                    answer = await poller.poll(tracker.pending(), coalesce_patience(delay))
-                except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-                    described = poller.describe(exc)
-                    decision = tracker.after_error(getattr(exc, "status_code", None), retry_after(exc), described, now)
-                    if decision.action == "sleep":
-                        self.log.warning(
-                            "Polling failed (%s), attempt %d; retrying in %.1f s. The batches keep running.",
-                            described,
-                            tracker.failures,
-                            decision.delay,
-                        )
-                else:
-                    read_at = answer.read_at
-                    decision = tracker.after_success(answer.snapshots, now)
-                    if tracker.progress_due(now, PROGRESS_EVERY) and self.log.isEnabledFor(logging.INFO):
-                        self.log.info("%s", tracker.progress(now))
-            if decision.outcome is not None:
-                return decision.outcome.to_payload()
-            delay = decision.delay
-            # After a success, the next poll is due `delay` after the cycle read the batches (so the
-            # triggers of one cycle stay in step); after an error, `delay` from now (retry-after).
-            await asyncio.sleep(delay if read_at is None else max(0.0, delay - (loop.time() - read_at)))
+        """Sleep until the connection's poll cycles end the wait; log what they report, in this task's log."""
+        with poller.watch(self.tracker(), progress=self.log.isEnabledFor(logging.INFO)) as watch:
+            while True:
+                for level, line in await watch.news():
+                    self.log.log(level, "%s", line)
+                if watch.outcome is not None:
+                    return watch.outcome.to_payload()
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user clears, marks failed or marks success the deferred task.

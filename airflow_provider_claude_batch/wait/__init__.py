@@ -9,7 +9,8 @@ Pure core (no Airflow, network, threads or clock of its own):
 I/O shells:
 - `loop`: the sync loop in a worker task (sensor poke mode, waiting without deferral);
 - `poller`: the triggerer's async poller, shared by every trigger of a connection in one event loop
-  (the triggers themselves are declared in `triggers/`).
+  (the triggers themselves are declared in `triggers/`); `watch`: one trigger's wait as the
+  poller's cycles drive it (the trigger is woken only to log or to end).
 
 The step the operators compose: `waiting.Waiting` (defer to a trigger, or wait in the worker).
 """

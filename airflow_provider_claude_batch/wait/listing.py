@@ -26,6 +26,8 @@ PAGE_LIMIT = 1000
 # A trigger asking for a poll waits at most this share of its poll delay (capped) for others to join.
 COALESCE_SHARE = 0.2
 MAX_COALESCE_SECONDS = 10.0
+# A poll due within this share of its delay joins a cycle that other triggers' polls start.
+EARLY_SHARE = 0.5
 
 
 class ListedBatch(msgspec.Struct, gc=False):
@@ -88,6 +90,17 @@ def coalesce_patience(poll_delay: float) -> float:
     a fifth catches them all in one cycle, and a batch that takes minutes to hours is no later for it.
     """
     return max(0.0, min(MAX_COALESCE_SECONDS, COALESCE_SHARE * poll_delay))
+
+
+def early_allowance(poll_delay: float) -> float:
+    """How long before it is due a trigger's poll may join a cycle that other triggers' polls start.
+
+    Groups of triggers that fell due apart (started over a few seconds, or after different delays)
+    would otherwise each read the same List pages in cycles of their own, forever: with up to half a
+    delay early and a fifth late (`coalesce_patience`), two groups share a cycle after one round. The
+    early poll rides on requests made anyway.
+    """
+    return max(0.0, EARLY_SHARE * poll_delay)
 
 
 @dataclass

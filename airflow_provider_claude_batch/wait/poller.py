@@ -1,12 +1,14 @@
 """One poller per event loop and connection, shared by every `ClaudeBatchTrigger` waiting there.
 
-A triggerer runs all its triggers in one event loop. Each trigger asks the poller for its pending
-batches; requests that arrive close together share one cycle, and a cycle that wants many batches
+A triggerer runs all its triggers in one event loop. Each trigger registers its wait (a `Watch`) with
+the poller; polls that fall due close together share one cycle, and a cycle that wants many batches
 reads them from the List endpoint (up to 1,000 a page) instead of one retrieve per batch. One SDK
 client serves the connection's triggers, built off the event loop by the first and closed by the last.
 
-Every trigger still decides for itself: a cycle hands each trigger its snapshots or the API error
-its batches met, and the trigger's own `WaitTracker` backs off, retries or gives up as before.
+Every trigger still decides for itself: a cycle hands each trigger's `WaitTracker` its snapshots or
+the API error its batches met, and the tracker backs off, retries or gives up as before. The poller
+does this in its own task and wakes a trigger's task only to log a line or to end the wait (see
+`wait.watch`): between cycles, 10,000 waiting triggers share one timer and none of them is woken.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import asyncio
 import logging
 import time
 import weakref
-from contextlib import asynccontextmanager, suppress
+from collections import deque
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,17 +30,22 @@ from airflow_provider_claude_batch.wait.listing import (
     PAGE_LIMIT,
     ListingScan,
     answer_for,
+    coalesce_patience,
     decode_page,
     oldest_known,
     page_cap,
     use_listing,
 )
+from airflow_provider_claude_batch.wait.watch import Watch
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
     from anthropic import AsyncAnthropic
     from anthropic.types.messages import MessageBatch
+
+    from airflow_provider_claude_batch.wait.listing import ListedBatch
+    from airflow_provider_claude_batch.wait.tracker import WaitTracker
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +55,12 @@ log = logging.getLogger(__name__)
 # SLOW_POLL_SECONDS: a slow or hanging API never holds up the other retrieves for longer than that.
 POLL_SLOTS = 32
 SLOW_POLL_SECONDS = 5.0
-# Answers handed to waiting triggers per turn of the loop: each trigger then runs its own step
-# (tracker, log line, sleep), and 1,000 of them in one turn would stall the loop.
-ANSWERS_PER_TURN = 32
-SNAPSHOTS_PER_TURN = 200
+# Work of a cycle per turn of the loop: watches checked or answered (a tracker's step each), snapshots
+# made, and triggers woken (each then runs its own step: log lines, the event). 10,000 of any of them
+# in one turn would stall every other trigger of the triggerer.
+WATCHES_PER_TURN = 500
+SNAPSHOTS_PER_TURN = 500
+WAKES_PER_TURN = 32
 # After the List endpoint refused a cycle (an error that waiting cannot fix, or a page not shaped like
 # the API's), the poller retrieves each batch for this long before it lists again.
 LISTING_PAUSE_SECONDS = 600.0
@@ -78,21 +88,6 @@ async def _retrieve(client: AsyncAnthropic, batch_id: str) -> MessageBatch:
     return await poll
 
 
-@dataclass(frozen=True)
-class PollAnswer:
-    """One trigger's share of a poll cycle."""
-
-    snapshots: list[BatchSnapshot]
-    read_at: float  # loop time when the cycle that read them started
-
-
-@dataclass
-class _Request:
-    batch_ids: tuple[str, ...]
-    start_by: float  # loop time by which a cycle should have started for this request
-    answer: asyncio.Future[PollAnswer]
-
-
 @dataclass
 class SharedPoller:
     """The poll cycles and the SDK client of one connection in one event loop."""
@@ -102,20 +97,42 @@ class SharedPoller:
     waiting: int = 0  # those of them that poll batches (their polls may share a cycle)
     _hook: ClaudeBatchHook | None = None
     _client: asyncio.Future[AsyncAnthropic] | None = None
-    _queue: list[_Request] = field(default_factory=list)
+    _gates: deque[asyncio.Future[None]] = field(default_factory=deque)  # triggers waiting for the client
+    _watches: dict[Watch, None] = field(default_factory=dict)  # in the order the triggers came
     _timer: asyncio.TimerHandle | None = None
     _cycle: asyncio.Task[None] | None = None
     _created_at: dict[str, float] = field(default_factory=dict)
+    # The last listed state of each batch and its snapshot: an unchanged batch keeps its snapshot, so
+    # a cycle allocates nothing for the batches that did not move.
+    _listed: dict[str, ListedBatch] = field(default_factory=dict)
+    _shots: dict[str, BatchSnapshot] = field(default_factory=dict)
     _listing_paused_until: float = 0.0
     cycles: int = 0
 
     async def client(self) -> AsyncAnthropic:
-        """The shared client; the first caller starts building it in a worker thread, the others wait."""
+        """The shared client; the first caller starts building it in a worker thread, the others wait.
+
+        At a triggerer's start thousands of triggers may wait for it: once it is built they go on a
+        few per turn of the loop, not all in one (each one's next step registers its wait). A trigger
+        cancelled meanwhile leaves the build to the others.
+        """
         if self._client is None:
             self._hook = ClaudeBatchHook(claude_batch_conn_id=self.conn_id)
             self._client = asyncio.ensure_future(self._build(self._hook))
-        # shielded: one trigger cancelled while the client is built must not cancel it for the others
-        return await asyncio.shield(self._client)
+            self._client.add_done_callback(self._open_gates)
+        if not self._client.done() or self._gates:
+            gate = asyncio.get_running_loop().create_future()
+            self._gates.append(gate)
+            await gate
+        return self._client.result()
+
+    def _open_gates(self, _: object = None) -> None:
+        for _ in range(min(WAKES_PER_TURN, len(self._gates))):
+            gate = self._gates.popleft()
+            if not gate.done():
+                gate.set_result(None)
+        if self._gates:
+            asyncio.get_running_loop().call_soon(self._open_gates)
 
     def describe(self, exc: BaseException) -> str:
         """An API error for a log line or an event, naming the connection's proxy when it failed there."""
@@ -125,22 +142,29 @@ class SharedPoller:
     async def _build(hook: ClaudeBatchHook) -> AsyncAnthropic:
         return (await hook.get_async_conn()).with_options(max_retries=0)
 
-    async def poll(self, batch_ids: Sequence[str], patience: float) -> PollAnswer:
-        """Snapshots of these batches, read after this call started, in their order.
+    @contextmanager
+    def watch(self, tracker: WaitTracker, *, progress: bool) -> Iterator[Watch]:
+        """Register a trigger's wait: its first poll is due now, the next ones when its tracker says.
 
-        Waits up to `patience` seconds for other triggers' polls to join the same cycle (not at all
-        when this trigger is the connection's only one that polls). Raises the API error the batches met.
-        A trigger that times its next poll from `read_at` rather than from when its answer arrived
-        (answers are handed out a few per turn of the loop) keeps in step with the others.
+        The trigger awaits `Watch.news` for the lines to log and the outcome; leaving the `with`
+        (its wait is over, or the trigger was cancelled) unregisters it.
         """
         loop = asyncio.get_running_loop()
-        request = _Request(
-            tuple(batch_ids), loop.time() + (patience if self.waiting > 1 else 0.0), loop.create_future()
+        now = loop.time()
+        watch = Watch(
+            tracker,
+            due=now,
+            deadline=now + tracker.deadline - time.time(),
+            patience=coalesce_patience(tracker.poll_interval),
+            progress=progress,
         )
-        self._queue.append(request)
+        self._watches[watch] = None
         if self._cycle is None:
-            self._start_by(request.start_by)
-        return await request.answer
+            self._start_by(watch.start_by(self.waiting <= 1))
+        try:
+            yield watch
+        finally:
+            self._watches.pop(watch, None)
 
     def _start_by(self, when: float) -> None:
         if self._timer is not None:
@@ -151,24 +175,55 @@ class SharedPoller:
 
     def _start_cycle(self) -> None:
         self._timer = None
-        requests = [r for r in self._queue if not r.answer.done()]  # a cancelled trigger's request is dropped
-        self._queue = []
-        if requests:
-            self._cycle = asyncio.ensure_future(self._run_cycle(requests))
+        if self._watches:
+            self._cycle = asyncio.ensure_future(self._run_cycle())
             self._cycle.add_done_callback(self._cycle_done)
 
     def _cycle_done(self, cycle: asyncio.Task[None]) -> None:
         self._cycle = None
         if not cycle.cancelled() and cycle.exception() is not None:
             log.error("A poll cycle of connection %r failed", self.conn_id, exc_info=cycle.exception())
-        waiting = [r.start_by for r in self._queue if not r.answer.done()]
-        if waiting:
-            self._start_by(min(waiting))
+        alone = self.waiting <= 1
+        starts = [w.start_by(alone) for w in self._watches if not w.over]
+        if starts:
+            self._start_by(min(starts))
 
-    async def _run_cycle(self, requests: list[_Request]) -> None:
+    async def _run_cycle(self) -> None:
+        import anthropic
+
         self.cycles += 1
-        read_at = asyncio.get_running_loop().time()
-        wanted = list(dict.fromkeys(b for r in requests for b in r.batch_ids))
+        loop = asyncio.get_running_loop()
+        read_at, now = loop.time(), time.time()
+        due: list[Watch] = []
+        wanted: dict[str, None] = {}
+        for count, watch in enumerate(list(self._watches), 1):
+            if watch.joins(read_at) and watch.before_poll(now):
+                due.append(watch)
+                wanted.update(dict.fromkeys(watch.tracker.pending()))
+            if count % WATCHES_PER_TURN == 0:
+                await asyncio.sleep(0)
+        if not due:
+            return
+        found, errors = await self._read(list(wanted))
+        now, woken = time.time(), 0
+        described: dict[int, str] = {}  # one failed List call is every watch's error: describe it once
+        for count, watch in enumerate(due, 1):
+            if watch not in self._watches:
+                continue  # its trigger left during the cycle
+            answer = answer_for(watch.tracker.pending(), found, errors)
+            if isinstance(answer, anthropic.APIStatusError | anthropic.APIConnectionError):
+                text = described.get(id(answer)) or described.setdefault(id(answer), self.describe(answer))
+                woke = watch.after_error(answer, text, now, loop.time())
+            elif isinstance(answer, BaseException):
+                woke = watch.fail(answer)
+            else:
+                woke = watch.after_answer(answer, read_at, now)
+            woken += woke
+            if count % WATCHES_PER_TURN == 0 or (woke and woken % WAKES_PER_TURN == 0):
+                await asyncio.sleep(0)
+
+    async def _read(self, wanted: list[str]) -> tuple[dict[str, BatchSnapshot], dict[str, BaseException]]:
+        """Snapshots of the wanted batches, and the error each batch without one met."""
         found: dict[str, BatchSnapshot] = {}
         errors: dict[str, BaseException] = {}
         try:
@@ -183,17 +238,9 @@ class SharedPoller:
                 else:
                     self._created_at[batch_id] = batch.created_at.timestamp()
                     found[batch_id] = snapshot(batch)
-        except Exception as exc:  # no request may be left waiting forever
+        except Exception as exc:  # no watch may be left without an answer
             errors.update(dict.fromkeys((b for b in wanted if b not in found), exc))
-        for count, request in enumerate(requests, 1):
-            if not request.answer.done():
-                answer = answer_for(request.batch_ids, found, errors)
-                if isinstance(answer, BaseException):
-                    request.answer.set_exception(answer)
-                else:
-                    request.answer.set_result(PollAnswer(answer, read_at))
-            if count % ANSWERS_PER_TURN == 0:
-                await asyncio.sleep(0)
+        return found, errors
 
     async def _list(
         self,
@@ -233,10 +280,14 @@ class SharedPoller:
             self._refuse_listing(f"unexpected page shape ({exc})")
         except anthropic.APIConnectionError as exc:
             errors.update(dict.fromkeys(scan.missing(), exc))
-        created_at = self._created_at
+        created_at, listed, shots = self._created_at, self._listed, self._shots
         for count, (batch_id, batch) in enumerate(scan.found.items(), 1):
-            created_at[batch_id] = batch.created_at.timestamp()
-            found[batch_id] = batch.snapshot()
+            if listed.get(batch_id) == batch:
+                found[batch_id] = shots[batch_id]
+            else:
+                created_at[batch_id] = batch.created_at.timestamp()
+                listed[batch_id] = batch
+                found[batch_id] = shots[batch_id] = batch.snapshot()
             if count % SNAPSHOTS_PER_TURN == 0:
                 await asyncio.sleep(0)
 
@@ -253,6 +304,8 @@ class SharedPoller:
         """Drop what the poller remembers of batches no trigger waits on any more."""
         for batch_id in batch_ids:
             self._created_at.pop(batch_id, None)
+            self._listed.pop(batch_id, None)
+            self._shots.pop(batch_id, None)
 
     async def aclose(self) -> None:
         """Stop the pending cycle and close the connection's client (when its last trigger leaves)."""

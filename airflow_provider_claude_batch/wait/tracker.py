@@ -117,9 +117,10 @@ class WaitTracker:
         latest = self.latest
         self.changed = False
         for shot in snapshots:
-            if latest.get(shot.id) != shot:
+            last = latest.get(shot.id)
+            if last is not shot and last != shot:  # the poller hands an unchanged batch's snapshot again
                 self.changed = True
-            latest[shot.id] = shot
+                latest[shot.id] = shot
         if not self.pending():
             return self._finish("ended", "Every batch has ended.")
         return self._sleep(

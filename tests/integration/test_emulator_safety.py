@@ -98,6 +98,12 @@ def test_the_api_key_or_the_control_token_opens_the_control_routes(emulator: Emu
         ("outcomes", b'{"rules": [{"match": "(unclosed"}]}'),
         ("outcomes", b'{"rules": [{"match": "x", "times": "twice"}]}'),
         ("outcomes", b'{"rules": [7]}'),
+        ("batches", b'{"requests": [{"custom_id": "a", "params": {}}]}'),
+        ("batches", b'{"count": 0, "requests": [{"custom_id": "a", "params": {}}]}'),
+        ("batches", b'{"count": true, "requests": [{"custom_id": "a", "params": {}}]}'),
+        ("batches", b'{"count": 100001, "requests": [{"custom_id": "a", "params": {}}]}'),
+        ("batches", b'{"count": 2, "requests": "many"}'),
+        ("batches", b'{"count": 2}'),
     ],
 )
 def test_malformed_control_input_gets_a_400_and_breaks_nothing_later(

@@ -74,6 +74,23 @@ def test_list_paginates_newest_first(client: anthropic.Anthropic, control: Emula
     assert control.state()["calls"]["list"] == 3  # the first page, then two more
 
 
+def test_many_batches_made_in_one_control_call_are_batches_like_any_other(
+    client: anthropic.Anthropic, control: EmulatorControl
+) -> None:
+    control.configure(processing_seconds=3600)
+    made = client.messages.batches.create(requests=make_requests(1, "one")).id  # type: ignore[arg-type]
+    ids = control.create_batches(2_500, make_requests(2))
+    assert len(set(ids)) == 2_500 and made not in ids
+    listed = [b.id for b in client.messages.batches.list(limit=1000)]
+    assert listed == [*ids[::-1], made]  # newest first, after the one made by the API, over three pages
+    batch = client.messages.batches.retrieve(ids[7])
+    assert (batch.processing_status, batch.request_counts.processing) == ("in_progress", 2)
+    state = control.state(custom_ids=False)
+    assert state["batches_created"] == 2_501 and state["calls"]["create"] == 1
+    with pytest.raises(anthropic.BadRequestError, match="Unknown pagination cursor"):
+        client.messages.batches.list(limit=10, after_id="msgbatch_never_made")
+
+
 def test_cancel_passes_through_canceling(client: anthropic.Anthropic, control: EmulatorControl) -> None:
     control.configure(processing_seconds=60, cancel_seconds=0.3)
     batch = client.messages.batches.create(requests=make_requests(3))  # type: ignore[arg-type]

@@ -224,3 +224,36 @@ async def test_the_shared_client_is_closed_when_the_last_trigger_leaves_not_befo
     assert (await long)["status"] == "timeout"
     assert built_clients[0].is_closed()
     assert not poller_module._pollers.get(asyncio.get_running_loop())
+
+
+async def test_triggers_started_apart_come_into_step_and_share_one_listing(
+    claude_conn: str, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups whose polls fall due further apart than a poll waits for others (a fifth of the
+    interval) would each list the same pages in cycles of their own, forever; a poll may also join a
+    cycle that others start up to half its interval early, so they share one after a round or two."""
+    control.configure(processing_seconds=60)
+    ids = _create(16)
+    wanted: list[int] = []
+    real_read = poller_module.SharedPoller._read
+
+    async def read(poller: poller_module.SharedPoller, batch_ids: list[str]) -> Any:
+        wanted.append(len(batch_ids))
+        return await real_read(poller, batch_ids)
+
+    monkeypatch.setattr(poller_module.SharedPoller, "_read", read)
+
+    async def later(seconds: float, trigger: ClaudeBatchTrigger) -> dict[str, Any]:
+        await asyncio.sleep(seconds)
+        return await _run(trigger)
+
+    async def in_step() -> None:
+        while wanted[-2:] != [16, 16]:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    settings = {"poll_interval": 0.5, "max_poll_interval": 0.5}
+    runs = [asyncio.create_task(later(0.25 * (i >= 8), _trigger([b], **settings))) for i, b in enumerate(ids)]
+    await asyncio.wait_for(in_step(), 6)
+    await asyncio.to_thread(control.advance, 3600)
+    assert [e["status"] for e in await asyncio.gather(*runs)] == ["ended"] * 16
+    assert wanted[0] == 8  # the first group's first cycle, before the second group came
