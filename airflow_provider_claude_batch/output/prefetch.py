@@ -34,10 +34,10 @@ class LocalResults:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def iter_bytes(self, chunk_size: int) -> Iterator[bytes]:
-        """The file's bytes in chunks of `chunk_size`."""
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The file's bytes in chunks of `chunk_size` (default RECEIVE_CHUNK_BYTES)."""
         with open(self.path, "rb") as file:
-            while chunk := file.read(chunk_size):
+            while chunk := file.read(chunk_size or RECEIVE_CHUNK_BYTES):
                 yield chunk
 
 

@@ -34,6 +34,8 @@ UNKNOWN_RESULT_TYPE = "unknown_result_type"
 SUCCEEDED_WITHOUT_USAGE = "succeeded_without_usage"
 NEGATIVE_USAGE = "negative_usage"
 EXAMPLES_KEPT = 5
+# Bytes of lines decoded and folded at a time: their objects stay in the CPU's cache until encoded.
+FOLD_BLOCK_BYTES = 1 << 16
 # The error_type of a succeeded result whose output does not validate against the output_type: a failure.
 INVALID_OUTPUT = "invalid_output"
 
@@ -201,6 +203,47 @@ def fold_lines(block: bytes, batch_id: str, totals: Totals, output: OutputCheck 
     `output`, each succeeded result's output is validated and its row gets the typed columns.
     """
     lines = block.count(b"\n") + (not block.endswith(b"\n"))
+    return _fold_block(block, lines, batch_id, totals, output)
+
+
+def fold_chunks(
+    chunks: Iterable[bytes], batch_id: str, totals: Totals, output: OutputCheck | None = None
+) -> Iterator[FoldedLines]:
+    """The rows of a stream received in chunks cut anywhere: each chunk's complete lines are folded in
+    blocks of about FOLD_BLOCK_BYTES, and a line cut by a chunk's end waits for the rest of it.
+    """
+    pending = b""
+    for chunk in chunks:
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            pending += chunk
+            continue
+        if pending:  # the line cut by the last chunk's end, completed (one copy of this chunk's lines)
+            chunk, end = pending + chunk, len(pending) + end
+        yield from _fold_complete_lines(chunk, end, batch_id, totals, output)
+        pending = chunk[end:]
+    if pending.strip():
+        yield fold_lines(pending, batch_id, totals, output)
+
+
+def _fold_complete_lines(
+    chunk: bytes, end: int, batch_id: str, totals: Totals, output: OutputCheck | None
+) -> Iterator[FoldedLines]:
+    """`chunk[:end]` (whole lines) in blocks that end at a line's end, each read in place (no copy)."""
+    view = memoryview(chunk)
+    start = 0
+    while start < end:
+        stop = chunk.rfind(b"\n", start, start + FOLD_BLOCK_BYTES) + 1
+        if stop <= start:  # one line longer than a block
+            stop = chunk.index(b"\n", start) + 1
+        yield _fold_block(view[start:stop], chunk.count(b"\n", start, stop), batch_id, totals, output)
+        start = stop
+
+
+def _fold_block(
+    block: bytes | memoryview, lines: int, batch_id: str, totals: Totals, output: OutputCheck | None
+) -> FoldedLines:
+    """`fold_lines` of a block holding `lines` newline-separated lines."""
     try:
         parsed = _decoder.decode_lines(block)
     except msgspec.DecodeError:
@@ -209,31 +252,13 @@ def fold_lines(block: bytes, batch_id: str, totals: Totals, output: OutputCheck 
     # on one line or one object over two): unless it found exactly one object per line, decode line
     # by line, which skips blank lines and rejects the rest with the line's own error.
     if parsed is None or len(parsed) != lines:
-        parsed = [_decode_line(line, batch_id) for line in block.split(b"\n") if line.strip()]
+        parsed = [_decode_line(line, batch_id) for line in bytes(block).split(b"\n") if line.strip()]
     folded = FoldedLines([], [])
     if output is None:
         _fold_parsed(parsed, batch_id, totals, folded.rows, folded.failed)
     else:
         _fold_structured(parsed, batch_id, totals, folded, output)
     return folded
-
-
-def fold_chunks(
-    chunks: Iterable[bytes], batch_id: str, totals: Totals, output: OutputCheck | None = None
-) -> Iterator[FoldedLines]:
-    """The rows of a stream received in chunks cut anywhere: each chunk's complete lines are folded in
-    one block, and a line cut by a chunk's end waits for the rest of it.
-    """
-    pending = b""
-    for chunk in chunks:
-        end = chunk.rfind(b"\n") + 1
-        if not end:
-            pending += chunk
-            continue
-        yield fold_lines(pending + chunk[:end], batch_id, totals, output)
-        pending = chunk[end:]
-    if pending.strip():
-        yield fold_lines(pending, batch_id, totals, output)
 
 
 def _decode_line(line: bytes, batch_id: str) -> _Line:
@@ -263,7 +288,12 @@ def _fold_parsed(
         counts[kind] = counts.get(kind, 0) + 1
         message = result.message
         usage = message.usage if kind == "succeeded" and message is not None else None
-        if message is not None and usage is not None and None not in (usage.input_tokens, usage.output_tokens):
+        if (
+            message is not None
+            and usage is not None
+            and usage.input_tokens is not None
+            and usage.output_tokens is not None
+        ):
             append(_succeeded_row(line.custom_id, batch_id, message, usage, totals, row_type))
             continue
         error_type: str | None = None
@@ -321,13 +351,17 @@ def _succeeded_row(
     custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals, row_type: type[TableRow]
 ) -> TableRow:
     """A succeeded result's row (its usage reported in full), its usage counted into `totals`."""
+    input_tokens = usage.input_tokens or 0  # (never None here: checked by the caller)
+    output_tokens = usage.output_tokens or 0
+    cache_created = usage.cache_creation_input_tokens or 0
+    cache_read = usage.cache_read_input_tokens or 0
     cache_creation = usage.cache_creation
     if cache_creation is not None:
         write_5m = cache_creation.ephemeral_5m_input_tokens or 0
         write_1h = cache_creation.ephemeral_1h_input_tokens or 0
     else:
         # No split reported: count every cache write at the 5-minute rate (an assumption).
-        write_5m = usage.cache_creation_input_tokens or 0
+        write_5m = cache_created
         write_1h = 0
     content = message.content
     if len(content) == 1:  # the usual reply: one text block, no join needed
@@ -336,55 +370,51 @@ def _succeeded_row(
     else:
         text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
     tools = usage.server_tool_use
-    row = row_type(
+    model = message.model
+    # One test for all six counts: the bitwise or of ints is negative when any one is.
+    if (input_tokens | output_tokens | write_5m | write_1h | cache_read | cache_created) < 0:
+        totals.flag(NEGATIVE_USAGE, custom_id)
+    else:
+        _count_usage(totals, model, input_tokens, output_tokens, write_5m, write_1h, cache_read)
+    return row_type(
         custom_id,
         batch_id,
         "succeeded",
         text,
         message.stop_reason,
-        message.model,
+        model,
         message.id,
-        usage.input_tokens or 0,  # (never None here: checked by the caller)
-        usage.output_tokens or 0,
-        usage.cache_creation_input_tokens or 0,
-        usage.cache_read_input_tokens or 0,
+        input_tokens,
+        output_tokens,
+        cache_created,
+        cache_read,
         write_5m,
         write_1h,
         (tools.web_search_requests or 0) if tools else 0,
         (tools.web_fetch_requests or 0) if tools else 0,
         usage.service_tier,
     )
-    _count_usage(row, totals)
-    return row
 
 
-def _count_usage(row: TableRow, totals: Totals) -> None:
-    """Count a succeeded row's tokens into its model's usage, or flag them if any count is negative."""
-    input_tokens = row.input_tokens or 0
-    output_tokens = row.output_tokens or 0
-    write_5m = row.cache_write_5m_tokens or 0
-    write_1h = row.cache_write_1h_tokens or 0
-    read = row.cache_read_input_tokens or 0
-    # One test for all five counts: the bitwise or of ints is negative when any one is.
-    if (input_tokens | output_tokens | write_5m | write_1h | read | (row.cache_creation_input_tokens or 0)) < 0:
-        totals.flag(NEGATIVE_USAGE, row.custom_id)
-        return
-    model = row.model or ""
-    model_usage = totals.usage_by_model.get(model)
-    if model_usage is None:
-        model_usage = totals.usage_by_model[model] = Usage()
-    model_usage.requests += 1
-    model_usage.input_tokens += input_tokens
-    model_usage.output_tokens += output_tokens
-    model_usage.cache_write_5m_tokens += write_5m
-    model_usage.cache_write_1h_tokens += write_1h
-    model_usage.cache_read_tokens += read
+def _count_usage(
+    totals: Totals, model: str, input_tokens: int, output_tokens: int, write_5m: int, write_1h: int, read: int
+) -> None:
+    """Count a succeeded result's tokens (none negative) into its model's usage."""
+    usage = totals.usage_by_model.get(model)
+    if usage is None:
+        usage = totals.usage_by_model[model] = Usage()
+    usage.requests += 1
+    usage.input_tokens += input_tokens
+    usage.output_tokens += output_tokens
     if read or write_5m or write_1h:
-        model_usage.cache_requests += 1
-        model_usage.cache_read_requests += read > 0
+        usage.cache_write_5m_tokens += write_5m
+        usage.cache_write_1h_tokens += write_1h
+        usage.cache_read_tokens += read
+        usage.cache_requests += 1
+        usage.cache_read_requests += read > 0
     if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
-        model_usage.long_prompt_input_tokens += input_tokens
-        model_usage.long_prompt_output_tokens += output_tokens
+        usage.long_prompt_input_tokens += input_tokens
+        usage.long_prompt_output_tokens += output_tokens
 
 
 def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:
