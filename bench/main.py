@@ -170,41 +170,40 @@ def _land_section(figure: land.LandFigure) -> list[str]:
     faster = figure.median("common-ai 1.0.0") / ours
     to_copy = ours / copy
     growth = figure.median("ours", big, "peak_mb") - figure.median("ours", small, "peak_mb")
+    id_set = (big - small) * land.ID_SET_BYTES_PER_RESULT / 1e6
     copy_emulator = figure.median("plain copy", what="emulator_cpu_seconds")
     ours_emulator = figure.median("ours", what="emulator_cpu_seconds")
     lines += [
         "",
-        "Targets: ours at least 10x faster than common-ai, within 2x of the plain copy, and peak RSS that does not "
-        "depend on the number of results. "
+        "Targets: ours at least 10x faster than common-ai, within 1.5x of the plain copy, and peak RSS that does "
+        "not depend on the number of results. "
         f"Against common-ai: {'met' if faster >= 10 else 'missed'} ({faster:.1f}x faster). "
-        f"Against the plain copy: {'met' if to_copy <= 2 else 'missed'} ({to_copy:.2f}x its time). "
-        f"Memory: {'met' if growth < 8 else 'missed'} ({growth:+.1f} MB from {small:,} to {big:,} results; the "
-        "test suite holds it under 8 MB).",
+        f"Against the plain copy: {'met' if to_copy <= 1.5 else 'missed'} ({to_copy:.2f}x its time). "
+        f"Memory: {'met' if growth - id_set < 8 else 'missed'} ({growth:+.1f} MB from {small:,} to {big:,} results, "
+        f"of which about {id_set:.0f} MB is the set of the batch's custom_ids that duplicates are found with, "
+        "bounded by the API's 100,000 requests per batch; the test suite holds the rest under 8 MB).",
         "",
         f"The emulator is not the bottleneck: serving the {big:,} results costs it {copy_emulator:.2f} s of CPU "
         f"(the plain copy takes {copy:.2f} s: the copy is bound by the emulator, the limit of this setup), while "
         f"ours spends {figure.median('ours', what='cpu_seconds'):.2f} s of CPU of its own in its {ours:.2f} s "
         f"(the emulator: {ours_emulator:.2f} s meanwhile).",
     ]
-    if to_copy > 2 or faster < 10:
+    if to_copy > 1.5 or faster < 10:
         shares = "; ".join(f"{label} {share:.0%}" for label, share in figure.ours_profile.items())
         lines += [
             "",
             f"Where ours' time goes (cProfile of one landing of the {big:,} results in the same run, shares of own "
-            f"time; cProfile inflates the many small Python calls, and sees only the main thread): {shares}. Ours "
-            "does per result what the copy does not (decode the line into typed structs, a block of lines per msgspec "
-            "call; build the table row; encode it), and per byte it hashes the raw and table files for the manifest "
-            "and syncs them to disk before publishing; a plain copy does none of that. A second thread receives the "
-            "stream and writes and hashes the raw copy while the main thread parses, so receiving and the raw file's "
-            "sha256 are not in these shares; the table files are hashed as they are written, on the main thread. "
-            "Stage timings taken while developing (best of repeated runs, not this run) put sha256 of the raw and "
-            "table files at about 0.46 s (OpenSSL manages about 240 MB/s on this CPU, which has no SHA "
-            "instructions), the msgspec decode at about 0.30 s (other struct layouts saved at most 0.02 s), "
-            "building the rows at 0.10 s, encoding them at 0.06 s and freeing them at 0.06 s. Tried and not kept, "
-            "because no run of the full figure could tell them from the noise: a thread that writes and hashes the "
-            "table files; syncing each file every 8 MB as it grows (the fsync before publishing fell from about "
-            "0.2 s to 0.03 s); a 0.2 ms GIL switch interval while landing (landing from memory went from 1.6 s to "
-            "1.05 s, but against the emulator it cost more CPU and no time).",
+            f"time; cProfile inflates the many small Python calls): {shares}. Ours does per result what the copy does "
+            "not (decode the line into typed structs, a block of lines per msgspec call; build the table row; encode "
+            "it), and per byte it hashes the raw and table files for the manifest and hands them to the disk; a "
+            "plain copy does none of that. One thread receives the stream, folds it and writes and hashes every "
+            "file (the socket's buffer keeps the emulator sending meanwhile), so cProfile sees all of it. With the "
+            "emulator on the same two cores the landing is bound by CPU, not by waiting: measured while developing, "
+            "a thread that receives the stream, and one that writes and hashes the files in 1 MB blocks, each cost "
+            "more CPU than they saved time (GIL hand-offs, the emulator needing the second core), also with SHA "
+            "instructions disabled (sha256 at 0.5 GB/s); what helped was less CPU: no re-chunking copy, lines folded "
+            "in cache-sized blocks, usage counted without reading the row back, and the files handed to the disk "
+            "every 8 MB as written (the fsync before publishing fell from about 65 ms to 2 ms).",
         ]
     return [*lines, ""]
 

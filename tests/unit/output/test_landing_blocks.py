@@ -19,6 +19,7 @@ import pytest
 from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from airflow_provider_claude_batch.output.land import LandingSettings, land_results
+from airflow_provider_claude_batch.output.staging import WRITEBACK_BYTES
 from airflow_provider_claude_batch.results.fold import (
     TABLE_COLUMNS,
     MalformedResultError,
@@ -239,3 +240,24 @@ def test_a_malformed_line_stops_landing_and_the_receiving_thread(tmp_path: Path)
     while any(t.name.startswith("results-") for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name.startswith("results-") for t in threading.enumerate())
+
+
+def test_files_past_the_writeback_size_and_a_rollback_across_it_land_the_same_bytes(tmp_path: Path) -> None:
+    # Each table file passes WRITEBACK_BYTES (handed to the disk as written) before the second batch
+    # breaks, and the rollback takes the files back to a point before the last hand-over.
+    first, second = _served("one", 40_000), _served("two", 40_000)
+    assert min(len(first), len(second)) > WRITEBACK_BYTES
+    broken = _Broken(_cut(second, [1 << 16])[: len(second) * 3 // 4 >> 16], httpx2.ReadError("reset"))
+    hook = _Hook(
+        {"msgbatch_b1": [_cut(first, [1 << 16])], "msgbatch_b2": [broken, _cut(second, [1 << 16, 4093])]},
+        {"msgbatch_b1": 40_000, "msgbatch_b2": 40_000},
+    )
+    manifest = _land(hook, ["msgbatch_b1", "msgbatch_b2"], tmp_path, formats=("jsonl",))
+    assert hook.opened == ["msgbatch_b1", "msgbatch_b2", "msgbatch_b2"]
+    assert (tmp_path / "raw" / "msgbatch_b1.jsonl").read_bytes() == first
+    assert (tmp_path / "raw" / "msgbatch_b2.jsonl").read_bytes() == second
+    expected = _expected_tables([("msgbatch_b1", first), ("msgbatch_b2", second)])
+    for name in ("results.jsonl", "failures.jsonl"):
+        assert (tmp_path / name).read_bytes() == expected[name], name
+    assert manifest["requests"] == 80_000
+    _assert_manifest_describes_the_files(manifest, tmp_path)
