@@ -8,6 +8,7 @@ leaves the previous complete files, or none, and nothing a reader could take for
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -65,7 +66,9 @@ class Sink:
         if hasattr(os, "posix_fadvise"):
             self.handle.flush()
             start = self._written_back
-            os.posix_fadvise(self.handle.fileno(), start, self.size - start, os.POSIX_FADV_DONTNEED)
+            # A filesystem that refuses the hint lands as without it: close() syncs every byte either way.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.handle.fileno(), start, self.size - start, os.POSIX_FADV_DONTNEED)
         self._written_back = self.size
 
     def write_rows(self, data: bytes, count: int) -> None:
