@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import httpx2
 import msgspec
 
+from bench.child import run_child
 from bench.emulator_alone import HEADERS
 
 CONTENDERS = ("plain copy", "SDK per-line", "common-ai 1.0.0", "ours")
@@ -156,16 +157,12 @@ def cpu_of(pid: int) -> float:
 
 def run_one(kind: str, url: str, batch_id: str, count: int, env: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [sys.executable, "-c", _RUNNER, kind, url, batch_id, str(count), out, DAG_ID, TASK_ID, RUN_ID],
-            capture_output=True,
-            text=True,
+        result: dict[str, float] = run_child(
+            ["-c", _RUNNER, kind, url, batch_id, str(count), out, DAG_ID, TASK_ID, RUN_ID],
             env=env,
             timeout=900,
+            what=kind,
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"{kind} failed: {done.stderr[-2000:]}")
-        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
         if result["landed"] != count:
             raise RuntimeError(f"{kind} landed {result['landed']} of {count} results")
         return result

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.child import run_child
 
 SIZES = (10_000, 100_000, 1_000_000)
 PER_BATCH = 20_000
@@ -109,17 +110,7 @@ def _run(url: str, step: str, source: Path, out: Path) -> dict[str, object]:
             }
         ),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _RUNNER, step, str(source), str(PER_BATCH), str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{step} failed: {done.stderr[-2000:]}")
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(["-c", _RUNNER, step, str(source), str(PER_BATCH), str(out)], env=env, timeout=3600, what=step)
 
 
 API_MAX_REQUESTS = 100_000  # (the create limit: a package that does not split cannot go past it)

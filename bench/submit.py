@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.child import run_child
 
 CONTENDERS = ("raw POST", "plain SDK", "anthropic provider 1.2.0", "ours", "ours + preflight")
 
@@ -138,16 +138,7 @@ def measure(url: str, repeat: int, contenders: tuple[str, ...] = CONTENDERS) -> 
         figure = SubmitFigure(size / 1e6)
         for _ in range(repeat):
             for kind in contenders:
-                out = subprocess.run(
-                    [sys.executable, "-c", _RUNNER, kind, url, str(jsonl), str(body)],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    timeout=900,
-                )
-                if out.returncode != 0:
-                    raise RuntimeError(f"{kind} failed: {out.stderr[-2000:]}")
-                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result = run_child(["-c", _RUNNER, kind, url, str(jsonl), str(body)], env=env, timeout=900, what=kind)
                 figure.seconds.setdefault(kind, []).append(result["seconds"])
                 figure.peak_mb.setdefault(kind, []).append(result["peak_growth"] / 1e6)
                 if result["prepare_seconds"] is not None and kind == "ours":

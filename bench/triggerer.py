@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from airflow_provider_claude_batch.wait.listing import LIST_THRESHOLD, PAGE_LIMIT
+from bench.child import run_child
 from bench.emulator_alone import HEADERS
 
 CONTENDERS = ("anthropic provider 1.2.0", "ours")
@@ -101,17 +102,13 @@ def measure(url: str, emulator_pid: int, repeat: int, sizes: dict[str, tuple[int
         for kind, counts in sizes.items():
             for count in counts:
                 # The newest batches head the List endpoint's pages, as a triggerer's batches of the day do.
-                out = subprocess.run(
-                    [sys.executable, "-m", "bench.triggerer_child", kind, url, str(emulator_pid)],
-                    input=json.dumps(batch_ids[-count:]),
-                    capture_output=True,
-                    text=True,
+                result = run_child(
+                    ["-m", "bench.triggerer_child", kind, url, str(emulator_pid)],
                     env=env,
                     timeout=1800,
+                    what=f"{kind} at {count:,}",
+                    stdin=json.dumps(batch_ids[-count:]),
                 )
-                if out.returncode != 0:
-                    raise RuntimeError(f"{kind} at {count:,} failed: {out.stderr[-3000:]}")
-                result = json.loads(out.stdout.strip().splitlines()[-1])
                 figure.results.setdefault(row(kind, count), []).append(result)
                 figure.sizes[row(kind, count)] = count
     figure.poll_ms = poll_costs(url, batch_ids[-1], env)
