@@ -28,6 +28,7 @@ import msgspec
 
 from bench.child import run_child
 from bench.emulator_alone import HEADERS
+from bench.neighbours import Neighbours, process_seconds
 
 CONTENDERS = ("plain copy", "SDK per-line", "common-ai 1.0.0", "ours")
 SIZES = (10_000, 100_000)
@@ -99,6 +100,8 @@ class LandFigure:
     cpu_seconds: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     emulator_cpu_seconds: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     peak_mb: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    # Per repetition at the larger size: CPU other processes used meanwhile, share of all cores.
+    others_share: list[float] = field(default_factory=list)
     ours_profile: dict[str, float] = field(default_factory=dict)
 
     def median(self, kind: str, count: int = SIZES[-1], what: str = "seconds") -> float:
@@ -106,6 +109,11 @@ class LandFigure:
 
     def low(self, kind: str, count: int = SIZES[-1]) -> float:
         return min(self.seconds[(kind, count)])
+
+    def ratios(self) -> list[float]:
+        """Ours over the plain copy at the larger size, repetition by repetition (they ran side by side)."""
+        key = SIZES[-1]
+        return [o / c for o, c in zip(self.seconds[("ours", key)], self.seconds[("plain copy", key)], strict=True)]
 
 
 def custom_id_prefix() -> str:
@@ -146,13 +154,6 @@ def environment(url: str) -> dict[str, str]:
             {"conn_type": "claude_batch", "host": url, "password": "emulator-key", "extra": {"timeout": 600}}
         ),
     }
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of another process (the emulator)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_one(kind: str, url: str, batch_id: str, count: int, env: dict[str, str]) -> dict[str, float]:
@@ -216,13 +217,19 @@ def measure(url: str, emulator_pid: int, repeat: int) -> LandFigure:
         figure.results_mb[count] = size / 1e6
     for _ in range(repeat):
         for count, batch_id in batches.items():
+            others = Neighbours()
             for kind in CONTENDERS:
-                emulator_cpu = cpu_of(emulator_pid)
-                result = run_one(kind, url, batch_id, count, env)
-                figure.emulator_cpu_seconds.setdefault((kind, count), []).append(cpu_of(emulator_pid) - emulator_cpu)
+                emulator_cpu = process_seconds(emulator_pid)
+                with others.watch((emulator_pid,)):
+                    result = run_one(kind, url, batch_id, count, env)
+                figure.emulator_cpu_seconds.setdefault((kind, count), []).append(
+                    process_seconds(emulator_pid) - emulator_cpu
+                )
                 figure.seconds.setdefault((kind, count), []).append(result["seconds"])
                 figure.cpu_seconds.setdefault((kind, count), []).append(result["cpu_seconds"])
                 figure.peak_mb.setdefault((kind, count), []).append(result["peak_growth"] / 1e6)
+            if count == SIZES[-1]:
+                figure.others_share.append(others.share)
     figure.ours_profile = profile_ours(batches[SIZES[-1]], env)
     return figure
 

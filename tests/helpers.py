@@ -14,7 +14,8 @@ import msgspec
 from airflow import __version__ as _airflow_version
 
 from airflow_provider_claude_batch.emulator import EmulatorControl
-from airflow_provider_claude_batch.results.fold import FAILED_TYPES, TableRow, Totals, _decode_line, _fold_parsed
+from airflow_provider_claude_batch.results.fold import TableRow, _decode_line, _fold_parsed
+from airflow_provider_claude_batch.results.totals import FAILED_TYPES, Totals
 
 # (major, minor) of the installed Airflow: tests of features first shipped after the 3.0 floor skip below them.
 AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])

@@ -37,8 +37,9 @@ from airflow_provider_claude_batch.results.checks import (
     expected_from_record,
     results_mismatch,
 )
-from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT, TABLE_COLUMNS, Totals, fold_chunks
+from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, fold_chunks
 from airflow_provider_claude_batch.results.stream import IncompleteResults, ResultsReceiver, is_retryable_stream_error
+from airflow_provider_claude_batch.results.totals import INVALID_OUTPUT, Totals
 from airflow_provider_claude_batch.wait.events import total_requests
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import msgspec
 
 from airflow_provider_claude_batch.results.cache_report import caching_report, merge_caching
 from airflow_provider_claude_batch.results.checks import RESULTS_RETENTION_SECONDS, utc_iso
-from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT, FAILED_TYPES, INVALID_OUTPUT
 from airflow_provider_claude_batch.results.pricing import Cost, cost_of
+from airflow_provider_claude_batch.results.totals import EXAMPLES_KEPT, FAILED_TYPES, INVALID_OUTPUT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
 
     from airflow_provider_claude_batch.requests.structured import OutputSpec
-    from airflow_provider_claude_batch.results.fold import Totals
     from airflow_provider_claude_batch.results.pricing import ModelPrice
+    from airflow_provider_claude_batch.results.totals import Totals
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1

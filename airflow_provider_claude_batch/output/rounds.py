@@ -23,14 +23,9 @@ from airflow_provider_claude_batch.output.manifest import (
 )
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import CsvTable, close_published
-from airflow_provider_claude_batch.results.fold import (
-    FAILED_TYPES,
-    INVALID_OUTPUT,
-    RESULT_TYPES,
-    TABLE_COLUMNS,
-    encode_row,
-)
+from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, encode_row
 from airflow_provider_claude_batch.results.rounds import RoundsIndex
+from airflow_provider_claude_batch.results.totals import FAILED_TYPES, INVALID_OUTPUT, RESULT_TYPES
 from airflow_provider_claude_batch.storage import binary_lines
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ from airflow_provider_claude_batch.output.land import output_check, structured_v
 from airflow_provider_claude_batch.output.manifest import build_manifest, landed_summary, manifest_bytes
 from airflow_provider_claude_batch.output.staging import Staging
 from airflow_provider_claude_batch.output.tables import Tables
-from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, Totals, fold_lines
+from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, fold_lines
 from airflow_provider_claude_batch.results.pricing import cost_of
+from airflow_provider_claude_batch.results.totals import Totals
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence

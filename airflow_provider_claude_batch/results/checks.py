@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from airflow_provider_claude_batch.exceptions import BatchInputError, ResultsArchivedError
-from airflow_provider_claude_batch.results.fold import EXAMPLES_KEPT
+from airflow_provider_claude_batch.results.totals import EXAMPLES_KEPT
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

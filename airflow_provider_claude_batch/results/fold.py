@@ -13,31 +13,30 @@ Python's collector run, and in a task process a full collection walks every obje
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_claude_batch.results.pricing import Usage
+from airflow_provider_claude_batch.results.totals import (
+    FAILED_TYPES,
+    INVALID_OUTPUT,
+    LONG_PROMPT_TOKENS,
+    NEGATIVE_USAGE,
+    RESULT_TYPES,
+    SUCCEEDED_WITHOUT_USAGE,
+    UNKNOWN_RESULT_TYPE,
+    ModelSums,
+    Totals,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from airflow_provider_claude_batch.results.structured import OutputCheck
 
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
-FAILED_TYPES = ("errored", "canceled", "expired")
-LONG_PROMPT_TOKENS = 100_000
-# Result problems the manifest flags (their rows are landed as served, their usage is left out of
-# the totals and the cost, which the manifest then marks incomplete).
-UNKNOWN_RESULT_TYPE = "unknown_result_type"
-SUCCEEDED_WITHOUT_USAGE = "succeeded_without_usage"
-NEGATIVE_USAGE = "negative_usage"
-EXAMPLES_KEPT = 5
 # Bytes of lines decoded and folded at a time: their objects stay in the CPU's cache until encoded.
 FOLD_BLOCK_BYTES = 1 << 16
-# The error_type of a succeeded result whose output does not validate against the output_type: a failure.
-INVALID_OUTPUT = "invalid_output"
 
 
 class TableRow(msgspec.Struct, gc=False):
@@ -136,60 +135,6 @@ class MalformedResultError(ValueError):
 
 
 @dataclass
-class Totals:
-    """Counts and usage of everything folded so far (one batch, or all of them)."""
-
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULT_TYPES, 0))
-    error_types: dict[str, int] = field(default_factory=dict)
-    usage_by_model: dict[str, Usage] = field(default_factory=dict)
-    # UNKNOWN_RESULT_TYPE etc. -> how many results, and the first few custom_ids.
-    problems: dict[str, int] = field(default_factory=dict)
-    problem_examples: dict[str, list[str]] = field(default_factory=dict)
-    # With an output_type: succeeded results whose output validated (those that did not are
-    # error_types["invalid_output"]).
-    validated: int = 0
-
-    @property
-    def requests(self) -> int:
-        """Results folded so far, of every type."""
-        return sum(self.counts.values())
-
-    @property
-    def failed(self) -> int:
-        """Results that did not succeed (errored, canceled, expired) or whose output did not validate."""
-        return sum(self.counts[t] for t in FAILED_TYPES) + self.error_types.get(INVALID_OUTPUT, 0)
-
-    def add(self, other: Totals) -> None:
-        """Count `other` (another batch's totals) into these."""
-        for kind, number in other.counts.items():
-            self.counts[kind] = self.counts.get(kind, 0) + number
-        for kind, number in other.error_types.items():
-            self.error_types[kind] = self.error_types.get(kind, 0) + number
-        for model, usage in other.usage_by_model.items():
-            self.usage_by_model.setdefault(model, Usage()).add(usage)
-        self.validated += other.validated
-        for kind, number in other.problems.items():
-            self.problems[kind] = self.problems.get(kind, 0) + number
-        for kind, examples in other.problem_examples.items():
-            kept = self.problem_examples.setdefault(kind, [])
-            kept += examples[: EXAMPLES_KEPT - len(kept)]
-
-    def flag(self, kind: str, custom_id: str) -> None:
-        """Note a result problem of `kind`, keeping the first few custom_ids as examples."""
-        self.problems[kind] = self.problems.get(kind, 0) + 1
-        examples = self.problem_examples.setdefault(kind, [])
-        if len(examples) < EXAMPLES_KEPT:
-            examples.append(custom_id)
-
-    def usage_total(self) -> dict[str, int]:
-        """Token counts over every model, as the manifest's `usage_total`."""
-        total = Usage()
-        for usage in self.usage_by_model.values():
-            total.add(usage)
-        return total.reported()
-
-
-@dataclass
 class FoldedLines:
     """The rows of a block of lines, in order, and the failed ones among them (the same objects)."""
 
@@ -279,36 +224,95 @@ def _fold_parsed(
     """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`.
 
     `row_type`: TableRow, or a subclass of it with an output_type's columns (left empty here).
+    The usual result (succeeded, with its usage) is handled inline, its tokens summed in locals for the
+    block's run of one model (`ModelSums`): this loop runs once per result.
     """
-    counts = totals.counts
     append = rows.append
+    sums = ModelSums(totals)
     for line in parsed:
         result = line.result
-        kind = result.type
-        counts[kind] = counts.get(kind, 0) + 1
         message = result.message
-        usage = message.usage if kind == "succeeded" and message is not None else None
         if (
             message is not None
-            and usage is not None
-            and usage.input_tokens is not None
-            and usage.output_tokens is not None
+            and (usage := message.usage) is not None
+            and result.type == "succeeded"
+            and (input_tokens := usage.input_tokens) is not None
+            and (output_tokens := usage.output_tokens) is not None
         ):
-            append(_succeeded_row(line.custom_id, batch_id, message, usage, totals, row_type))
-            continue
-        error_type: str | None = None
-        error_message: str | None = None
-        if kind == "succeeded":  # without a message or its usage: nothing to count, never a silent zero
-            totals.flag(SUCCEEDED_WITHOUT_USAGE, line.custom_id)
-        elif kind not in RESULT_TYPES:
-            totals.flag(UNKNOWN_RESULT_TYPE, line.custom_id)
-        elif kind == "errored":
-            error_type, error_message = _error_of(result.error)
-            totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
-        row = row_type(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
-        append(row)
-        if kind in FAILED_TYPES:
-            failed.append(row)
+            created = usage.cache_creation_input_tokens or 0
+            read = usage.cache_read_input_tokens or 0
+            split = usage.cache_creation
+            if split is not None:
+                write_5m = split.ephemeral_5m_input_tokens or 0
+                write_1h = split.ephemeral_1h_input_tokens or 0
+            else:  # no split reported: every cache write counted at the 5-minute rate (an assumption)
+                write_5m, write_1h = created, 0
+            content = message.content
+            if len(content) == 1:  # the usual reply: one text block, no join needed
+                block = content[0]
+                text = block.text if block.type == "text" and block.text is not None else ""
+            else:
+                text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
+            model = message.model
+            # One test for all six counts: the bitwise or of ints is negative when any one is.
+            if (input_tokens | output_tokens | write_5m | write_1h | read | created) < 0:
+                sums.negative += 1
+                totals.flag(NEGATIVE_USAGE, line.custom_id)
+            else:
+                if model != sums.model:
+                    sums.switch(model)
+                sums.requests += 1
+                sums.input_tokens += input_tokens
+                sums.output_tokens += output_tokens
+                if read or write_5m or write_1h:
+                    sums.count_cache(write_5m, write_1h, read)
+                if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
+                    sums.long_input_tokens += input_tokens
+                    sums.long_output_tokens += output_tokens
+            tools = usage.server_tool_use
+            append(
+                row_type(
+                    line.custom_id,
+                    batch_id,
+                    "succeeded",
+                    text,
+                    message.stop_reason,
+                    model,
+                    message.id,
+                    input_tokens,
+                    output_tokens,
+                    created,
+                    read,
+                    write_5m,
+                    write_1h,
+                    (tools.web_search_requests or 0) if tools else 0,
+                    (tools.web_fetch_requests or 0) if tools else 0,
+                    usage.service_tier,
+                )
+            )
+        else:
+            row = _other_row(line, batch_id, totals, row_type)
+            append(row)
+            if row.result_type in FAILED_TYPES:
+                failed.append(row)
+    sums.close()
+
+
+def _other_row(line: _Line, batch_id: str, totals: Totals, row_type: type[TableRow]) -> TableRow:
+    """The row of a result that is not a succeeded one with its usage, counted into `totals`."""
+    result = line.result
+    kind = result.type
+    totals.counts[kind] = totals.counts.get(kind, 0) + 1
+    error_type: str | None = None
+    error_message: str | None = None
+    if kind == "succeeded":  # without a message or its usage: nothing to count, never a silent zero
+        totals.flag(SUCCEEDED_WITHOUT_USAGE, line.custom_id)
+    elif kind not in RESULT_TYPES:
+        totals.flag(UNKNOWN_RESULT_TYPE, line.custom_id)
+    elif kind == "errored":
+        error_type, error_message = _error_of(result.error)
+        totals.error_types[error_type] = totals.error_types.get(error_type, 0) + 1
+    return row_type(line.custom_id, batch_id, kind, error_type=error_type, error_message=error_message)
 
 
 def _fold_structured(
@@ -345,76 +349,6 @@ def _output_of(content: list[_Block], text: str | None) -> bytes | str | None:
         if block.type == "tool_use" and block.input:
             return bytes(block.input)
     return text
-
-
-def _succeeded_row(
-    custom_id: str, batch_id: str, message: _Message, usage: _Usage, totals: Totals, row_type: type[TableRow]
-) -> TableRow:
-    """A succeeded result's row (its usage reported in full), its usage counted into `totals`."""
-    input_tokens = usage.input_tokens or 0  # (never None here: checked by the caller)
-    output_tokens = usage.output_tokens or 0
-    cache_created = usage.cache_creation_input_tokens or 0
-    cache_read = usage.cache_read_input_tokens or 0
-    cache_creation = usage.cache_creation
-    if cache_creation is not None:
-        write_5m = cache_creation.ephemeral_5m_input_tokens or 0
-        write_1h = cache_creation.ephemeral_1h_input_tokens or 0
-    else:
-        # No split reported: count every cache write at the 5-minute rate (an assumption).
-        write_5m = cache_created
-        write_1h = 0
-    content = message.content
-    if len(content) == 1:  # the usual reply: one text block, no join needed
-        block = content[0]
-        text = block.text if block.type == "text" and block.text is not None else ""
-    else:
-        text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
-    tools = usage.server_tool_use
-    model = message.model
-    # One test for all six counts: the bitwise or of ints is negative when any one is.
-    if (input_tokens | output_tokens | write_5m | write_1h | cache_read | cache_created) < 0:
-        totals.flag(NEGATIVE_USAGE, custom_id)
-    else:
-        _count_usage(totals, model, input_tokens, output_tokens, write_5m, write_1h, cache_read)
-    return row_type(
-        custom_id,
-        batch_id,
-        "succeeded",
-        text,
-        message.stop_reason,
-        model,
-        message.id,
-        input_tokens,
-        output_tokens,
-        cache_created,
-        cache_read,
-        write_5m,
-        write_1h,
-        (tools.web_search_requests or 0) if tools else 0,
-        (tools.web_fetch_requests or 0) if tools else 0,
-        usage.service_tier,
-    )
-
-
-def _count_usage(
-    totals: Totals, model: str, input_tokens: int, output_tokens: int, write_5m: int, write_1h: int, read: int
-) -> None:
-    """Count a succeeded result's tokens (none negative) into its model's usage."""
-    usage = totals.usage_by_model.get(model)
-    if usage is None:
-        usage = totals.usage_by_model[model] = Usage()
-    usage.requests += 1
-    usage.input_tokens += input_tokens
-    usage.output_tokens += output_tokens
-    if read or write_5m or write_1h:
-        usage.cache_write_5m_tokens += write_5m
-        usage.cache_write_1h_tokens += write_1h
-        usage.cache_read_tokens += read
-        usage.cache_requests += 1
-        usage.cache_read_requests += read > 0
-    if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
-        usage.long_prompt_input_tokens += input_tokens
-        usage.long_prompt_output_tokens += output_tokens
 
 
 def _error_of(envelope: _ErrorEnvelope | None) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT
+from airflow_provider_claude_batch.results.totals import INVALID_OUTPUT
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

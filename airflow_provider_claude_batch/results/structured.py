@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_claude_batch.requests.structured import resolve
-from airflow_provider_claude_batch.results.fold import INVALID_OUTPUT, TableRow
+from airflow_provider_claude_batch.results.fold import TableRow
+from airflow_provider_claude_batch.results.totals import INVALID_OUTPUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,12 +20,8 @@ from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from airflow_provider_claude_batch.output.land import LandingSettings, land_results
 from airflow_provider_claude_batch.output.staging import WRITEBACK_BYTES
-from airflow_provider_claude_batch.results.fold import (
-    TABLE_COLUMNS,
-    MalformedResultError,
-    Totals,
-    encode_row,
-)
+from airflow_provider_claude_batch.results.fold import TABLE_COLUMNS, MalformedResultError, encode_row
+from airflow_provider_claude_batch.results.totals import Totals
 from airflow_provider_claude_batch.storage import as_path
 from tests.helpers import fold_line
 

@@ -14,7 +14,8 @@ from airflow_provider_claude_batch.output.manifest import (
     rounds_summary,
 )
 from airflow_provider_claude_batch.output.rounds import finalize_rounds, round_folder
-from airflow_provider_claude_batch.results.fold import Totals, fold_lines
+from airflow_provider_claude_batch.results.fold import fold_lines
+from airflow_provider_claude_batch.results.totals import Totals
 from airflow_provider_claude_batch.storage import as_path
 from tests.unit.output.test_landing_blocks import CREATED, _Hook, _land, _result, _served
 

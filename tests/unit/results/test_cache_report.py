@@ -7,8 +7,9 @@ import json
 import pytest
 
 from airflow_provider_claude_batch.results.cache_report import caching_report, merge_caching
-from airflow_provider_claude_batch.results.fold import Totals, fold_lines
+from airflow_provider_claude_batch.results.fold import fold_lines
 from airflow_provider_claude_batch.results.pricing import Usage
+from airflow_provider_claude_batch.results.totals import Totals
 
 
 def _line(custom_id: str, read: int, write_1h: int, input_tokens: int = 100) -> bytes:

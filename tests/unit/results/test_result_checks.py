@@ -20,15 +20,14 @@ from airflow_provider_claude_batch.results.checks import (
     results_mismatch,
     valid_batch_id,
 )
-from airflow_provider_claude_batch.results.fold import (
+from airflow_provider_claude_batch.results.fold import TableRow, fold_lines
+from airflow_provider_claude_batch.results.pricing import cost_of
+from airflow_provider_claude_batch.results.totals import (
     NEGATIVE_USAGE,
     SUCCEEDED_WITHOUT_USAGE,
     UNKNOWN_RESULT_TYPE,
-    TableRow,
     Totals,
-    fold_lines,
 )
-from airflow_provider_claude_batch.results.pricing import cost_of
 from airflow_provider_claude_batch.submit.record import PartRecord, SubmissionRecord, TaskKey
 
 IDS = [f"r{i}" for i in range(10)]

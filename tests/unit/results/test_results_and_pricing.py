@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import pytest
 
 from airflow_provider_claude_batch.results.fold import (
     TABLE_COLUMNS,
     MalformedResultError,
-    Totals,
     encode_row,
     encode_rows,
     fold_lines,
@@ -21,6 +22,7 @@ from airflow_provider_claude_batch.results.pricing import (
     prices_from_overrides,
     standard_cost,
 )
+from airflow_provider_claude_batch.results.totals import Totals
 from tests.helpers import fold_line
 
 
@@ -177,6 +179,60 @@ def test_a_block_of_lines_folds_to_the_same_bytes_and_totals_as_one_line_at_a_ti
     assert [row.result_type for row in folded.failed] == ["errored", "expired", "canceled", "errored"]
     assert totals == expected
     assert totals.usage_by_model["claude-haiku-4-5"].long_prompt_input_tokens == 120_000
+
+
+def _reference_usage(results: list[dict[str, Any]]) -> dict[str, Usage]:
+    """Each model's usage summed straight from the results' JSON: the meaning of the fold's sums."""
+    by_model: dict[str, Usage] = {}
+    for result in results:
+        usage = result["message"]["usage"]
+        split = usage.get("cache_creation") or {}
+        write_5m = split.get("ephemeral_5m_input_tokens", usage.get("cache_creation_input_tokens", 0))
+        write_1h = split.get("ephemeral_1h_input_tokens", 0)
+        read = usage.get("cache_read_input_tokens", 0)
+        if min(usage["input_tokens"], usage["output_tokens"], write_5m, write_1h, read) < 0:
+            continue  # flagged, left out of the totals
+        total = by_model.setdefault(result["message"]["model"], Usage())
+        total.requests += 1
+        total.input_tokens += usage["input_tokens"]
+        total.output_tokens += usage["output_tokens"]
+        total.cache_write_5m_tokens += write_5m
+        total.cache_write_1h_tokens += write_1h
+        total.cache_read_tokens += read
+        total.cache_requests += bool(read or write_5m or write_1h)
+        total.cache_read_requests += read > 0
+        if usage["input_tokens"] + write_5m + write_1h + read > 100_000:
+            total.long_prompt_input_tokens += usage["input_tokens"]
+            total.long_prompt_output_tokens += usage["output_tokens"]
+    return by_model
+
+
+def test_usage_summed_over_runs_of_models_equals_summing_each_result_on_its_own() -> None:
+    rng = random.Random(7)
+    results = []
+    for i in range(600):
+        usage: dict[str, Any] = {"input_tokens": rng.choice([5, 90_000, 120_000]), "output_tokens": rng.randint(0, 9)}
+        if rng.random() < 0.5:
+            usage["cache_read_input_tokens"] = rng.choice([0, 4_000])
+            usage["cache_creation_input_tokens"] = rng.choice([0, 30])
+            if rng.random() < 0.5:
+                usage["cache_creation"] = {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}
+        if i % 97 == 0:
+            usage["output_tokens"] = -1
+        model = rng.choice(["claude-sonnet-5-5", "claude-haiku-4-5"]) if i % 50 < 25 else "claude-opus-4-1"
+        content = [{"type": "text", "text": f"r{i}"}]
+        results.append(
+            {"type": "succeeded", "message": {"id": f"m{i}", "model": model, "content": content, "usage": usage}}
+        )
+    lines = [_line(result, f"c{i}") for i, result in enumerate(results)]
+    lines.insert(300, _line(ERRORED, "e1"))
+    for block_lines in (1, 7, len(lines)):
+        totals = Totals()
+        for start in range(0, len(lines), block_lines):
+            fold_lines(b"\n".join(lines[start : start + block_lines]), "b", totals)
+        assert totals.usage_by_model == _reference_usage(results)
+        assert totals.counts["succeeded"] == 600 and totals.counts["errored"] == 1
+        assert totals.problems == {"negative_usage": 7}
 
 
 def test_blank_lines_crlf_and_a_last_line_without_newline_fold_like_before() -> None:

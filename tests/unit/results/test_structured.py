@@ -9,9 +9,10 @@ import pydantic
 import pytest
 
 from airflow_provider_claude_batch.requests.structured import output_spec
-from airflow_provider_claude_batch.results.fold import Totals, encode_rows, fold_lines
+from airflow_provider_claude_batch.results.fold import encode_rows, fold_lines
 from airflow_provider_claude_batch.results.rounds import retry_ids
 from airflow_provider_claude_batch.results.structured import MESSAGE_CHARS, OutputCheck, column_kind
+from airflow_provider_claude_batch.results.totals import Totals
 
 
 class Label(pydantic.BaseModel):
