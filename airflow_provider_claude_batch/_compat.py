@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping
+
     from airflow.sdk import BaseHook, conf
-    from airflow.sdk.bases.decorator import determine_kwargs
     from airflow.sdk.definitions.context import context_merge
     from airflow.sdk.exceptions import (
         AirflowException,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 else:
     try:  # Airflow >= 3.1
         from airflow.sdk import BaseHook, conf
-        from airflow.sdk.bases.decorator import determine_kwargs
         from airflow.sdk.definitions.context import context_merge
         from airflow.sdk.exceptions import (
             AirflowException,
@@ -40,7 +40,17 @@ else:
         )
         from airflow.hooks.base import BaseHook
         from airflow.utils.context import context_merge
-        from airflow.utils.operator_helpers import determine_kwargs
+
+
+def determine_kwargs(func: Callable[..., Any], args: Collection[Any], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Which of the context's keys `func` takes. Imported when called: its module (Airflow's decorator
+    base) costs more than the rest of a DAG file's imports of this package together.
+    """
+    try:  # Airflow >= 3.1
+        from airflow.sdk.bases.decorator import determine_kwargs as determine
+    except ImportError:  # Airflow 3.0
+        from airflow.utils.operator_helpers import determine_kwargs as determine  # type: ignore[attr-defined]
+    return determine(func, args, kwargs)
 
 
 async def aget_connection(hook: BaseHook, conn_id: str) -> Any:

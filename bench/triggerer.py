@@ -246,7 +246,14 @@ def _stalls(figure: TriggerFigure, theirs: str, small: str, large: str) -> list[
         f"{besides:.0f} ms: the triggers start one per turn of the loop, those waiting for the shared client go "
         "on a few per turn, and the first cycles hand out their answers a few hundred per turn. Freezing the "
         "start-up's objects (`gc.freeze()`) would spare the triggerer those collections, but its garbage "
-        "collector is the triggerer's to tune, not a provider's.",
+        "collector is the triggerer's to tune, not a provider's. Nor can a provider avoid them by holding less: "
+        "counted while developing (2026-12-07, 2,000 waiting triggers, after a full collection), a waiting trigger "
+        "holds 36 tracked objects, of which about 10 are the trigger and what the triggerer and asyncio give every "
+        "trigger (its task, coroutine and context, Airflow's three logger objects); 10,000 triggers holding only "
+        "those would still add about 100k objects, more than a quarter of the process's own (about 280k before "
+        "they start), so at least one full collection of the whole process falls in any triggerer's start-up "
+        "of 10,000 triggers unless the triggerer tunes its collector. That is why the stall target is read on "
+        "the steady window, and the start-up's reported beside it.",
         "",
     ]
 
