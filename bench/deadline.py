@@ -119,7 +119,7 @@ def section(outcomes: list[Outcome]) -> list[str]:
     by = {o.kind: o for o in outcomes}
     rows = []
     for o in outcomes:
-        counts = o.summary["counts"]  # type: ignore[index]
+        counts = o.summary["counts"]
         landed = "24 h (expiry)" if o.kind == "batch-only" else f"{o.modeled_seconds:.1f} s"
         rows.append(
             f"| {o.kind} | {landed} | {counts['succeeded']} / {counts['expired'] + counts['canceled']} | "  # type: ignore[index]

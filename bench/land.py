@@ -105,7 +105,8 @@ class LandFigure:
     ours_profile: dict[str, float] = field(default_factory=dict)
 
     def median(self, kind: str, count: int = SIZES[-1], what: str = "seconds") -> float:
-        return statistics.median(getattr(self, what)[(kind, count)])
+        values: list[float] = getattr(self, what)[(kind, count)]
+        return statistics.median(values)
 
     def low(self, kind: str, count: int = SIZES[-1]) -> float:
         return min(self.seconds[(kind, count)])
@@ -120,7 +121,7 @@ def custom_id_prefix() -> str:
     """The prefix common-ai's operator gives the custom_ids of this task instance's batch."""
     from airflow.providers.common.ai.batch import state
 
-    return state.key16(state.compute_identity_key(dag_id=DAG_ID, task_id=TASK_ID, run_id=RUN_ID, map_index=-1))
+    return str(state.key16(state.compute_identity_key(dag_id=DAG_ID, task_id=TASK_ID, run_id=RUN_ID, map_index=-1)))
 
 
 def create_ended_batch(url: str, count: int) -> str:

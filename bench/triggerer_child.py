@@ -71,7 +71,7 @@ class _Answers:
             self.count += len(snapshots)
             return real(tracker, snapshots, now)
 
-        waiting.WaitTracker.after_success = counting  # type: ignore[method-assign]
+        waiting.WaitTracker.after_success = counting  # type: ignore[method-assign,assignment]
 
 
 class _GcPauses:
@@ -197,6 +197,7 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
     cycles = polls / len(triggers)
     window_gcs, startup_gcs = gc_pauses.between(settled, ended), gc_pauses.between(started, settled)
     startup_besides_gcs = ticker.worst_besides(gc_pauses.full, started, settled)
+    window_besides_gcs = ticker.worst_besides(gc_pauses.full, settled, ended)
     return {
         "cycles": cycles,
         "cpu_per_cycle": cpu / cycles if cycles else float("inf"),
@@ -204,6 +205,7 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
         "emulator_cpu_share": emulator_cpu / wall,
         "kb_per_trigger": rss / len(triggers) / 1e3,
         "stall_ms": stall * 1000,
+        "stall_besides_gcs_ms": window_besides_gcs * 1000,
         "full_gcs": len(window_gcs),
         "full_gc_ms": max(window_gcs, default=0) * 1000,
         "tracked_objects": objects,

@@ -66,9 +66,9 @@ class RequestFacts:
         self.max_tokens.append(params.max_tokens)
         self.model_index.append(self._number(params.model))
 
-    def add_block(self, first_line: int, params: Sequence[schema.Params], *, may_sample: bool) -> None:
-        """Consecutive lines from `first_line` (the block road); `may_sample`: the block names a sampling field."""
-        if may_sample:
+    def add_block(self, first_line: int, params: Sequence[schema.Params]) -> None:
+        """Consecutive lines from `first_line` (the block road)."""
+        if schema.any_sampling(params):
             self.sampling_index.extend([self._sampling_number(schema.sampling_of(each)) for each in params])
         else:
             self.sampling_index.extend(repeat(0, len(params)))

