@@ -74,8 +74,12 @@ class RequestFacts:
             self.sampling_index.extend(repeat(0, len(params)))
         self.lines.extend(range(first_line, first_line + len(params)))
         self.max_tokens.extend([p.max_tokens for p in params])
-        number = self._number
-        self.model_index.extend([number(p.model) for p in params])
+        models = [p.model for p in params]
+        if models and models.count(models[0]) == len(models):  # the usual block: one model (counted in C)
+            self.model_index.extend(repeat(self._number(models[0]), len(models)))
+        else:
+            number = self._number
+            self.model_index.extend([number(model) for model in models])
 
     def model_of(self, index: int) -> str:
         """The model request `index` names."""
