@@ -256,7 +256,7 @@ def _stalls(figure: TriggerFigure, theirs: str, small: str, large: str) -> list[
         "when the objects moved to its oldest generation since the last one reach a quarter of those it holds. A "
         "steady cycle of ours moves next to none (its triggers are not woken, an unchanged batch keeps its "
         f"snapshot): the steady windows hold (median) {full_gcs}. The start-up is where they fall: "
-        "each waiting trigger holds about thirty objects for as long as it waits (the trigger, its task and "
+        "each waiting trigger holds about 36 tracked objects for as long as it waits (the trigger, its task and "
         "coroutines, Airflow's logger, our tracker and watch), and 10,000 of them bring about "
         f"{med(large, 'startup_full_gcs'):.0f} full GCs (median); at 1,000 one falls in the start-up or not, "
         "depending on how close the process already was to one. Besides them, no start-up stall of ours was over "
