@@ -56,3 +56,15 @@ def test_only_utf_8_is_sent_as_written() -> None:
     assert as_written.valid_utf8(b'{"a":"x"}') and as_written.valid_utf8('{"a":"\u65e5"}'.encode())
     assert not as_written.valid_utf8(b'{"a":"\xff"}')
     assert not as_written.valid_utf8(b'{"a":"\xed\xa0\x80"}')  # an encoded surrogate
+
+
+@pytest.mark.parametrize("field", as_written.SAMPLING_FIELDS)
+def test_any_sampling_sees_each_sampling_field_alone(field: str) -> None:
+    decode = as_written.decoder(False).decode
+
+    def params(**extra: object) -> as_written.Params:
+        return decode(json.dumps({"custom_id": "a", "params": message_params(**extra)})).params
+
+    assert not as_written.any_sampling([params(), params()])
+    assert as_written.any_sampling([params(), params(**{field: 0})])
+    assert as_written.sampling_of(params(**{field: 0})) == {field: 0}
