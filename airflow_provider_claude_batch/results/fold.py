@@ -224,8 +224,8 @@ def _fold_parsed(
     """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`.
 
     `row_type`: TableRow, or a subclass of it with an output_type's columns (left empty here).
-    The usual result (succeeded, with its usage) is handled inline, its tokens summed in locals for the
-    block's run of one model (`ModelSums`): this loop runs once per result.
+    The usual result (succeeded, with its usage) is handled inline, its tokens summed by a `ModelSums` over
+    each run of one model and counted into `totals` once per run: this loop runs once per result.
     """
     append = rows.append
     sums = ModelSums(totals)
