@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx2
 
 from bench.emulator_alone import HEADERS
+from bench.neighbours import process_seconds
 from bench.triggerer import (
     BARE_POLL,
     OUR_POLL,
@@ -37,13 +37,6 @@ def _rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise KeyError("VmRSS")
-
-
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of another process (the emulator)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _calls(url: str) -> dict[str, int]:
@@ -180,11 +173,11 @@ async def _child(kind: str, url: str, emulator_pid: int, batch_ids: list[str]) -
     ticker.worst = 0.0
     polls = await polled()
     calls = await asyncio.to_thread(_calls, url)
-    cpu, emulator_cpu, wall = time.process_time(), _cpu_of(emulator_pid), time.perf_counter()
+    cpu, emulator_cpu, wall = time.process_time(), process_seconds(emulator_pid), time.perf_counter()
     await asyncio.sleep(WINDOW_SECONDS)
     cpu, ended = time.process_time() - cpu, time.perf_counter()
     wall = ended - wall
-    emulator_cpu = _cpu_of(emulator_pid) - emulator_cpu
+    emulator_cpu = process_seconds(emulator_pid) - emulator_cpu
     polls = await polled() - polls
     calls_after = await asyncio.to_thread(_calls, url)
     stall = ticker.worst
