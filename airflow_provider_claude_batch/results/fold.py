@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_claude_batch.results.pricing import Usage
 from airflow_provider_claude_batch.results.totals import (
     FAILED_TYPES,
     INVALID_OUTPUT,
@@ -26,7 +27,6 @@ from airflow_provider_claude_batch.results.totals import (
     RESULT_TYPES,
     SUCCEEDED_WITHOUT_USAGE,
     UNKNOWN_RESULT_TYPE,
-    ModelSums,
     Totals,
 )
 
@@ -224,11 +224,12 @@ def _fold_parsed(
     """Each parsed line to its row (in `rows`, and in `failed` too if it failed), counted into `totals`.
 
     `row_type`: TableRow, or a subclass of it with an output_type's columns (left empty here).
-    The usual result (succeeded, with its usage) is handled inline, its tokens summed by a `ModelSums` over
-    each run of one model and counted into `totals` once per run: this loop runs once per result.
+    The usual result (succeeded, with its usage) is handled inline, its tokens counted straight into its
+    model's usage, looked up only when the model changes: this loop runs once per result.
     """
     append = rows.append
-    sums = ModelSums(totals)
+    succeeded = 0
+    model_usage, usage_model = Usage(), None  # (replaced at the first succeeded result: no model is None)
     for line in parsed:
         result = line.result
         message = result.message
@@ -254,21 +255,25 @@ def _fold_parsed(
             else:
                 text = "\n".join(b.text for b in content if b.type == "text" and b.text is not None)
             model = message.model
+            succeeded += 1
             # One test for all six counts: the bitwise or of ints is negative when any one is.
             if (input_tokens | output_tokens | write_5m | write_1h | read | created) < 0:
-                sums.negative += 1
                 totals.flag(NEGATIVE_USAGE, line.custom_id)
             else:
-                if model != sums.model:
-                    sums.switch(model)
-                sums.requests += 1
-                sums.input_tokens += input_tokens
-                sums.output_tokens += output_tokens
+                if model != usage_model:
+                    model_usage, usage_model = totals.usage_of(model), model
+                model_usage.requests += 1
+                model_usage.input_tokens += input_tokens
+                model_usage.output_tokens += output_tokens
                 if read or write_5m or write_1h:
-                    sums.count_cache(write_5m, write_1h, read)
+                    model_usage.cache_write_5m_tokens += write_5m
+                    model_usage.cache_write_1h_tokens += write_1h
+                    model_usage.cache_read_tokens += read
+                    model_usage.cache_requests += 1
+                    model_usage.cache_read_requests += read > 0
                 if input_tokens + write_5m + write_1h + read > LONG_PROMPT_TOKENS:
-                    sums.long_input_tokens += input_tokens
-                    sums.long_output_tokens += output_tokens
+                    model_usage.long_prompt_input_tokens += input_tokens
+                    model_usage.long_prompt_output_tokens += output_tokens
             tools = usage.server_tool_use
             append(
                 row_type(
@@ -295,7 +300,8 @@ def _fold_parsed(
             append(row)
             if row.result_type in FAILED_TYPES:
                 failed.append(row)
-    sums.close()
+    if succeeded:
+        totals.counts["succeeded"] = totals.counts.get("succeeded", 0) + succeeded
 
 
 def _other_row(line: _Line, batch_id: str, totals: Totals, row_type: type[TableRow]) -> TableRow:

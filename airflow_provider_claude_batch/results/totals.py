@@ -53,7 +53,7 @@ class Totals:
         for kind, number in other.error_types.items():
             self.error_types[kind] = self.error_types.get(kind, 0) + number
         for model, usage in other.usage_by_model.items():
-            self.usage_by_model.setdefault(model, Usage()).add(usage)
+            self.usage_of(model).add(usage)
         self.validated += other.validated
         for kind, number in other.problems.items():
             self.problems[kind] = self.problems.get(kind, 0) + number
@@ -68,61 +68,16 @@ class Totals:
         if len(examples) < EXAMPLES_KEPT:
             examples.append(custom_id)
 
+    def usage_of(self, model: str) -> Usage:
+        """`model`'s usage, to count into (a new one the first time)."""
+        usage = self.usage_by_model.get(model)
+        if usage is None:
+            usage = self.usage_by_model[model] = Usage()
+        return usage
+
     def usage_total(self) -> dict[str, int]:
         """Token counts over every model, as the manifest's `usage_total`."""
         total = Usage()
         for usage in self.usage_by_model.values():
             total.add(usage)
         return total.reported()
-
-
-class ModelSums:
-    """One model's token sums over a run of succeeded results, in plain attributes; counted into
-    `totals` when the model changes and at the end of the block (`close`).
-    """
-
-    def __init__(self, totals: Totals) -> None:
-        self.totals = totals
-        self.model: str | None = None
-        self.requests = self.input_tokens = self.output_tokens = 0
-        self.write_5m = self.write_1h = self.read = self.cache_requests = self.cache_read_requests = 0
-        self.long_input_tokens = self.long_output_tokens = 0
-        self.negative = 0  # succeeded results flagged for negative usage (counted, their usage left out)
-        self.succeeded = 0
-
-    def count_cache(self, write_5m: int, write_1h: int, read: int) -> None:
-        """A result that touched the prompt cache."""
-        self.write_5m += write_5m
-        self.write_1h += write_1h
-        self.read += read
-        self.cache_requests += 1
-        self.cache_read_requests += read > 0
-
-    def switch(self, model: str) -> None:
-        """Count the sums so far into their model's usage, and start summing `model`'s."""
-        if self.model is not None and self.requests:
-            usage = self.totals.usage_by_model.get(self.model)
-            if usage is None:
-                usage = self.totals.usage_by_model[self.model] = Usage()
-            usage.requests += self.requests
-            usage.input_tokens += self.input_tokens
-            usage.output_tokens += self.output_tokens
-            usage.cache_write_5m_tokens += self.write_5m
-            usage.cache_write_1h_tokens += self.write_1h
-            usage.cache_read_tokens += self.read
-            usage.cache_requests += self.cache_requests
-            usage.cache_read_requests += self.cache_read_requests
-            usage.long_prompt_input_tokens += self.long_input_tokens
-            usage.long_prompt_output_tokens += self.long_output_tokens
-        self.succeeded += self.requests
-        self.model = model
-        self.requests = self.input_tokens = self.output_tokens = 0
-        self.write_5m = self.write_1h = self.read = self.cache_requests = self.cache_read_requests = 0
-        self.long_input_tokens = self.long_output_tokens = 0
-
-    def close(self) -> None:
-        """Count what is left, and the succeeded results of the block."""
-        self.switch("")
-        succeeded = self.succeeded + self.negative
-        if succeeded:
-            self.totals.counts["succeeded"] = self.totals.counts.get("succeeded", 0) + succeeded
