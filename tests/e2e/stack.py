@@ -26,6 +26,7 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SETTINGS_MODULE = "e2e_sqlite_settings"
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 TERMINAL_RUN_STATES = {"success", "failed"}
+SIGTERM_GRACE_SECONDS = 30
 
 
 def free_port() -> int:
@@ -170,10 +171,22 @@ class AirflowStack:
             self.start(component)
 
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Send `sig` to the component's whole process group (the component and its children)."""
+        """Send `sig` to the component's whole process group (the component and its children).
+
+        A SIGTERM not obeyed within SIGTERM_GRACE_SECONDS is followed by SIGKILL: Airflow's DAG
+        processor can miss a SIGTERM that reaches it while it forks a parser: its handler then runs
+        inside the logging module's fork hooks, which swallow the handler's SystemExit, and the
+        processor goes on parsing (seen in CI: "Exception ignored in: <function _releaseLock>")."""
         process = self.processes.pop(component)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
+        if sig != signal.SIGKILL:
+            try:
+                process.wait(timeout=SIGTERM_GRACE_SECONDS)
+                return
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
 
     @contextlib.contextmanager
@@ -183,10 +196,12 @@ class AirflowStack:
         Airflow 3.3 on SQLite can fail it with "database is locked", and its clean-up after that
         error deletes the existing runs a reprocessing backfill had taken over (the scheduler
         working on them then dies). With PostgreSQL or MySQL this is not needed."""
-        stopped = [c for c in self.components[1:] if c in self.processes]
-        for component in stopped:
-            self.kill(component, signal.SIGTERM)
+        running = [c for c in self.components[1:] if c in self.processes]
+        stopped: list[str] = []
         try:
+            for component in running:
+                stopped.append(component)
+                self.kill(component, signal.SIGTERM)
             yield
         finally:
             for component in stopped:
