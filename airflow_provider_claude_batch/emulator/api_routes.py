@@ -62,10 +62,12 @@ class MessagesAndModelsRoutes:
             try:
                 body = bytes(await self._read_body(request, MESSAGES_BODY_LIMIT))
                 version = request.headers["anthropic-version"]
-                message = answer_message(
-                    self.store.planner, body, custom_id, version, self.store.models, self.store.cache_visit()
-                )
+                # What this call writes to the cache is readable once its answer goes out, not before:
+                # calls in flight together all write the entry, as on the API.
+                visit = self.store.cache_visit(hold_writes=True)
+                message = answer_message(self.store.planner, body, custom_id, version, self.store.models, visit)
                 await asyncio.sleep(config.messages_latency_seconds)
+                self.store.cache.store(visit.held_writes or [])
             finally:
                 self.messages_in_flight -= 1
             return json_response(message)

@@ -68,8 +68,20 @@ class PromptCache:
     def __init__(self) -> None:
         self.entries: dict[bytes, tuple[float, float]] = {}
 
-    def use(self, params: bytes, now: float, *, read_allowed: bool = True) -> CacheUse:
-        """Read and write the request's prefixes at time `now`; `read_allowed=False`: a best-effort miss."""
+    def use(
+        self,
+        params: bytes,
+        now: float,
+        *,
+        read_allowed: bool = True,
+        writes: list[tuple[bytes, float, float]] | None = None,
+    ) -> CacheUse:
+        """Read and write the request's prefixes at time `now`; `read_allowed=False`: a best-effort miss.
+
+        `writes`: the entries written are appended there (key, expires at, TTL seconds) for `store` to add
+        later, instead of at once: an entry is readable only after the first response begins, so calls
+        in flight together all write it (API facts, §9).
+        """
         if b'"cache_control"' not in params:
             return CacheUse()
         decoded = _decoder.decode(params)
@@ -93,10 +105,20 @@ class PromptCache:
         c = max(a, boundaries[last].tokens)
         one_hour = [i for i in after if boundaries[i].ttl == "1h"]
         b = boundaries[one_hour[-1]].tokens if one_hour else a
+        written = []
         for i in after:
             seconds = TTL_SECONDS[boundaries[i].ttl or "5m"]
-            self.entries[boundaries[i].key] = (now + seconds, seconds)
+            written.append((boundaries[i].key, now + seconds, seconds))
+        if writes is None:
+            self.store(written)
+        else:
+            writes.extend(written)
         return CacheUse(read=a, write_1h=max(0, b - a), write_5m=max(0, c - max(a, b)))
+
+    def store(self, written: list[tuple[bytes, float, float]]) -> None:
+        """Make written entries readable (key, expires at, TTL seconds)."""
+        for key, expires_at, seconds in written:
+            self.entries[key] = (expires_at, seconds)
 
     def clear(self) -> None:
         """Forget every entry."""

@@ -258,7 +258,7 @@ class OutcomePlanner:
         if cache is not None:
             # A best-effort hit (batches): read with the configured probability, decided by the digest.
             read_allowed = (digest % 10_000) < cache.hit_probability * 10_000
-            use = cache.cache.use(params, cache.now, read_allowed=read_allowed)
+            use = cache.cache.use(params, cache.now, read_allowed=read_allowed, writes=cache.held_writes)
             cached = min(record.input_tokens, use.read + use.write_5m + use.write_1h)
             record.cache_read = min(use.read, cached)
             record.cache_write_1h = min(use.write_1h, cached - record.cache_read)
@@ -269,8 +269,13 @@ class OutcomePlanner:
 
 @dataclass(frozen=True)
 class CacheVisit:
-    """The prompt cache a request meets: the workspace's cache, the time, and the odds of a hit."""
+    """The prompt cache a request meets: the workspace's cache, the time, and the odds of a hit.
+
+    `held_writes`: a list to hold the entries the request writes instead of storing them at once (a
+    Messages call's entries become readable only once its answer goes out: `PromptCache.store`).
+    """
 
     cache: PromptCache
     now: float
     hit_probability: float = 1.0
+    held_writes: list[tuple[bytes, float, float]] | None = None

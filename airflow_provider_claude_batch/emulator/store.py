@@ -197,9 +197,9 @@ class BatchStore:
             error_message=f"output_config.format: structured outputs are not supported by {record.model}",
         )
 
-    def cache_visit(self, hit_probability: float = 1.0) -> CacheVisit:
-        """The workspace's prompt cache as a request meets it now."""
-        return CacheVisit(self.cache, self.clock.now(), hit_probability)
+    def cache_visit(self, hit_probability: float = 1.0, *, hold_writes: bool = False) -> CacheVisit:
+        """The workspace's prompt cache as a request meets it now (`hold_writes`: see `CacheVisit`)."""
+        return CacheVisit(self.cache, self.clock.now(), hit_probability, [] if hold_writes else None)
 
     # ---- read ---------------------------------------------------------------------------------
     def get(self, batch_id: str) -> Batch:

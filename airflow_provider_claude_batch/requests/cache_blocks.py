@@ -39,7 +39,20 @@ class _Item(msgspec.Struct, gc=False):
     params: _Params
 
 
+class _KeyedParams(_Params, gc=False):
+    """What else a cache entry's key holds besides the prompt's blocks."""
+
+    output_config: msgspec.Raw = msgspec.Raw()
+    cache_control: msgspec.Raw = msgspec.Raw()  # the automatic mode: marks the last block
+
+
+class _Marked(msgspec.Struct, gc=False):
+    cache_control: msgspec.Raw = msgspec.Raw()
+
+
 _item_decoder = msgspec.json.Decoder(_Item)
+_keyed_decoder = msgspec.json.Decoder(_KeyedParams)
+_marked_decoder = msgspec.json.Decoder(_Marked)
 _blocks_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -148,6 +161,32 @@ def _digest(previous: bytes, tag: bytes, block: memoryview | bytes) -> bytes:
     hasher.update(tag)
     hasher.update(block)
     return hasher.digest()
+
+
+def first_breakpoint_key(params: bytes) -> bytes | None:
+    """A digest of the prompt up to its first cache breakpoint, with the model and ``output_config`` (which
+    the cache key holds); None without a breakpoint (or for params that do not decode).
+
+    Requests with the same key write and read one cache entry, and an entry is readable only once the
+    first response that writes it begins: calls sent together would each pay to write it.
+    """
+    try:
+        decoded = _keyed_decoder.decode(params)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    digest = _digest(decoded.model.encode(), b"O", memoryview(decoded.output_config))
+    found = False
+    for unit in _units(decoded):
+        digest = _digest(digest, unit.tag, memoryview(unit.raw))
+        found = True
+        if _has_breakpoint(unit.raw):
+            return digest
+    return digest if found and _present(decoded.cache_control) else None
+
+
+def _has_breakpoint(raw: msgspec.Raw) -> bool:
+    block = bytes(raw)
+    return block[:1] == b"{" and b'"cache_control"' in block and _present(_marked_decoder.decode(block).cache_control)
 
 
 def mark_block(

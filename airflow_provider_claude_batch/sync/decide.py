@@ -4,6 +4,10 @@ Pure: rows and answers in, decisions and result lines out. Each answer is kept a
 batch result (``{"custom_id", "result"}``), so it is folded, counted and priced by the same code as a
 batch's results (at the standard price: the Messages API has no batch discount).
 
+Order rule: a cache entry is readable only once the first response that writes it begins, so calls that
+share a cached prefix and go out together would each pay to write it (2x the input price for 1 hour).
+The first request of each such prefix goes alone; the others wait for its answer and read what it wrote.
+
 Retry rule: a Messages call is billed once it is processed, so a request is sent again only when its
 answer says it was not processed: 429 (rate limited), 529 (overloaded) and 5xx (the API failed before
 answering; an error answer carries no message and bills nothing). A call whose answer never came
@@ -12,7 +16,7 @@ answering; an error answer carries no message and bills nothing). A call whose a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,6 +24,7 @@ import msgspec
 from airflow_provider_claude_batch.results.rounds import worth_retrying
 
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import Iterable, Mapping
 
 SYNC_BUDGET_EXHAUSTED = "sync_budget_exhausted"
@@ -116,3 +121,61 @@ class SyncBudget:
             self.spent += cost
             self.dearest = max(self.dearest, cost)
             self.answered += 1
+
+
+# A request to send: custom_id, params, the key of its first cache breakpoint's prefix (None: no breakpoint).
+Pending = tuple[str, bytes, bytes | None]
+
+
+@dataclass
+class PrefixLeads:
+    """The requests still to send, taken so that only one call per cached prefix writes it (the order rule).
+
+    A request whose prefix has a call in flight and none answered yet is held back; it is taken once that
+    call is answered with a message (the entry is written) or, when the call failed, as the prefix's next lead.
+    """
+
+    queue: deque[Pending]
+    leading: set[bytes] = field(default_factory=set)
+    written: set[bytes] = field(default_factory=set)
+    held: dict[bytes, list[Pending]] = field(default_factory=dict)
+
+    def take(self) -> Pending | None:
+        """The next request to send, in order; None when none is left or every one left waits for a lead."""
+        while self.queue:
+            request = self.queue.popleft()
+            key = request[2]
+            if key is None or key in self.written:
+                return request
+            if key in self.leading:
+                self.held.setdefault(key, []).append(request)
+                continue
+            self.leading.add(key)
+            return request
+        return None
+
+    def answered(self, request: Pending, *, wrote: bool) -> None:
+        """`request`'s call is over; `wrote`: it was answered with a message (its prefix is in the cache now)."""
+        key = request[2]
+        if key is None or key not in self.leading:
+            return
+        self.leading.discard(key)
+        if wrote:
+            self.written.add(key)
+        self.queue.extendleft(reversed(self.held.pop(key, [])))
+
+    def left(self) -> list[Pending]:
+        """Every request not taken, in order of their prefixes' leads then their own."""
+        return [*self.queue, *(request for held in self.held.values() for request in held)]
+
+    def __len__(self) -> int:
+        return len(self.queue) + sum(map(len, self.held.values()))
+
+
+def shared_prefixes(requests: Iterable[Pending]) -> int:
+    """How many cached prefixes two or more of `requests` share (for the log)."""
+    counts: dict[bytes, int] = {}
+    for _, _, key in requests:
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return sum(1 for count in counts.values() if count > 1)

@@ -52,7 +52,8 @@ class SyncPolicy:
     """What the switch time assumes, and how hard the sync sender tries.
 
     :param request_latency: one Messages API call's time (measure yours: the sync phase logs it);
-        the switch time is ``deadline - landing_time - ceil(requests / sync_concurrency) * request_latency``.
+        the switch time is ``deadline - landing_time - (ceil(requests / sync_concurrency) + 1) * request_latency``
+        (one wave more for the first call of each cached prefix, which goes alone).
     :param landing_time: time kept for canceling the batches, waiting for them to end and landing.
     :param max_attempts: calls per request when the API answers 429, 529 or 5xx (not processed, not billed).
     """

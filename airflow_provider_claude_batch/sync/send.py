@@ -11,19 +11,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_claude_batch.requests.cache_blocks import first_breakpoint_key
 from airflow_provider_claude_batch.storage import read_bytes_if_exists, write_atomically
 from airflow_provider_claude_batch.sync.decide import (
     SYNC_BUDGET_EXHAUSTED,
+    Pending,
+    PrefixLeads,
     SyncBudget,
     error_type_for,
     errored_line,
     retry_delay,
     retry_status,
+    shared_prefixes,
     succeeded_line,
 )
 
@@ -98,14 +103,21 @@ class SyncSender:
         lines = recorded_answers(self.folder)
         for line in lines.values():
             self.budget.add(self.cost_of(line))
-        todo = [(cid, params) for cid, params in requests if cid not in lines]
+        todo = [(cid, params, first_breakpoint_key(params)) for cid, params in requests if cid not in lines]
         if len(lines):
             log.info("%d requests were answered by the Messages API in an earlier try: not sent again", len(lines))
         if todo:
             log.info(
                 "Sending %d requests to the Messages API (standard price), %d at a time", len(todo), self.concurrency
             )
-        pending = list(reversed(todo))
+        shared = shared_prefixes(todo)
+        if shared:
+            log.info(
+                "%d cached prefixes are shared by several of them: the first request of each goes alone, the "
+                "others read what it wrote (sent together, each would pay to write it)",
+                shared,
+            )
+        pending = PrefixLeads(deque(todo))
         failure: list[BaseException] = []
         workers = [
             threading.Thread(target=self._work, args=(pending, lines, failure), name=f"claude-sync-{n}", daemon=True)
@@ -117,23 +129,24 @@ class SyncSender:
             worker.join()
         if failure:
             raise failure[0]
-        for custom_id, _ in pending:  # left by the budget: reported, not recorded (a higher cap sends them)
+        left = pending.left()
+        for custom_id, _, _ in left:  # left by the budget: reported, not recorded (a higher cap sends them)
             lines[custom_id] = errored_line(
                 custom_id,
                 SYNC_BUDGET_EXHAUSTED,
                 f"not sent: max_sync_cost_usd={self.budget.cap} would be passed (spent ${self.budget.spent:.4f})",
             )
-        if pending:
+        if left:
             log.warning(
                 "max_sync_cost_usd=%s reached after $%.4f: %d requests not sent (failed with %s)",
                 self.budget.cap,
                 self.budget.spent,
-                len(pending),
+                len(left),
                 SYNC_BUDGET_EXHAUSTED,
             )
         return lines
 
-    def _work(self, pending: list[tuple[str, bytes]], lines: dict[str, bytes], failure: list[BaseException]) -> None:
+    def _work(self, pending: PrefixLeads, lines: dict[str, bytes], failure: list[BaseException]) -> None:
         while True:
             with self._lock:
                 while True:
@@ -142,30 +155,35 @@ class SyncSender:
                     step = self.budget.next_step()
                     if step == "stop":
                         return
-                    if step == "send":
-                        custom_id, params = pending.pop()
+                    request: Pending | None = pending.take() if step == "send" else None
+                    if request is not None:  # (None: every request left waits for its prefix's first answer)
                         self.budget.started()
                         break
                     self._lock.wait()
+            custom_id, params, _ = request
             cost: float | None = None
             try:
-                line = self._call(custom_id, params)
+                line, wrote = self._call(custom_id, params)
                 write_atomically(self.folder / f"{custom_id}{ANSWER_SUFFIX}", line)
                 cost = self.cost_of(line)
             except BaseException as exc:  # a worker that dies takes the whole round down, recorded answers kept
                 with self._lock:
                     failure.append(exc)
                     self.budget.settle(None)
+                    pending.answered(request, wrote=False)
                     self._lock.notify_all()
                 return
             with self._lock:
                 lines[custom_id] = line
                 self.sent += 1
                 self.budget.settle(cost)
+                pending.answered(request, wrote=wrote)
                 self._lock.notify_all()
 
-    def _call(self, custom_id: str, params: bytes) -> bytes:
-        """One request's result line: retried only on answers that say it was not processed."""
+    def _call(self, custom_id: str, params: bytes) -> tuple[bytes, bool]:
+        """One request's result line, and whether it was answered with a message: retried only on answers
+        that say it was not processed.
+        """
         import anthropic
 
         from airflow_provider_claude_batch.hooks.api_errors import retry_after
@@ -185,13 +203,12 @@ class SyncSender:
                     attempt += 1
                     continue
                 body_type, text = _error_of(exc.body, str(exc))
-                return errored_line(custom_id, error_type_for(status, body_type), text)
+                return errored_line(custom_id, error_type_for(status, body_type), text), False
             except anthropic.APIConnectionError as exc:
                 # No answer: the call may have been processed (and billed), so it is not sent again.
-                return errored_line(
-                    custom_id, error_type_for(None, None), f"no answer from the Messages API ({type(exc).__name__})"
-                )
-            return succeeded_line(custom_id, message)
+                lost = f"no answer from the Messages API ({type(exc).__name__})"
+                return errored_line(custom_id, error_type_for(None, None), lost), False
+            return succeeded_line(custom_id, message), True
 
     def _too_late(self) -> bool:
         return self.stop_retrying_at is not None and time.time() >= self.stop_retrying_at

@@ -36,9 +36,16 @@ class SwitchPlan:
     landing: float
 
     @property
+    def waves(self) -> int:
+        """Rounds of `concurrency` calls: one more than the requests fill, for the first call of each cached
+        prefix, which goes alone (`sync.decide`'s order rule), when there is more than one request.
+        """
+        return math.ceil(self.requests / self.concurrency) + (self.requests > 1)
+
+    @property
     def sync_seconds(self) -> float:
         """Time to send every request through the Messages API, `concurrency` at a time."""
-        return math.ceil(self.requests / self.concurrency) * self.latency
+        return self.waves * self.latency
 
     @property
     def switch_at(self) -> float:
@@ -50,7 +57,9 @@ class SwitchPlan:
     def arithmetic(self) -> str:
         """The computation as one sentence, for log lines and errors."""
         return (
-            f"{self.requests} requests / {self.concurrency} in flight x {self.latency:g} s each = "
+            f"{self.requests} requests / {self.concurrency} in flight"
+            f"{' + 1 for the first call of each cached prefix' if self.requests > 1 else ''} = {self.waves} "
+            f"waves x {self.latency:g} s each = "
             f"{self.sync_seconds:g} s through the Messages API, + {self.landing:g} s to land, before the "
             f"deadline {utc_clock(self.deadline)}"
         )

@@ -5,6 +5,7 @@ re-attaches, and a malformed cache_control refused before anything is spent."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC
 from pathlib import Path
 
@@ -176,6 +177,24 @@ def test_the_caching_section_prices_a_messages_api_round_at_the_standard_price(
     # Every request went through the Messages API: what caching paid is what the run paid, at the standard price.
     assert total["paid_usd"] == pytest.approx(manifest["cost"]["paid_usd"], abs=2e-6)
     assert total["saved_usd"] == pytest.approx(total["standard_without_caching_usd"] - total["paid_usd"], abs=2e-6)
+
+
+def test_on_the_messages_api_the_first_call_of_a_shared_prefix_goes_alone_so_only_it_writes_the_entry(
+    dags: Path, control: EmulatorControl, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cache entry is readable once the answer of the call that writes it goes out: calls in flight
+    # together would each pay to write it (2x the input price for 1 hour). Six at a time, two prefixes.
+    control.configure(messages_latency_seconds=0.3)
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    body = _one_task(tmp_path, out, ", route='sync', sync_concurrency=6", n=12, systems=2)
+    result = run_dag(write_dag(dags, "caching_sync_parallel", body))
+    assert result.task_state("batch") == "success"
+    rows = _rows(out / "results.jsonl")
+    writers = sorted(str(r["custom_id"]) for r in rows if r["cache_write_1h_tokens"])
+    assert writers == ["r0", "r1"]  # the first request of each system prompt
+    assert sum(1 for r in rows if r["cache_read_input_tokens"] and not r["cache_write_1h_tokens"]) == 10
+    assert "2 cached prefixes are shared by several of them" in caplog.text
 
 
 def test_the_warmup_of_a_structured_output_writes_the_entry_the_batch_reads(

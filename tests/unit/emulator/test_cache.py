@@ -98,3 +98,15 @@ def test_batch_hits_follow_the_configured_probability_and_messages_calls_always_
     assert [r.cache_read for r in replay.records] == [r.cache_read for r in batch.records]  # deterministic
     message = OutcomePlanner().plan("m", _params(_system(ONE_HOUR), "x"), "2026-10-21", cache=store.cache_visit())
     assert message.cache_read > 2000 and message.cache_write_1h == 0
+
+
+def test_held_writes_are_readable_only_once_stored_so_calls_in_flight_together_all_write() -> None:
+    cache = PromptCache()
+    held_first: list[tuple[bytes, float, float]] = []
+    held_second: list[tuple[bytes, float, float]] = []
+    first = cache.use(_params(_system(ONE_HOUR), "a"), now=0, writes=held_first)
+    second = cache.use(_params(_system(ONE_HOUR), "b"), now=1, writes=held_second)
+    assert first.write_1h == second.write_1h > 2000 and second.read == 0  # both paid to write it
+    cache.store(held_first)  # the first answer went out
+    third = cache.use(_params(_system(ONE_HOUR), "c"), now=2, writes=[])
+    assert (third.read, third.write_1h) == (first.write_1h, 0)

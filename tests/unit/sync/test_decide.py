@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 
 import pytest
 
 from airflow_provider_claude_batch.sync.decide import (
+    Pending,
+    PrefixLeads,
     SyncBudget,
     error_type_for,
     errored_line,
     leftovers,
     retry_delay,
     retry_status,
+    shared_prefixes,
     succeeded_line,
 )
 
@@ -98,3 +102,43 @@ def test_answers_recorded_by_an_earlier_try_count_against_the_cap() -> None:
     budget = SyncBudget(0.5)
     budget.add(0.3)
     assert budget.next_step() == "stop"  # 0.3 + 0.3 > 0.5
+
+
+def _pending(*keys: str | None) -> list[Pending]:
+    return [(f"r{i}", b"{}", None if key is None else key.encode()) for i, key in enumerate(keys)]
+
+
+def test_the_first_request_of_a_cached_prefix_goes_alone_and_the_others_once_it_wrote_the_entry() -> None:
+    requests = _pending("a", "a", None, "b", "a", "b")
+    leads = PrefixLeads(deque(requests))
+    taken = [leads.take(), leads.take(), leads.take()]
+    # a's lead, the request without a breakpoint, b's lead; the other a's and b are held back
+    assert [t[0] if t else None for t in taken] == ["r0", "r2", "r3"]
+    assert leads.take() is None and len(leads) == 3
+    assert taken[0] is not None and taken[2] is not None
+    leads.answered(taken[0], wrote=True)  # a is in the cache now: its requests go, in their order
+    assert [leads.take(), leads.take()] == [requests[1], requests[4]]
+    assert leads.take() is None  # r5 still waits for b's lead
+    leads.answered(taken[2], wrote=True)
+    assert leads.take() == requests[5] and leads.take() is None and not leads
+
+
+def test_a_lead_that_wrote_nothing_hands_the_lead_to_the_next_request_of_its_prefix() -> None:
+    requests = _pending("a", "a", "a")
+    leads = PrefixLeads(deque(requests))
+    first = leads.take()
+    assert first == requests[0] and leads.take() is None
+    leads.answered(first, wrote=False)  # an error answer: nothing was cached
+    second = leads.take()
+    assert second == requests[1] and leads.take() is None  # the next one leads, alone
+    leads.answered(second, wrote=True)
+    assert leads.take() == requests[2]
+
+
+def test_what_is_left_includes_the_held_requests_and_shared_prefixes_are_counted() -> None:
+    requests = _pending("a", "a", "b", None, None)
+    leads = PrefixLeads(deque(requests))
+    assert leads.take() == requests[0] and leads.take() == requests[2]
+    assert sorted(r[0] for r in leads.left()) == ["r1", "r3", "r4"]
+    assert leads.take() == requests[3]  # the held one does not stop those behind it
+    assert shared_prefixes(requests) == 1

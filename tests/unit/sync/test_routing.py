@@ -56,7 +56,7 @@ def test_no_switch_time_without_a_deadline_or_without_the_fallback() -> None:
     assert Routing().switch_plan(None, 10) is None
     assert Routing(deadline=timedelta(hours=1), sync_fallback=False).switch_plan(1e9, 10) is None
     plan = Routing(deadline=timedelta(hours=1), sync_concurrency=4).switch_plan(1e9, 10)
-    assert plan is not None and plan.sync_seconds == 3 * 30 and plan.landing == 300
+    assert plan is not None and plan.sync_seconds == (3 + 1) * 30 and plan.landing == 300
 
 
 def test_a_timedelta_counts_from_the_first_try_and_is_kept_for_the_retries(tmp_path: Path) -> None:

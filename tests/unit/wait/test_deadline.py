@@ -10,18 +10,22 @@ NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
 
 def test_the_switch_time_leaves_room_to_send_every_request_and_land_before_the_deadline() -> None:
-    # 2,000 requests, 8 in flight, 20 s each: 250 waves x 20 s = 5,000 s; 300 s to land.
+    # 2,000 requests, 8 in flight, 20 s each: 250 waves + 1 (the first call of each cached prefix goes
+    # alone) x 20 s = 5,020 s; 300 s to land.
     plan = SwitchPlan(NOW + 7 * 3600, 2000, 8, 20.0, 300.0)
-    assert plan.sync_seconds == 5000
-    assert plan.switch_at == NOW + 7 * 3600 - 300 - 5000
+    assert plan.sync_seconds == 5020
+    assert plan.switch_at == NOW + 7 * 3600 - 300 - 5020
     assert not plan.switch_due(NOW) and plan.switch_due(plan.switch_at)
     assert plan.meetable(NOW)
-    assert "2000 requests / 8 in flight x 20 s each = 5000 s" in plan.arithmetic()
+    assert "2000 requests / 8 in flight + 1 for the first call of each cached prefix = 251 waves x 20 s each = " in (
+        plan.arithmetic()
+    )
 
 
-def test_a_partial_wave_costs_a_whole_latency() -> None:
-    assert SwitchPlan(NOW, 9, 8, 10.0, 0.0).sync_seconds == 20  # 8 then 1: two waves
-    assert SwitchPlan(NOW, 8, 8, 10.0, 0.0).sync_seconds == 10
+def test_a_partial_wave_costs_a_whole_latency_and_a_prefix_s_first_call_one_more() -> None:
+    assert SwitchPlan(NOW, 9, 8, 10.0, 0.0).sync_seconds == 30  # 8 then 1: two waves, + the first call's
+    assert SwitchPlan(NOW, 8, 8, 10.0, 0.0).sync_seconds == 20  # the first call alone, then the other 7
+    assert SwitchPlan(NOW, 1, 8, 10.0, 0.0).sync_seconds == 10  # one call: nothing waits for it
 
 
 @pytest.mark.parametrize(
@@ -31,7 +35,7 @@ def test_a_partial_wave_costs_a_whole_latency() -> None:
 def test_a_deadline_not_even_the_messages_api_can_meet_is_refused(
     hours: float, concurrency: int, meetable: bool
 ) -> None:
-    # 1,000 requests x 30 s: 8 in flight need 3,750 s, 32 in flight 960 s; plus 300 s to land.
+    # 1,000 requests x 30 s: 8 in flight need 3,780 s, 32 in flight 990 s; plus 300 s to land.
     assert SwitchPlan(NOW + hours * 3600, 1000, concurrency, 30.0, 300.0).meetable(NOW) is meetable
 
 
