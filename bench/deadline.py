@@ -29,7 +29,7 @@ STRAGGLERS = r"q-\d\d[02468]0"  # every 20th custom_id: 5%
 PROCESSING = 4.0
 LATENCY = 0.05
 CONCURRENCY = 8
-# The guard reserves time for all 2,000 through the Messages API: 250 waves x 0.06 s + 3 s to land.
+# The guard reserves time for all 2,000 through the Messages API: 251 waves x 0.06 s + 3 s to land.
 DEADLINE_SECONDS = 30.0
 SCENARIOS = ("batch-only", "sync-only", "guard")
 
@@ -134,8 +134,9 @@ def section(outcomes: list[Outcome]) -> list[str]:
         f"is compressed: the batch finishes its 1,900 ordinary requests in {PROCESSING:g} s, and holds the 100 "
         f"stragglers (every 20th custom_id) until its 24 h expiry or a cancel; a Messages API call takes "
         f"{LATENCY:g} s, {CONCURRENCY} in flight. The guard's deadline is {DEADLINE_SECONDS:g} s after the start, "
-        "with `SyncPolicy(request_latency=0.06 s, landing_time=3 s)`: it reserves 250 waves x 0.06 s + 3 s = 18 s "
-        "for the worst case (all 2,000 still unfinished), so it switches 12 s after the start. Dollars from the "
+        "with `SyncPolicy(request_latency=0.06 s, landing_time=3 s)`: it reserves 251 waves (250, + 1 for the first "
+        "call of each cached prefix) x 0.06 s + 3 s = 18.1 s for the worst case (all 2,000 still unfinished), so it "
+        "switches 11.9 s after the start. Dollars from the "
         "manifests (claude-haiku-4-5, the dated price table).",
         "",
         "| route | time to landed results | succeeded / unanswered | rows via batch / sync | paid "

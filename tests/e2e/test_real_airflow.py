@@ -101,8 +101,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iter
     env = {
         **examples_env(emulator.url, emulator.api_key, s3_server, f"file://{output}"),
         "AIRFLOW__CLAUDE_BATCH__STATE_PATH": f"file://{home / 'state'}",
-        # The deadline example, minutes away: 60 reviews / 8 x 1 s + 10 s reserved, so the guard
-        # switches about 42 s after the run starts.
+        # The deadline example, a minute away: (60 reviews / 8 + 1) waves x 1 s + 10 s reserved, so the
+        # guard switches about 41 s after the run starts.
         "CLAUDE_BATCH_EXAMPLES_DEADLINE": "{{ dag_run.start_date + macros.timedelta(seconds=60) }}",
         "CLAUDE_BATCH_EXAMPLES_SYNC_LATENCY_SECONDS": "1",
         "CLAUDE_BATCH_EXAMPLES_LANDING_SECONDS": "10",
