@@ -232,6 +232,14 @@ def report_manifest(log: TaskLog, manifest: Mapping[str, Any]) -> None:
             estimate["actual_input_tokens"],
             estimate["actual_output_tokens"],
         )
+        if abs(estimate["actual_paid_usd"] - estimate["actual_batch_usd"]) > 5e-7:
+            log.info(
+                "Paid $%.4f (the Messages API's rows at the standard price); estimated $%.4f to $%.4f at the "
+                "prices paid",
+                estimate["actual_paid_usd"],
+                estimate["paid_usd_low"],
+                estimate["paid_usd_high"],
+            )
     report_caching(log, manifest.get("caching"))
     routes = manifest.get("routes", {})
     if routes.get("sync", {}).get("requests"):

@@ -19,7 +19,7 @@ from airflow_provider_claude_batch.results.pricing import Cost, cost_of
 from airflow_provider_claude_batch.results.totals import EXAMPLES_KEPT, FAILED_TYPES, INVALID_OUTPUT
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from anthropic.types.messages import MessageBatch
 
@@ -101,26 +101,44 @@ def build_manifest(
         "cost_complete": summary.cost_complete,
     }
     if estimate is not None:
-        manifest["estimate"] = estimate_entry(estimate, summary)
+        routes = {str(r.get("route", "batch")) for r in rounds} if rounds else {"batch"}
+        manifest["estimate"] = estimate_entry(estimate, summary, routes)
     return manifest | {"result_problems": summary.result_problems, "files": [vars(f) for f in files]}
 
 
-def estimate_entry(estimate: Mapping[str, Any], summary: Summary) -> Json:
-    """Preflight's estimate as it was logged before the first create, with the actual figures beside it."""
+def estimate_entry(estimate: Mapping[str, Any], summary: Summary, routes: Collection[str] = ("batch",)) -> Json:
+    """Preflight's estimate as it was logged before the first create, with the actual figures beside it.
+
+    ``actual_batch_usd`` (every token at the batch price) against the batch range judges the estimate's
+    tokens; ``actual_paid_usd`` against the range of the prices the `routes` paid judges the bill: the
+    standard range when every round went through the Messages API, from the batch low to the standard
+    high when both routes carried rounds.
+    """
     usage = summary.usage_total
     input_total = sum(
         usage.get(name, 0)
         for name in ("input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
     )
     actual_usd = summary.cost.get("batch_usd", 0.0)
+    paid = summary.cost.get("paid_usd", actual_usd)
     low, high = estimate.get("batch_usd_low", 0.0), estimate.get("batch_usd_high", 0.0)
+    paid_low = low if "batch" in routes else estimate.get("standard_usd_low", 0.0)
+    paid_high = estimate.get("standard_usd_high", 0.0) if "sync" in routes else high
     return {
         **estimate,
         "actual_input_tokens": input_total,
         "actual_output_tokens": usage.get("output_tokens", 0),
         "actual_batch_usd": actual_usd,
-        "actual_within_range": isinstance(actual_usd, int | float) and low - 1e-6 <= actual_usd <= high + 1e-6,
+        "actual_within_range": _within(actual_usd, low, high),
+        "actual_paid_usd": paid,
+        "paid_usd_low": paid_low,
+        "paid_usd_high": paid_high,
+        "paid_within_range": _within(paid, paid_low, paid_high),
     }
+
+
+def _within(value: object, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and low - 1e-6 <= value <= high + 1e-6
 
 
 def manifest_bytes(manifest: Json) -> bytes:

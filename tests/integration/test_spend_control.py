@@ -183,7 +183,33 @@ def test_the_manifest_shows_the_estimate_beside_the_actual_cost(
     assert estimate["input_tokens"] == estimate["actual_input_tokens"]  # every request counted: exact
     assert estimate["actual_within_range"] is True
     assert estimate["batch_usd_low"] <= estimate["actual_batch_usd"] <= estimate["batch_usd_high"]
+    # Through batches only: what was paid is the batch figure, judged against the batch range.
+    assert estimate["actual_paid_usd"] == estimate["actual_batch_usd"] and estimate["paid_within_range"] is True
+    assert (estimate["paid_usd_low"], estimate["paid_usd_high"]) == (
+        estimate["batch_usd_low"],
+        estimate["batch_usd_high"],
+    )
     assert "Estimated before submitting: $" in printed(capfd)
+
+
+def test_a_run_through_the_messages_api_judges_what_it_paid_against_the_standard_price_range(
+    dags: Path, control: EmulatorControl, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    result = run_dag(write_dag(dags, "estimate_vs_paid_sync", _one_task(tmp_path, out, _requests(4), ", route='sync'")))
+    assert result.task_state("batch") == "success"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    estimate = manifest["estimate"]
+    assert estimate["actual_within_range"] is True  # the tokens, at the batch price, as estimated
+    # The bill: every row at the standard price (twice the batch price), judged against that range.
+    assert estimate["actual_paid_usd"] == pytest.approx(manifest["cost"]["paid_usd"])
+    assert estimate["actual_paid_usd"] == pytest.approx(2 * estimate["actual_batch_usd"], rel=1e-3)
+    assert (estimate["paid_usd_low"], estimate["paid_usd_high"]) == (
+        estimate["standard_usd_low"],
+        estimate["standard_usd_high"],
+    )
+    assert estimate["paid_within_range"] is True
+    assert "the Messages API's rows at the standard price" in printed(capfd)
 
 
 # ---- 4. the canary ------------------------------------------------------------------------------------

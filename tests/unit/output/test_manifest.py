@@ -111,3 +111,25 @@ def test_the_fold_gives_rows_tokens_and_dollars_per_route_and_the_premium_paid_f
     assert cost["batch_only_usd"] == summary.cost["batch_usd"]
     assert cost["paid_usd"] == round(round0["cost"]["batch_usd"] + round1["cost"]["standard_usd"], 6)
     assert cost["deadline_premium_usd"] == round(round1["cost"]["standard_usd"] - round1["cost"]["batch_usd"], 6)
+
+
+def test_what_was_paid_is_judged_against_the_range_of_the_prices_the_rounds_paid(tmp_path: Path) -> None:
+    from airflow_provider_claude_batch.output.manifest import estimate_entry, with_route_costs
+
+    round0, round1, _ = _land_two_rounds(tmp_path)
+    as_sync = {**round1, "route": "sync"}
+    summary = with_route_costs(rounds_summary([round0, as_sync], 10, {}, {}), [round0, as_sync])
+    paid = summary.cost["paid_usd"]
+    estimate = {"batch_usd_low": paid / 4, "batch_usd_high": paid / 2, "standard_usd_low": paid / 2}
+    estimate["standard_usd_high"] = paid * 1.5
+    both = estimate_entry(estimate, summary, {"batch", "sync"})
+    assert both["actual_paid_usd"] == paid and both["actual_batch_usd"] == summary.cost["batch_usd"]
+    assert (both["paid_usd_low"], both["paid_usd_high"]) == (paid / 4, paid * 1.5) and both["paid_within_range"]
+    batch_only = estimate_entry(estimate, summary, {"batch"})
+    assert (batch_only["paid_usd_low"], batch_only["paid_usd_high"]) == (paid / 4, paid / 2)
+    assert batch_only["paid_within_range"] is False  # paid more than the batch range allows
+    sync_only = estimate_entry(estimate, summary, {"sync"})
+    assert (sync_only["paid_usd_low"], sync_only["paid_usd_high"]) == (paid / 2, paid * 1.5)
+    # A single landing has no paid_usd of its own: it paid the batch price.
+    single = estimate_entry(estimate, landed_summary(Totals()))
+    assert single["actual_paid_usd"] == single["actual_batch_usd"] == 0
