@@ -47,7 +47,7 @@ def breakpoints(requests: list[dict[str, Any]]) -> dict[str, str | None]:
         minimum = minimum_cacheable_tokens(params["model"])
         longest = 0
         for other in eligible:
-            if other is request or other["params"]["model"] != params["model"]:
+            if other is request or _cache_key(other["params"]) != _cache_key(params):
                 continue
             theirs = blocks(other["params"])
             common = 0
@@ -65,3 +65,8 @@ def breakpoints(requests: list[dict[str, Any]]) -> dict[str, str | None]:
                 chosen[request["custom_id"]] = mine[at][0]
                 break
     return chosen
+
+
+def _cache_key(params: dict[str, Any]) -> tuple[str, bytes]:
+    """What a cache entry's key holds besides the blocks: requests differing in it share no entry."""
+    return params["model"], msgspec.json.encode(params.get("output_config"))

@@ -32,6 +32,7 @@ class _Params(msgspec.Struct, gc=False):
     system: msgspec.Raw = msgspec.Raw()  # (empty: absent; a Raw is never None)
     tool_choice: msgspec.Raw = msgspec.Raw()
     thinking: msgspec.Raw = msgspec.Raw()
+    output_config: msgspec.Raw = msgspec.Raw()  # held by the cache key: requests differing in it share no entry
     messages: list[_Message] = []
 
 
@@ -40,9 +41,6 @@ class _Item(msgspec.Struct, gc=False):
 
 
 class _KeyedParams(_Params, gc=False):
-    """What else a cache entry's key holds besides the prompt's blocks."""
-
-    output_config: msgspec.Raw = msgspec.Raw()
     cache_control: msgspec.Raw = msgspec.Raw()  # the automatic mode: marks the last block
 
 
@@ -125,7 +123,7 @@ class Chains:
         except (msgspec.DecodeError, RecursionError):
             return None
         minimum = self.minimum_bytes(params.model)
-        digest = hashlib.blake2b(params.model.encode(), digest_size=_DIGEST_BYTES).digest()
+        digest = _seed(params)
         size = 0
         first = -1
         digests: list[int] = []
@@ -156,6 +154,14 @@ class Chains:
         return digest
 
 
+def _seed(params: _Params) -> bytes:
+    """The digest a prompt's chain starts from: what the cache key holds besides its blocks."""
+    digest = hashlib.blake2b(params.model.encode(), digest_size=_DIGEST_BYTES).digest()
+    if _present(params.output_config):
+        digest = _digest(digest, b"O", memoryview(params.output_config))
+    return digest
+
+
 def _digest(previous: bytes, tag: bytes, block: memoryview | bytes) -> bytes:
     hasher = hashlib.blake2b(previous, digest_size=_DIGEST_BYTES)
     hasher.update(tag)
@@ -174,7 +180,7 @@ def first_breakpoint_key(params: bytes) -> bytes | None:
         decoded = _keyed_decoder.decode(params)
     except (msgspec.DecodeError, RecursionError):
         return None
-    digest = _digest(decoded.model.encode(), b"O", memoryview(decoded.output_config))
+    digest = _seed(decoded)
     found = False
     for unit in _units(decoded):
         digest = _digest(digest, unit.tag, memoryview(unit.raw))

@@ -3,9 +3,10 @@
 A prompt is a sequence of blocks in the API's prefix order: each tool definition, the system prompt
 (a string is one block), then each message's content blocks. For every request without a
 `cache_control` of its own, the breakpoint goes on the last block of the longest prefix it shares
-with at least one other request of the same model, if that prefix reaches the model's minimum
-cacheable length: the block the API writes the cache at and the others read it from. (The API's
-automatic mode marks each request's last block, which no other request of a batch shares.)
+with at least one other request of the same model and `output_config` (the cache key holds both), if
+that prefix reaches the model's minimum cacheable length: the block the API writes the cache at and
+the others read it from. (The API's automatic mode marks each request's last block, which no other
+request of a batch shares.)
 
 Fast and memory-bounded for 100,000 requests: a request too short to hold a cacheable prefix is
 passed over by its length; the others are decoded to raw blocks and hashed, a chain of 8-byte

@@ -190,3 +190,14 @@ def test_a_block_whose_bytes_appear_earlier_in_the_request_is_still_the_one_mark
     for request in sent:
         assert request["params"]["metadata"] == early
         assert request["params"]["system"][0]["cache_control"] == CACHE_CONTROL
+
+
+def test_requests_that_differ_in_output_config_share_no_cache_entry_so_get_no_breakpoint_for_it() -> None:
+    # The cache key holds output_config: a breakpoint there would make each pay a write none reads.
+    low, high = {"effort": "low"}, {"effort": "high"}
+    _, plan, before, after = _cached(
+        [_request(0, system=INSTRUCTION, output_config=low), _request(1, system=INSTRUCTION, output_config=high)]
+    )
+    assert after is before and not plan.prefixes
+    _, plan, _, _ = _cached([_request(i, system=INSTRUCTION, output_config=low) for i in range(2)])
+    assert [p.requests for p in plan.prefixes] == [2]  # the same output_config: shared as before

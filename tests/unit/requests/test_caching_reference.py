@@ -41,6 +41,8 @@ def _request(rng: random.Random, number: int) -> dict[str, Any]:
     params["messages"] = messages
     if rng.random() < 0.05:
         params["cache_control"] = {"type": "ephemeral"}
+    if rng.random() < 0.3:  # part of the cache key: requests differing in it share no entry
+        params["output_config"] = {"effort": rng.choice(["low", "high"])}
     return {"custom_id": f"r{number}", "params": params}
 
 
