@@ -178,15 +178,15 @@ def first_breakpoint_key(params: bytes) -> bytes | None:
     """
     try:
         decoded = _keyed_decoder.decode(params)
+        digest = _seed(decoded)
+        found = False
+        for unit in _units(decoded):
+            digest = _digest(digest, unit.tag, memoryview(unit.raw))
+            found = True
+            if _has_breakpoint(unit.raw):
+                return digest
     except (msgspec.DecodeError, RecursionError):
         return None
-    digest = _seed(decoded)
-    found = False
-    for unit in _units(decoded):
-        digest = _digest(digest, unit.tag, memoryview(unit.raw))
-        found = True
-        if _has_breakpoint(unit.raw):
-            return digest
     return digest if found and _present(decoded.cache_control) else None
 
 

@@ -47,3 +47,7 @@ def test_the_automatic_mode_marks_the_last_block() -> None:
         system="Label. " * 300, cache_control={"type": "ephemeral"}, messages=[{"role": "user", "content": "x"}]
     )
     assert other != one  # the last block differs
+
+
+def test_params_whose_blocks_do_not_decode_have_no_key() -> None:
+    assert _key(system=12) is None and _key(messages=[{"role": "user", "content": 5}]) is None
