@@ -5,7 +5,7 @@ ends, so the number of requests that may still be unfinished at any time is boun
 the switch time leaves room to send that many through the Messages API, `concurrency` at a time, and
 to land the result before the deadline:
 
-    sync_seconds = ceil(requests / concurrency) * latency
+    sync_seconds = (ceil(requests / concurrency) + 1) * latency   (+ 1: each cached prefix's first call goes alone)
     switch_at    = deadline - landing - sync_seconds
 
 A deadline before `now + landing + sync_seconds` cannot be met even by the Messages API alone.
